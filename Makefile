@@ -1,0 +1,28 @@
+# Every target creates the virtual environment on first use: a fresh machine needs only Python 3.11+.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/anonymize: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(BIN)/anonymize
+
+demo: $(BIN)/anonymize
+	$(BIN)/anonymize demo
+
+test: $(BIN)/anonymize
+	$(BIN)/ruff check pipeline tests bench
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/anonymize
+	$(BIN)/ruff check pipeline tests bench
+
+bench: $(BIN)/anonymize
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) data reports state demo

@@ -1,0 +1,285 @@
+"""Release gate: an independent re-check of the written report bytes. Fails closed.
+
+The gate does not trust the aggregation step. It re-reads the Parquet bytes that are about to be
+published and refuses (:class:`PrivacyRefusal`, exit 3) when:
+- ``columns``: a column is not a declared dimension, metric, interval (``*_ci95``) or ``level``;
+- ``patterns``: any text value looks like an identifier (e-mail, phone, IPv4/IPv6, card number
+  passing Luhn, Indian PAN, Aadhaar, GSTIN);
+- ``identifier_values``: any published dimension value equals a value of a declared identifier
+  column (or the privacy unit) in the source; checked inside DuckDB by a join;
+- ``quasi_identifier``: a dimension's distinct values number close to the distinct units, or most of
+  its values belong to a single unit (in the source);
+- ``min_units`` (threshold mode): a published row aggregates fewer than ``min_units`` distinct
+  units, recomputed from the source by joining the published keys back to it.
+The result records which checks ran and what they found (counts only, never values).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import TYPE_CHECKING, Any
+
+from .errors import PrivacyRefusal
+from .plan import dimension_expr, filter_sql, levels
+from .sql import Params, ident
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from .config import ReportConfig
+    from .sources import Source
+
+# Patterns are deliberately broad: a false alarm blocks a release, a miss leaks a person.
+PATTERNS: dict[str, str] = {
+    "email": r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}",
+    "phone_in": r"(\+91[\-\s]?)?[6-9]\d{4}[\-\s]?\d{5}",
+    "phone_intl": r"\+\d{1,3}[\-\s]?\(?\d{1,4}\)?([\-\s]?\d{2,4}){2,4}",
+    "ipv4": r"\b((25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(25[0-5]|2[0-4]\d|1?\d?\d)\b",
+    "ipv6": r"\b([0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{0,4}\b",
+    "pan": r"\b[A-Z]{3}[ABCFGHLJPTK][A-Z]\d{4}[A-Z]\b",
+    "aadhaar": r"\b[2-9]\d{3}[\s\-]?\d{4}[\s\-]?\d{4}\b",
+    "gstin": r"\b\d{2}[A-Z]{5}\d{4}[A-Z][1-9A-Z]Z[0-9A-Z]\b",
+}
+CARD = r"\b(?:\d[ \-]?){13,19}\b"
+QI_DISTINCT_RATIO = 0.5  # distinct dimension values / distinct units above this → quasi-identifier
+QI_SINGLE_UNIT_SHARE = 0.5  # share of a dimension's values held by exactly one unit above this → QI
+
+
+def luhn_ok(digits: str) -> bool:
+    ds = [int(c) for c in digits if c.isdigit()]
+    if not 13 <= len(ds) <= 19:
+        return False
+    total = 0
+    for i, d in enumerate(reversed(ds)):
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def allowed_columns(cfg: ReportConfig) -> set[str]:
+    cols = {d.name for d in cfg.dims} | {m.name for m in cfg.metrics}
+    if cfg.totals or cfg.remainder:
+        cols.add("level")
+    if cfg.privacy is not None:
+        cols |= {f"{m.name}_ci95" for m in cfg.metrics}
+    return cols
+
+
+def run_gate(
+    cfg: ReportConfig,
+    report: bytes,
+    *,
+    con: Any = None,
+    source: Source | None = None,
+    checks: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
+    """Run every gate check on ``report`` (Parquet bytes). Returns the record; raises on failure.
+
+    With ``con``/``source`` (the run's connection and ``__src`` view) the source-dependent checks
+    run too; without them (re-checking an old release with no source) they are recorded as skipped.
+    """
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(report))
+    result: dict[str, Any] = {"passed": False, "checks": {}}
+    failures: list[str] = []
+    wanted = set(checks) if checks else None
+
+    def want(name: str) -> bool:
+        return wanted is None or name in wanted
+
+    if want("columns"):
+        extra = [c for c in table.column_names if c not in allowed_columns(cfg)]
+        result["checks"]["columns"] = {"ok": not extra, "unexpected": len(extra)}
+        if extra:
+            failures.append(f"column(s) {', '.join(map(repr, extra))} are not declared dimensions or metrics")
+
+    gcon = con
+    own = False
+    if gcon is None:
+        import duckdb
+
+        gcon, own = duckdb.connect(":memory:"), True
+    try:
+        gcon.register("__gate_report", table)
+        text_cols = [c for c, t in zip(table.column_names, table.schema.types, strict=True) if _is_text(t)]
+        if want("patterns"):
+            hits = _pattern_hits(gcon, text_cols)
+            result["checks"]["patterns"] = {"ok": not hits, "hits": hits}
+            if hits:
+                desc = ", ".join(f"{col}: {kind}" for col, kind in sorted(hits))
+                failures.append(f"published values look like identifiers ({desc})")
+        has_source = source is not None and con is not None
+        if want("identifier_values"):
+            if has_source:
+                hits2 = _identifier_value_hits(cfg, gcon, source.schema, table)
+                result["checks"]["identifier_values"] = {"ok": not hits2, "columns": sorted(hits2)}
+                if hits2:
+                    failures.append(
+                        "published dimension values equal values of identifier column(s) in the source ("
+                        + ", ".join(f"{c} = {i}" for c, i in sorted(hits2)) + ")"
+                    )
+            else:
+                result["checks"]["identifier_values"] = {"skipped": "no source"}
+        if want("quasi_identifier"):
+            if has_source:
+                qi = _quasi_identifiers(cfg, gcon, source.schema)
+                result["checks"]["quasi_identifier"] = {"ok": not qi, "dimensions": qi}
+                if qi:
+                    failures.append(
+                        "dimension(s) behave like quasi-identifiers (nearly one value per person): "
+                        + ", ".join(qi)
+                    )
+            else:
+                result["checks"]["quasi_identifier"] = {"skipped": "no source"}
+        if want("min_units") and cfg.privacy is None:
+            if has_source:
+                low = _recomputed_min_units(cfg, gcon, source.schema, table)
+                result["checks"]["min_units"] = {"ok": low == 0, "rows_below": low}
+                if low:
+                    failures.append(
+                        f"{low} published row(s) aggregate fewer than min_units={cfg.min_units} "
+                        "distinct units (recomputed from the source)"
+                    )
+            else:
+                small = _declared_min_units(cfg, gcon, table)
+                result["checks"]["min_units"] = {"ok": small == 0, "rows_below": small, "recomputed": False}
+                if small:
+                    failures.append(f"{small} published row(s) show fewer than min_units={cfg.min_units} units")
+    finally:
+        try:
+            gcon.unregister("__gate_report")
+        except Exception:  # pragma: no cover
+            pass
+        if own:
+            gcon.close()
+    if failures:
+        raise PrivacyRefusal("release gate failed: " + "; ".join(failures))
+    result["passed"] = True
+    return result
+
+
+def _is_text(t: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t)
+
+
+def _pattern_hits(con: Any, cols: list[str]) -> list[tuple[str, str]]:
+    hits: list[tuple[str, str]] = []
+    for col in cols:
+        c = ident(col)
+        for kind, pattern in PATTERNS.items():
+            n = con.execute(
+                f"SELECT count(*) FROM __gate_report WHERE regexp_matches({c}, $1)", [pattern]
+            ).fetchone()[0]
+            if n:
+                hits.append((col, kind))
+        # card numbers: a regex finds candidates, Luhn confirms (candidates are few)
+        cands = con.execute(
+            f"SELECT DISTINCT regexp_extract({c}, $1) FROM __gate_report WHERE regexp_matches({c}, $1) LIMIT 1000",
+            [CARD],
+        ).fetchall()
+        if any(luhn_ok(v[0]) for v in cands if v[0]):
+            hits.append((col, "card_number"))
+    return hits
+
+
+def _identifier_value_hits(cfg: ReportConfig, con: Any, schema: dict[str, str], table: pa.Table) -> list[tuple[str, str]]:
+    ids = [c for c in dict.fromkeys([cfg.privacy_unit, *cfg.identifiers]) if c in schema]
+    dims = [d.name for d in cfg.dims if d.name in table.column_names]
+    hits = []
+    for dim in dims:
+        values = f"(SELECT DISTINCT CAST({ident(dim)} AS VARCHAR) AS v FROM __gate_report WHERE {ident(dim)} IS NOT NULL)"
+        for idc in ids:
+            n = con.execute(
+                f"SELECT count(*) FROM {values} r WHERE r.v IN "
+                f"(SELECT CAST({ident(idc)} AS VARCHAR) FROM __src WHERE {ident(idc)} IS NOT NULL)"
+            ).fetchone()[0]
+            if n:
+                hits.append((dim, idc))
+    return hits
+
+
+def _quasi_identifiers(cfg: ReportConfig, con: Any, schema: dict[str, str]) -> list[str]:
+    params = Params()
+    where = filter_sql(cfg, params)
+    unit = ident(cfg.privacy_unit)
+    found = []
+    n_units = con.execute(
+        f"SELECT count(DISTINCT {unit}) FROM __src WHERE {where}", params.values
+    ).fetchone()[0]
+    if not n_units or n_units < 2 * cfg.min_units:
+        return found
+    for d in cfg.dims:
+        if d.grain is not None:
+            continue  # time buckets are coarse by construction
+        p2 = Params()
+        w2 = filter_sql(cfg, p2)
+        expr = dimension_expr(d, schema.get(d.column, "VARCHAR"))
+        n_values, single = con.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE n = 1) FROM "
+            f"(SELECT {expr} AS v, count(DISTINCT {unit}) AS n FROM __src WHERE {w2} AND {unit} IS NOT NULL GROUP BY 1)",
+            p2.values,
+        ).fetchone()
+        if n_values and (n_values / n_units > QI_DISTINCT_RATIO or (n_values >= 10 and single / n_values > QI_SINGLE_UNIT_SHARE)):
+            found.append(d.name)
+    return found
+
+
+def _recomputed_min_units(cfg: ReportConfig, con: Any, schema: dict[str, str], table: pa.Table) -> int:
+    """Rows of the written report whose keys match fewer than ``min_units`` units in the source."""
+    if table.num_rows == 0:
+        return 0
+    params = Params()
+    where = filter_sql(cfg, params)
+    exprs = [f"{dimension_expr(d, schema.get(d.column, 'VARCHAR'))} AS k{i}" for i, d in enumerate(cfg.dims)]
+    src = f"SELECT {ident(cfg.privacy_unit)} AS u, {', '.join(exprs)} FROM __src WHERE {where} AND {ident(cfg.privacy_unit)} IS NOT NULL"
+    has_level = "level" in table.column_names
+    level_names = {lv.name: lv for lv in levels(cfg)}
+    total_low = 0
+    level_values = [None]
+    if has_level:
+        level_values = [r[0] for r in con.execute("SELECT DISTINCT level FROM __gate_report").fetchall()]
+    for lv_name in level_values:
+        lv = level_names.get(lv_name) if lv_name is not None else levels(cfg)[0]
+        if lv is None:
+            # remainder or an unknown level: handled by the remainder module's own checks
+            continue
+        keep = [i for i, d in enumerate(cfg.dims) if d.name in lv.dims]
+        lv_filter = "TRUE" if lv_name is None else f"r.level = {params.add(lv_name)}"
+        on = " AND ".join(f"r.{ident(cfg.dims[i].name)} IS NOT DISTINCT FROM s.k{i}" for i in keep) or "TRUE"
+        sql = (
+            f"SELECT count(*) FROM (SELECT r.__rid, count(DISTINCT s.u) AS n FROM "
+            f"(SELECT row_number() OVER () AS __rid, * FROM __gate_report) r LEFT JOIN ({src}) s ON {on} "
+            f"WHERE {lv_filter} GROUP BY r.__rid) WHERE n < {params.add(cfg.min_units)}"
+        )
+        total_low += con.execute(sql, params.values).fetchone()[0]
+        # params are positional: rebuild for the next level
+        params = Params()
+        where = filter_sql(cfg, params)
+        src = f"SELECT {ident(cfg.privacy_unit)} AS u, {', '.join(exprs)} FROM __src WHERE {where} AND {ident(cfg.privacy_unit)} IS NOT NULL"
+    return total_low
+
+
+def _declared_min_units(cfg: ReportConfig, con: Any, table: pa.Table) -> int:
+    unit_metrics = [m.name for m in cfg.metrics if m.agg == "count_units" and m.name in table.column_names]
+    if not unit_metrics:
+        return 0
+    col = ident(unit_metrics[0])
+    return con.execute(f"SELECT count(*) FROM __gate_report WHERE {col} < $1", [cfg.min_units]).fetchone()[0]
+
+
+def is_identifier_like(value: str) -> str | None:
+    """The first identifier pattern ``value`` matches, or None (used by tests and ``check``)."""
+    for kind, pattern in PATTERNS.items():
+        if re.search(pattern, value):
+            return kind
+    for m in re.finditer(CARD, value):
+        if luhn_ok(m.group(0)):
+            return "card_number"
+    return None

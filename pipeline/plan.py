@@ -1,0 +1,277 @@
+"""Validated config → SQL text. Pure functions: no I/O, no connection, easy to unit-test.
+
+The SQL reads only the ``__src`` view (see :mod:`sources`) and projects only the columns the
+report needs: identifiers other than the privacy unit are never read. Every column name goes
+through :func:`sql.ident`; every value from the config is a bound parameter.
+
+Stage tables (all DuckDB temp tables, never pulled into Python):
+- ``__base``: not materialised; a CTE selecting unit, dimension keys and clamped metric values.
+- ``__per_unit``: one row per (cell, unit) with that unit's row count and clamped sums.
+- ``__cells``: one row per cell (and per margin when totals are configured) with ``__units``
+  (distinct privacy units), ``__rows`` and one column per metric ingredient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import DimensionConfig, MetricConfig, RangeFilter, ReportConfig
+from .sql import Params, Query, ident
+
+# Clamped values are summed as DECIMAL so totals are exact and independent of thread scheduling:
+# the same input always gives the same bytes.
+SUM_TYPE = "DECIMAL(38,6)"
+
+
+@dataclass(frozen=True)
+class Level:
+    """One table level: the full table (all dimensions) or a margin over a subset of them."""
+
+    index: int
+    dims: tuple[str, ...]  # output names of the dimensions kept at this level
+
+    @property
+    def name(self) -> str:
+        return "cell" if self.index == 0 else ("total" if not self.dims else "by_" + "_".join(self.dims))
+
+
+def levels(cfg: ReportConfig) -> list[Level]:
+    """Level 0 is the full table; then one level per ``totals`` entry, in config order."""
+    out = [Level(0, tuple(d.name for d in cfg.dims))]
+    for i, lv in enumerate(cfg.totals or []):
+        names = [d.name for d in cfg.dims if d.name in lv]  # keep the dimension order
+        out.append(Level(i + 1, tuple(names)))
+    return out
+
+
+def dim_key(i: int) -> str:
+    return f"__d{i}"
+
+
+def metric_value(i: int) -> str:
+    return f"__v{i}"
+
+
+def dimension_expr(d: DimensionConfig, source_type: str) -> str:
+    col = ident(d.column)
+    if d.grain is None:
+        return col
+    ts = col if source_type.upper().startswith(("DATE", "TIMESTAMP")) else f"TRY_CAST({col} AS TIMESTAMP)"
+    return f"CAST(date_trunc('{d.grain}', {ts}) AS DATE)"
+
+
+def raw_value_expr(m: MetricConfig) -> str:
+    """The metric's value before clamping, as DOUBLE (column, or column × multiply_by)."""
+    assert m.column is not None
+    x = f"CAST({ident(m.column)} AS DOUBLE)"
+    if m.multiply_by is not None:
+        x = f"({x} * CAST({ident(m.multiply_by)} AS DOUBLE))"
+    return x
+
+
+def clamp_expr(m: MetricConfig, params: Params) -> str:
+    """Clamped value as exact DECIMAL; NULL for null, NaN and ±inf (counted as invalid)."""
+    assert m.column is not None and m.bounds is not None
+    x = raw_value_expr(m)
+    lo, hi = params.add(float(m.bounds[0])), params.add(float(m.bounds[1]))
+    return f"CASE WHEN isfinite({x}) THEN CAST(greatest({lo}::DOUBLE, least({hi}::DOUBLE, {x})) AS {SUM_TYPE}) END"
+
+
+def filter_sql(cfg: ReportConfig, params: Params) -> str:
+    """WHERE clause for the structured filter (``TRUE`` when none)."""
+    parts: list[str] = []
+    for col, spec in cfg.filter.items():
+        c = ident(col)
+        if isinstance(spec, RangeFilter):
+            if spec.in_ is not None:
+                parts.append(_in_list(c, spec.in_, params, negate=False))
+            if spec.not_in is not None:
+                parts.append(_in_list(c, spec.not_in, params, negate=True))
+            if spec.min is not None:
+                parts.append(f"{c} >= {params.add(spec.min)}")
+            if spec.max is not None:
+                parts.append(f"{c} <= {params.add(spec.max)}")
+        elif isinstance(spec, list):
+            parts.append(_in_list(c, spec, params, negate=False))
+        else:
+            parts.append(f"{c} = {params.add(spec)}")
+    return " AND ".join(f"({p})" for p in parts) or "TRUE"
+
+
+def _in_list(col: str, values: list, params: Params, *, negate: bool) -> str:
+    if not values:
+        return "TRUE" if negate else "FALSE"
+    ph = ", ".join(params.add(v) for v in values)
+    return f"{col} {'NOT IN' if negate else 'IN'} ({ph})"
+
+
+def base_select(cfg: ReportConfig, schema: dict[str, str], params: Params, *, extra: str = "") -> str:
+    """SELECT of the stage-0 rows: unit, dimension keys, clamped values and validity flags."""
+    cols = [f"{ident(cfg.privacy_unit)} AS __u"]
+    for i, d in enumerate(cfg.dims):
+        cols.append(f"{dimension_expr(d, schema.get(d.column, 'VARCHAR'))} AS {dim_key(i)}")
+        if d.grain and not schema.get(d.column, "VARCHAR").upper().startswith(("DATE", "TIMESTAMP")):
+            c = ident(d.column)
+            cols.append(f"({c} IS NOT NULL AND TRY_CAST({c} AS TIMESTAMP) IS NULL) AS __badts{i}")
+    for i, m in enumerate(cfg.metrics):
+        if m.column is not None:
+            cols.append(f"{clamp_expr(m, params)} AS {metric_value(i)}")
+            x = raw_value_expr(m)
+            cols.append(f"({x} IS NOT NULL AND NOT isfinite({x})) AS __bad{i}")
+    if extra:
+        cols.append(extra)
+    where = filter_sql(cfg, params)
+    return f"SELECT {', '.join(cols)} FROM __src WHERE {where}"
+
+
+def per_unit_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
+    """``__per_unit``: one row per (cell, unit), the null-unit rows as their own rows (``__u`` NULL).
+
+    Columns: dimension keys, ``__u``, ``__n`` (rows), per sum/mean metric ``__s{i}`` (clamped sum)
+    and ``__c{i}`` (non-null values), per metric ``__bad{i}`` and per time dimension ``__badts{i}``.
+    """
+    params = Params()
+    base = base_select(cfg, schema, params)
+    keys = [dim_key(i) for i in range(len(cfg.dims))]
+    aggs = ["count(*) AS __n"]
+    for i, m in enumerate(cfg.metrics):
+        if m.column is not None:
+            aggs += [
+                f"sum({metric_value(i)}) AS __s{i}",
+                f"count({metric_value(i)}) AS __c{i}",
+                f"count(*) FILTER (WHERE __bad{i}) AS __bad{i}",
+            ]
+    for i, d in enumerate(cfg.dims):
+        if d.grain and not schema.get(d.column, "VARCHAR").upper().startswith(("DATE", "TIMESTAMP")):
+            aggs.append(f"count(*) FILTER (WHERE __badts{i}) AS __badts{i}")
+    group = ", ".join(keys + ["__u"])
+    sql = (
+        f"CREATE OR REPLACE TEMP TABLE __per_unit AS "
+        f"SELECT {', '.join(keys)}, __u, {', '.join(aggs)} FROM ({base}) GROUP BY {group}"
+    )
+    return Query(sql, tuple(params.values))
+
+
+def cells_from_per_unit_sql(cfg: ReportConfig, *, dominance_n: int = 0) -> Query:
+    """``__cells``: every level (full table and margins) aggregated from ``__per_unit``.
+
+    Each row has ``__level`` (index into :func:`levels`), the dimension keys (NULL where rolled
+    up), ``__units`` (distinct non-null units), ``__rows``, per metric ingredients, and, when
+    ``dominance_n`` > 0, ``__top{i}`` (sum of the ``dominance_n`` largest unit contributions) and
+    ``__top2_{i}`` (the two largest, for the p% rule) per sum/mean metric.
+    """
+    nd = len(cfg.dims)
+    selects = []
+    for lv in levels(cfg):
+        keep = [i for i, d in enumerate(cfg.dims) if d.name in lv.dims]
+        keys = [dim_key(i) for i in keep]
+        inner_aggs = ["sum(__n) AS __n"]
+        outer_aggs = ["count(*) AS __units", "sum(__n) AS __rows"]
+        for i, m in enumerate(cfg.metrics):
+            if m.column is not None:
+                inner_aggs += [f"sum(__s{i}) AS __s{i}", f"sum(__c{i}) AS __c{i}"]
+                outer_aggs += [f"sum(__s{i}) AS __s{i}", f"sum(__c{i}) AS __c{i}"]
+                if dominance_n:
+                    outer_aggs += [
+                        f"list_sum(max(abs(__s{i}), {int(dominance_n)})) AS __top{i}",
+                        f"max(abs(__s{i}), 2) AS __top2_{i}",
+                        f"sum(abs(__s{i})) AS __abs{i}",
+                    ]
+        group_inner = ", ".join(keys + ["__u"])
+        inner = (
+            f"SELECT {', '.join(keys + ['__u'] + inner_aggs)} FROM __per_unit "
+            f"WHERE __u IS NOT NULL GROUP BY {group_inner}"
+        )
+        cols = [f"{lv.index} AS __level"]
+        for i in range(nd):
+            cols.append(f"{dim_key(i)}" if i in keep else f"NULL AS {dim_key(i)}")
+        group_outer = f" GROUP BY {', '.join(keys)}" if keys else ""
+        selects.append(f"SELECT {', '.join(cols + outer_aggs)} FROM ({inner}){group_outer}")
+    sql = "CREATE OR REPLACE TEMP TABLE __cells AS " + " UNION ALL BY NAME ".join(selects)
+    return Query(sql)
+
+
+def cells_direct_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
+    """``__cells`` in one pass over the source (full table only, no per-unit stage).
+
+    Used by threshold mode when neither totals nor dominance need per-unit contributions; it is
+    the same ``GROUP BY … count(DISTINCT unit)`` a hand-written query would run.
+    """
+    params = Params()
+    base = base_select(cfg, schema, params)
+    keys = [dim_key(i) for i in range(len(cfg.dims))]
+    aggs = [
+        "0 AS __level",
+        "count(DISTINCT __u) AS __units",
+        "count(__u) AS __rows",
+        "count(*) - count(__u) AS __null_rows",
+    ]
+    for i, m in enumerate(cfg.metrics):
+        if m.column is not None:
+            aggs += [
+                f"sum({metric_value(i)}) FILTER (WHERE __u IS NOT NULL) AS __s{i}",
+                f"count({metric_value(i)}) FILTER (WHERE __u IS NOT NULL) AS __c{i}",
+                f"count(*) FILTER (WHERE __bad{i}) AS __bad{i}",
+            ]
+    for i, d in enumerate(cfg.dims):
+        if d.grain and not schema.get(d.column, "VARCHAR").upper().startswith(("DATE", "TIMESTAMP")):
+            aggs.append(f"count(*) FILTER (WHERE __badts{i}) AS __badts{i}")
+    sql = (
+        f"CREATE OR REPLACE TEMP TABLE __cells AS SELECT {', '.join(keys + aggs)} "
+        f"FROM ({base}) GROUP BY {', '.join(keys)}"
+    )
+    return Query(sql, tuple(params.values))
+
+
+def quality_from_per_unit_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
+    """One row of data-quality counts from ``__per_unit`` (null-unit rows, invalid values)."""
+    cols = ["coalesce(sum(__n) FILTER (WHERE __u IS NULL), 0) AS null_unit_rows", "coalesce(sum(__n), 0) AS rows_in"]
+    cols += _quality_cols(cfg, schema)
+    return Query(f"SELECT {', '.join(cols)} FROM __per_unit")
+
+
+def quality_from_cells_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
+    """The same counts from a direct ``__cells`` table."""
+    cols = ["coalesce(sum(__null_rows), 0) AS null_unit_rows", "coalesce(sum(__rows + __null_rows), 0) AS rows_in"]
+    cols += _quality_cols(cfg, schema)
+    return Query(f"SELECT {', '.join(cols)} FROM __cells")
+
+
+def _quality_cols(cfg: ReportConfig, schema: dict[str, str]) -> list[str]:
+    cols = []
+    for i, m in enumerate(cfg.metrics):
+        if m.column is not None:
+            cols.append(f"coalesce(sum(__bad{i}), 0) AS bad_{i}")
+    for i, d in enumerate(cfg.dims):
+        if d.grain and not schema.get(d.column, "VARCHAR").upper().startswith(("DATE", "TIMESTAMP")):
+            cols.append(f"coalesce(sum(__badts{i}), 0) AS badts_{i}")
+    return cols
+
+
+def metric_output_expr(m: MetricConfig, i: int) -> str:
+    """Published value of metric ``i`` from the ``__cells`` ingredients (threshold mode)."""
+    if m.agg == "count":
+        return "CAST(__rows AS BIGINT)"
+    if m.agg == "count_units":
+        return "CAST(__units AS BIGINT)"
+    if m.agg == "sum":
+        return f"CAST(coalesce(__s{i}, 0) AS DOUBLE)"
+    return f"CASE WHEN __c{i} > 0 THEN CAST(__s{i} / __c{i} AS DOUBLE) END"
+
+
+def published_select_sql(cfg: ReportConfig, *, where: str = "NOT __suppressed") -> Query:
+    """Final output rows: dimension columns (by output name), metrics, ``level`` when totals exist.
+
+    Rows are ordered by level then dimensions (NULLS FIRST) so the same cells always give the same
+    bytes.
+    """
+    cols = []
+    if cfg.totals:
+        cols.append("__level_name AS level")
+    for i, d in enumerate(cfg.dims):
+        cols.append(f"{dim_key(i)} AS {ident(d.name)}")
+    for i, m in enumerate(cfg.metrics):
+        cols.append(f"{metric_output_expr(m, i)} AS {ident(m.name)}")
+    order = ["__level"] + [f"{dim_key(i)} NULLS FIRST" for i in range(len(cfg.dims))]
+    sql = f"SELECT {', '.join(cols)} FROM __cells WHERE {where} ORDER BY {', '.join(order)}"
+    return Query(sql)

@@ -1,0 +1,281 @@
+"""One run: the stages in order (load → aggregate → suppress/noise → gate → write → publish), timed.
+
+Guarantees:
+- Nothing is visible until every stage has passed; a failure or refusal at any stage leaves no
+  release folder (the staging folder is removed) and, in DP mode, no ledger entry.
+- Only aggregate rows (cells) ever cross from DuckDB into Python.
+- The same config, source and run id give a byte-identical ``report.parquet``; publishing onto an
+  existing run id confirms identical bytes (status ``unchanged``) or refuses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import ReportConfig
+from .engine import fetch_arrow
+from .errors import ConfigError, PipelineError, ReleaseError, SourceError
+from .plan import (
+    cells_direct_sql,
+    cells_from_per_unit_sql,
+    per_unit_sql,
+    published_select_sql,
+    quality_from_cells_sql,
+    quality_from_per_unit_sql,
+)
+from .progress import Stages, fault_point
+from .release import (
+    MANIFEST_FILE,
+    REPORT_FILE,
+    Release,
+    existing_report_sha,
+    parquet_bytes,
+    publish,
+    release_dir,
+    sha256,
+    stage,
+)
+from .sources import Source, check_columns, first_line, open_source, source_paths_for_output_check
+from .sql import Query
+
+
+def run_report(
+    cfg: ReportConfig,
+    run_id: str,
+    *,
+    output_dir: str | Path | None = None,
+    verbose: bool = False,
+    threads: int | None = None,
+    memory_limit: str | None = None,
+    temp_directory: str | None = None,
+    summary_html: bool = True,
+) -> Release:
+    """Run one report and publish it atomically. Raises a :class:`PipelineError` subclass on failure."""
+    import duckdb
+
+    from .engine import connect
+
+    out = Path(output_dir).resolve() if output_dir else cfg.output_dir
+    _check_output_location(cfg, out)
+    final = release_dir(out, cfg.report, run_id)
+    stages = Stages(verbose=verbose)
+    con = connect(cfg, threads=threads, memory_limit=memory_limit, temp_directory=temp_directory)
+    try:
+        with stages.stage("load"):
+            source = open_source(con, cfg)
+            check_columns(cfg, source.schema)
+        if cfg.mode == "dp":
+            from .dp_runner import run_dp
+
+            return run_dp(cfg, run_id, con, source, final, stages, summary_html=summary_html)
+        return _run_threshold(cfg, run_id, con, source, final, stages, summary_html=summary_html)
+    except duckdb.Error as exc:
+        raise SourceError(f"source {cfg.source.path!r}: {first_line(exc)}") from None
+    finally:
+        con.close()
+
+
+def _check_output_location(cfg: ReportConfig, out: Path) -> None:
+    for folder in source_paths_for_output_check(cfg):
+        if out == folder or folder in out.parents:
+            raise ConfigError(
+                f"output.dir {out} is inside the source folder {folder}; releases must not be written "
+                "where source data is read (they could be read back as input)"
+            )
+
+
+def execute(con: Any, q: Query) -> Any:
+    return con.execute(q.sql, list(q.params)) if q.params else con.execute(q.sql)
+
+
+def aggregate(cfg: ReportConfig, con: Any, source: Source, *, need_per_unit: bool) -> dict[str, Any]:
+    """Build ``__cells`` (and ``__per_unit`` when needed); return data-quality counts.
+
+    Refuses (SourceError) when a time dimension holds values that do not parse as timestamps.
+    """
+    if need_per_unit:
+        execute(con, per_unit_sql(cfg, source.schema))
+        fault_point("aggregate.per_unit")
+        execute(con, cells_from_per_unit_sql(cfg, dominance_n=cfg.dominance.n if cfg.dominance else 0))
+        q = quality_from_per_unit_sql(cfg, source.schema)
+    else:
+        execute(con, cells_direct_sql(cfg, source.schema))
+        q = quality_from_cells_sql(cfg, source.schema)
+    row = execute(con, q).fetchone()
+    names = [d[0] for d in con.description]
+    values = dict(zip(names, row, strict=True))
+    invalid = {}
+    for i, m in enumerate(cfg.metrics):
+        if m.column is not None:
+            invalid[m.name] = int(values.get(f"bad_{i}") or 0)
+    for i, d in enumerate(cfg.dims):
+        bad = int(values.get(f"badts_{i}") or 0)
+        if bad:
+            raise SourceError(
+                f"dimensions[{i}]: column {d.column!r} has {bad} value(s) that do not parse as timestamps; "
+                "fix them in the source or filter them out (they are not silently dropped)"
+            )
+    rows_in = int(values["rows_in"] or 0)
+    null_rows = int(values["null_unit_rows"] or 0)
+    if rows_in > 0 and null_rows == rows_in:
+        raise SourceError(
+            f"privacy_unit: column {cfg.privacy_unit!r} is null in every selected row ({rows_in} rows); "
+            "nothing can be attributed to a person, so nothing can be protected"
+        )
+    return {
+        "rows_selected": rows_in,
+        "rows_dropped_null_unit": null_rows,
+        "rows_aggregated": rows_in - null_rows,
+        "invalid_values_dropped": invalid,
+    }
+
+
+def _run_threshold(
+    cfg: ReportConfig, run_id: str, con: Any, source: Source, final: Path, stages: Stages, *, summary_html: bool
+) -> Release:
+    from . import suppression
+
+    need_per_unit = bool(cfg.totals) or cfg.dominance is not None
+    with stages.stage("aggregate"):
+        quality = aggregate(cfg, con, source, need_per_unit=need_per_unit)
+    with stages.stage("suppress"):
+        execute(con, suppression.primary_sql(cfg))
+        if cfg.totals:
+            from .secondary import apply_secondary_suppression
+
+            apply_secondary_suppression(cfg, con)
+        con.execute(suppression.finalize_sql())
+        cell_counts = suppression.counts(con)
+    with stages.stage("write"):
+        table = fetch_arrow(execute(con, published_select_sql(cfg)))
+    privacy = {
+        "mode": "threshold",
+        "min_units": cfg.min_units,
+        "unit_of_privacy": "privacy_unit (column name withheld from outputs)",
+        "dominance": cfg.dominance.model_dump(exclude_none=True) if cfg.dominance else None,
+        "totals": cfg.totals or [],
+        "secondary_suppression": bool(cfg.totals),
+    }
+    return finish_release(
+        cfg, run_id, con, source, final, stages, table,
+        quality=quality, cells=cell_counts, privacy=privacy, summary_html=summary_html,
+    )
+
+
+def software() -> dict[str, str]:
+    import duckdb
+    import pyarrow
+
+    info = {"name": "anonymize-pipeline", "version": __version__, "duckdb": duckdb.__version__, "pyarrow": pyarrow.__version__}
+    try:
+        import opendp
+
+        info["opendp"] = getattr(opendp, "__version__", "unknown")
+    except ImportError:  # pragma: no cover
+        pass
+    return info
+
+
+def columns_entry(cfg: ReportConfig, table: Any) -> dict[str, Any]:
+    return {
+        "dimensions": [d.name for d in cfg.dims],
+        "metrics": [m.name for m in cfg.metrics],
+        "level": bool(cfg.totals),
+        "all": list(table.column_names),
+    }
+
+
+def build_provenance(
+    cfg: ReportConfig, run_id: str, source: Source, table: Any, *, quality: dict, cells: dict, privacy: dict
+) -> dict[str, Any]:
+    """Deterministic facts about a release (no clock time): stored in the Parquet metadata too."""
+    return {
+        "format_version": 1,
+        "report": cfg.report,
+        "run_id": run_id,
+        "mode": cfg.mode,
+        "software": software(),
+        "config_hash": cfg.config_hash(),
+        "config": cfg.normalised(),
+        "source": source.manifest_entry(),
+        "rows": quality,
+        "cells": cells,
+        "privacy": privacy,
+        "columns": columns_entry(cfg, table),
+    }
+
+
+def finish_release(
+    cfg: ReportConfig,
+    run_id: str,
+    con: Any,
+    source: Source,
+    final: Path,
+    stages: Stages,
+    table: Any,
+    *,
+    quality: dict,
+    cells: dict,
+    privacy: dict,
+    summary_html: bool,
+    ledger_commit: Any = None,
+) -> Release:
+    """Gate, stage, (ledger-commit,) publish. The gate re-reads the written bytes and fails closed."""
+    from .gate import run_gate
+
+    provenance = build_provenance(cfg, run_id, source, table, quality=quality, cells=cells, privacy=privacy)
+    with stages.stage("write"):
+        report = parquet_bytes(table, provenance)
+    with stages.stage("gate"):
+        gate_result = run_gate(cfg, report, con=con, source=source)
+    manifest = dict(provenance)
+    manifest["created_utc"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    manifest["report_file"] = {
+        "name": REPORT_FILE,
+        "sha256": sha256(report),
+        "bytes": len(report),
+        "rows": table.num_rows,
+    }
+    manifest["gate"] = gate_result
+    manifest["timings_s"] = stages.timings
+    files = {REPORT_FILE: report}
+
+    existing = existing_report_sha(final)
+    if existing is not None and ledger_commit is None:
+        if existing == manifest["report_file"]["sha256"]:
+            from .release import open_release
+
+            rel = open_release(final)
+            rel.status = "unchanged"
+            return rel
+        raise ReleaseError(
+            f"{final} is already published with different content (the source or config changed); "
+            "releases are never overwritten: use a new --run-id"
+        )
+    if summary_html:
+        from .summary import summary_html as render
+
+        try:
+            files["summary.html"] = render(manifest, table).encode()
+        except Exception as exc:  # the summary is a convenience; never block a release on it
+            manifest["summary_error"] = first_line(exc)
+    files[MANIFEST_FILE] = (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode()
+    with stages.stage("stage"):
+        staged = stage(final, files)
+    try:
+        fault_point("staged")
+        if ledger_commit is not None:
+            return ledger_commit(staged, manifest)
+        publish(staged)
+    except BaseException:
+        staged.discard()
+        raise
+    fault_point("published")
+    return Release(final, manifest, status="published")
+
+
+__all__ = ["run_report", "PipelineError"]

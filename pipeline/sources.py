@@ -1,0 +1,262 @@
+"""Source data → a DuckDB view named ``__src``; schema checks; a fingerprint of what was read.
+
+Guarantees:
+- The view is built from the files the config names and nothing else; a missing file, an empty
+  glob, an unreadable or non-Parquet file, or schema drift between files of one glob is a
+  :class:`SourceError` naming the file.
+- :func:`check_columns` refuses (as :class:`ConfigError`, naming the config key) any column the
+  config uses that the source does not have, and metric columns that are not numeric.
+- Row-level data stays inside DuckDB: this module only reads metadata.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import ReportConfig
+from .errors import ConfigError, SourceError
+from .sql import ident, literal
+
+if TYPE_CHECKING:
+    import duckdb
+
+SOURCE_VIEW = "__src"
+NUMERIC_TYPES = (
+    "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+    "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "REAL", "DECIMAL",
+)
+TEMPORAL_TYPES = ("DATE", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS")
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str
+    size_bytes: int
+    mtime_ns: int
+    rows: int | None = None
+
+
+@dataclass
+class Source:
+    """What was opened: format, files, schema (column → DuckDB type) and a fingerprint."""
+
+    format: str
+    files: list[SourceFile]
+    schema: dict[str, str]
+    table: str | None = None
+    source_id: str = ""
+    fingerprint: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def manifest_entry(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "source_id": self.source_id,
+            "fingerprint": self.fingerprint,
+            "table": self.table,
+            "files": [
+                {"path": f.path, "size_bytes": f.size_bytes, "rows": f.rows} for f in self.files
+            ],
+        }
+
+
+def detect_format(cfg: ReportConfig) -> str:
+    if cfg.source.format != "auto":
+        return cfg.source.format
+    p = cfg.source.path.lower()
+    if p.endswith((".duckdb", ".db")):
+        return "duckdb"
+    if p.endswith((".csv", ".csv.gz", ".tsv", ".txt")):
+        return "csv"
+    if p.endswith((".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz")):
+        return "json"
+    return "parquet"
+
+
+def resolve_files(cfg: ReportConfig) -> list[Path]:
+    """The concrete files the source path names (globs expanded, sorted). Raises if none."""
+    raw = str(cfg.resolve(cfg.source.path))
+    if glob.has_magic(raw):
+        files = sorted(Path(p) for p in glob.glob(raw, recursive=True) if Path(p).is_file())
+        if not files:
+            raise SourceError(f"source.path {cfg.source.path!r}: the glob matches no files ({raw})")
+        return files
+    p = Path(raw)
+    if p.is_dir():
+        files = sorted(x for x in p.rglob("*") if x.is_file() and not x.name.startswith((".", "_")))
+        if not files:
+            raise SourceError(f"source.path {cfg.source.path!r}: the folder {raw} holds no files")
+        return files
+    if not p.exists():
+        raise SourceError(f"source.path {cfg.source.path!r}: file not found ({raw})")
+    return [p]
+
+
+def default_source_id(cfg: ReportConfig) -> str:
+    """The budget's population key: explicit ``budget.source_id`` or the resolved source path."""
+    if cfg.budget and cfg.budget.source_id:
+        return cfg.budget.source_id
+    sid = str(cfg.resolve(cfg.source.path).resolve())
+    return sid + (f"#{cfg.source.table}" if cfg.source.table else "")
+
+
+def open_source(con: duckdb.DuckDBPyConnection, cfg: ReportConfig) -> Source:
+    """Create the ``__src`` view over the configured source and return its description."""
+    import duckdb
+
+    fmt = detect_format(cfg)
+    files = resolve_files(cfg)
+    stats = []
+    for f in files:
+        st = f.stat()
+        if st.st_size == 0:
+            raise SourceError(f"source file {f} is empty (0 bytes)")
+        stats.append((str(f), st.st_size, st.st_mtime_ns))
+    names = [s[0] for s in stats]
+    rows: dict[str, int] = {}
+    try:
+        if fmt == "parquet":
+            rows = _parquet_checks(con, names)
+            rel = con.read_parquet(names)
+        elif fmt == "csv":
+            opts = cfg.source.csv
+            kwargs: dict[str, Any] = {"header": True}
+            if opts is not None:
+                kwargs = {"header": opts.header, "sep": opts.delimiter, "quotechar": opts.quote}
+            rel = con.read_csv(names, **kwargs)
+        elif fmt == "json":
+            rel = con.read_json(names, format="newline_delimited")
+        elif fmt == "duckdb":
+            if len(names) != 1:
+                raise SourceError("source.path: a DuckDB source must name exactly one database file")
+            con.execute(f"ATTACH {literal(names[0])} AS __srcdb (READ_ONLY)")
+            tables = {r[0] for r in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = '__srcdb'").fetchall()}
+            tables |= {r[0] for r in con.execute(
+                "SELECT view_name FROM duckdb_views() WHERE database_name = '__srcdb'").fetchall()}
+            if cfg.source.table not in tables:
+                raise ConfigError(
+                    f"source.table {cfg.source.table!r} is not in {names[0]} "
+                    f"(tables: {', '.join(sorted(tables)) or 'none'})"
+                )
+            rel = con.sql(f"SELECT * FROM __srcdb.main.{ident(cfg.source.table or '')}")
+            rows = {names[0]: con.execute(f"SELECT count(*) FROM __srcdb.main.{ident(cfg.source.table or '')}").fetchone()[0]}
+        else:  # pragma: no cover - validated by the config model
+            raise ConfigError(f"source.format {fmt!r} is not supported")
+        rel.create_view(SOURCE_VIEW, replace=True)
+        schema = {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM {SOURCE_VIEW}").fetchall()}
+    except (SourceError, ConfigError):
+        raise
+    except duckdb.Error as exc:
+        raise SourceError(f"source {cfg.source.path!r}: cannot read as {fmt}: {first_line(exc)}") from None
+    src_files = [SourceFile(n, s, m, rows.get(n)) for (n, s, m) in stats]
+    fp = hashlib.sha256()
+    for f in src_files:
+        fp.update(f"{f.path}\x00{f.size_bytes}\x00{f.mtime_ns}\x00{f.rows}\n".encode())
+    return Source(
+        format=fmt,
+        files=src_files,
+        schema=schema,
+        table=cfg.source.table,
+        source_id=default_source_id(cfg),
+        fingerprint=fp.hexdigest(),
+    )
+
+
+def _parquet_checks(con: duckdb.DuckDBPyConnection, names: list[str]) -> dict[str, int]:
+    """Per-file row counts from Parquet footers; refuses non-Parquet files and schema drift."""
+    import duckdb
+
+    rows: dict[str, int] = {}
+    first_schema: list[tuple[str, str]] | None = None
+    for n in names:
+        try:
+            meta = con.execute("SELECT num_rows FROM parquet_file_metadata($1)", [n]).fetchone()
+            schema = con.execute("DESCRIBE SELECT * FROM read_parquet($1)", [n]).fetchall()
+        except duckdb.Error as exc:
+            raise SourceError(f"source file {n} is not a readable Parquet file: {first_line(exc)}") from None
+        rows[n] = int(meta[0]) if meta else 0
+        cols = [(r[0], r[1]) for r in schema]
+        if first_schema is None:
+            first_schema = cols
+        elif cols != first_schema:
+            a, b = dict(first_schema), dict(cols)
+            diff = sorted(set(a.items()) ^ set(b.items()))
+            detail = ", ".join(f"{k} {v}" for k, v in diff[:4])
+            raise SourceError(
+                f"source file {n} has a different schema from {names[0]} (schema drift: {detail}); "
+                "make the files of one source agree or read them as separate sources"
+            )
+    return rows
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else exc.__class__.__name__
+
+
+def is_numeric(duck_type: str) -> bool:
+    return duck_type.upper().startswith(NUMERIC_TYPES)
+
+
+def is_temporal(duck_type: str) -> bool:
+    return duck_type.upper().startswith(("DATE", "TIMESTAMP"))
+
+
+def check_columns(cfg: ReportConfig, schema: dict[str, str]) -> None:
+    """Every column the config reads exists in the source with a usable type (ConfigError if not)."""
+    where = str(cfg.config_path) if cfg.config_path else "config"
+    avail = ", ".join(list(schema)[:20]) + (" …" if len(schema) > 20 else "")
+
+    def missing(key: str, col: str) -> ConfigError:
+        return ConfigError(
+            f"{where}: {key}: column {col!r} is not in the source {cfg.source.path!r} (columns: {avail})"
+        )
+
+    if cfg.privacy_unit not in schema:
+        raise missing("privacy_unit", cfg.privacy_unit)
+    for i, d in enumerate(cfg.dims):
+        if d.column not in schema:
+            raise missing(f"dimensions[{i}]", d.column)
+        t = schema[d.column]
+        if d.grain and not (is_temporal(t) or t.upper() == "VARCHAR"):
+            raise ConfigError(
+                f"{where}: dimensions[{i}]: column {d.column!r} has type {t}; grain {d.grain} needs a date or timestamp"
+            )
+    for i, m in enumerate(cfg.metrics):
+        for key, col in (("column", m.column), ("multiply_by", m.multiply_by)):
+            if col is None:
+                continue
+            if col not in schema:
+                raise missing(f"metrics[{i}].{key}", col)
+            if not is_numeric(schema[col]):
+                raise ConfigError(
+                    f"{where}: metrics[{i}].{key}: column {col!r} has type {schema[col]}, not a number "
+                    "(fix the source, e.g. write missing values as empty rather than text such as 'N/A')"
+                )
+    for col in cfg.filter:
+        if col not in schema:
+            raise missing(f"filter.{col}", col)
+
+
+def source_paths_for_output_check(cfg: ReportConfig) -> list[Path]:
+    """Folders holding source data: the output dir must not be inside any of them."""
+    raw = str(cfg.resolve(cfg.source.path))
+    base = raw
+    if glob.has_magic(raw):
+        # the folder part before the first wildcard
+        parts = Path(raw).parts
+        keep = []
+        for p in parts:
+            if glob.has_magic(p):
+                break
+            keep.append(p)
+        base = str(Path(*keep)) if keep else os.sep
+    p = Path(base)
+    folder = p if p.is_dir() else p.parent
+    return [folder.resolve()]

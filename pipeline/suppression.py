@@ -1,0 +1,77 @@
+"""Threshold-mode disclosure control on the ``__cells`` table (inside DuckDB).
+
+Guarantees (each cell row gets ``__reason``: NULL = publishable, else why it is withheld):
+- ``k``: fewer than ``min_units`` distinct privacy units.
+- ``dominance``: a sum/mean cell whose top ``n`` units hold more than ``max_share`` of the
+  absolute total, or that fails the p% rule (total minus the two largest < p% of the largest).
+- ``difference``: see :mod:`difference` (added by the runner when configured).
+- ``secondary``: complementary suppression so no withheld cell can be derived from margins
+  (see :mod:`secondary`).
+Counts per reason are reported; which cells were withheld is never reported.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .config import ReportConfig
+from .plan import levels
+from .sql import Params, Query
+
+if TYPE_CHECKING:
+    import duckdb
+
+
+def primary_sql(cfg: ReportConfig) -> Query:
+    """Adds ``__reason`` and ``__level_name`` to ``__cells`` with k-threshold and dominance reasons."""
+    params = Params()
+    k = params.add(int(cfg.min_units))
+    reasons = [f"WHEN __units < {k} THEN 'k'"]
+    dom = cfg.dominance
+    if dom is not None:
+        for i, m in enumerate(cfg.metrics):
+            if m.agg not in ("sum", "mean"):
+                continue
+            if dom.max_share is not None:
+                share = params.add(float(dom.max_share))
+                reasons.append(
+                    f"WHEN __abs{i} > 0 AND CAST(__top{i} AS DOUBLE) > {share} * CAST(__abs{i} AS DOUBLE) THEN 'dominance'"
+                )
+            else:
+                p = params.add(float(dom.p_percent or 0) / 100.0)
+                # p% rule: the second largest contributor can estimate the largest to within
+                # (total - x1 - x2); sensitive when that is below p% of x1.
+                reasons.append(
+                    f"WHEN __abs{i} > 0 AND CAST(__abs{i} - __top2_{i}[1] - coalesce(__top2_{i}[2], 0) AS DOUBLE)"
+                    f" < {p} * CAST(__top2_{i}[1] AS DOUBLE) THEN 'dominance'"
+                )
+    names = " ".join(f"WHEN {lv.index} THEN '{lv.name}'" for lv in levels(cfg))
+    sql = (
+        "CREATE OR REPLACE TEMP TABLE __cells AS SELECT *, "
+        f"CASE {' '.join(reasons)} ELSE NULL END AS __reason, "
+        f"CASE __level {names} END AS __level_name, "
+        "FALSE AS __suppressed FROM __cells"
+    )
+    return Query(sql, tuple(params.values))
+
+
+def finalize_sql() -> str:
+    return "UPDATE __cells SET __suppressed = (__reason IS NOT NULL)"
+
+
+def counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Cells computed / published / suppressed, overall and per reason (aggregate counts only)."""
+    total, published = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE __reason IS NULL) FROM __cells"
+    ).fetchone()
+    by_reason = dict(
+        con.execute(
+            "SELECT __reason, count(*) FROM __cells WHERE __reason IS NOT NULL GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    )
+    return {
+        "cells_computed": int(total),
+        "cells_published": int(published),
+        "cells_suppressed": int(total - published),
+        **{f"suppressed_{k}": int(v) for k, v in by_reason.items()},
+    }

@@ -1,0 +1,186 @@
+"""Threshold mode end to end: guarantees checked against an independent DuckDB computation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import load_config, open_release, run_report
+from pipeline.errors import SourceError
+
+from .conftest import SAMPLES, release_dirs, run_cli, write_config
+
+IDENTIFIER_COLUMNS = ["user_id", "email", "phone", "ip_address", "device_id"]
+
+
+def independent_cells(src: Path, min_units: int) -> pd.DataFrame:
+    """Truth, written by hand without the pipeline: cells with >= min_units distinct users."""
+    return duckdb.sql(
+        f"""
+        SELECT city, category, CAST(date_trunc('month', event_time) AS DATE) AS month,
+               count(*) AS events, count(DISTINCT user_id) AS buyers,
+               sum(least(100000, greatest(0, order_value))) AS total
+        FROM read_parquet('{src}') WHERE event_type IN ('enquiry', 'call', 'order') AND user_id IS NOT NULL
+        GROUP BY ALL HAVING count(DISTINCT user_id) >= {min_units}
+        """
+    ).df()
+
+
+def test_threshold_release_matches_independent_truth(project: Path) -> None:
+    cfg = load_config(write_config(project))
+    rel = run_report(cfg, "r1")
+    assert rel.status == "published"
+    table = rel.table
+    # only declared columns, never an identifier
+    assert list(table.columns) == ["city", "category", "month", "events", "buyers", "order_value_total", "order_value_avg"]
+    assert not set(IDENTIFIER_COLUMNS) & set(table.columns)
+    truth = independent_cells(project / "data" / "events.parquet", 10)
+    assert len(table) == len(truth) > 0
+    con = duckdb.connect()
+    con.register("pub", pq.read_table(rel.report_path))
+    con.register("truth", truth)
+    mismatches = con.execute(
+        """SELECT count(*) FROM pub FULL OUTER JOIN truth USING (city, category, month)
+           WHERE pub.buyers IS DISTINCT FROM truth.buyers OR pub.events IS DISTINCT FROM truth.events
+              OR abs(pub.order_value_total - coalesce(truth.total, 0)) > 1e-6
+              OR pub.buyers IS NULL OR truth.buyers IS NULL"""
+    ).fetchone()[0]
+    assert mismatches == 0
+    assert int(table["buyers"].min()) >= 10
+    m = rel.manifest
+    assert m["cells"]["cells_published"] == len(truth)
+    assert m["cells"]["cells_computed"] == m["cells"]["cells_published"] + m["cells"]["cells_suppressed"]
+    assert m["report_file"]["sha256"] == __import__("hashlib").sha256(rel.report_path.read_bytes()).hexdigest()
+    meta = json.loads(pq.read_schema(rel.report_path).metadata[b"anonymize.provenance"])
+    assert meta["config_hash"] == m["config_hash"] and meta["cells"] == m["cells"]
+    assert m["gate"]["passed"] is True
+
+
+def _crafted_source(path: Path) -> Path:
+    """Cell A has exactly k-1 = 4 users, cell B exactly k = 5 users, one heavy user has 5000 rows in C."""
+    rows = []
+    for u in range(4):
+        rows.append(("A", u, 10.0, f"a{u}@x.com"))
+    for u in range(10, 15):
+        rows.append(("B", u, 20.0, f"b{u}@x.com"))
+    rows += [("C", 99, 1e9, "heavy@x.com")] * 5000  # one heavy user with a huge outlier value
+    for u in range(100, 104):
+        rows.append(("C", u, 1.0, f"c{u}@x.com"))
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (city VARCHAR, user_id BIGINT, amount DOUBLE, email VARCHAR)")
+    con.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", rows)
+    con.execute(f"COPY t TO '{path}' (FORMAT parquet)")
+    return path
+
+
+def test_exact_threshold_boundary_and_heavy_user(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    _crafted_source(tmp_path / "data" / "crafted.parquet")
+    cfg = write_config(
+        tmp_path, source={"path": "data/crafted.parquet"}, identifiers=["user_id", "email"], filter=None,
+        dimensions=["city"], min_units=5,
+        metrics=[{"name": "rows", "agg": "count"}, {"name": "units", "agg": "count_units"},
+                 {"name": "amount", "agg": "sum", "column": "amount", "bounds": [0, 100]}],
+    )
+    rel = run_report(load_config(cfg), "x")
+    t = rel.table.set_index("city")
+    assert "A" not in t.index  # 4 users < 5: suppressed
+    assert int(t.loc["B", "units"]) == 5  # exactly k: published
+    # the heavy user counts once among units, and its outlier value is clamped to 100 per row
+    assert int(t.loc["C", "units"]) == 5 and int(t.loc["C", "rows"]) == 5004
+    assert float(t.loc["C", "amount"]) == pytest.approx(5000 * 100 + 4 * 1.0)
+    assert rel.manifest["cells"]["suppressed_k"] == 1
+
+
+def test_null_units_dropped_and_counted(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT 'X' AS city, CASE WHEN i < 7 THEN NULL ELSE i END AS user_id FROM range(30) r(i)")
+    con.execute(f"COPY t TO '{tmp_path / 'data' / 'n.parquet'}' (FORMAT parquet)")
+    cfg = write_config(tmp_path, source={"path": "data/n.parquet"}, identifiers=["user_id"], filter=None,
+                       dimensions=["city"], metrics=[{"name": "n", "agg": "count"}], min_units=5)
+    rel = run_report(load_config(cfg), "x")
+    assert rel.manifest["rows"]["rows_dropped_null_unit"] == 7
+    assert int(rel.table["n"].iloc[0]) == 23
+
+
+def test_rerun_is_byte_identical_and_never_overwrites(project: Path) -> None:
+    cfg = load_config(write_config(project))
+    a = run_report(cfg, "same")
+    first = a.report_path.read_bytes()
+    b = run_report(cfg, "same")
+    assert b.status == "unchanged"
+    assert b.report_path.read_bytes() == first
+    # a fresh output folder, same run id: byte-identical again (determinism, not a cached copy)
+    c = run_report(cfg, "same", output_dir=project / "other")
+    assert c.report_path.read_bytes() == first
+    # a different config under the same run id is refused, the release is untouched
+    res = run_cli("run", write_config(project, min_units=11), "--run-id", "same")
+    assert res.exit_code == 1 and "already published" in res.stderr
+    assert a.report_path.read_bytes() == first
+
+
+def test_failed_run_leaves_nothing(project: Path) -> None:
+    cfg = write_config(project, source={"path": "data/missing.parquet"})
+    res = run_cli("run", cfg, "--run-id", "r")
+    assert res.exit_code == 1 and "not found" in res.stderr
+    assert release_dirs(project) == []
+    assert not list(project.rglob(".staging-*"))
+
+
+def test_cli_run_and_explain(project: Path) -> None:
+    cfg = write_config(project)
+    res = run_cli("run", cfg, "--run-id", "2026-11-23")
+    assert res.exit_code == 0, res.stderr
+    path = project / "reports" / "t_report" / "2026-11-23"
+    assert (path / "report.parquet").is_file() and (path / "manifest.json").is_file()
+    assert (path / "summary.html").is_file()
+    res = run_cli("explain", path)
+    assert res.exit_code == 0 and "threshold mode" in res.output
+    assert open_release(path).manifest["run_id"] == "2026-11-23"
+    assert run_cli("run", cfg, "--run-id", "../x").exit_code == 2
+
+
+def test_bad_timestamps_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "e.csv").write_text("user_id,city,t\n1,A,2026-01-01\n2,A,not a date\n")
+    cfg = write_config(tmp_path, source={"path": "data/e.csv"}, identifiers=["user_id"], filter=None,
+                       dimensions=["city", {"column": "t", "grain": "month"}],
+                       metrics=[{"name": "n", "agg": "count"}], min_units=2)
+    with pytest.raises(SourceError, match="do not parse as timestamps"):
+        run_report(load_config(cfg), "x")
+
+
+@pytest.mark.parametrize("name", ["online_retail_country_month", "adult_census_occupation"])
+def test_real_datasets_publish_with_min_units(name: str, tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "configs" / f"{name}.yaml")
+    rel = run_report(cfg, "t", output_dir=tmp_path)
+    t = rel.table
+    assert len(t) > 0
+    # independent check: recompute distinct units for every published row from the raw file
+    src = SAMPLES / ("online_retail_sample.parquet" if name.startswith("online") else "adult_census.parquet")
+    con = duckdb.connect()
+    con.register("pub", pq.read_table(rel.report_path))
+    dims = [d for d in cfg.dims]
+    keys = []
+    for d in dims:
+        col = f'"{d.column}"'
+        keys.append(f"CAST(date_trunc('{d.grain}', {col}) AS DATE)" if d.grain else col)
+    unit = f'"{cfg.privacy_unit}"'
+    where = "Quantity >= 1" if name.startswith("online") else "TRUE"
+    conds = " AND ".join(f"(p.{d.name} IS NULL OR p.{d.name} = s.k{i})" for i, d in enumerate(dims))
+    sql = f"""
+        SELECT min(n) FROM (
+          SELECT p.rid, count(DISTINCT s.u) AS n
+          FROM (SELECT row_number() OVER () AS rid, * FROM pub) p
+          JOIN (SELECT {unit} AS u, {', '.join(f'{k} AS k{i}' for i, k in enumerate(keys))}
+                FROM read_parquet('{src}') WHERE {where} AND {unit} IS NOT NULL) s ON {conds}
+          GROUP BY p.rid)
+    """
+    assert con.execute(sql).fetchone()[0] >= cfg.min_units
