@@ -2,10 +2,14 @@
 
 Guarantees:
 - The view is built from the files the config names and nothing else; a missing file, an empty
-  glob, an unreadable or non-Parquet file, or schema drift between files of one glob is a
-  :class:`SourceError` naming the file.
+  glob, an empty (0-byte or 0-row) source, an unreadable or non-Parquet file, or schema drift
+  between files of one glob is a :class:`SourceError` naming the file.
+- CSV is read in strict mode and checked in full before use: a ragged row, a bad quote, bytes
+  that are not UTF-8 or a value that does not convert to its column's type is a
+  :class:`SourceError` naming the file and line. Rows are never skipped silently.
 - :func:`check_columns` refuses (as :class:`ConfigError`, naming the config key) any column the
-  config uses that the source does not have, and metric columns that are not numeric.
+  config uses that the source does not have, and (as :class:`SourceError`) metric columns that
+  hold text rather than numbers.
 - Row-level data stays inside DuckDB: this module only reads metadata.
 """
 
@@ -14,11 +18,12 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import ReportConfig
+from .config import CsvOptions, ReportConfig
 from .errors import ConfigError, SourceError
 from .sql import ident, literal
 
@@ -84,7 +89,10 @@ def resolve_files(cfg: ReportConfig) -> list[Path]:
     if glob.has_magic(raw):
         files = sorted(Path(p) for p in glob.glob(raw, recursive=True) if Path(p).is_file())
         if not files:
-            raise SourceError(f"source.path {cfg.source.path!r}: the glob matches no files ({raw})")
+            raise SourceError(
+                f"source.path {cfg.source.path!r}: the glob matches no files ({raw}); "
+                "check the pattern (paths are relative to the config file) and that the export ran"
+            )
         return files
     p = Path(raw)
     if p.is_dir():
@@ -93,7 +101,10 @@ def resolve_files(cfg: ReportConfig) -> list[Path]:
             raise SourceError(f"source.path {cfg.source.path!r}: the folder {raw} holds no files")
         return files
     if not p.exists():
-        raise SourceError(f"source.path {cfg.source.path!r}: file not found ({raw})")
+        raise SourceError(
+            f"source.path {cfg.source.path!r}: file not found ({raw}); "
+            "check the path (relative to the config file) and that the export ran"
+        )
     return [p]
 
 
@@ -115,7 +126,7 @@ def open_source(con: duckdb.DuckDBPyConnection, cfg: ReportConfig) -> Source:
     for f in files:
         st = f.stat()
         if st.st_size == 0:
-            raise SourceError(f"source file {f} is empty (0 bytes)")
+            raise SourceError(f"source file {f} is empty (0 bytes); re-export it or remove it from the source")
         stats.append((str(f), st.st_size, st.st_mtime_ns))
     names = [s[0] for s in stats]
     rows: dict[str, int] = {}
@@ -124,11 +135,14 @@ def open_source(con: duckdb.DuckDBPyConnection, cfg: ReportConfig) -> Source:
             rows = _parquet_checks(con, names)
             rel = con.read_parquet(names)
         elif fmt == "csv":
-            opts = cfg.source.csv
-            kwargs: dict[str, Any] = {"header": True}
-            if opts is not None:
-                kwargs = {"header": opts.header, "sep": opts.delimiter, "quotechar": opts.quote}
+            kwargs = _csv_kwargs(cfg)
+            checked = _csv_checks(con, cfg, names, kwargs)
             rel = con.read_csv(names, **kwargs)
+            if list(zip(rel.columns, map(str, rel.types), strict=True)) != checked:
+                raise SourceError(
+                    f"source {cfg.source.path!r}: the CSV dialect was detected differently on a second read; "
+                    "set source.csv (delimiter, quote, header) explicitly"
+                )
         elif fmt == "json":
             rel = con.read_json(names, format="newline_delimited")
         elif fmt == "duckdb":
@@ -145,11 +159,16 @@ def open_source(con: duckdb.DuckDBPyConnection, cfg: ReportConfig) -> Source:
                     f"(tables: {', '.join(sorted(tables)) or 'none'})"
                 )
             rel = con.sql(f"SELECT * FROM __srcdb.main.{ident(cfg.source.table or '')}")
-            rows = {names[0]: con.execute(f"SELECT count(*) FROM __srcdb.main.{ident(cfg.source.table or '')}").fetchone()[0]}
+            rows = {names[0]: con.execute(f"SELECT count(*) FROM __srcdb.main.{ident(cfg.source.table or '')}").fetchall()[0][0]}
         else:  # pragma: no cover - validated by the config model
             raise ConfigError(f"source.format {fmt!r} is not supported")
         rel.create_view(SOURCE_VIEW, replace=True)
         schema = {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM {SOURCE_VIEW}").fetchall()}
+        if not con.execute(f"SELECT 1 FROM {SOURCE_VIEW} LIMIT 1").fetchall():
+            raise SourceError(
+                f"source {cfg.source.path!r} holds no rows ({len(names)} file(s), e.g. {names[0]}); "
+                "an empty export is refused rather than published as an empty report: check the export"
+            )
     except (SourceError, ConfigError):
         raise
     except duckdb.Error as exc:
@@ -176,23 +195,135 @@ def _parquet_checks(con: duckdb.DuckDBPyConnection, names: list[str]) -> dict[st
     first_schema: list[tuple[str, str]] | None = None
     for n in names:
         try:
-            meta = con.execute("SELECT num_rows FROM parquet_file_metadata($1)", [n]).fetchone()
+            meta = con.execute("SELECT num_rows FROM parquet_file_metadata($1)", [n]).fetchall()[0]
             schema = con.execute("DESCRIBE SELECT * FROM read_parquet($1)", [n]).fetchall()
         except duckdb.Error as exc:
-            raise SourceError(f"source file {n} is not a readable Parquet file: {first_line(exc)}") from None
+            raise SourceError(
+                f"source file {n} is not a readable Parquet file ({first_line(exc)}); "
+                "it may be truncated or of another format: re-export it or remove it from the source"
+            ) from None
         rows[n] = int(meta[0]) if meta else 0
         cols = [(r[0], r[1]) for r in schema]
         if first_schema is None:
             first_schema = cols
         elif cols != first_schema:
             a, b = dict(first_schema), dict(cols)
-            diff = sorted(set(a.items()) ^ set(b.items()))
-            detail = ", ".join(f"{k} {v}" for k, v in diff[:4])
+            parts = [f"column {k!r} is missing" for k in a if k not in b]
+            parts += [f"column {k!r} is not in the first file" for k in b if k not in a]
+            parts += [f"column {k!r} is {b[k]} here but {a[k]} there" for k in a if k in b and a[k] != b[k]]
+            detail = "; ".join(parts[:4]) or "the columns are in a different order"
             raise SourceError(
                 f"source file {n} has a different schema from {names[0]} (schema drift: {detail}); "
                 "make the files of one source agree or read them as separate sources"
             )
     return rows
+
+
+CSV_REJECT_SCANS = "__csv_reject_scans"
+CSV_REJECT_ERRORS = "__csv_reject_errors"
+# DuckDB reject error types → what is wrong with the line (never the line's content)
+CSV_ERRORS = {
+    "TOO MANY COLUMNS": "more fields than the header",
+    "MISSING COLUMNS": "fewer fields than the header",
+    "UNQUOTED VALUE": "a quote in the wrong place (text after a closing quote, or an unterminated quote)",
+    "LINE SIZE OVER MAXIMUM": "the line is longer than the CSV reader's maximum",
+    "INVALID ENCODING": "bytes that are not valid UTF-8 (re-encode the file as UTF-8, e.g. with iconv)",
+    "INVALID UNICODE": "bytes that are not valid UTF-8 (re-encode the file as UTF-8, e.g. with iconv)",
+}
+
+
+def _csv_kwargs(cfg: ReportConfig) -> dict[str, Any]:
+    """DuckDB CSV reader options: strict mode, and the dialect pinned (``source.csv`` or its documented
+    defaults: delimiter ``,`` (tab for ``.tsv``), quote ``"``, header) rather than guessed."""
+    opts = cfg.source.csv
+    if opts is None:
+        tsv = cfg.source.path.lower().endswith((".tsv", ".tsv.gz"))
+        opts = CsvOptions(delimiter="\t" if tsv else ",")
+    return {
+        "header": opts.header, "sep": opts.delimiter, "quotechar": opts.quote, "escapechar": opts.quote,
+        "strict_mode": True,
+    }
+
+
+def _csv_checks(
+    con: duckdb.DuckDBPyConnection, cfg: ReportConfig, names: list[str], kwargs: dict[str, Any]
+) -> list[tuple[str, str]]:
+    """Read every CSV file once in full, inside DuckDB, and refuse any line that does not parse.
+
+    Returns the (column, type) list of the checked read. Refuses (SourceError naming the file and
+    line) ragged rows, bad quotes, invalid UTF-8 and values that do not convert to the column
+    type, and, for several files, a header that differs from the first file's. Only the file,
+    line, column and error kind leave DuckDB, never the content of a line.
+    """
+    import duckdb
+
+    def sniff_error(exc: duckdb.Error) -> SourceError:
+        text = str(exc)
+        m = re.search(r'sniffing file "([^"]*)"', text)
+        where = f"source file {m.group(1)}" if m else f"source {cfg.source.path!r}"
+        if m or "sniff" in text.lower():
+            return SourceError(
+                f"{where} does not parse as CSV: an unterminated or stray quote, or rows with different "
+                "numbers of fields; fix the file, or set source.csv (delimiter, quote, header) to match it"
+            )
+        return SourceError(f"{where}: cannot read as csv: {first_line(exc)}")
+
+    lenient = dict(kwargs, ignore_errors=True)
+    if len(names) > 1:
+        first: list[str] | None = None
+        for n in names:
+            try:
+                cols = con.read_csv([n], **lenient).columns
+            except duckdb.Error as exc:
+                raise sniff_error(exc) from None
+            if first is None:
+                first = cols
+            elif cols != first:
+                missing = [c for c in first if c not in cols]
+                extra = [c for c in cols if c not in first]
+                detail = "; ".join(
+                    [f"column {c!r} is missing" for c in missing[:3]]
+                    + [f"column {c!r} is not in the first file" for c in extra[:3]]
+                ) or "the columns are in a different order"
+                raise SourceError(
+                    f"source file {n} has a different header from {names[0]} (schema drift: {detail}); "
+                    "make the files of one source agree or read them as separate sources"
+                )
+    try:
+        rel = con.read_csv(
+            names, **lenient, store_rejects=True, rejects_scan=CSV_REJECT_SCANS,
+            rejects_table=CSV_REJECT_ERRORS, rejects_limit=100,
+        )
+        checked = list(zip(rel.columns, map(str, rel.types), strict=True))
+        rel.create_view("__csv_check", replace=True)
+        # count(COLUMNS(*)) converts every value of every column: every bad line is found
+        con.execute("SELECT count(*), count(COLUMNS(*)) FROM __csv_check").fetchall()
+    except duckdb.Error as exc:
+        raise sniff_error(exc) from None
+    try:
+        bad = con.execute(
+            f"SELECT s.file_path, e.line, e.column_name, e.error_type, "
+            f"(SELECT count(*) FROM (SELECT DISTINCT file_id, line FROM {CSV_REJECT_ERRORS})) "
+            f"FROM {CSV_REJECT_ERRORS} e JOIN {CSV_REJECT_SCANS} s USING (scan_id, file_id) "
+            "ORDER BY s.file_path, e.line LIMIT 1"
+        ).fetchall()
+    finally:
+        con.execute("DROP VIEW IF EXISTS __csv_check")
+        con.execute(f"DROP TABLE IF EXISTS {CSV_REJECT_ERRORS}")
+        con.execute(f"DROP TABLE IF EXISTS {CSV_REJECT_SCANS}")
+    if bad:
+        path, line, column, kind, n = bad[0]
+        types = dict(checked)
+        if kind == "CAST":
+            what = f"column {column!r}: a value does not convert to {types.get(column, 'its type')}"
+        else:
+            what = CSV_ERRORS.get(str(kind), str(kind).lower())
+        more = f" ({n} bad lines in all)" if n > 1 else ""
+        raise SourceError(
+            f"source file {path}, line {line}: {what}{more}; fix the file "
+            "(bad lines are refused, never skipped silently)"
+        )
+    return checked
 
 
 def first_line(exc: BaseException) -> str:
@@ -214,8 +345,11 @@ def check_columns(cfg: ReportConfig, schema: dict[str, str]) -> None:
     avail = ", ".join(list(schema)[:20]) + (" …" if len(schema) > 20 else "")
 
     def missing(key: str, col: str) -> ConfigError:
+        hint = ""
+        if len(schema) == 1 and detect_format(cfg) == "csv":
+            hint = "; the CSV was read as a single column: set source.csv.delimiter"
         return ConfigError(
-            f"{where}: {key}: column {col!r} is not in the source {cfg.source.path!r} (columns: {avail})"
+            f"{where}: {key}: column {col!r} is not in the source {cfg.source.path!r} (columns: {avail}){hint}"
         )
 
     if cfg.privacy_unit not in schema:
@@ -234,10 +368,17 @@ def check_columns(cfg: ReportConfig, schema: dict[str, str]) -> None:
                 continue
             if col not in schema:
                 raise missing(f"metrics[{i}].{key}", col)
+            if schema[col].upper() == "VARCHAR":
+                # text where numbers belong is a data problem (e.g. 'N/A'): refused, never coerced
+                raise SourceError(
+                    f"source {cfg.source.path!r}: metrics[{i}].{key}: column {col!r} holds text, not numbers "
+                    "(values such as 'N/A'); fix the source: write missing values as empty, or point the "
+                    "metric at a numeric column"
+                )
             if not is_numeric(schema[col]):
                 raise ConfigError(
-                    f"{where}: metrics[{i}].{key}: column {col!r} has type {schema[col]}, not a number "
-                    "(fix the source, e.g. write missing values as empty rather than text such as 'N/A')"
+                    f"{where}: metrics[{i}].{key}: column {col!r} has type {schema[col]}, not a number; "
+                    "point the metric at a numeric column"
                 )
     for col in cfg.filter:
         if col not in schema:
