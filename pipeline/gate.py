@@ -176,7 +176,7 @@ def _pattern_hits(con: Any, cols: list[str]) -> list[tuple[str, str]]:
         for kind, pattern in PATTERNS.items():
             n = con.execute(
                 f"SELECT count(*) FROM __gate_report WHERE regexp_matches({c}, $1)", [pattern]
-            ).fetchone()[0]
+            ).fetchall()[0][0]
             if n:
                 hits.append((col, kind))
         # card numbers: a regex finds candidates, Luhn confirms (candidates are few)
@@ -199,7 +199,7 @@ def _identifier_value_hits(cfg: ReportConfig, con: Any, schema: dict[str, str], 
             n = con.execute(
                 f"SELECT count(*) FROM {values} r WHERE r.v IN "
                 f"(SELECT CAST({ident(idc)} AS VARCHAR) FROM __src WHERE {ident(idc)} IS NOT NULL)"
-            ).fetchone()[0]
+            ).fetchall()[0][0]
             if n:
                 hits.append((dim, idc))
     return hits
@@ -212,7 +212,7 @@ def _quasi_identifiers(cfg: ReportConfig, con: Any, schema: dict[str, str]) -> l
     found = []
     n_units = con.execute(
         f"SELECT count(DISTINCT {unit}) FROM __src WHERE {where}", params.values
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     if not n_units or n_units < 2 * cfg.min_units:
         return found
     for d in cfg.dims:
@@ -225,7 +225,7 @@ def _quasi_identifiers(cfg: ReportConfig, con: Any, schema: dict[str, str]) -> l
             f"SELECT count(*), count(*) FILTER (WHERE n = 1) FROM "
             f"(SELECT {expr} AS v, count(DISTINCT {unit}) AS n FROM __src WHERE {w2} AND {unit} IS NOT NULL GROUP BY 1)",
             p2.values,
-        ).fetchone()
+        ).fetchall()[0]
         if n_values and (n_values / n_units > QI_DISTINCT_RATIO or (n_values >= 10 and single / n_values > QI_SINGLE_UNIT_SHARE)):
             found.append(d.name)
     return found
@@ -258,7 +258,7 @@ def _recomputed_min_units(cfg: ReportConfig, con: Any, schema: dict[str, str], t
             f"(SELECT row_number() OVER () AS __rid, * FROM __gate_report) r LEFT JOIN ({src}) s ON {on} "
             f"WHERE {lv_filter} GROUP BY r.__rid) WHERE n < {params.add(cfg.min_units)}"
         )
-        total_low += con.execute(sql, params.values).fetchone()[0]
+        total_low += con.execute(sql, params.values).fetchall()[0][0]
         # params are positional: rebuild for the next level
         params = Params()
         where = filter_sql(cfg, params)
@@ -271,7 +271,7 @@ def _declared_min_units(cfg: ReportConfig, con: Any, table: pa.Table) -> int:
     if not unit_metrics:
         return 0
     col = ident(unit_metrics[0])
-    return con.execute(f"SELECT count(*) FROM __gate_report WHERE {col} < $1", [cfg.min_units]).fetchone()[0]
+    return con.execute(f"SELECT count(*) FROM __gate_report WHERE {col} < $1", [cfg.min_units]).fetchall()[0][0]
 
 
 def is_identifier_like(value: str) -> str | None:

@@ -93,10 +93,7 @@ def execute(con: Any, q: Query) -> Any:
 
 
 def aggregate(cfg: ReportConfig, con: Any, source: Source, *, need_per_unit: bool) -> dict[str, Any]:
-    """Build ``__cells`` (and ``__per_unit`` when needed); return data-quality counts.
-
-    Refuses (SourceError) when a time dimension holds values that do not parse as timestamps.
-    """
+    """Build ``__cells`` (and ``__per_unit`` when needed); return data-quality counts."""
     if need_per_unit:
         execute(con, per_unit_sql(cfg, source.schema))
         fault_point("aggregate.per_unit")
@@ -105,7 +102,16 @@ def aggregate(cfg: ReportConfig, con: Any, source: Source, *, need_per_unit: boo
     else:
         execute(con, cells_direct_sql(cfg, source.schema))
         q = quality_from_cells_sql(cfg, source.schema)
-    row = execute(con, q).fetchone()
+    return aggregate_quality(cfg, con, q)
+
+
+def aggregate_quality(cfg: ReportConfig, con: Any, q: Query) -> dict[str, Any]:
+    """Run a data-quality query (one row of counts) and refuse what must not be coerced.
+
+    Refuses (SourceError) when a time dimension holds values that do not parse as timestamps, or
+    when every selected row lacks a privacy unit. NaN/±inf metric values are counted (dropped).
+    """
+    row = execute(con, q).fetchall()[0]
     names = [d[0] for d in con.description]
     values = dict(zip(names, row, strict=True))
     invalid = {}

@@ -63,7 +63,7 @@ def counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Cells computed / published / suppressed, overall and per reason (aggregate counts only)."""
     total, published = con.execute(
         "SELECT count(*), count(*) FILTER (WHERE __reason IS NULL) FROM __cells"
-    ).fetchone()
+    ).fetchall()[0]
     by_reason = dict(
         con.execute(
             "SELECT __reason, count(*) FROM __cells WHERE __reason IS NOT NULL GROUP BY 1 ORDER BY 1"

@@ -1,0 +1,94 @@
+"""Contribution bounding for DP mode, as SQL (pure functions; runs inside DuckDB).
+
+Guarantees of the SQL built here, for every privacy unit:
+- **Linf**: in each cell it keeps at most ``max_rows_per_group`` rows. When a unit has more rows
+  in a cell, the kept rows are those with the smallest keyed hash ``hash(row, seed)``: a uniformly
+  random subset, chosen by a secret seed (rows identical in every projected column are
+  interchangeable, so ties do not matter). Sums and means use clamped values of the kept rows.
+- **L0**: it keeps at most ``max_groups_per_unit`` cells, the ones with the smallest keyed hash
+  ``hash(unit, cell, seed)``: a uniformly random subset of the unit's cells.
+- Null units never reach the cells. Rows outside ``public_partitions`` (when given) are dropped
+  before L0 bounding, so a unit's budget of cells is spent on publishable cells only.
+The result ``__dp_cells`` has one row per cell: ``__units`` (bounded distinct units), ``__rows``
+and per sum/mean metric ``__s{i}`` (sum of clamped values) and ``__c{i}`` (their count).
+"""
+
+from __future__ import annotations
+
+from .config import ReportConfig
+from .plan import base_select, dim_key, metric_value
+from .sql import Params, Query
+
+
+def dp_pairs_sql(cfg: ReportConfig, schema: dict[str, str], seed: int, *, public: bool) -> Query:
+    """``__dp_pairs``: one row per (cell, unit) with Linf-bounded rows and sums."""
+    assert cfg.privacy is not None
+    params = Params()
+    linf = int(cfg.privacy.max_rows_per_group)
+    nd = len(cfg.dims)
+    keys = [dim_key(i) for i in range(nd)]
+    value_cols = [metric_value(i) for i, m in enumerate(cfg.metrics) if m.column is not None]
+    seed_ph = params.add(int(seed))
+    base = base_select(cfg, schema, params)
+    row_hash = f"hash(__u, {', '.join(keys + value_cols)}, {seed_ph})"
+    aggs = [f"least(count(*), {linf}) AS __n"]
+    for i, m in enumerate(cfg.metrics):
+        if m.column is None:
+            continue
+        v = metric_value(i)
+        aggs += [
+            f"CASE WHEN count({v}) <= {linf} THEN sum({v}) ELSE list_sum(min_by({v}, __r, {linf})) END AS __s{i}",
+            f"least(count({v}), {linf}) AS __c{i}",
+            f"count(*) FILTER (WHERE __bad{i}) AS __bad{i}",
+        ]
+    for i, d in enumerate(cfg.dims):
+        if d.grain and not schema.get(d.column, "VARCHAR").upper().startswith(("DATE", "TIMESTAMP")):
+            aggs.append(f"count(*) FILTER (WHERE __badts{i}) AS __badts{i}")
+    aggs.append("count(*) AS __n_raw")
+    inner = f"SELECT *, {row_hash} AS __r FROM ({base})"
+    join = ""
+    if public:
+        on = " AND ".join(f"p.{k} IS NOT DISTINCT FROM b.{k}" for k in keys)
+        join = f" SEMI JOIN __public p ON {on}"
+        inner = f"SELECT b.* FROM ({inner}) b{join}"
+    sql = (
+        "CREATE OR REPLACE TEMP TABLE __dp_pairs AS "
+        f"SELECT {', '.join(keys)}, __u, {', '.join(aggs)} FROM ({inner}) "
+        f"GROUP BY {', '.join(keys + ['__u'])}"
+    )
+    return Query(sql, tuple(params.values))
+
+
+def dp_quality_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
+    """Data-quality counts from ``__dp_pairs`` (null-unit rows are counted by the caller)."""
+    cols = ["coalesce(sum(__n_raw) FILTER (WHERE __u IS NULL), 0) AS null_unit_rows", "coalesce(sum(__n_raw), 0) AS rows_in"]
+    for i, m in enumerate(cfg.metrics):
+        if m.column is not None:
+            cols.append(f"coalesce(sum(__bad{i}), 0) AS bad_{i}")
+    for i, d in enumerate(cfg.dims):
+        if d.grain and not schema.get(d.column, "VARCHAR").upper().startswith(("DATE", "TIMESTAMP")):
+            cols.append(f"coalesce(sum(__badts{i}), 0) AS badts_{i}")
+    return Query(f"SELECT {', '.join(cols)} FROM __dp_pairs")
+
+
+def dp_cells_sql(cfg: ReportConfig, seed: int) -> Query:
+    """``__dp_cells``: L0-bounded aggregation of ``__dp_pairs`` (null units excluded)."""
+    assert cfg.privacy is not None
+    params = Params()
+    l0 = int(cfg.privacy.max_groups_per_unit)
+    keys = [dim_key(i) for i in range(len(cfg.dims))]
+    seed_ph = params.add(int(seed))
+    sums = []
+    for i, m in enumerate(cfg.metrics):
+        if m.column is not None:
+            sums += [f"sum(__s{i}) AS __s{i}", f"sum(__c{i}) AS __c{i}"]
+    ranked = (
+        f"SELECT *, row_number() OVER (PARTITION BY __u ORDER BY hash(__u, {', '.join(keys)}, {seed_ph})) AS __g "
+        "FROM __dp_pairs WHERE __u IS NOT NULL"
+    )
+    sql = (
+        "CREATE OR REPLACE TEMP TABLE __dp_cells AS "
+        f"SELECT {', '.join(keys)}, count(*) AS __units, sum(__n) AS __rows{', ' if sums else ''}{', '.join(sums)} "
+        f"FROM ({ranked}) WHERE __g <= {l0} GROUP BY {', '.join(keys)}"
+    )
+    return Query(sql, tuple(params.values))

@@ -1,0 +1,419 @@
+"""DP mode: bounding (SQL) → private partition selection → noisy metrics (OpenDP) → ledger → publish.
+
+Guarantees (the math is in docs/PRIVACY.md):
+- The whole release satisfies (ε, δ)-DP for the configured ε and δ with respect to adding or
+  removing all rows of one privacy unit, by basic composition of the mechanisms listed in the
+  manifest (Laplace) or zCDP composition converted to (ε, δ) (Gaussian).
+- The ledger is checked before any work and again, under its lock, before the entry is recorded;
+  the entry and the release bytes are committed before the release becomes visible.
+- A rerun with the same (source, report, run id) publishes the recorded bytes and spends nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import MetricConfig, ReportConfig
+from .errors import ConfigError, ReleaseError
+from .noise import (
+    Mechanism,
+    add_noise,
+    rho_for_epsilon,
+    scale_for_budget,
+    selection_mechanism,
+    vector_mechanism,
+    zcdp_to_approx_epsilon,
+)
+from .plan import dim_key, dimension_expr
+from .progress import Stages, fault_point
+from .release import MANIFEST_FILE, REPORT_FILE, Release, StagedRelease, publish, sha256, stage
+from .sources import Source, first_line
+from .sql import ident
+
+
+@dataclass
+class DPPlan:
+    """Every noisy query of one release, with scales and the loss OpenDP reports for each."""
+
+    noise: str
+    selection: Mechanism | None
+    metrics: dict[str, dict[str, Mechanism]] = field(default_factory=dict)
+    epsilon: float = 0.0
+    delta: float = 0.0
+    rho: float | None = None
+
+    def mechanisms(self) -> list[Mechanism]:
+        out = [self.selection] if self.selection else []
+        for parts in self.metrics.values():
+            out += list(parts.values())
+        return out
+
+    def as_manifest(self) -> dict[str, Any]:
+        per_metric = {}
+        for name, parts in self.metrics.items():
+            main = parts.get("sum") or parts.get("count") or next(iter(parts.values()))
+            per_metric[name] = {
+                "mechanisms": {k: v.as_dict() for k, v in parts.items()},
+                "scale": main.scale,
+                "ci95_half_width": main.ci95_half_width,
+            }
+        return {
+            "selection": self.selection.as_dict() if self.selection else None,
+            "metrics": per_metric,
+            "epsilon_spent": self.epsilon,
+            "delta_spent": self.delta,
+            "rho": self.rho,
+        }
+
+
+def _value_scale(m: MetricConfig) -> tuple[float, float]:
+    lo, hi = m.bounds or (0.0, 0.0)
+    return max(abs(lo), abs(hi)), (hi - lo) / 2.0
+
+
+def dp_plan(cfg: ReportConfig, *, epsilon: float | None = None) -> DPPlan:
+    """Split the report's budget across partition selection and metrics (pure; no data)."""
+    p = cfg.privacy
+    assert p is not None
+    eps = float(epsilon if epsilon is not None else p.epsilon)
+    g, r = int(p.max_groups_per_unit), int(p.max_rows_per_group)
+    public = p.public_partitions is not None
+    noisy = [m for m in cfg.metrics if not (m.agg == "count_units" and not public)]
+    selection_needed = not public
+    noise = p.noise
+    if noise == "laplace":
+        budget_total, delta_sel = eps, p.delta
+    else:
+        delta_sel = p.delta / 2 if selection_needed else 0.0
+        budget_total = rho_for_epsilon(eps, p.delta - delta_sel)
+    if selection_needed:
+        sel_budget = budget_total * (p.selection_share if noisy else 1.0)
+    else:
+        sel_budget = 0.0
+    per_metric = (budget_total - sel_budget) / len(noisy) if noisy else 0.0
+
+    def sens(l1_unit: float) -> float:
+        # l1_unit: one unit's largest contribution to one cell
+        return g * l1_unit if noise == "laplace" else math.sqrt(g) * l1_unit
+
+    plan = DPPlan(noise=noise, selection=None)
+    if selection_needed:
+        plan.selection = selection_mechanism(noise, l0=g, budget=sel_budget, delta=delta_sel)
+    for m in noisy:
+        parts: dict[str, Mechanism] = {}
+        if m.agg == "count":
+            s = sens(r)
+            parts["count"] = vector_mechanism(m.name, noise, integer=True, sensitivity=s,
+                                              scale=scale_for_budget(noise, s, per_metric))
+        elif m.agg == "count_units":
+            s = sens(1)
+            parts["count"] = vector_mechanism(m.name, noise, integer=True, sensitivity=s,
+                                              scale=scale_for_budget(noise, s, per_metric))
+        elif m.agg == "sum":
+            s = sens(r * _value_scale(m)[0])
+            parts["sum"] = vector_mechanism(m.name, noise, integer=False, sensitivity=s,
+                                            scale=scale_for_budget(noise, s, per_metric))
+        else:  # mean = mid + noisy centred sum / noisy count, half the metric's budget each
+            s_sum = sens(r * _value_scale(m)[1])
+            s_cnt = sens(r)
+            parts["sum"] = vector_mechanism(m.name + ".centred_sum", noise, integer=False, sensitivity=s_sum,
+                                            scale=scale_for_budget(noise, s_sum, per_metric / 2))
+            parts["count"] = vector_mechanism(m.name + ".count", noise, integer=True, sensitivity=s_cnt,
+                                              scale=scale_for_budget(noise, s_cnt, per_metric / 2))
+        plan.metrics[m.name] = parts
+    mechs = plan.mechanisms()
+    if noise == "laplace":
+        plan.epsilon = sum(x.epsilon for x in mechs)
+        plan.delta = sum(x.delta for x in mechs)
+    else:
+        rho = sum(x.rho for x in mechs)
+        delta_conv = p.delta - delta_sel
+        plan.rho = rho
+        plan.epsilon = zcdp_to_approx_epsilon(rho, delta_conv)
+        plan.delta = sum(x.delta for x in mechs) + delta_conv
+    # what the mechanisms say must fit what the config allows (tiny float slack only)
+    if plan.epsilon > eps * (1 + 1e-9) or plan.delta > p.delta * (1 + 1e-9):
+        raise ConfigError(
+            f"privacy: the mechanisms would spend ε={plan.epsilon:.6g}, δ={plan.delta:.3g}, more than "
+            f"configured (ε={eps}, δ={p.delta}); report this as a bug"
+        )
+    return plan
+
+
+def derive_seed(secret: bytes, *parts: str) -> int:
+    """A 62-bit seed from the ledger secret and the run identity (never from published data)."""
+    msg = "\x1f".join(parts).encode()
+    return int.from_bytes(hmac.new(secret, msg, hashlib.sha256).digest()[:8], "big") >> 2
+
+
+def run_dp(
+    cfg: ReportConfig, run_id: str, con: Any, source: Source, final: Path, stages: Stages, *, summary_html: bool
+) -> Release:
+    from .ledger import Ledger
+    from .runner import aggregate_quality, execute, finish_release
+
+    assert cfg.privacy is not None and cfg.budget is not None and cfg.ledger_path is not None
+    ledger = Ledger(cfg.ledger_path)
+    limits = {"epsilon_limit": cfg.budget.epsilon_limit, "delta_limit": cfg.budget.delta_limit}
+    plan = dp_plan(cfg)
+    with stages.stage("ledger"), ledger.locked():
+        ledger.verify()
+        existing = ledger.find(source.source_id, cfg.report, run_id)
+        if existing is not None:
+            return restore(ledger, existing, final)
+        ledger.check_budget(source.source_id, plan.epsilon, plan.delta, limits)
+        secret = ledger.secret()
+    seed_pairs = derive_seed(secret, "rows", source.source_id, cfg.report, run_id)
+    seed_cells = derive_seed(secret, "cells", source.source_id, cfg.report, run_id)
+    public = cfg.privacy.public_partitions is not None
+    from .bounding import dp_cells_sql, dp_pairs_sql, dp_quality_sql
+
+    with stages.stage("bounding"):
+        if public:
+            n_public = load_public_partitions(cfg, con, source)
+        execute(con, dp_pairs_sql(cfg, source.schema, seed_pairs, public=public))
+        quality = aggregate_quality(cfg, con, dp_quality_sql(cfg, source.schema))
+    with stages.stage("aggregate"):
+        execute(con, dp_cells_sql(cfg, seed_cells))
+        if public:
+            _expand_public(cfg, con)
+    with stages.stage("noise"):
+        table, cells = noisy_table(cfg, con, plan)
+    if public:
+        cells["public_partitions"] = n_public
+    privacy = {
+        "mode": "dp",
+        "epsilon": cfg.privacy.epsilon,
+        "delta": cfg.privacy.delta,
+        "noise": plan.noise,
+        "max_groups_per_unit": cfg.privacy.max_groups_per_unit,
+        "max_rows_per_group": cfg.privacy.max_rows_per_group,
+        "min_units": cfg.min_units,
+        "public_partitions": public,
+        "composition": "basic (sum of ε and δ)" if plan.noise == "laplace" else "zCDP (sum of ρ), converted to (ε, δ) by OpenDP",
+        "neighbouring": "add or remove all rows of one privacy unit",
+        **plan.as_manifest(),
+    }
+
+    def commit(staged: StagedRelease, manifest: dict[str, Any]) -> Release:
+        with stages.stage("ledger"), ledger.locked():
+            ledger.verify()
+            existing = ledger.find(source.source_id, cfg.report, run_id)
+            if existing is not None:  # another process won the race for this run id
+                staged.discard()
+                return restore(ledger, existing, final)
+            view = ledger.check_budget(source.source_id, plan.epsilon, plan.delta, limits)
+            manifest["budget"] = {
+                **view,
+                "epsilon_spent": view["epsilon_spent_before"] + plan.epsilon,
+                "delta_spent": view["delta_spent_before"] + plan.delta,
+                "epsilon_left": max(0.0, limits["epsilon_limit"] - view["epsilon_spent_before"] - plan.epsilon),
+                "delta_left": max(0.0, limits["delta_limit"] - view["delta_spent_before"] - plan.delta),
+                "ledger": str(ledger.path),
+                "entry_seq": len(ledger.entries()) + 1,
+            }
+            manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode()
+            _rewrite(staged, MANIFEST_FILE, manifest_bytes)
+            if final.exists():
+                staged.discard()
+                raise ReleaseError(f"{final} already exists but the ledger has no entry for it; move it away and rerun")
+            ledger.record(
+                {
+                    "source_id": source.source_id,
+                    "report": cfg.report,
+                    "run_id": run_id,
+                    "mode": "dp",
+                    "epsilon": plan.epsilon,
+                    "delta": plan.delta,
+                    "rho": plan.rho,
+                    "source_fingerprint": source.fingerprint,
+                    "config_hash": cfg.config_hash(),
+                    "report_sha256": staged.report_sha256,
+                },
+                staged.files,
+            )
+            fault_point("ledger.recorded")
+            publish(staged)
+            fault_point("published")
+        return Release(final, manifest, status="published")
+
+    return finish_release(
+        cfg, run_id, con, source, final, stages, table,
+        quality=quality, cells=cells, privacy=privacy, summary_html=summary_html, ledger_commit=commit,
+    )
+
+
+def _rewrite(staged: StagedRelease, name: str, data: bytes) -> None:
+    import os
+
+    staged.files[name] = data
+    tmp = staged.staging / (name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, staged.staging / name)
+
+
+def restore(ledger: Any, entry: Any, final: Path) -> Release:
+    """A recorded release: confirm the visible copy, or publish the recorded bytes (no new spend)."""
+    from .release import existing_report_sha, open_release
+
+    current = existing_report_sha(final)
+    if current is not None:
+        if current != entry.report_sha256:
+            raise ReleaseError(
+                f"{final} does not match the ledger's record for this run id (report sha256 differs); "
+                "it was modified after publication"
+            )
+        rel = open_release(final)
+        rel.status = "unchanged"
+        return rel
+    files = ledger.files(entry.seq)
+    if REPORT_FILE not in files or sha256(files[REPORT_FILE]) != entry.report_sha256:
+        raise ReleaseError(f"the ledger's stored copy of {entry.report}/{entry.run_id} is missing or damaged")
+    staged = stage(final, files)
+    publish(staged)
+    rel = open_release(final)
+    rel.status = "restored"
+    return rel
+
+
+def load_public_partitions(cfg: ReportConfig, con: Any, source: Source) -> int:
+    """Load ``privacy.public_partitions`` into ``__public`` keyed like the cells. Returns its size."""
+    import duckdb
+
+    assert cfg.privacy is not None and cfg.privacy.public_partitions is not None
+    path = cfg.resolve(cfg.privacy.public_partitions)
+    if not path.is_file():
+        raise ConfigError(f"privacy.public_partitions: file not found ({path})")
+    try:
+        rel = con.read_csv(str(path)) if path.suffix.lower() in (".csv", ".txt") else con.read_parquet(str(path))
+        rel.create_view("__public_raw", replace=True)
+        cols = [r[0] for r in con.execute("DESCRIBE SELECT * FROM __public_raw").fetchall()]
+    except duckdb.Error as exc:
+        raise ConfigError(f"privacy.public_partitions: cannot read {path}: {first_line(exc)}") from None
+    names = [d.name for d in cfg.dims]
+    missing = [n for n in names if n not in cols]
+    if missing:
+        raise ConfigError(
+            f"privacy.public_partitions: {path} lacks column(s) {', '.join(missing)} (needs one column per dimension: {', '.join(names)})"
+        )
+    key_types = con.execute(
+        "DESCRIBE SELECT " + ", ".join(
+            f"{dimension_expr(d, source.schema.get(d.column, 'VARCHAR'))} AS {dim_key(i)}" for i, d in enumerate(cfg.dims)
+        ) + " FROM __src LIMIT 0"
+    ).fetchall()
+    casts = ", ".join(f"TRY_CAST({ident(n)} AS {t[1]}) AS {dim_key(i)}" for i, (n, t) in enumerate(zip(names, key_types, strict=True)))
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE __public AS SELECT DISTINCT {casts} FROM __public_raw")
+        bad = con.execute(
+            "SELECT count(*) FROM __public_raw r WHERE " + " OR ".join(
+                f"(r.{ident(n)} IS NOT NULL AND TRY_CAST(r.{ident(n)} AS {t[1]}) IS NULL)"
+                for n, t in zip(names, key_types, strict=True))
+        ).fetchall()[0][0]
+    except duckdb.Error as exc:
+        raise ConfigError(f"privacy.public_partitions: {first_line(exc)}") from None
+    if bad:
+        raise ConfigError(f"privacy.public_partitions: {bad} row(s) of {path} do not match the dimension types")
+    return int(con.execute("SELECT count(*) FROM __public").fetchall()[0][0])
+
+
+def _expand_public(cfg: ReportConfig, con: Any) -> None:
+    """Every public cell, empty or not (zeros where no bounded unit contributed)."""
+    keys = [dim_key(i) for i in range(len(cfg.dims))]
+    cols = [c[0] for c in con.execute("DESCRIBE __dp_cells").fetchall() if c[0] not in keys]
+    on = " AND ".join(f"p.{k} IS NOT DISTINCT FROM c.{k}" for k in keys)
+    sel = ", ".join([f"p.{k}" for k in keys] + [f"coalesce(c.{c}, 0) AS {c}" for c in cols])
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __dp_cells AS SELECT {sel} FROM __public p LEFT JOIN __dp_cells c ON {on}")
+
+
+def noisy_table(cfg: ReportConfig, con: Any, plan: DPPlan) -> tuple[Any, dict[str, int]]:
+    """Noisy published table (pyarrow) and cell counts. Only cell aggregates are read from DuckDB."""
+    import pyarrow as pa
+
+    from .engine import fetch_arrow
+
+    keys = [dim_key(i) for i in range(len(cfg.dims))]
+    cells = fetch_arrow(con.execute("SELECT * FROM __dp_cells"))
+    n = cells.num_rows
+    units = np.asarray(cells.column("__units").to_numpy(zero_copy_only=False), dtype=np.int64)
+    if plan.selection is not None:
+        noisy_units = add_noise(units, plan.selection)
+        threshold = max(int(plan.selection.threshold or 0), int(cfg.min_units))
+        keep = np.nonzero(noisy_units >= threshold)[0]
+        noisy_units = noisy_units[keep]
+    else:
+        keep = np.arange(n)
+        noisy_units = None
+    sub = cells.take(pa.array(keep, type=pa.int64()))
+    out: dict[str, Any] = {}
+    for i, d in enumerate(cfg.dims):
+        out[d.name] = sub.column(keys[i])
+    for i, m in enumerate(cfg.metrics):
+        parts = plan.metrics.get(m.name, {})
+        if m.agg == "count_units" and plan.selection is not None:
+            out[m.name] = pa.array(noisy_units, type=pa.int64())
+            out[m.name + "_ci95"] = pa.array(np.full(len(keep), plan.selection.ci95_half_width))
+            continue
+        if m.agg in ("count", "count_units"):
+            src = "__rows" if m.agg == "count" else "__units"
+            true = np.asarray(sub.column(src).to_numpy(zero_copy_only=False), dtype=np.int64)
+            noisy = np.maximum(add_noise(true, parts["count"]), 0)
+            out[m.name] = pa.array(noisy, type=pa.int64())
+            out[m.name + "_ci95"] = pa.array(np.full(len(keep), parts["count"].ci95_half_width))
+            continue
+        lo, hi = m.bounds or (0.0, 0.0)
+        s = _floats(sub.column(f"__s{i}"))
+        if m.agg == "sum":
+            noisy = add_noise(s, parts["sum"])
+            if lo >= 0:
+                noisy = np.maximum(noisy, 0.0)
+            if hi <= 0:
+                noisy = np.minimum(noisy, 0.0)
+            out[m.name] = pa.array(np.round(noisy, 2))
+            out[m.name + "_ci95"] = pa.array(np.full(len(keep), parts["sum"].ci95_half_width))
+        else:
+            c = np.asarray(_floats(sub.column(f"__c{i}")), dtype=np.int64)
+            mid = (lo + hi) / 2.0
+            centred = s - mid * c
+            noisy_sum = add_noise(centred, parts["sum"])
+            noisy_cnt = np.maximum(add_noise(c, parts["count"]), 1).astype(np.float64)
+            mean = np.clip(mid + noisy_sum / noisy_cnt, lo, hi)
+            hw = (parts["sum"].ci95_half_width + np.abs(mean - mid) * parts["count"].ci95_half_width) / noisy_cnt
+            out[m.name] = pa.array(np.round(mean, 4))
+            out[m.name + "_ci95"] = pa.array(np.minimum(hw, hi - lo))
+    table = pa.table(out)
+    # deterministic row order: by dimensions
+    con.register("__noisy", table)
+    try:
+        order = ", ".join(f"{ident(d.name)} NULLS FIRST" for d in cfg.dims)
+        table = fetch_arrow(con.execute(f"SELECT * FROM __noisy ORDER BY {order}"))
+    finally:
+        con.unregister("__noisy")
+    counts = {
+        "cells_computed": int(n),
+        "cells_published": int(len(keep)),
+        "cells_suppressed": int(n - len(keep)),
+    }
+    if plan.selection is not None:
+        counts["suppressed_selection"] = int(n - len(keep))
+    return table, counts
+
+
+def _floats(col: Any) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_decimal(col.type):
+        col = pc.cast(col, pa.float64())
+    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
+

@@ -1,0 +1,385 @@
+"""Privacy-budget ledger: a DuckDB file of every DP release, hash-chained and keyed with a secret.
+
+Files (all beside each other):
+- ``<ledger>``          DuckDB database: ``entries`` (one per release) and ``release_files``
+                        (the release's bytes, so an interrupted publication can be completed
+                        with exactly the bytes that were charged for).
+- ``<ledger>.lock``     advisory lock (``flock``): every access holds it, so processes serialise.
+- ``<ledger>.secret``   32 random bytes, mode 0600: keys the entry MACs and the bounding seeds.
+- ``<ledger>.head``     the last entry's sequence number and hash, MAC'd: detects deleted tails.
+
+Guarantees:
+- An entry is written (with the release bytes) in one DuckDB transaction *before* the release is
+  renamed into view; a crash in between is completed by the next run with the same run id, which
+  publishes the recorded bytes and spends nothing more. Budget is never spent twice for one
+  (source, report, run id) and never under-counted.
+- Spend is checked against the limits under the lock, so concurrent runs cannot overspend.
+- ``verify`` detects an edited, deleted or reordered entry (chain + HMAC + head); a ledger that
+  fails verification refuses all further spending.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import LedgerError, PrivacyRefusal
+
+LOCK_TIMEOUT_S = float(os.environ.get("ANONYMIZE_LEDGER_LOCK_TIMEOUT", "600"))
+GENESIS = "0" * 64
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    seq BIGINT PRIMARY KEY,
+    source_id VARCHAR NOT NULL,
+    report VARCHAR NOT NULL,
+    run_id VARCHAR NOT NULL,
+    mode VARCHAR NOT NULL,
+    epsilon DOUBLE NOT NULL,
+    delta DOUBLE NOT NULL,
+    rho DOUBLE,
+    source_fingerprint VARCHAR NOT NULL,
+    config_hash VARCHAR NOT NULL,
+    report_sha256 VARCHAR NOT NULL,
+    created_utc VARCHAR NOT NULL,
+    prev_hash VARCHAR NOT NULL,
+    entry_hash VARCHAR NOT NULL,
+    mac VARCHAR NOT NULL,
+    UNIQUE (source_id, report, run_id)
+);
+CREATE TABLE IF NOT EXISTS release_files (
+    seq BIGINT NOT NULL,
+    name VARCHAR NOT NULL,
+    content BLOB NOT NULL,
+    PRIMARY KEY (seq, name)
+);
+"""
+HASHED_FIELDS = (
+    "seq", "source_id", "report", "run_id", "mode", "epsilon", "delta", "rho",
+    "source_fingerprint", "config_hash", "report_sha256", "created_utc", "prev_hash",
+)
+
+
+@dataclass(frozen=True)
+class Entry:
+    seq: int
+    source_id: str
+    report: str
+    run_id: str
+    mode: str
+    epsilon: float
+    delta: float
+    rho: float | None
+    source_fingerprint: str
+    config_hash: str
+    report_sha256: str
+    created_utc: str
+    prev_hash: str
+    entry_hash: str = ""
+    mac: str = ""
+
+    def payload(self) -> bytes:
+        return json.dumps([getattr(self, f) for f in HASHED_FIELDS], separators=(",", ":")).encode()
+
+    def compute_hash(self) -> str:
+        return hashlib.sha256(self.payload()).hexdigest()
+
+    def public(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in (*HASHED_FIELDS, "entry_hash")}
+
+
+class Ledger:
+    """Access to one ledger file. Use :meth:`locked` around every read-check-write sequence."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.secret_path = self.path.with_name(self.path.name + ".secret")
+        self.head_path = self.path.with_name(self.path.name + ".head")
+        self._held = 0
+        self._lock_fd: int | None = None
+
+    # ----- locking and secrets -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self, timeout: float | None = None) -> Iterator[Ledger]:
+        """Hold the ledger's exclusive lock (re-entrant within this object). Raises LedgerError on timeout."""
+        if self._held:
+            self._held += 1
+            try:
+                yield self
+            finally:
+                self._held -= 1
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise LedgerError(f"cannot open the ledger lock {self.lock_path}: {exc.strerror}") from None
+        deadline = time.monotonic() + (LOCK_TIMEOUT_S if timeout is None else timeout)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise LedgerError(
+                        f"ledger {self.path} is busy (another run holds its lock); retry later"
+                    ) from None
+                time.sleep(0.05)
+        self._lock_fd, self._held = fd, 1
+        try:
+            yield self
+        finally:
+            self._held = 0
+            self._lock_fd = None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _require_lock(self) -> None:
+        if not self._held:
+            raise RuntimeError("ledger access without holding its lock")
+
+    def secret(self) -> bytes:
+        """The ledger's secret (created with mode 0600 on first use). Never logged or published."""
+        self._require_lock()
+        if not self.secret_path.exists():
+            data = secrets.token_bytes(32)
+            tmp = self.secret_path.with_name(self.secret_path.name + f".tmp{os.getpid()}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.secret_path)
+        mode = self.secret_path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise LedgerError(f"{self.secret_path} is readable by others (mode {mode:o}); chmod 600 it")
+        data = self.secret_path.read_bytes()
+        if len(data) < 32:
+            raise LedgerError(f"{self.secret_path} is damaged (expected 32 bytes)")
+        return data
+
+    def _mac(self, text: str) -> str:
+        return hmac.new(self.secret(), text.encode(), hashlib.sha256).hexdigest()
+
+    # ----- database ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _db(self, *, write: bool) -> Iterator[Any]:
+        import duckdb
+
+        self._require_lock()
+        if not write and not self.path.exists():
+            yield None
+            return
+        try:
+            con = duckdb.connect(str(self.path))
+        except duckdb.Error as exc:
+            raise LedgerError(f"cannot open ledger {self.path}: {str(exc).splitlines()[0]}") from None
+        try:
+            con.execute(SCHEMA)
+            yield con
+        finally:
+            con.close()
+
+    def entries(self) -> list[Entry]:
+        with self.locked(), self._db(write=False) as con:
+            if con is None:
+                return []
+            rows = con.execute(
+                f"SELECT {', '.join((*HASHED_FIELDS, 'entry_hash', 'mac'))} FROM entries ORDER BY seq"
+            ).fetchall()
+        return [Entry(*r) for r in rows]
+
+    # ----- verification ------------------------------------------------------------------------
+    def verify(self) -> int:
+        """Check chain, MACs and head. Returns the number of entries; raises LedgerError if tampered."""
+        with self.locked():
+            entries = self.entries()
+            if not entries:
+                if self.head_path.exists() and self._read_head().get("seq", 0) > 0:
+                    raise LedgerError(f"ledger {self.path} lost all its entries (head records some): tampered")
+                return 0
+            prev = GENESIS
+            for i, e in enumerate(entries, start=1):
+                if e.seq != i:
+                    raise LedgerError(f"ledger {self.path}: entry {i} is missing or out of order (found seq {e.seq}): tampered")
+                if e.prev_hash != prev:
+                    raise LedgerError(f"ledger {self.path}: entry {e.seq} does not follow entry {e.seq - 1} (chain broken): tampered")
+                if e.compute_hash() != e.entry_hash:
+                    raise LedgerError(f"ledger {self.path}: entry {e.seq} was edited (hash mismatch): tampered")
+                if not hmac.compare_digest(self._mac(e.entry_hash), e.mac):
+                    raise LedgerError(f"ledger {self.path}: entry {e.seq} has an invalid MAC (not written by this ledger's key): tampered")
+                prev = e.entry_hash
+            head = self._read_head()
+            hseq = int(head.get("seq", 0))
+            if hseq > len(entries):
+                raise LedgerError(f"ledger {self.path}: entries after {len(entries)} were deleted (head records {hseq}): tampered")
+            if hseq and entries[hseq - 1].entry_hash != head.get("entry_hash"):
+                raise LedgerError(f"ledger {self.path}: entry {hseq} does not match the head record: tampered")
+            if hseq < len(entries):
+                # an entry was committed but the process died before updating the head; entries
+                # only add spend, so bring the head forward
+                self._write_head(entries[-1])
+            return len(entries)
+
+    def _read_head(self) -> dict[str, Any]:
+        if not self.head_path.exists():
+            return {}
+        try:
+            head = json.loads(self.head_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            raise LedgerError(f"{self.head_path} is unreadable: tampered or damaged") from None
+        expected = self._mac(f"head:{head.get('seq')}:{head.get('entry_hash')}")
+        if not hmac.compare_digest(expected, str(head.get("mac", ""))):
+            raise LedgerError(f"{self.head_path} has an invalid MAC: tampered")
+        return head
+
+    def _write_head(self, e: Entry) -> None:
+        data = {"seq": e.seq, "entry_hash": e.entry_hash, "mac": self._mac(f"head:{e.seq}:{e.entry_hash}")}
+        tmp = self.head_path.with_name(self.head_path.name + f".tmp{os.getpid()}")
+        with open(tmp, "w") as fh:
+            json.dump(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.head_path)
+
+    # ----- queries -----------------------------------------------------------------------------
+    def find(self, source_id: str, report: str, run_id: str) -> Entry | None:
+        for e in self.entries():
+            if (e.source_id, e.report, e.run_id) == (source_id, report, run_id):
+                return e
+        return None
+
+    def files(self, seq: int) -> dict[str, bytes]:
+        with self.locked(), self._db(write=False) as con:
+            if con is None:
+                return {}
+            rows = con.execute("SELECT name, content FROM release_files WHERE seq = ? ORDER BY name", [seq]).fetchall()
+        return {name: bytes(content) for name, content in rows}
+
+    def spent(self, source_id: str) -> tuple[float, float, float]:
+        """(epsilon, delta, rho) spent on ``source_id`` by basic composition (sums)."""
+        eps = delta = rho = 0.0
+        for e in self.entries():
+            if e.source_id == source_id:
+                eps += e.epsilon
+                delta += e.delta
+                rho += e.rho or 0.0
+        return eps, delta, rho
+
+    def check_budget(self, source_id: str, epsilon: float, delta: float, limits: dict[str, float]) -> dict[str, Any]:
+        """Raise PrivacyRefusal if spending (epsilon, delta) would pass the limits; else the budget view."""
+        eps_spent, delta_spent, _ = self.spent(source_id)
+        eps_limit, delta_limit = limits["epsilon_limit"], limits["delta_limit"]
+        tol = 1e-12
+        if eps_spent + epsilon > eps_limit * (1 + tol):
+            raise PrivacyRefusal(
+                f"privacy budget exhausted for source {source_id}: spent ε={eps_spent:.6g}, this release needs "
+                f"ε={epsilon:.6g}, limit {eps_limit:.6g} (ledger {self.path}); nothing was published"
+            )
+        if delta_spent + delta > delta_limit * (1 + tol):
+            raise PrivacyRefusal(
+                f"privacy budget exhausted for source {source_id}: spent δ={delta_spent:.3g}, this release needs "
+                f"δ={delta:.3g}, limit {delta_limit:.3g} (ledger {self.path}); nothing was published"
+            )
+        return {
+            "source_id": source_id,
+            "epsilon_spent_before": eps_spent,
+            "delta_spent_before": delta_spent,
+            "epsilon_limit": eps_limit,
+            "delta_limit": delta_limit,
+        }
+
+    def record(self, fields: dict[str, Any], files: dict[str, bytes]) -> Entry:
+        """Append one entry (and its release bytes) atomically; returns it with hash and MAC."""
+        with self.locked():
+            prior = self.entries()
+            seq = len(prior) + 1
+            prev = prior[-1].entry_hash if prior else GENESIS
+            e = Entry(
+                seq=seq,
+                source_id=fields["source_id"],
+                report=fields["report"],
+                run_id=fields["run_id"],
+                mode=fields.get("mode", "dp"),
+                epsilon=float(fields["epsilon"]),
+                delta=float(fields["delta"]),
+                rho=None if fields.get("rho") is None else float(fields["rho"]),
+                source_fingerprint=fields["source_fingerprint"],
+                config_hash=fields["config_hash"],
+                report_sha256=fields["report_sha256"],
+                created_utc=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                prev_hash=prev,
+            )
+            h = e.compute_hash()
+            e = Entry(**{**e.__dict__, "entry_hash": h, "mac": self._mac(h)})
+            from .progress import fault_point
+
+            with self._db(write=True) as con:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    con.execute(
+                        f"INSERT INTO entries ({', '.join((*HASHED_FIELDS, 'entry_hash', 'mac'))}) "
+                        f"VALUES ({', '.join('?' * (len(HASHED_FIELDS) + 2))})",
+                        [getattr(e, f) for f in (*HASHED_FIELDS, "entry_hash", "mac")],
+                    )
+                    for name, content in files.items():
+                        con.execute("INSERT INTO release_files VALUES (?, ?, ?)", [seq, name, content])
+                    fault_point("ledger.before_commit")
+                    con.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        con.execute("ROLLBACK")
+                    raise
+                con.execute("CHECKPOINT")
+            fault_point("ledger.committed")
+            self._write_head(e)
+            return e
+
+    def spend(self, limits: dict[str, float] | None = None) -> list[dict[str, Any]]:
+        """Per source: releases, epsilon/delta spent and (with limits) left."""
+        with self.locked():
+            self.verify()
+            out: dict[str, dict[str, Any]] = {}
+            for e in self.entries():
+                s = out.setdefault(e.source_id, {"source_id": e.source_id, "releases": 0, "epsilon_spent": 0.0,
+                                                 "delta_spent": 0.0, "rho_spent": 0.0, "last_release": None})
+                s["releases"] += 1
+                s["epsilon_spent"] += e.epsilon
+                s["delta_spent"] += e.delta
+                s["rho_spent"] += e.rho or 0.0
+                s["last_release"] = f"{e.report}/{e.run_id} at {e.created_utc}"
+        rows = list(out.values())
+        for s in rows:
+            if limits:
+                s["epsilon_limit"] = limits["epsilon_limit"]
+                s["delta_limit"] = limits["delta_limit"]
+                s["epsilon_left"] = max(0.0, limits["epsilon_limit"] - s["epsilon_spent"])
+                s["delta_left"] = max(0.0, limits["delta_limit"] - s["delta_spent"])
+        return rows
+
+
+def format_spend(rows: list[dict[str, Any]], path: Path) -> str:
+    if not rows:
+        return f"{path}: no releases recorded"
+    lines = [f"ledger {path}"]
+    for s in rows:
+        line = (f"  {s['source_id']}: {s['releases']} release(s), ε spent {s['epsilon_spent']:.4g}, "
+                f"δ spent {s['delta_spent']:.3g}")
+        if "epsilon_left" in s:
+            line += (f"; left ε {s['epsilon_left']:.4g} of {s['epsilon_limit']:.4g}, "
+                     f"δ {s['delta_left']:.3g} of {s['delta_limit']:.3g}")
+        lines.append(line)
+        lines.append(f"    last: {s['last_release']}")
+    return "\n".join(lines)

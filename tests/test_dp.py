@@ -1,0 +1,290 @@
+"""DP mode with real OpenDP and real DuckDB: bounding, selection, noise scale, ledger, reruns, races."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+from pipeline import load_config, run_report
+from pipeline.dp_runner import dp_plan
+from pipeline.errors import LedgerError, PrivacyRefusal
+from pipeline.ledger import Ledger
+from pipeline.noise import add_noise, selection_mechanism, vector_mechanism
+
+from .conftest import release_dirs, run_cli, write_config
+
+PRIVACY = {"epsilon": 1.0, "delta": 1e-6, "max_groups_per_unit": 2, "max_rows_per_group": 3, "noise": "laplace"}
+
+
+def budget(limit: float = 100.0) -> dict:
+    return {"ledger": "state/ledger.duckdb", "epsilon_limit": limit, "delta_limit": 1e-3}
+
+
+def crafted(path: Path, *, heavy_rows: int = 0, tiny_cells: int = 50) -> Path:
+    """Cell 'big' has 3000 users with 1 row each; `tiny_cells` cells with 1-5 users each;
+    optionally one heavy user with `heavy_rows` rows in 'big'."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (city VARCHAR, user_id BIGINT, amount DOUBLE)")
+    con.execute("INSERT INTO t SELECT 'big', i, 10.0 FROM range(3000) r(i)")
+    for c in range(tiny_cells):
+        n = 1 + c % 5
+        con.execute(f"INSERT INTO t SELECT 'tiny{c}', 100000 + {c} * 10 + i, 5.0 FROM range({n}) r(i)")
+    if heavy_rows:
+        con.execute(f"INSERT INTO t SELECT 'big', 999999, 10.0 FROM range({heavy_rows})")
+    con.execute(f"COPY t TO '{path}' (FORMAT parquet)")
+    return path
+
+
+def dp_config(folder: Path, src: str, **kw) -> Path:
+    base = dict(
+        source={"path": src}, identifiers=["user_id"], filter=None, dimensions=["city"], min_units=2,
+        metrics=[{"name": "rows", "agg": "count"}, {"name": "units", "agg": "count_units"},
+                 {"name": "amount", "agg": "sum", "column": "amount", "bounds": [0, 10]}],
+        privacy=PRIVACY, budget=budget(),
+    )
+    base.update(kw)
+    return write_config(folder, **base)
+
+
+@pytest.fixture
+def dp_project(tmp_path: Path) -> Path:
+    (tmp_path / "data").mkdir()
+    crafted(tmp_path / "data" / "c.parquet")
+    return tmp_path
+
+
+def test_dp_release_and_ledger(dp_project: Path) -> None:
+    res = run_cli("run", dp_config(dp_project, "data/c.parquet"), "--run-id", "d1")
+    assert res.exit_code == 0, res.stderr
+    rel = dp_project / "reports" / "t_report" / "d1"
+    m = json.loads((rel / "manifest.json").read_text())
+    assert m["mode"] == "dp" and m["privacy"]["epsilon_spent"] <= 1.0 + 1e-9
+    assert m["privacy"]["delta_spent"] <= 1e-6
+    t = duckdb.sql(f"SELECT * FROM '{rel / 'report.parquet'}'").df()
+    assert list(t["city"]) == ["big"]  # tiny cells (1-5 units) are not published
+    assert set(t.columns) == {"city", "rows", "rows_ci95", "units", "units_ci95", "amount", "amount_ci95"}
+    entries = Ledger(dp_project / "state" / "ledger.duckdb").entries()
+    assert len(entries) == 1 and entries[0].run_id == "d1"
+    assert entries[0].report_sha256 == m["report_file"]["sha256"]
+    shown = run_cli("budget", "show", "--ledger", dp_project / "state" / "ledger.duckdb")
+    assert shown.exit_code == 0 and "1 release" in shown.output
+    secret = dp_project / "state" / "ledger.duckdb.secret"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert secret.read_bytes().hex() not in (rel / "manifest.json").read_text()
+
+
+def test_tiny_cells_never_published_over_many_runs(tmp_path: Path) -> None:
+    """Cells with 1-5 units: selection at delta=1e-6 must essentially never release them."""
+    cfg = load_config(dp_config(tmp_path, "data/c.parquet"))
+    plan = dp_plan(cfg)
+    sel = plan.selection
+    assert sel is not None and sel.threshold is not None and sel.threshold > 5
+    # 200 runs x 250 tiny cells through the real OpenDP sampler
+    units = np.tile(np.array([1, 2, 3, 4, 5], dtype=np.int64), 50)
+    released = 0
+    for _ in range(200):
+        released += int((add_noise(units, sel) >= max(sel.threshold, cfg.min_units)).sum())
+    assert released == 0
+
+
+def test_tiny_cells_absent_across_seeded_pipeline_runs(dp_project: Path) -> None:
+    cfg = load_config(dp_config(dp_project, "data/c.parquet"))
+    for i in range(6):
+        rel = run_report(cfg, f"s{i}")
+        assert set(rel.table["city"]) <= {"big"}
+
+
+def test_heavy_user_moves_count_by_at_most_linf(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    crafted(tmp_path / "data" / "with.parquet", heavy_rows=100_000)
+    crafted(tmp_path / "data" / "without.parquet")
+    # bounded (pre-noise) aggregates, computed by the pipeline's bounding SQL
+    from pipeline.bounding import dp_cells_sql, dp_pairs_sql
+    from pipeline.engine import connect
+    from pipeline.sources import open_source
+
+    def bounded(src: str) -> tuple[int, int, float]:
+        cfg = load_config(dp_config(tmp_path, src))
+        con = connect(cfg)
+        source = open_source(con, cfg)
+        con.execute(*_q(dp_pairs_sql(cfg, source.schema, 42, public=False)))
+        con.execute(*_q(dp_cells_sql(cfg, 43)))
+        return con.execute("SELECT __units, __rows, CAST(__s2 AS DOUBLE) FROM __dp_cells WHERE __d0 = 'big'").fetchone()
+
+    u1, r1, s1 = bounded("data/with.parquet")
+    u0, r0, s0 = bounded("data/without.parquet")
+    assert u1 - u0 == 1
+    assert r1 - r0 == PRIVACY["max_rows_per_group"]  # 100,000 rows count as at most Linf
+    assert s1 - s0 == pytest.approx(PRIVACY["max_rows_per_group"] * 10.0)
+    # and the released count moves by at most Linf plus noise (99.99% bound of the Laplace noise)
+    cfg = load_config(dp_config(tmp_path, "data/with.parquet"))
+    scale = dp_plan(cfg).metrics["rows"]["count"].scale
+    rel = run_report(cfg, "h")
+    released = int(rel.table.set_index("city").loc["big", "rows"])
+    assert abs(released - r0) <= PRIVACY["max_rows_per_group"] + scale * np.log(1e4)
+
+
+def _q(q):  # Query -> execute args
+    return (q.sql, list(q.params)) if q.params else (q.sql,)
+
+
+def test_noise_scale_matches_epsilon() -> None:
+    """Empirical spread of OpenDP Laplace noise agrees with the theoretical scale (fixed tolerance)."""
+    mech = vector_mechanism("c", "laplace", integer=True, sensitivity=4, scale=8.0)
+    assert mech.epsilon == pytest.approx(0.5)
+    draws = add_noise(np.full(40_000, 1000, dtype=np.int64), mech) - 1000
+    # Laplace(b): mean |X| = b; discrete Laplace is slightly smaller in spread; 5% tolerance
+    assert np.mean(np.abs(draws)) == pytest.approx(8.0, rel=0.05)
+    assert abs(np.mean(draws)) < 0.3
+    g = vector_mechanism("g", "gaussian", integer=False, sensitivity=1.0, scale=5.0)
+    assert g.rho == pytest.approx(1 / 50)
+    gd = add_noise(np.zeros(20_000), g)
+    assert np.std(gd) == pytest.approx(5.0, rel=0.05)
+
+
+def test_selection_threshold_is_smallest_meeting_delta() -> None:
+    from pipeline.noise import threshold_loss
+
+    sel = selection_mechanism("laplace", l0=3, budget=0.5, delta=1e-6)
+    assert sel.delta <= 1e-6
+    assert threshold_loss("laplace", sel.scale, sel.threshold - 1, 3)[1] > 1e-6
+    assert sel.epsilon == pytest.approx(0.5)
+
+
+def test_budget_exhaustion_refuses_and_rerun_is_free(dp_project: Path) -> None:
+    cfg_path = dp_config(dp_project, "data/c.parquet", budget=budget(limit=2.0))
+    assert run_cli("run", cfg_path, "--run-id", "a").exit_code == 0
+    assert run_cli("run", cfg_path, "--run-id", "b").exit_code == 0
+    before = (dp_project / "reports" / "t_report" / "a" / "report.parquet").read_bytes()
+    res = run_cli("run", cfg_path, "--run-id", "c")
+    assert res.exit_code == 3 and "budget exhausted" in res.stderr
+    assert not (dp_project / "reports" / "t_report" / "c").exists()
+    assert not list((dp_project / "reports").rglob(".staging-*"))
+    again = run_cli("run", cfg_path, "--run-id", "a")  # a retried job: same bytes, no spend
+    assert again.exit_code == 0 and "already published" in again.output
+    assert (dp_project / "reports" / "t_report" / "a" / "report.parquet").read_bytes() == before
+    led = Ledger(dp_project / "state" / "ledger.duckdb")
+    assert len(led.entries()) == 2
+    # the visible copy was deleted: the rerun restores the recorded bytes, still without spending
+    import shutil
+
+    shutil.rmtree(dp_project / "reports" / "t_report" / "a")
+    res = run_cli("run", cfg_path, "--run-id", "a")
+    assert res.exit_code == 0 and "restored" in res.output
+    assert (dp_project / "reports" / "t_report" / "a" / "report.parquet").read_bytes() == before
+    assert len(led.entries()) == 2
+
+
+def test_public_partitions_publish_every_listed_cell(dp_project: Path) -> None:
+    (dp_project / "data" / "public.csv").write_text("city\nbig\ntiny1\nnowhere\n")
+    cfg = dp_config(dp_project, "data/c.parquet", privacy={**PRIVACY, "public_partitions": "data/public.csv"})
+    rel = run_report(load_config(cfg), "p")
+    assert sorted(rel.table["city"]) == ["big", "nowhere", "tiny1"]
+    assert rel.manifest["privacy"]["selection"] is None
+    assert (rel.table["rows"] >= 0).all()
+
+
+def test_gaussian_mode_spends_within_budget(dp_project: Path) -> None:
+    cfg = load_config(dp_config(dp_project, "data/c.parquet", privacy={**PRIVACY, "noise": "gaussian"}))
+    plan = dp_plan(cfg)
+    assert plan.epsilon <= 1.0 + 1e-9 and plan.delta <= 1e-6 * (1 + 1e-9) and plan.rho > 0
+    rel = run_report(cfg, "g")
+    assert list(rel.table["city"]) == ["big"]
+
+
+def test_tampered_ledger_refuses(dp_project: Path) -> None:
+    cfg_path = dp_config(dp_project, "data/c.parquet")
+    assert run_cli("run", cfg_path, "--run-id", "a").exit_code == 0
+    assert run_cli("run", cfg_path, "--run-id", "b").exit_code == 0
+    path = dp_project / "state" / "ledger.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("UPDATE entries SET epsilon = 0.01 WHERE seq = 1")  # an attacker lowers the spend
+    con.close()
+    with pytest.raises(LedgerError, match="edited"):
+        Ledger(path).verify()
+    res = run_cli("run", cfg_path, "--run-id", "c")
+    assert res.exit_code == 3 and "tampered" in res.stderr
+    assert not (dp_project / "reports" / "t_report" / "c").exists()
+    assert run_cli("budget", "verify", "--ledger", path).exit_code == 3
+
+
+def test_deleted_tail_entry_is_detected(dp_project: Path) -> None:
+    cfg_path = dp_config(dp_project, "data/c.parquet")
+    for r in ("a", "b"):
+        assert run_cli("run", cfg_path, "--run-id", r).exit_code == 0
+    path = dp_project / "state" / "ledger.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("DELETE FROM entries WHERE seq = 2")
+    con.close()
+    with pytest.raises(LedgerError, match="deleted"):
+        Ledger(path).verify()
+
+
+def _run_proc(cfg: Path, run_id: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", str(cfg), "--run-id", run_id, "-q"],
+        capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300,
+    )
+
+
+def test_racing_processes_never_overspend(dp_project: Path) -> None:
+    cfg_path = dp_config(dp_project, "data/c.parquet", budget=budget(limit=2.0))
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(cfg_path), "--run-id", f"r{i}", "-q"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(4)
+    ]
+    codes = [p.wait(timeout=300) for p in procs]
+    assert sorted(codes) == [0, 0, 3, 3], [p.stderr.read() for p in procs]
+    led = Ledger(dp_project / "state" / "ledger.duckdb")
+    assert led.verify() == 2
+    assert sum(e.epsilon for e in led.entries()) <= 2.0 + 1e-9
+    assert len(release_dirs(dp_project / "reports")) == 2
+
+
+def test_same_run_id_racing_publishes_once(dp_project: Path) -> None:
+    cfg_path = dp_config(dp_project, "data/c.parquet")
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(cfg_path), "--run-id", "same", "-q"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0, 0]
+    assert len(Ledger(dp_project / "state" / "ledger.duckdb").entries()) == 1
+
+
+@pytest.mark.parametrize("stage", ["load", "bounding", "noise", "gate", "staged", "ledger.before_commit",
+                                   "ledger.committed", "ledger.recorded", "published"])
+def test_kill_at_each_stage_then_retry(dp_project: Path, stage: str) -> None:
+    cfg_path = dp_config(dp_project, "data/c.parquet")
+    killed = _run_proc(cfg_path, "k", env={"ANONYMIZE_FAULT_AT": stage})
+    assert killed.returncode == -9, killed.stderr
+    led = Ledger(dp_project / "state" / "ledger.duckdb")
+    n_before = led.verify() if led.path.exists() else 0
+    final = dp_project / "reports" / "t_report" / "k"
+    # nothing half-written is visible
+    assert not final.exists() or (final / "report.parquet").is_file()
+    retry = _run_proc(cfg_path, "k")
+    assert retry.returncode == 0, retry.stderr
+    assert (final / "report.parquet").is_file()
+    entries = led.entries()
+    assert len(entries) == 1 and n_before <= 1  # spent exactly once
+    assert entries[0].report_sha256 == json.loads((final / "manifest.json").read_text())["report_file"]["sha256"]
+    assert led.verify() == 1
+    assert not list((dp_project / "reports").rglob(".staging-*")) or all(
+        p.name.endswith(f"p{os.getpid()}") for p in (dp_project / "reports").rglob(".staging-*"))
+
+
+def test_refused_run_writes_nothing_through_api(dp_project: Path) -> None:
+    cfg = load_config(dp_config(dp_project, "data/c.parquet", budget=budget(limit=1.0)))
+    run_report(cfg, "one")
+    with pytest.raises(PrivacyRefusal):
+        run_report(cfg, "two")
+    assert [p.name for p in release_dirs(dp_project / "reports")] == ["one"]
