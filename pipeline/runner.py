@@ -60,7 +60,7 @@ def run_report(
     from .engine import connect
 
     out = Path(output_dir).resolve() if output_dir else cfg.output_dir
-    _check_output_location(cfg, out)
+    _check_output_location(cfg, out, key="--output" if output_dir else "output.dir")
     final = release_dir(out, cfg.report, run_id)
     stages = Stages(verbose=verbose)
     con = connect(cfg, threads=threads, memory_limit=memory_limit, temp_directory=temp_directory)
@@ -79,12 +79,13 @@ def run_report(
         con.close()
 
 
-def _check_output_location(cfg: ReportConfig, out: Path) -> None:
+def _check_output_location(cfg: ReportConfig, out: Path, *, key: str = "output.dir") -> None:
+    where = f"{cfg.config_path}: " if cfg.config_path and key == "output.dir" else ""
     for folder in source_paths_for_output_check(cfg):
         if out == folder or folder in out.parents:
             raise ConfigError(
-                f"output.dir {out} is inside the source folder {folder}; releases must not be written "
-                "where source data is read (they could be read back as input)"
+                f"{where}{key} {out} is inside the source folder {folder}; releases must not be written "
+                "where source data is read (they could be read back as input): choose a folder outside it"
             )
 
 
@@ -122,15 +123,16 @@ def aggregate_quality(cfg: ReportConfig, con: Any, q: Query) -> dict[str, Any]:
         bad = int(values.get(f"badts_{i}") or 0)
         if bad:
             raise SourceError(
-                f"dimensions[{i}]: column {d.column!r} has {bad} value(s) that do not parse as timestamps; "
-                "fix them in the source or filter them out (they are not silently dropped)"
+                f"source {cfg.source.path!r}: dimensions[{i}]: column {d.column!r} has {bad} value(s) that do not "
+                "parse as timestamps; fix them in the source or filter them out (they are not silently dropped)"
             )
     rows_in = int(values["rows_in"] or 0)
     null_rows = int(values["null_unit_rows"] or 0)
     if rows_in > 0 and null_rows == rows_in:
         raise SourceError(
-            f"privacy_unit: column {cfg.privacy_unit!r} is null in every selected row ({rows_in} rows); "
-            "nothing can be attributed to a person, so nothing can be protected"
+            f"source {cfg.source.path!r}: privacy_unit: column {cfg.privacy_unit!r} is null in every selected row "
+            f"({rows_in} rows); nothing can be attributed to a person, so nothing can be protected: "
+            "check the export or the privacy_unit key"
         )
     return {
         "rows_selected": rows_in,

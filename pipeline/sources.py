@@ -234,14 +234,17 @@ CSV_ERRORS = {
 
 def _csv_kwargs(cfg: ReportConfig) -> dict[str, Any]:
     """DuckDB CSV reader options: strict mode, and the dialect pinned (``source.csv`` or its documented
-    defaults: delimiter ``,`` (tab for ``.tsv``), quote ``"``, header) rather than guessed."""
+    defaults: delimiter ``,`` (tab for ``.tsv``), quote ``"``, header) rather than guessed.
+
+    A quoted empty field (``""``) is the empty string, not NULL: only an empty field is NULL.
+    """
     opts = cfg.source.csv
     if opts is None:
         tsv = cfg.source.path.lower().endswith((".tsv", ".tsv.gz"))
         opts = CsvOptions(delimiter="\t" if tsv else ",")
     return {
         "header": opts.header, "sep": opts.delimiter, "quotechar": opts.quote, "escapechar": opts.quote,
-        "strict_mode": True,
+        "strict_mode": True, "allow_quoted_nulls": False,
     }
 
 
