@@ -71,8 +71,15 @@ def dp_quality_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
     return Query(f"SELECT {', '.join(cols)} FROM __dp_pairs")
 
 
-def dp_cells_sql(cfg: ReportConfig, seed: int) -> Query:
-    """``__dp_cells``: L0-bounded aggregation of ``__dp_pairs`` (null units excluded)."""
+def dp_cells_sql(cfg: ReportConfig, seed: int) -> list[Query]:
+    """``__dp_cells``: L0-bounded aggregation of ``__dp_pairs`` (null units excluded).
+
+    One row per cell and ``__level`` (0 = full table; 1.. = ``totals`` margins computed from the
+    same bounded pairs, rolled-up keys NULL). ``__units`` counts distinct bounded units.
+    Returns the statements to run in order.
+    """
+    from .plan import levels
+
     assert cfg.privacy is not None
     params = Params()
     l0 = int(cfg.privacy.max_groups_per_unit)
@@ -82,13 +89,28 @@ def dp_cells_sql(cfg: ReportConfig, seed: int) -> Query:
     for i, m in enumerate(cfg.metrics):
         if m.column is not None:
             sums += [f"sum(__s{i}) AS __s{i}", f"sum(__c{i}) AS __c{i}"]
+    tail = (", " + ", ".join(sums)) if sums else ""
     ranked = (
         f"SELECT *, row_number() OVER (PARTITION BY __u ORDER BY hash(__u, {', '.join(keys)}, {seed_ph})) AS __g "
         "FROM __dp_pairs WHERE __u IS NOT NULL"
     )
-    sql = (
-        "CREATE OR REPLACE TEMP TABLE __dp_cells AS "
-        f"SELECT {', '.join(keys)}, count(*) AS __units, sum(__n) AS __rows{', ' if sums else ''}{', '.join(sums)} "
-        f"FROM ({ranked}) WHERE __g <= {l0} GROUP BY {', '.join(keys)}"
+    if not cfg.totals:
+        sql = (
+            "CREATE OR REPLACE TEMP TABLE __dp_cells AS "
+            f"SELECT 0 AS __level, {', '.join(keys)}, count(*) AS __units, sum(__n) AS __rows{tail} "
+            f"FROM ({ranked}) WHERE __g <= {l0} GROUP BY {', '.join(keys)}"
+        )
+        return [Query(sql, tuple(params.values))]
+    first = Query(
+        f"CREATE OR REPLACE TEMP TABLE __dp_bounded AS SELECT * EXCLUDE (__g) FROM ({ranked}) WHERE __g <= {l0}",
+        tuple(params.values),
     )
-    return Query(sql, tuple(params.values))
+    selects = []
+    for lv in levels(cfg):
+        keep = [i for i, d in enumerate(cfg.dims) if d.name in lv.dims]
+        cols = [f"{lv.index} AS __level"] + [keys[i] if i in keep else f"NULL AS {keys[i]}" for i in range(len(keys))]
+        units = "count(*)" if lv.index == 0 else "count(DISTINCT __u)"
+        group = f" GROUP BY {', '.join(keys[i] for i in keep)}" if keep else ""
+        selects.append(f"SELECT {', '.join(cols)}, {units} AS __units, sum(__n) AS __rows{tail} FROM __dp_bounded{group}")
+    second = Query("CREATE OR REPLACE TEMP TABLE __dp_cells AS " + " UNION ALL BY NAME ".join(selects))
+    return [first, second]

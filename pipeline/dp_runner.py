@@ -32,7 +32,7 @@ from .noise import (
     vector_mechanism,
     zcdp_to_approx_epsilon,
 )
-from .plan import dim_key, dimension_expr
+from .plan import Level, dim_key, dimension_expr, levels
 from .progress import Stages, fault_point
 from .release import MANIFEST_FILE, REPORT_FILE, Release, StagedRelease, publish, sha256, stage
 from .sources import Source, first_line
@@ -79,30 +79,40 @@ def _value_scale(m: MetricConfig) -> tuple[float, float]:
     return max(abs(lo), abs(hi)), (hi - lo) / 2.0
 
 
-def dp_plan(cfg: ReportConfig, *, epsilon: float | None = None) -> DPPlan:
-    """Split the report's budget across partition selection and metrics (pure; no data)."""
+def dp_plan(
+    cfg: ReportConfig, *, epsilon: float | None = None, delta: float | None = None, margin: bool = False
+) -> DPPlan:
+    """Split one table level's budget across partition selection and metrics (pure; no data).
+
+    ``margin`` marks a ``totals`` level: there one unit's bounded rows may all fall into one cell,
+    so Gaussian L2 sensitivities of counts and sums are ``g·r·…`` instead of ``√g·r·…``
+    (L1 sensitivities and the selection's are the same as for the full table).
+    """
     p = cfg.privacy
     assert p is not None
     eps = float(epsilon if epsilon is not None else p.epsilon)
+    target_delta = float(delta if delta is not None else p.delta)
     g, r = int(p.max_groups_per_unit), int(p.max_rows_per_group)
     public = p.public_partitions is not None
     noisy = [m for m in cfg.metrics if not (m.agg == "count_units" and not public)]
     selection_needed = not public
     noise = p.noise
     if noise == "laplace":
-        budget_total, delta_sel = eps, p.delta
+        budget_total, delta_sel = eps, target_delta
     else:
-        delta_sel = p.delta / 2 if selection_needed else 0.0
-        budget_total = rho_for_epsilon(eps, p.delta - delta_sel)
+        delta_sel = target_delta / 2 if selection_needed else 0.0
+        budget_total = rho_for_epsilon(eps, target_delta - delta_sel)
     if selection_needed:
         sel_budget = budget_total * (p.selection_share if noisy else 1.0)
     else:
         sel_budget = 0.0
     per_metric = (budget_total - sel_budget) / len(noisy) if noisy else 0.0
 
-    def sens(l1_unit: float) -> float:
-        # l1_unit: one unit's largest contribution to one cell
-        return g * l1_unit if noise == "laplace" else math.sqrt(g) * l1_unit
+    def sens(l1_unit: float, *, units: bool = False) -> float:
+        # l1_unit: one unit's largest contribution to one cell of the full table
+        if noise == "laplace" or (margin and not units):
+            return g * l1_unit
+        return math.sqrt(g) * l1_unit
 
     plan = DPPlan(noise=noise, selection=None)
     if selection_needed:
@@ -114,7 +124,7 @@ def dp_plan(cfg: ReportConfig, *, epsilon: float | None = None) -> DPPlan:
             parts["count"] = vector_mechanism(m.name, noise, integer=True, sensitivity=s,
                                               scale=scale_for_budget(noise, s, per_metric))
         elif m.agg == "count_units":
-            s = sens(1)
+            s = sens(1, units=True)
             parts["count"] = vector_mechanism(m.name, noise, integer=True, sensitivity=s,
                                               scale=scale_for_budget(noise, s, per_metric))
         elif m.agg == "sum":
@@ -135,17 +145,51 @@ def dp_plan(cfg: ReportConfig, *, epsilon: float | None = None) -> DPPlan:
         plan.delta = sum(x.delta for x in mechs)
     else:
         rho = sum(x.rho for x in mechs)
-        delta_conv = p.delta - delta_sel
+        delta_conv = target_delta - delta_sel
         plan.rho = rho
         plan.epsilon = zcdp_to_approx_epsilon(rho, delta_conv)
         plan.delta = sum(x.delta for x in mechs) + delta_conv
     # what the mechanisms say must fit what the config allows (tiny float slack only)
-    if plan.epsilon > eps * (1 + 1e-9) or plan.delta > p.delta * (1 + 1e-9):
+    if plan.epsilon > eps * (1 + 1e-9) or plan.delta > target_delta * (1 + 1e-9):
         raise ConfigError(
             f"privacy: the mechanisms would spend ε={plan.epsilon:.6g}, δ={plan.delta:.3g}, more than "
-            f"configured (ε={eps}, δ={p.delta}); report this as a bug"
+            f"configured (ε={eps}, δ={target_delta}); report this as a bug"
         )
     return plan
+
+
+@dataclass
+class ReleasePlan:
+    """One DPPlan per table level (full table, then ``totals`` margins); budgets add up (basic)."""
+
+    levels: list[tuple[Level, DPPlan]]
+    epsilon: float
+    delta: float
+    rho: float | None
+
+    def as_manifest(self) -> dict[str, Any]:
+        first = self.levels[0][1].as_manifest()
+        out = {**first, "epsilon_spent": self.epsilon, "delta_spent": self.delta, "rho": self.rho}
+        if len(self.levels) > 1:
+            out["levels"] = {lv.name: p.as_manifest() for lv, p in self.levels}
+            out["level_split"] = "equal share of ε and δ per level, basic composition across levels"
+        return out
+
+
+def release_plan(cfg: ReportConfig) -> ReleasePlan:
+    """The whole release's plan: ε and δ split equally over the full table and each margin."""
+    p = cfg.privacy
+    assert p is not None
+    lvls = levels(cfg)
+    n = len(lvls)
+    plans = [(lv, dp_plan(cfg, epsilon=p.epsilon / n, delta=p.delta / n, margin=lv.index > 0)) for lv in lvls]
+    rhos = [pl.rho for _, pl in plans if pl.rho is not None]
+    return ReleasePlan(
+        levels=plans,
+        epsilon=sum(pl.epsilon for _, pl in plans),
+        delta=sum(pl.delta for _, pl in plans),
+        rho=sum(rhos) if rhos else None,
+    )
 
 
 def derive_seed(secret: bytes, *parts: str) -> int:
@@ -163,7 +207,7 @@ def run_dp(
     assert cfg.privacy is not None and cfg.budget is not None and cfg.ledger_path is not None
     ledger = Ledger(cfg.ledger_path)
     limits = {"epsilon_limit": cfg.budget.epsilon_limit, "delta_limit": cfg.budget.delta_limit}
-    plan = dp_plan(cfg)
+    plan = release_plan(cfg)
     with stages.stage("ledger"), ledger.locked():
         ledger.verify()
         existing = ledger.find(source.source_id, cfg.report, run_id)
@@ -182,7 +226,8 @@ def run_dp(
         execute(con, dp_pairs_sql(cfg, source.schema, seed_pairs, public=public))
         quality = aggregate_quality(cfg, con, dp_quality_sql(cfg, source.schema))
     with stages.stage("aggregate"):
-        execute(con, dp_cells_sql(cfg, seed_cells))
+        for q in dp_cells_sql(cfg, seed_cells):
+            execute(con, q)
         if public:
             _expand_public(cfg, con)
     with stages.stage("noise"):
@@ -193,12 +238,12 @@ def run_dp(
         "mode": "dp",
         "epsilon": cfg.privacy.epsilon,
         "delta": cfg.privacy.delta,
-        "noise": plan.noise,
+        "noise": cfg.privacy.noise,
         "max_groups_per_unit": cfg.privacy.max_groups_per_unit,
         "max_rows_per_group": cfg.privacy.max_rows_per_group,
         "min_units": cfg.min_units,
         "public_partitions": public,
-        "composition": "basic (sum of ε and δ)" if plan.noise == "laplace" else "zCDP (sum of ρ), converted to (ε, δ) by OpenDP",
+        "composition": "basic (sum of ε and δ)" if cfg.privacy.noise == "laplace" else "zCDP (sum of ρ), converted to (ε, δ) by OpenDP",
         "neighbouring": "add or remove all rows of one privacy unit",
         **plan.as_manifest(),
     }
@@ -328,22 +373,60 @@ def load_public_partitions(cfg: ReportConfig, con: Any, source: Source) -> int:
 
 
 def _expand_public(cfg: ReportConfig, con: Any) -> None:
-    """Every public cell, empty or not (zeros where no bounded unit contributed)."""
+    """Every public cell, empty or not (zeros where no bounded unit contributed).
+
+    Margin levels list the distinct projections of the public cells (public as well).
+    """
     keys = [dim_key(i) for i in range(len(cfg.dims))]
-    cols = [c[0] for c in con.execute("DESCRIBE __dp_cells").fetchall() if c[0] not in keys]
-    on = " AND ".join(f"p.{k} IS NOT DISTINCT FROM c.{k}" for k in keys)
-    sel = ", ".join([f"p.{k}" for k in keys] + [f"coalesce(c.{c}, 0) AS {c}" for c in cols])
-    con.execute(f"CREATE OR REPLACE TEMP TABLE __dp_cells AS SELECT {sel} FROM __public p LEFT JOIN __dp_cells c ON {on}")
+    cols = [c[0] for c in con.execute("DESCRIBE __dp_cells").fetchall() if c[0] not in keys and c[0] != "__level"]
+    selects = []
+    for lv in levels(cfg):
+        keep = [i for i, d in enumerate(cfg.dims) if d.name in lv.dims]
+        proj = ", ".join([keys[i] if i in keep else f"NULL AS {keys[i]}" for i in range(len(keys))])
+        pub = f"(SELECT DISTINCT {proj} FROM __public)"
+        on = " AND ".join([f"p.{k} IS NOT DISTINCT FROM c.{k}" for k in keys] + [f"c.__level = {lv.index}"])
+        sel = ", ".join([f"{lv.index} AS __level"] + [f"p.{k}" for k in keys] + [f"coalesce(c.{c}, 0) AS {c}" for c in cols])
+        selects.append(f"SELECT {sel} FROM {pub} p LEFT JOIN __dp_cells c ON {on}")
+    con.execute("CREATE OR REPLACE TEMP TABLE __dp_cells AS " + " UNION ALL BY NAME ".join(selects))
 
 
-def noisy_table(cfg: ReportConfig, con: Any, plan: DPPlan) -> tuple[Any, dict[str, int]]:
+def noisy_table(cfg: ReportConfig, con: Any, plan: ReleasePlan) -> tuple[Any, dict[str, int]]:
     """Noisy published table (pyarrow) and cell counts. Only cell aggregates are read from DuckDB."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     from .engine import fetch_arrow
 
-    keys = [dim_key(i) for i in range(len(cfg.dims))]
     cells = fetch_arrow(con.execute("SELECT * FROM __dp_cells"))
+    parts = []
+    counts = {"cells_computed": 0, "cells_published": 0, "cells_suppressed": 0}
+    for lv, lplan in plan.levels:
+        sub = cells.filter(pc.equal(cells.column("__level"), lv.index))
+        cols, n_pub = _noisy_level(cfg, sub, lplan)
+        if cfg.totals:
+            cols = {"level": pa.array([lv.name] * n_pub, type=pa.string()), "__level": pa.array([lv.index] * n_pub, type=pa.int32()), **cols}
+        parts.append(pa.table(cols))
+        counts["cells_computed"] += sub.num_rows
+        counts["cells_published"] += n_pub
+        if lplan.selection is not None:
+            counts["suppressed_selection"] = counts.get("suppressed_selection", 0) + sub.num_rows - n_pub
+    counts["cells_suppressed"] = counts["cells_computed"] - counts["cells_published"]
+    table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    con.register("__noisy", table)
+    try:  # deterministic row order: level, then dimensions
+        order = ", ".join((["__level"] if cfg.totals else []) + [f"{ident(d.name)} NULLS FIRST" for d in cfg.dims])
+        exclude = " EXCLUDE (__level)" if cfg.totals else ""
+        table = fetch_arrow(con.execute(f"SELECT *{exclude} FROM __noisy ORDER BY {order}"))
+    finally:
+        con.unregister("__noisy")
+    return table, counts
+
+
+def _noisy_level(cfg: ReportConfig, cells: Any, plan: DPPlan) -> tuple[dict[str, Any], int]:
+    """Selection and noise for one table level's cells; returns output columns and rows published."""
+    import pyarrow as pa
+
+    keys = [dim_key(i) for i in range(len(cfg.dims))]
     n = cells.num_rows
     units = np.asarray(cells.column("__units").to_numpy(zero_copy_only=False), dtype=np.int64)
     if plan.selection is not None:
@@ -391,22 +474,7 @@ def noisy_table(cfg: ReportConfig, con: Any, plan: DPPlan) -> tuple[Any, dict[st
             hw = (parts["sum"].ci95_half_width + np.abs(mean - mid) * parts["count"].ci95_half_width) / noisy_cnt
             out[m.name] = pa.array(np.round(mean, 4))
             out[m.name + "_ci95"] = pa.array(np.minimum(hw, hi - lo))
-    table = pa.table(out)
-    # deterministic row order: by dimensions
-    con.register("__noisy", table)
-    try:
-        order = ", ".join(f"{ident(d.name)} NULLS FIRST" for d in cfg.dims)
-        table = fetch_arrow(con.execute(f"SELECT * FROM __noisy ORDER BY {order}"))
-    finally:
-        con.unregister("__noisy")
-    counts = {
-        "cells_computed": int(n),
-        "cells_published": int(len(keep)),
-        "cells_suppressed": int(n - len(keep)),
-    }
-    if plan.selection is not None:
-        counts["suppressed_selection"] = int(n - len(keep))
-    return table, counts
+    return out, int(len(keep))
 
 
 def _floats(col: Any) -> np.ndarray:

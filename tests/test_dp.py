@@ -115,7 +115,8 @@ def test_heavy_user_moves_count_by_at_most_linf(tmp_path: Path) -> None:
         con = connect(cfg)
         source = open_source(con, cfg)
         con.execute(*_q(dp_pairs_sql(cfg, source.schema, 42, public=False)))
-        con.execute(*_q(dp_cells_sql(cfg, 43)))
+        for q in dp_cells_sql(cfg, 43):
+            con.execute(*_q(q))
         return con.execute("SELECT __units, __rows, CAST(__s2 AS DOUBLE) FROM __dp_cells WHERE __d0 = 'big'").fetchone()
 
     u1, r1, s1 = bounded("data/with.parquet")
@@ -189,6 +190,25 @@ def test_public_partitions_publish_every_listed_cell(dp_project: Path) -> None:
     assert sorted(rel.table["city"]) == ["big", "nowhere", "tiny1"]
     assert rel.manifest["privacy"]["selection"] is None
     assert (rel.table["rows"] >= 0).all()
+
+
+def test_dp_margins_are_published_with_levels(dp_project: Path) -> None:
+    (dp_project / "data" / "public.csv").write_text("city\nbig\ntiny1\n")
+    cfg = load_config(dp_config(dp_project, "data/c.parquet", totals=[[]]))
+    rel = run_report(cfg, "m")
+    t = rel.table
+    assert set(t["level"]) == {"cell", "total"}
+    total = t[t["level"] == "total"]
+    assert len(total) == 1 and total["city"].isna().all()
+    m = rel.manifest["privacy"]
+    assert set(m["levels"]) == {"cell", "total"} and m["epsilon_spent"] <= 1.0 + 1e-9
+    # the grand total counts every bounded unit: 3000 in 'big' + 150 in tiny cells, plus noise
+    assert abs(int(total["units"].iloc[0]) - 3150) < 200
+    # public partitions with margins: listed cells and their projections, empty or not
+    cfg2 = load_config(dp_config(dp_project, "data/c.parquet", totals=[[]],
+                                 privacy={**PRIVACY, "public_partitions": "data/public.csv"}))
+    t2 = run_report(cfg2, "mp").table
+    assert sorted(t2[t2["level"] == "cell"]["city"]) == ["big", "tiny1"] and (t2["level"] == "total").sum() == 1
 
 
 def test_gaussian_mode_spends_within_budget(dp_project: Path) -> None:
