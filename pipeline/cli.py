@@ -23,6 +23,8 @@ DEMO_CONFIG = "demo.yaml"
 
 
 def _fail(kind: str, message: str, code: int) -> None:
+    # always exactly one line: a line break inside a path or value is shown escaped
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
     click.echo(f"anonymize: {kind}: {message}", err=True)
     sys.exit(code)
 

@@ -35,6 +35,8 @@ from .errors import ConfigError
 REPORT_NAME = re.compile(r"^[a-z0-9_]+$")
 OUTPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_OUTPUT_NAMES = {"level", "is_remainder"}
+# |bounds| limit: clamped values are summed as DECIMAL(38,6) (integer part < 1e32), so 1e14 rows fit
+MAX_BOUND = 1e18
 Grain = Literal["day", "week", "month", "quarter", "year"]
 Scalar = str | int | float | bool
 
@@ -101,6 +103,11 @@ class MetricConfig(_Model):
             lo, hi = self.bounds
             if not (math.isfinite(lo) and math.isfinite(hi)):
                 raise ValueError(f"metric {self.name!r}: bounds must be finite numbers")
+            if max(abs(lo), abs(hi)) > MAX_BOUND:
+                raise ValueError(
+                    f"metric {self.name!r}: bounds must lie within ±{MAX_BOUND:g} (sums are exact decimals "
+                    "that must not overflow); rescale the column, e.g. to thousands"
+                )
             if lo > hi:
                 raise ValueError(f"metric {self.name!r}: bounds low {lo} is greater than high {hi}")
         else:

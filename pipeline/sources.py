@@ -15,15 +15,17 @@ Guarantees:
 
 from __future__ import annotations
 
+import datetime as dt
 import glob
 import hashlib
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import CsvOptions, ReportConfig
+from .config import CsvOptions, RangeFilter, ReportConfig
 from .errors import ConfigError, SourceError
 from .sql import ident, literal
 
@@ -383,9 +385,46 @@ def check_columns(cfg: ReportConfig, schema: dict[str, str]) -> None:
                     f"{where}: metrics[{i}].{key}: column {col!r} has type {schema[col]}, not a number; "
                     "point the metric at a numeric column"
                 )
-    for col in cfg.filter:
+    for col, spec in cfg.filter.items():
         if col not in schema:
             raise missing(f"filter.{col}", col)
+        values = [spec] if not isinstance(spec, list | RangeFilter) else spec
+        if isinstance(spec, RangeFilter):
+            values = [*(spec.in_ or []), *(spec.not_in or []), *(v for v in (spec.min, spec.max) if v is not None)]
+        for v in values:
+            problem = filter_value_problem(v, schema[col])
+            if problem:
+                raise ConfigError(
+                    f"{where}: filter.{col}: value {v!r} does not fit column {col!r} of type {schema[col]}: {problem}"
+                )
+
+
+def filter_value_problem(value: Any, duck_type: str) -> str | None:
+    """Why a filter value cannot be compared with a column of ``duck_type`` (None when it can).
+
+    Checked before any data is read, so a mistyped filter is a config error naming its key rather
+    than a DuckDB conversion error at run time (which could quote a source value).
+    """
+    t = duck_type.upper()
+    if t == "BOOLEAN":
+        return None if isinstance(value, bool) else "give true or false"
+    if isinstance(value, bool):
+        return "a true/false value fits only a BOOLEAN column"
+    if is_numeric(t):
+        if isinstance(value, int | float) and math.isfinite(value):
+            return None
+        return "give a finite number (unquoted)"
+    if is_temporal(t):
+        if isinstance(value, str):
+            try:
+                dt.datetime.fromisoformat(value.strip())
+                return None
+            except ValueError:
+                pass
+        return "give a date or timestamp as quoted ISO text, e.g. '2026-01-31' or '2026-01-31 12:00:00'"
+    if t == "VARCHAR" or t.startswith("ENUM"):
+        return None if isinstance(value, str) else "the column holds text: quote the value so YAML keeps it as text"
+    return f"columns of type {duck_type} cannot be filtered on"
 
 
 def source_paths_for_output_check(cfg: ReportConfig) -> list[Path]:

@@ -181,6 +181,38 @@ def test_filter_on_missing_column_is_refused(root: Path) -> None:
     assert_refused(res, root, 2, "report.yaml", "filter.no_such_column", "not in the source")
 
 
+@pytest.mark.parametrize(
+    ("filter_", "needle"),
+    [
+        ({"order_value": "abc"}, "give a finite number"),
+        ({"order_value": {"min": "10"}}, "give a finite number"),
+        ({"order_value": {"max": float("nan")}}, "give a finite number"),
+        ({"city": 5}, "quote the value"),
+        ({"city": ["A", 7]}, "quote the value"),
+        ({"city": True}, "true/false"),
+    ],
+    ids=["number-col-text", "number-col-min-text", "number-col-nan", "text-col-int", "text-col-list-int", "text-col-bool"],
+)
+def test_filter_value_of_wrong_type_is_refused(root: Path, filter_: dict, needle: str) -> None:
+    # before the fix this was a DuckDB conversion error at run time (exit 1) quoting a source value
+    good_source(root)
+    (col,) = filter_
+    res = run(simple_config(root, filter=filter_))
+    assert_refused(res, root, 2, "report.yaml", f"filter.{col}", "does not fit", needle)
+    assert "'A'" not in res.stderr  # no source value is quoted
+
+
+def test_bounds_beyond_exact_decimal_range_are_refused(root: Path) -> None:
+    copy_to(root / "data" / "e.parquet", GOOD_ROWS.replace("CAST(i AS DOUBLE)", "CAST(i AS DOUBLE) * 1e35"))
+    metrics = [{"name": "v", "agg": "sum", "column": "order_value", "bounds": [0, 1e40]}]
+    assert_refused(run(simple_config(root, metrics=metrics)), root, 2, "metrics[0]", "bounds must lie within", "rescale")
+
+
+def test_line_break_in_a_path_still_gives_one_line(root: Path) -> None:
+    res = run(simple_config(root, source={"path": "data/new\nline.parquet"}))
+    assert_refused(res, root, 1, "new\\nline.parquet", "not found")
+
+
 def test_config_column_name_with_sql_is_only_an_identifier(root: Path) -> None:
     good_source(root)
     evil = 'city"; DROP TABLE __src; --'
