@@ -273,6 +273,10 @@ def _csv_checks(
             )
         return SourceError(f"{where}: cannot read as csv: {first_line(exc)}")
 
+    for n in names:
+        with open(n, "rb") as fh:  # the byte-order mark only: file metadata, not row data
+            if fh.read(2) in (b"\xff\xfe", b"\xfe\xff"):
+                raise SourceError(f"source file {n} is UTF-16 encoded; re-encode it as UTF-8 (e.g. with iconv)")
     lenient = dict(kwargs, ignore_errors=True)
     if len(names) > 1:
         first: list[str] | None = None
@@ -328,6 +332,16 @@ def _csv_checks(
             f"source file {path}, line {line}: {what}{more}; fix the file "
             "(bad lines are refused, never skipped silently)"
         )
+    if kwargs.get("header"):
+        # DuckDB renames a repeated header name (city, city_1): refuse the ambiguity instead
+        header = con.read_csv([names[0]], **dict(lenient, header=False, all_varchar=True)).limit(1).fetchall()
+        raw = [str(h) for h in header[0]] if header else []
+        dups = sorted({h for h in raw if raw.count(h) > 1})
+        if dups:
+            raise SourceError(
+                f"source file {names[0]}: the header repeats column name(s) {', '.join(map(repr, dups))}; "
+                "give every column its own name"
+            )
     return checked
 
 

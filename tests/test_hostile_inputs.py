@@ -300,6 +300,17 @@ def test_csv_with_mixed_encodings_is_refused(root: Path) -> None:
     assert_refused(run(_csv(root, body)), root, 1, "e.csv", "line 4", "not valid UTF-8")
 
 
+def test_csv_in_utf16_is_refused(root: Path) -> None:
+    cfg = _csv(root, (CSV_HEADER + "1,a@x.y,A,1\n2,b@x.y,A,2\n").encode("utf-16"))
+    assert_refused(run(cfg), root, 1, "e.csv", "UTF-16", "re-encode")
+
+
+def test_csv_header_repeating_a_name_is_refused(root: Path) -> None:
+    # DuckDB would silently rename the second 'city' to 'city_1'
+    cfg = _csv(root, "user_id,email,city,city,order_value\n1,a@x.y,A,B,1\n2,b@x.y,A,B,2\n")
+    assert_refused(run(cfg), root, 1, "e.csv", "repeats column name", "'city'")
+
+
 def test_metric_column_holding_text_is_refused(root: Path) -> None:
     cfg = _csv(root, CSV_HEADER + "1,a@x.y,A,1\n2,b@x.y,A,N/A\n3,c@x.y,B,3\n")
     assert_refused(run(cfg), root, 1, "data/e.csv", "metrics[2].column", "'order_value'", "not numbers")
@@ -477,19 +488,22 @@ HOSTILE_COLUMNS = {
 }
 
 
-def test_column_names_with_spaces_and_quotes(root: Path) -> None:
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_column_names_with_spaces_and_quotes(root: Path, fmt: str) -> None:
     c = HOSTILE_COLUMNS
     q = {k: '"' + v.replace('"', '""') + '"' for k, v in c.items()}
     path = copy_to(
-        root / "data" / "e.parquet",
+        root / "data" / f"e.{fmt}",
         f"""SELECT i AS {q['unit']}, ['Pune', 'Goa'][1 + i % 2] AS {q['city']},
                    ['x', 'y', 'z'][1 + i % 3] AS {q['category']}, (i % 40) * 1.5 AS {q['value']},
                    CASE WHEN i % 5 = 0 THEN 'call' ELSE 'order' END AS {q['type']},
                    ['p', 'q'][1 + i % 2] AS {q['multi']}
             FROM range(300) r(i)""",
+        fmt=fmt,
     )
     cfg = simple_config(
         root,
+        source={"path": f"data/e.{fmt}"},
         privacy_unit=c["unit"],
         identifiers=[c["unit"]],
         filter={c["type"]: ["order"]},
@@ -506,7 +520,7 @@ def test_column_names_with_spaces_and_quotes(root: Path) -> None:
     truth = duckdb.connect().execute(
         f"""SELECT {q['city']}, {q['category']}, {q['multi']}, count(*), count(DISTINCT {q['unit']}),
                    sum(least(50, greatest(0, {q['value']})))
-            FROM read_parquet($1) WHERE {q['type']} = 'order'
+            FROM {'read_parquet' if fmt == 'parquet' else 'read_csv'}($1) WHERE {q['type']} = 'order'
             GROUP BY ALL HAVING count(DISTINCT {q['unit']}) >= 3""",
         [str(path)],
     ).fetchall()
