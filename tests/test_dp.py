@@ -308,3 +308,21 @@ def test_refused_run_writes_nothing_through_api(dp_project: Path) -> None:
     with pytest.raises(PrivacyRefusal):
         run_report(cfg, "two")
     assert [p.name for p in release_dirs(dp_project / "reports")] == ["one"]
+
+
+@pytest.mark.parametrize("name", ["online_retail_dp", "demo_dp"])
+def test_shipped_dp_configs_publish(name: str, tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "configs" / f"{name}.yaml")
+    overrides = {"budget": {"ledger": str(tmp_path / "ledger.duckdb")}}
+    if name == "demo_dp":
+        from pipeline.generate import generate_events
+
+        src = generate_events(tmp_path / "data" / "demo.parquet", rows=100_000, users=10_000, seed=7)
+        overrides["source"] = {"path": str(src)}
+    rel = run_report(cfg.with_overrides(**overrides), "t", output_dir=tmp_path / "out")
+    assert rel.manifest["privacy"]["epsilon_spent"] <= cfg.privacy.epsilon * (1 + 1e-9)
+    assert len(Ledger(tmp_path / "ledger.duckdb").entries()) == 1
+    if name == "online_retail_dp":  # public partitions: every listed country is published
+        listed = (root / "configs" / "online_retail_countries.csv").read_text().split("\n")[1:]
+        assert sorted(rel.table["country"]) == sorted(c for c in listed if c)
