@@ -22,21 +22,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import hmac
 import json
 import os
-import secrets
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import LedgerError, PrivacyRefusal
+from .statefiles import file_lock, load_or_create_secret
 
-LOCK_TIMEOUT_S = float(os.environ.get("ANONYMIZE_LEDGER_LOCK_TIMEOUT", "600"))
 GENESIS = "0" * 64
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -107,7 +104,6 @@ class Ledger:
         self.secret_path = self.path.with_name(self.path.name + ".secret")
         self.head_path = self.path.with_name(self.path.name + ".head")
         self._held = 0
-        self._lock_fd: int | None = None
 
     # ----- locking and secrets -----------------------------------------------------------------
     @contextlib.contextmanager
@@ -120,31 +116,12 @@ class Ledger:
             finally:
                 self._held -= 1
             return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise LedgerError(f"cannot open the ledger lock {self.lock_path}: {exc.strerror}") from None
-        deadline = time.monotonic() + (LOCK_TIMEOUT_S if timeout is None else timeout)
-        while True:
+        with file_lock(self.lock_path, what=f"ledger {self.path}", timeout=timeout):
+            self._held = 1
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    raise LedgerError(
-                        f"ledger {self.path} is busy (another run holds its lock); retry later"
-                    ) from None
-                time.sleep(0.05)
-        self._lock_fd, self._held = fd, 1
-        try:
-            yield self
-        finally:
-            self._held = 0
-            self._lock_fd = None
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+                yield self
+            finally:
+                self._held = 0
 
     def _require_lock(self) -> None:
         if not self._held:
@@ -153,22 +130,7 @@ class Ledger:
     def secret(self) -> bytes:
         """The ledger's secret (created with mode 0600 on first use). Never logged or published."""
         self._require_lock()
-        if not self.secret_path.exists():
-            data = secrets.token_bytes(32)
-            tmp = self.secret_path.with_name(self.secret_path.name + f".tmp{os.getpid()}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.secret_path)
-        mode = self.secret_path.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise LedgerError(f"{self.secret_path} is readable by others (mode {mode:o}); chmod 600 it")
-        data = self.secret_path.read_bytes()
-        if len(data) < 32:
-            raise LedgerError(f"{self.secret_path} is damaged (expected 32 bytes)")
-        return data
+        return load_or_create_secret(self.secret_path)
 
     def _mac(self, text: str) -> str:
         return hmac.new(self.secret(), text.encode(), hashlib.sha256).hexdigest()
