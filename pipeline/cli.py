@@ -38,6 +38,11 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except PipelineError as exc:
             _fail(exc.kind, exc.message, exc.exit_code)
+        except BrokenPipeError:
+            # the reader went away (`anonymize explain … | head`): stop quietly, as Unix tools do
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(141)
         except KeyboardInterrupt:
             _fail("interrupted", "stopped by the user; nothing was published", 130)
         except click.exceptions.Exit:

@@ -224,6 +224,11 @@ class ReportConfig(_Model):
     remainder: bool = False
     consistent: bool = False
     difference_check: bool = True
+    history: str | None = Field(
+        None,
+        description="DuckDB file of keyed unit hashes per published cell, for difference checks "
+        "(threshold mode); default: beside budget.ledger when there is one.",
+    )
     output: OutputConfig = Field(default_factory=OutputConfig)
     privacy: PrivacyConfig | None = None
     budget: BudgetConfig | None = None

@@ -145,33 +145,58 @@ def aggregate_quality(cfg: ReportConfig, con: Any, q: Query) -> dict[str, Any]:
 def _run_threshold(
     cfg: ReportConfig, run_id: str, con: Any, source: Source, final: Path, stages: Stages, *, summary_html: bool
 ) -> Release:
-    from . import suppression
+    import contextlib
 
-    need_per_unit = bool(cfg.totals) or cfg.dominance is not None
+    from . import suppression
+    from .difference import History, history_path
+
+    hpath = history_path(cfg)
+    hist = History(hpath) if hpath is not None else None
+    release_id = f"{source.source_id}\x1f{cfg.report}\x1f{run_id}"
+    need_per_unit = bool(cfg.totals) or cfg.dominance is not None or hist is not None
     with stages.stage("aggregate"):
         quality = aggregate(cfg, con, source, need_per_unit=need_per_unit)
-    with stages.stage("suppress"):
-        execute(con, suppression.primary_sql(cfg))
-        if cfg.totals:
-            from .secondary import apply_secondary_suppression
+    # the history stays locked from the check until this release is recorded and published
+    with hist.locked() if hist is not None else contextlib.nullcontext():
+        with stages.stage("suppress"):
+            execute(con, suppression.primary_sql(cfg))
+            if hist is not None:
+                from .difference import apply_difference_check
 
-            apply_secondary_suppression(cfg, con)
-        con.execute(suppression.finalize_sql())
-        cell_counts = suppression.counts(con)
-    with stages.stage("write"):
-        table = fetch_arrow(execute(con, published_select_sql(cfg)))
-    privacy = {
-        "mode": "threshold",
-        "min_units": cfg.min_units,
-        "unit_of_privacy": "privacy_unit (column name withheld from outputs)",
-        "dominance": cfg.dominance.model_dump(exclude_none=True) if cfg.dominance else None,
-        "totals": cfg.totals or [],
-        "secondary_suppression": bool(cfg.totals),
-    }
-    return finish_release(
-        cfg, run_id, con, source, final, stages, table,
-        quality=quality, cells=cell_counts, privacy=privacy, summary_html=summary_html,
-    )
+                apply_difference_check(cfg, con, hist, release_id, source.source_id)
+            if cfg.totals:
+                from .secondary import apply_secondary_suppression
+
+                apply_secondary_suppression(cfg, con)
+            con.execute(suppression.finalize_sql())
+            cell_counts = suppression.counts(con)
+        with stages.stage("write"):
+            table = fetch_arrow(execute(con, published_select_sql(cfg)))
+        privacy = {
+            "mode": "threshold",
+            "min_units": cfg.min_units,
+            "unit_of_privacy": "privacy_unit (column name withheld from outputs)",
+            "dominance": cfg.dominance.model_dump(exclude_none=True) if cfg.dominance else None,
+            "totals": cfg.totals or [],
+            "secondary_suppression": bool(cfg.totals),
+            "difference_check": (
+                {"history": str(hist.path), "rule": "suppress cells whose population differs from an earlier "
+                 "published cell with the same dimension values by 1 to min_units-1 units"}
+                if hist is not None else "off (no history: set `history:` or a budget ledger)"
+            ),
+        }
+
+        def record() -> None:
+            if hist is not None:
+                from .difference import record_release
+
+                record_release(cfg, con, hist, release_id, source.source_id, run_id)
+
+        return finish_release(
+            cfg, run_id, con, source, final, stages, table,
+            quality=quality, cells=cell_counts, privacy=privacy, summary_html=summary_html,
+            before_publish=record,
+        )
 
 
 def software() -> dict[str, str]:
@@ -231,6 +256,7 @@ def finish_release(
     privacy: dict,
     summary_html: bool,
     ledger_commit: Any = None,
+    before_publish: Any = None,
 ) -> Release:
     """Gate, stage, (ledger-commit,) publish. The gate re-reads the written bytes and fails closed."""
     from .gate import run_gate
@@ -278,6 +304,8 @@ def finish_release(
         fault_point("staged")
         if ledger_commit is not None:
             return ledger_commit(staged, manifest)
+        if before_publish is not None:
+            before_publish()
         publish(staged)
     except BaseException:
         staged.discard()
