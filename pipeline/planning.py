@@ -1,0 +1,465 @@
+"""What-if planning: how many cells a report would publish, and how noisy, for candidate settings.
+
+INTERNAL ONLY. Guarantees:
+- Nothing is written: no release folder, no staging folder, no summary, and the privacy-budget
+  ledger is never opened (its file is not even created). No budget is spent.
+- Row-level data stays inside DuckDB; only per-cell aggregates (counts and sums) and counts of
+  cells reach Python, as in a real run. The result holds counts, shares, noise scales and error
+  estimates only: never a dimension value, never a cell value.
+- Threshold mode: the report's own aggregation SQL runs once; for every candidate ``min_units`` the
+  pipeline's own primary suppression (k and, when configured, dominance) is applied to the same
+  cells. The counts are exact for primary suppression; complementary (secondary) suppression for
+  margins can only withhold more, so ``cells_published`` is an upper bound when ``totals`` is set.
+- DP mode: contribution bounding runs in DuckDB with the pipeline's SQL and a fixed planning seed
+  (not a release seed); noise scales come from :func:`pipeline.dp_runner.dp_plan` for each
+  candidate epsilon, exactly as a release would use them. The expected number of published cells
+  is the sum over cells of the probability that the noisy unit count reaches
+  ``max(selection threshold, min_units)`` (discrete Laplace / discrete Gaussian tails, in closed
+  form or by exact summation). The error of a metric is, per cell, the expected absolute noise
+  divided by the bounded (pre-noise) value (E|noisy − true| / |true|; for means to first order),
+  and the median of that over the cells likely to be published. It does not include the bias of
+  contribution bounding, which is reported separately as the share of rows that bounding keeps.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import ConfigError, SourceError
+
+if TYPE_CHECKING:
+    from .config import ReportConfig
+    from .noise import Mechanism
+
+NOTICE = "INTERNAL ONLY — not a release, no budget spent"
+PLANNING_SEED = 0x5EED_0F_91A7  # bounding seed for planning only; releases derive theirs from the ledger secret
+LIKELY = 0.5  # a cell is "likely published" when its publication probability is at least this
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)  # E|N(0, 1)|
+
+
+# ----- noise distributions (pure, vectorised) ----------------------------------------------------
+
+
+def discrete_laplace_sf(m: np.ndarray, scale: float) -> np.ndarray:
+    """P(Z >= m) for integer ``m`` and Z ~ discrete Laplace, P(Z = z) ∝ exp(-|z| / scale)."""
+    m = np.asarray(m, dtype=np.float64)
+    q = math.exp(-1.0 / scale)
+    with np.errstate(over="ignore", under="ignore"):
+        upper = np.power(q, np.maximum(m, 1.0)) / (1.0 + q)  # m >= 1
+        lower = 1.0 - np.power(q, np.maximum(1.0 - m, 1.0)) / (1.0 + q)  # m <= 0
+    return np.where(m >= 1, upper, lower)
+
+
+def discrete_gaussian_sf(m: np.ndarray, sigma: float) -> np.ndarray:
+    """P(Z >= m) for integer ``m`` and Z ~ discrete Gaussian, P(Z = z) ∝ exp(-z² / (2σ²)).
+
+    Exact summation of the normalised mass over ±(12σ + 10); beyond σ = 10⁴ the continuous normal
+    with a continuity correction (its error there is far below anything a plan can show).
+    """
+    m = np.asarray(m, dtype=np.float64)
+    if sigma > 1e4:
+        from scipy.stats import norm
+
+        return norm.sf((m - 0.5) / sigma)
+    half = int(math.ceil(12 * sigma)) + 10
+    z = np.arange(-half, half + 1, dtype=np.float64)
+    mass = np.exp(-(z * z) / (2.0 * sigma * sigma))
+    mass /= mass.sum()
+    sf = np.cumsum(mass[::-1])[::-1]  # sf[i] = P(Z >= z[i])
+    idx = np.clip(m + half, 0, 2 * half + 1).astype(np.int64)
+    sf = np.append(sf, 0.0)  # index 2·half+1: beyond the support
+    return sf[idx]
+
+
+def publish_probability(units: np.ndarray, mech: Mechanism, threshold: int) -> np.ndarray:
+    """Probability per cell that ``units + noise >= threshold`` under the selection mechanism."""
+    need = threshold - np.asarray(units, dtype=np.float64)  # the noise must reach at least this
+    if mech.noise == "laplace":
+        return discrete_laplace_sf(need, mech.scale)
+    return discrete_gaussian_sf(need, mech.scale)
+
+
+def expected_abs_noise(mech: Mechanism) -> float:
+    """E|noise| of one draw: b (Laplace), σ·√(2/π) (Gaussian); exact for the discrete versions
+    used on integer counts (2q/(1 − q²) with q = e^{-1/b}; a normalised sum for the discrete Gaussian)."""
+    scale = float(mech.scale)
+    if mech.noise == "laplace":
+        if not mech.integer:
+            return scale
+        q = math.exp(-1.0 / scale)
+        return 2.0 * q / (1.0 - q * q)
+    if not mech.integer or scale > 1e4:
+        return scale * SQRT_2_OVER_PI
+    half = int(math.ceil(12 * scale)) + 10
+    z = np.arange(-half, half + 1, dtype=np.float64)
+    mass = np.exp(-(z * z) / (2.0 * scale * scale))
+    return float((np.abs(z) * mass).sum() / mass.sum())
+
+
+def expected_abs_difference(noise: str, s1: float, s2: np.ndarray) -> np.ndarray:
+    """E|X − Y| for independent continuous X, Y with scales ``s1`` and ``s2`` (Laplace b or Gaussian σ).
+
+    Laplace: (s1² + s1·s2 + s2²) / (s1 + s2), from P(|X − Y| > w) = (s1²e^{-w/s1} − s2²e^{-w/s2}) / (s1² − s2²).
+    Gaussian: √(2/π)·√(s1² + s2²).
+    """
+    s2 = np.abs(np.asarray(s2, dtype=np.float64))
+    if noise != "laplace":
+        return SQRT_2_OVER_PI * np.sqrt(s1 * s1 + s2 * s2)
+    total = s1 + s2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(total > 0, (s1 * s1 + s1 * s2 + s2 * s2) / np.where(total > 0, total, 1.0), 0.0)
+
+
+def _median_relative(err: np.ndarray, true: np.ndarray) -> float | None:
+    """Median over cells of err/|true| (None when there are no cells or the median is infinite)."""
+    if len(err) == 0:
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(np.abs(true) > 0, err / np.abs(true), np.inf)
+    med = float(np.median(rel))
+    return med if math.isfinite(med) else None
+
+
+# ----- the plan ----------------------------------------------------------------------------------
+
+
+def plan_report(
+    cfg: ReportConfig,
+    *,
+    min_units: list[int] | None = None,
+    epsilons: list[float] | None = None,
+) -> dict[str, Any]:
+    """What-if table for candidate ``min_units`` (threshold and DP mode) and ``epsilons`` (DP mode).
+
+    Returns a JSON-serialisable dict marked ``internal_only`` (see the module docstring for what is
+    guaranteed). Defaults: k ∈ {k/2, k, 2k, 5k} in threshold mode, the configured k in DP mode;
+    ε ∈ {ε/4, ε/2, ε, 2ε, 4ε}. Raises ConfigError for impossible candidates (k < 2, ε <= 0, or
+    ``epsilons`` on a threshold-mode config) and SourceError when the source cannot be read.
+    """
+    import duckdb
+
+    from .engine import connect
+    from .sources import check_columns, first_line, open_source
+
+    ks = _candidate_ks(cfg, min_units)
+    eps = _candidate_epsilons(cfg, epsilons)
+    con = connect(cfg)
+    try:
+        source = open_source(con, cfg)
+        check_columns(cfg, source.schema)
+        if cfg.mode == "dp":
+            body = _plan_dp(cfg, con, source, eps, ks)
+        else:
+            body = _plan_threshold(cfg, con, source, ks)
+    except duckdb.Error as exc:
+        raise SourceError(f"source {cfg.source.path!r}: {first_line(exc)}") from None
+    finally:
+        con.close()
+    return {
+        "internal_only": True,
+        "notice": NOTICE,
+        "report": cfg.report,
+        "mode": cfg.mode,
+        "source": {"format": source.format, "files": len(source.files), "source_id": source.source_id},
+        "configured": {"min_units": cfg.min_units, "epsilon": cfg.privacy.epsilon if cfg.privacy else None},
+        **body,
+    }
+
+
+def _candidate_ks(cfg: ReportConfig, given: list[int] | None) -> list[int]:
+    if given:
+        bad = [k for k in given if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 2]
+        if bad:
+            raise ConfigError(f"--min-units {bad[0]!r}: a candidate k must be an integer >= 2")
+        return sorted({int(k) for k in given})
+    k = int(cfg.min_units)
+    if cfg.mode == "dp":
+        return [k]
+    return sorted({max(2, k // 2), k, 2 * k, 5 * k})
+
+
+def _candidate_epsilons(cfg: ReportConfig, given: list[float] | None) -> list[float]:
+    if cfg.privacy is None:
+        if given:
+            raise ConfigError("--epsilon applies to DP mode; this config has no privacy: block (threshold mode)")
+        return []
+    if given:
+        bad = [e for e in given if not (isinstance(e, (int, float)) and math.isfinite(e) and e > 0)]
+        if bad:
+            raise ConfigError(f"--epsilon {bad[0]!r}: a candidate epsilon must be a finite number > 0")
+        return sorted({float(e) for e in given})
+    e = float(cfg.privacy.epsilon)
+    return [e / 4, e / 2, e, 2 * e, 4 * e]
+
+
+def _plan_threshold(cfg: ReportConfig, con: Any, source: Any, ks: list[int]) -> dict[str, Any]:
+    from . import suppression
+    from .runner import aggregate, execute
+
+    need_per_unit = bool(cfg.totals) or cfg.dominance is not None
+    quality = aggregate(cfg, con, source, need_per_unit=need_per_unit)
+    con.execute("CREATE OR REPLACE TEMP TABLE __plan_cells AS SELECT * FROM __cells")
+    rows = []
+    for k in ks:
+        con.execute("CREATE OR REPLACE TEMP TABLE __cells AS SELECT * FROM __plan_cells")
+        execute(con, suppression.primary_sql(cfg.with_overrides(min_units=k)))
+        counts = suppression.counts(con)
+        kept, total = con.execute(
+            "SELECT coalesce(sum(__rows) FILTER (WHERE __reason IS NULL), 0), coalesce(sum(__rows), 0) "
+            "FROM __cells WHERE __level = 0"
+        ).fetchall()[0]
+        computed = counts["cells_computed"]
+        rows.append({
+            "min_units": k,
+            "configured": k == cfg.min_units,
+            **counts,
+            "suppressed_share": counts["cells_suppressed"] / computed if computed else 0.0,
+            "rows_in_published_cells_share": float(kept) / float(total) if total else 0.0,
+        })
+    notes = ["counts follow primary suppression (fewer than k units" + (", dominance" if cfg.dominance else "") + ")"]
+    if cfg.totals:
+        notes.append("margins (totals) are included; complementary suppression can withhold more cells, "
+                     "so cells_published is an upper bound")
+    return {"rows": quality, "candidates": rows, "notes": notes}
+
+
+def _plan_dp(cfg: ReportConfig, con: Any, source: Any, epsilons: list[float], ks: list[int]) -> dict[str, Any]:
+    from .bounding import dp_cells_sql, dp_pairs_sql, dp_quality_sql
+    from .dp_runner import dp_plan, load_public_partitions
+    from .runner import aggregate_quality, execute
+
+    p = cfg.privacy
+    assert p is not None
+    public = p.public_partitions is not None
+    if public:
+        load_public_partitions(cfg, con, source)
+    execute(con, dp_pairs_sql(cfg, source.schema, PLANNING_SEED, public=public))
+    quality = aggregate_quality(cfg, con, dp_quality_sql(cfg, source.schema))
+    stmts = dp_cells_sql(cfg, PLANNING_SEED + 1)
+    for q in stmts if isinstance(stmts, list) else [stmts]:
+        execute(con, q)
+    if public:
+        from .dp_runner import _expand_public
+
+        _expand_public(cfg, con)
+    cols = [c[0] for c in con.execute("DESCRIBE __dp_cells").fetchall()]
+    level0 = "__level = 0" if "__level" in cols else "TRUE"
+    sel = ["CAST(__units AS BIGINT) AS u", "CAST(__rows AS BIGINT) AS r"]
+    for i, m in enumerate(cfg.metrics):
+        if m.column is not None:
+            sel += [f"CAST(coalesce(__s{i}, 0) AS DOUBLE) AS s{i}", f"CAST(coalesce(__c{i}, 0) AS BIGINT) AS c{i}"]
+    # per-cell aggregates only (the same numbers a release's noise step reads)
+    cells = con.execute(f"SELECT {', '.join(sel)} FROM __dp_cells").fetchnumpy()
+    rows_kept = int(con.execute(f"SELECT coalesce(sum(__rows), 0) FROM __dp_cells WHERE {level0}").fetchall()[0][0])
+    units = np.asarray(cells["u"], dtype=np.int64)
+    n = len(units)
+    rows_in = int(quality["rows_aggregated"])
+    bounding = {
+        "max_groups_per_unit": p.max_groups_per_unit,
+        "max_rows_per_group": p.max_rows_per_group,
+        "rows_aggregated": rows_in,
+        "rows_kept_after_bounding": rows_kept,
+        "rows_kept_share": rows_kept / rows_in if rows_in else 0.0,
+        "cells_computed": n,
+        "public_partitions": public,
+    }
+    # the reference cells: likely published with the configured epsilon and min_units, so that
+    # candidates can be compared on the same cells
+    try:
+        reference = _publish_probabilities(dp_plan(cfg), cfg.min_units, units) >= LIKELY
+    except (ValueError, ConfigError):
+        reference = np.zeros(n, dtype=bool)
+    todo: list[tuple[float, int, Any, np.ndarray | None, str | None]] = []
+    for e in epsilons:
+        try:
+            plan = dp_plan(cfg, epsilon=e)
+        except (ValueError, ConfigError) as exc:
+            todo += [(e, k, None, None, str(exc)) for k in ks]
+            continue
+        for k in ks:
+            todo.append((e, k, plan, _publish_probabilities(plan, k, units), None))
+    candidates = []
+    for e, k, plan, prob, err in todo:
+        if plan is None or prob is None:
+            candidates.append({"epsilon": e, "min_units": k, "error": err})
+        else:
+            candidates.append(_dp_candidate(cfg, plan, e, k, cells, units, prob, reference))
+    notes = [
+        "planning bounds contributions with a fixed planning seed; a release uses its own secret seed",
+        "error = expected |noise| / |bounded value| per cell, median over the cells likely to be published "
+        f"(publication probability >= {LIKELY:g}); clamping to bounds/zero only reduces it",
+        "the bias from contribution bounding is not in the error: see rows_kept_share",
+    ]
+    if cfg.budget is not None and any(e > cfg.budget.epsilon_limit for e in epsilons):
+        notes.append(f"candidates above budget.epsilon_limit ({cfg.budget.epsilon_limit:g}) could never run")
+    notes.append(f"median_relative_error_reference: over the {int(reference.sum())} cells likely published with "
+                 "the configured epsilon and min_units, so candidates compare on the same cells")
+    return {"rows": quality, "bounding": bounding, "noise": p.noise, "delta": p.delta,
+            "reference_cells": int(reference.sum()), "candidates": candidates, "notes": notes}
+
+
+def _threshold(plan: Any, k: int) -> int | None:
+    """The noisy-unit-count threshold a release applies (None with public partitions)."""
+    return None if plan.selection is None else max(int(plan.selection.threshold or 0), int(k))
+
+
+def _publish_probabilities(plan: Any, k: int, units: np.ndarray) -> np.ndarray:
+    t = _threshold(plan, k)
+    return np.ones(len(units)) if t is None else publish_probability(units, plan.selection, t)
+
+
+def _dp_candidate(
+    cfg: ReportConfig, plan: Any, epsilon: float, k: int, cells: dict, units: np.ndarray,
+    prob: np.ndarray, reference: np.ndarray,
+) -> dict:
+    n = len(units)
+    threshold = _threshold(plan, k)
+    likely = prob >= LIKELY
+    metrics: dict[str, Any] = {}
+    for i, m in enumerate(cfg.metrics):
+        parts = plan.metrics.get(m.name, {})
+        if m.agg == "count_units" and plan.selection is not None:
+            mech = plan.selection
+            err = np.full(n, expected_abs_noise(mech))
+            true = units.astype(np.float64)
+        elif m.agg in ("count", "count_units"):
+            mech = parts["count"]
+            err = np.full(n, expected_abs_noise(mech))
+            true = np.asarray(cells["r" if m.agg == "count" else "u"], dtype=np.float64)
+        elif m.agg == "sum":
+            mech = parts["sum"]
+            err = np.full(n, expected_abs_noise(mech))
+            true = np.asarray(cells[f"s{i}"], dtype=np.float64)
+        else:  # mean: mid + (S − mid·c + Zs)/(c + Zc) ≈ mean + (Zs − (mean − mid)·Zc)/c to first order
+            lo, hi = m.bounds or (0.0, 0.0)
+            mid = (lo + hi) / 2.0
+            s = np.asarray(cells[f"s{i}"], dtype=np.float64)
+            c = np.asarray(cells[f"c{i}"], dtype=np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                true = np.where(c > 0, s / np.where(c > 0, c, 1.0), 0.0)
+                mech = parts["sum"]
+                err = expected_abs_difference(plan.noise, parts["sum"].scale, (true - mid) * parts["count"].scale)
+                err = np.where(c > 0, err / np.where(c > 0, c, 1.0), np.inf)
+        metrics[m.name] = {
+            "scale": mech.scale,
+            "ci95_half_width": mech.ci95_half_width,
+            "median_relative_error": _median_relative(err[likely], true[likely]),
+            "median_relative_error_reference": _median_relative(err[reference], true[reference]),
+        }
+    expected = float(prob.sum())
+    out = {
+        "epsilon": epsilon,
+        "min_units": k,
+        "configured": cfg.privacy is not None and math.isclose(epsilon, cfg.privacy.epsilon) and k == cfg.min_units,
+        "epsilon_spent": plan.epsilon,
+        "delta_spent": plan.delta,
+        "threshold": threshold,
+        "selection_scale": plan.selection.scale if plan.selection is not None else None,
+        "expected_cells_published": expected,
+        "expected_published_share": expected / n if n else 0.0,
+        "cells_likely_published": int(likely.sum()),
+        "metrics": metrics,
+    }
+    if cfg.budget is not None and epsilon > cfg.budget.epsilon_limit:
+        out["exceeds_budget_limit"] = True
+    return out
+
+
+# ----- text --------------------------------------------------------------------------------------
+
+
+def _pct(x: float | None) -> str:
+    if x is None:
+        return "—"
+    if x < 0.001:
+        return f"{x * 100:.2g}%"
+    return f"{x * 100:.1f}%"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(headers, widths, strict=True)))
+    out = [line, "  ".join("─" * w for w in widths)]
+    for r in rows:
+        out.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+    return out
+
+
+def format_plan(result: dict[str, Any]) -> str:
+    """Readable text of a :func:`plan_report` result; the first and last lines carry the notice."""
+    bar = "═" * len(NOTICE)
+    out = [bar, NOTICE, bar, ""]
+    rows = result.get("rows", {})
+    out.append(f"report {result.get('report')} · {result.get('mode')} mode · "
+               f"{rows.get('rows_aggregated', 0):,} rows with a privacy unit "
+               f"({rows.get('rows_dropped_null_unit', 0):,} without, dropped)")
+    out.append("")
+    cands = result.get("candidates", [])
+    if result.get("mode") == "threshold":
+        table = []
+        for c in cands:
+            table.append([
+                ("* " if c.get("configured") else "  ") + str(c["min_units"]),
+                f"{c['cells_computed']:,}",
+                f"{c['cells_published']:,}",
+                f"{c['cells_suppressed']:,}",
+                _pct(c["suppressed_share"]),
+                _pct(c["rows_in_published_cells_share"]),
+            ])
+        out += _table(["  min_units", "cells", "published", "suppressed", "suppressed share",
+                       "rows in published cells"], table)
+    else:
+        b = result.get("bounding", {})
+        out.append(f"bounding: L0={b.get('max_groups_per_unit')} cells per unit, Linf={b.get('max_rows_per_group')} "
+                   f"rows per cell keeps {_pct(b.get('rows_kept_share'))} of rows "
+                   f"({b.get('rows_kept_after_bounding', 0):,} of {b.get('rows_aggregated', 0):,}); "
+                   f"{b.get('cells_computed', 0):,} non-empty cells"
+                   + (" (public partitions)" if b.get("public_partitions") else ""))
+        out.append(f"noise: {result.get('noise')} · δ={result.get('delta'):g}")
+        out.append("")
+        names = list(next((c["metrics"] for c in cands if "metrics" in c), {}).keys())
+        table = []
+        for c in cands:
+            mark = "* " if c.get("configured") else "  "
+            if "error" in c:
+                table.append([mark + f"{c['epsilon']:g}", str(c["min_units"]), "—", "error: " + c["error"], "—"]
+                             + ["—"] * len(names))
+                continue
+            table.append([
+                mark + f"{c['epsilon']:g}" + (" !" if c.get("exceeds_budget_limit") else ""),
+                str(c["min_units"]),
+                "—" if c["threshold"] is None else str(c["threshold"]),
+                f"{c['expected_cells_published']:,.1f}",
+                _pct(c["expected_published_share"]),
+            ] + [_pct(c["metrics"][n]["median_relative_error"]) for n in names])
+        out += _table(["  epsilon", "min_units", "threshold", "expected published", "share"]
+                      + [f"{n} err" for n in names], table)
+        out.append("")
+        out.append("noise per metric (95% half-width, absolute):")
+        by_eps: dict[float, dict] = {}
+        for c in cands:
+            if "metrics" in c:
+                by_eps.setdefault(c["epsilon"], c["metrics"])
+        table = [[f"  {e:g}"] + [f"±{ms[n]['ci95_half_width']:,.4g}" for n in names] for e, ms in by_eps.items()]
+        out += _table(["  epsilon"] + names, table)
+        if len(cands) > 1 and result.get("reference_cells"):
+            out.append("")
+            out.append(f"median relative error on the same {result['reference_cells']:,} cells "
+                       "(those likely published with the configured setting):")
+            table = [
+                [("* " if c.get("configured") else "  ") + f"{c['epsilon']:g}", str(c["min_units"])]
+                + [_pct(c["metrics"][n]["median_relative_error_reference"]) for n in names]
+                for c in cands if "metrics" in c
+            ]
+            out += _table(["  epsilon", "min_units"] + names, table)
+        if any(c.get("exceeds_budget_limit") for c in cands):
+            out.append("! exceeds budget.epsilon_limit")
+    out.append("")
+    out.append("* = configured setting")
+    for note in result.get("notes", []):
+        out.append(f"note: {note}")
+    out += ["", NOTICE]
+    return "\n".join(out)
