@@ -9,7 +9,8 @@ INTERNAL ONLY. Guarantees:
 - Threshold mode: the report's own aggregation SQL runs once; for every candidate ``min_units`` the
   pipeline's own primary suppression (k and, when configured, dominance) is applied to the same
   cells. The counts are exact for primary suppression; complementary (secondary) suppression for
-  margins can only withhold more, so ``cells_published`` is an upper bound when ``totals`` is set.
+  margins and difference checks against earlier releases can only withhold more, so
+  ``cells_published`` is then an upper bound.
 - DP mode: contribution bounding runs in DuckDB with the pipeline's SQL and a fixed planning seed
   (not a release seed); noise scales come from :func:`pipeline.dp_runner.dp_plan` for each
   candidate epsilon, exactly as a release would use them. The expected number of published cells
@@ -223,12 +224,29 @@ def _plan_threshold(cfg: ReportConfig, con: Any, source: Any, ks: list[int]) -> 
     if cfg.totals:
         notes.append("margins (totals) are included; complementary suppression can withhold more cells, "
                      "so cells_published is an upper bound")
+    notes.append("difference checks against earlier releases (when a history exists) can withhold more cells")
     return {"rows": quality, "candidates": rows, "notes": notes}
+
+
+def release_plan_for(cfg: ReportConfig, epsilon: float) -> Any:
+    """The release plan (every level's mechanisms) a run would use with ``privacy.epsilon = epsilon``.
+
+    Built by the release code itself (:func:`pipeline.dp_runner.release_plan`) on a copy of the
+    config; ``budget.epsilon_limit`` is raised on that copy when a candidate exceeds it (planning
+    spends nothing; the result flags such candidates).
+    """
+    from .dp_runner import release_plan
+
+    assert cfg.privacy is not None
+    over: dict[str, Any] = {"privacy": {"epsilon": float(epsilon)}}
+    if cfg.budget is not None and epsilon > cfg.budget.epsilon_limit:
+        over["budget"] = {"epsilon_limit": float(epsilon)}
+    return release_plan(cfg.with_overrides(**over))
 
 
 def _plan_dp(cfg: ReportConfig, con: Any, source: Any, epsilons: list[float], ks: list[int]) -> dict[str, Any]:
     from .bounding import dp_cells_sql, dp_pairs_sql, dp_quality_sql
-    from .dp_runner import dp_plan, load_public_partitions
+    from .dp_runner import load_public_partitions
     from .runner import aggregate_quality, execute
 
     p = cfg.privacy
@@ -246,16 +264,18 @@ def _plan_dp(cfg: ReportConfig, con: Any, source: Any, epsilons: list[float], ks
 
         _expand_public(cfg, con)
     cols = [c[0] for c in con.execute("DESCRIBE __dp_cells").fetchall()]
-    level0 = "__level = 0" if "__level" in cols else "TRUE"
-    sel = ["CAST(__units AS BIGINT) AS u", "CAST(__rows AS BIGINT) AS r"]
+    sel = ["CAST(__units AS BIGINT) AS u", "CAST(__rows AS BIGINT) AS r",
+           "CAST(__level AS INTEGER) AS lv" if "__level" in cols else "0 AS lv"]
     for i, m in enumerate(cfg.metrics):
         if m.column is not None:
             sel += [f"CAST(coalesce(__s{i}, 0) AS DOUBLE) AS s{i}", f"CAST(coalesce(__c{i}, 0) AS BIGINT) AS c{i}"]
     # per-cell aggregates only (the same numbers a release's noise step reads)
     cells = con.execute(f"SELECT {', '.join(sel)} FROM __dp_cells").fetchnumpy()
-    rows_kept = int(con.execute(f"SELECT coalesce(sum(__rows), 0) FROM __dp_cells WHERE {level0}").fetchall()[0][0])
-    units = np.asarray(cells["u"], dtype=np.int64)
-    n = len(units)
+    cells = {k: np.asarray(v) for k, v in cells.items()}
+    units = cells["u"].astype(np.int64)
+    level = cells["lv"].astype(np.int64)
+    full = level == 0
+    rows_kept = int(cells["r"][full].sum())
     rows_in = int(quality["rows_aggregated"])
     bounding = {
         "max_groups_per_unit": p.max_groups_per_unit,
@@ -263,61 +283,66 @@ def _plan_dp(cfg: ReportConfig, con: Any, source: Any, epsilons: list[float], ks
         "rows_aggregated": rows_in,
         "rows_kept_after_bounding": rows_kept,
         "rows_kept_share": rows_kept / rows_in if rows_in else 0.0,
-        "cells_computed": n,
+        "cells_computed": len(units),
+        "full_table_cells": int(full.sum()),
         "public_partitions": public,
     }
-    # the reference cells: likely published with the configured epsilon and min_units, so that
-    # candidates can be compared on the same cells
+    # the reference cells: full-table cells likely published with the configured epsilon and
+    # min_units, so that candidates can be compared on the same cells
     try:
-        reference = _publish_probabilities(dp_plan(cfg), cfg.min_units, units) >= LIKELY
+        reference = (_publish_probabilities(release_plan_for(cfg, p.epsilon), cfg.min_units, units, level) >= LIKELY) & full
     except (ValueError, ConfigError):
-        reference = np.zeros(n, dtype=bool)
-    todo: list[tuple[float, int, Any, np.ndarray | None, str | None]] = []
+        reference = np.zeros(len(units), dtype=bool)
+    candidates = []
     for e in epsilons:
         try:
-            plan = dp_plan(cfg, epsilon=e)
+            rplan = release_plan_for(cfg, e)
         except (ValueError, ConfigError) as exc:
-            todo += [(e, k, None, None, str(exc)) for k in ks]
+            candidates += [{"epsilon": e, "min_units": k, "error": str(exc)} for k in ks]
             continue
         for k in ks:
-            todo.append((e, k, plan, _publish_probabilities(plan, k, units), None))
-    candidates = []
-    for e, k, plan, prob, err in todo:
-        if plan is None or prob is None:
-            candidates.append({"epsilon": e, "min_units": k, "error": err})
-        else:
-            candidates.append(_dp_candidate(cfg, plan, e, k, cells, units, prob, reference))
+            candidates.append(_dp_candidate(cfg, rplan, e, k, cells, units, level, reference))
     notes = [
         "planning bounds contributions with a fixed planning seed; a release uses its own secret seed",
-        "error = expected |noise| / |bounded value| per cell, median over the cells likely to be published "
-        f"(publication probability >= {LIKELY:g}); clamping to bounds/zero only reduces it",
+        "error = expected |noise| / |bounded value| per full-table cell, median over the cells likely to be "
+        f"published (publication probability >= {LIKELY:g}); clamping to bounds/zero only reduces it",
         "the bias from contribution bounding is not in the error: see rows_kept_share",
+        f"median_relative_error_reference: over the {int(reference.sum())} full-table cells likely published with "
+        "the configured epsilon and min_units, so candidates compare on the same cells",
     ]
+    if cfg.totals:
+        notes.append("expected published cells include the margins (totals); ε and δ are split over the levels "
+                     "as in a release")
     if cfg.budget is not None and any(e > cfg.budget.epsilon_limit for e in epsilons):
         notes.append(f"candidates above budget.epsilon_limit ({cfg.budget.epsilon_limit:g}) could never run")
-    notes.append(f"median_relative_error_reference: over the {int(reference.sum())} cells likely published with "
-                 "the configured epsilon and min_units, so candidates compare on the same cells")
     return {"rows": quality, "bounding": bounding, "noise": p.noise, "delta": p.delta,
             "reference_cells": int(reference.sum()), "candidates": candidates, "notes": notes}
 
 
 def _threshold(plan: Any, k: int) -> int | None:
-    """The noisy-unit-count threshold a release applies (None with public partitions)."""
+    """The noisy-unit-count threshold a release applies at one level (None with public partitions)."""
     return None if plan.selection is None else max(int(plan.selection.threshold or 0), int(k))
 
 
-def _publish_probabilities(plan: Any, k: int, units: np.ndarray) -> np.ndarray:
-    t = _threshold(plan, k)
-    return np.ones(len(units)) if t is None else publish_probability(units, plan.selection, t)
+def _publish_probabilities(rplan: Any, k: int, units: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """Per cell, the probability that a release publishes it (each level with its own mechanism)."""
+    prob = np.zeros(len(units))
+    for lv, plan in rplan.levels:
+        mask = level == lv.index
+        t = _threshold(plan, k)
+        prob[mask] = 1.0 if t is None else publish_probability(units[mask], plan.selection, t)
+    return prob
 
 
 def _dp_candidate(
-    cfg: ReportConfig, plan: Any, epsilon: float, k: int, cells: dict, units: np.ndarray,
-    prob: np.ndarray, reference: np.ndarray,
+    cfg: ReportConfig, rplan: Any, epsilon: float, k: int, cells: dict, units: np.ndarray,
+    level: np.ndarray, reference: np.ndarray,
 ) -> dict:
+    full = level == 0
     n = len(units)
-    threshold = _threshold(plan, k)
-    likely = prob >= LIKELY
+    plan = rplan.levels[0][1]  # the full table's mechanisms
+    prob = _publish_probabilities(rplan, k, units, level)
+    likely = (prob >= LIKELY) & full
     metrics: dict[str, Any] = {}
     for i, m in enumerate(cfg.metrics):
         parts = plan.metrics.get(m.name, {})
@@ -338,9 +363,9 @@ def _dp_candidate(
             mid = (lo + hi) / 2.0
             s = np.asarray(cells[f"s{i}"], dtype=np.float64)
             c = np.asarray(cells[f"c{i}"], dtype=np.float64)
+            mech = parts["sum"]
             with np.errstate(divide="ignore", invalid="ignore"):
                 true = np.where(c > 0, s / np.where(c > 0, c, 1.0), 0.0)
-                mech = parts["sum"]
                 err = expected_abs_difference(plan.noise, parts["sum"].scale, (true - mid) * parts["count"].scale)
                 err = np.where(c > 0, err / np.where(c > 0, c, 1.0), np.inf)
         metrics[m.name] = {
@@ -350,19 +375,28 @@ def _dp_candidate(
             "median_relative_error_reference": _median_relative(err[reference], true[reference]),
         }
     expected = float(prob.sum())
-    out = {
+    out: dict[str, Any] = {
         "epsilon": epsilon,
         "min_units": k,
         "configured": cfg.privacy is not None and math.isclose(epsilon, cfg.privacy.epsilon) and k == cfg.min_units,
-        "epsilon_spent": plan.epsilon,
-        "delta_spent": plan.delta,
-        "threshold": threshold,
+        "epsilon_spent": rplan.epsilon,
+        "delta_spent": rplan.delta,
+        "threshold": _threshold(plan, k),
         "selection_scale": plan.selection.scale if plan.selection is not None else None,
         "expected_cells_published": expected,
         "expected_published_share": expected / n if n else 0.0,
-        "cells_likely_published": int(likely.sum()),
+        "cells_likely_published": int(((prob >= LIKELY)).sum()),
         "metrics": metrics,
     }
+    if len(rplan.levels) > 1:
+        out["levels"] = {
+            lv.name: {
+                "cells": int((level == lv.index).sum()),
+                "threshold": _threshold(lp, k),
+                "expected_cells_published": float(prob[level == lv.index].sum()),
+            }
+            for lv, lp in rplan.levels
+        }
     if cfg.budget is not None and epsilon > cfg.budget.epsilon_limit:
         out["exceeds_budget_limit"] = True
     return out

@@ -292,3 +292,23 @@ def test_noise_tails_against_scipy() -> None:
         assert g == pytest.approx(val, rel=1e-6)
     g = expected_abs_difference("gaussian", 2.0, np.array([1.5]))[0]
     assert g == pytest.approx(stats.norm(scale=2.5).expect(abs))
+
+
+def test_dp_margins_use_each_levels_mechanism(dp_folder: tuple[Path, list[int]]) -> None:
+    from pipeline.dp_runner import release_plan
+
+    folder, units = dp_folder
+    cfg = load_config(dp_cfg(folder, totals=[[]]))
+    c = plan_report(cfg, epsilons=[1.0])["candidates"][0]
+    rp = release_plan(cfg)
+    assert len(rp.levels) == 2 and c["epsilon_spent"] == pytest.approx(rp.epsilon)
+    cell_plan, total_plan = rp.levels[0][1], rp.levels[1][1]
+    lv = c["levels"]
+    assert lv["cell"]["cells"] == N_CELLS and lv["total"]["cells"] == 1
+    t0 = max(cell_plan.selection.threshold, 2)
+    truth0 = stats.dlaplace.sf(t0 - np.array(units) - 1, 1.0 / cell_plan.selection.scale).sum()
+    assert lv["cell"]["threshold"] == t0 and lv["cell"]["expected_cells_published"] == pytest.approx(truth0)
+    t1 = max(total_plan.selection.threshold, 2)
+    truth1 = stats.dlaplace.sf(t1 - sum(units) - 1, 1.0 / total_plan.selection.scale)
+    assert lv["total"]["expected_cells_published"] == pytest.approx(truth1)
+    assert c["expected_cells_published"] == pytest.approx(truth0 + truth1)
