@@ -130,3 +130,9 @@ def test_shipped_configs_validate() -> None:
         load_config(path)  # every shipped config is valid on its own
     packaged = (root / "pipeline" / "resources" / "demo.yaml").read_text()
     assert packaged == (root / "configs" / "demo.yaml").read_text()
+
+
+def test_published_json_schema_is_current() -> None:
+    """configs/report.schema.json is generated from the models (regenerate: anonymize schema --out ...)."""
+    root = Path(__file__).resolve().parents[1]
+    assert json.loads((root / "configs" / "report.schema.json").read_text()) == json_schema()
