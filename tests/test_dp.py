@@ -326,3 +326,27 @@ def test_shipped_dp_configs_publish(name: str, tmp_path: Path) -> None:
     if name == "online_retail_dp":  # public partitions: every listed country is published
         listed = (root / "configs" / "online_retail_countries.csv").read_text().split("\n")[1:]
         assert sorted(rel.table["country"]) == sorted(c for c in listed if c)
+
+
+def test_released_count_spread_matches_configured_epsilon(dp_project: Path) -> None:
+    """Released counts (the real release code path, repeated) spread as the configured ε implies."""
+    from pipeline.bounding import dp_cells_sql, dp_pairs_sql
+    from pipeline.dp_runner import load_public_partitions, noisy_table, release_plan
+    from pipeline.engine import connect
+    from pipeline.sources import open_source
+
+    (dp_project / "data" / "public.csv").write_text("city\nbig\n")
+    cfg = load_config(dp_config(dp_project, "data/c.parquet", privacy={**PRIVACY, "public_partitions": "data/public.csv"}))
+    plan = release_plan(cfg)
+    con = connect(cfg)
+    source = open_source(con, cfg)
+    load_public_partitions(cfg, con, source)
+    con.execute(*_q(dp_pairs_sql(cfg, source.schema, 1, public=True)))
+    for q in dp_cells_sql(cfg, 2):
+        con.execute(*_q(q))
+    true_rows = 3000  # one row per user in 'big', far below the Linf bound
+    draws = np.array([int(noisy_table(cfg, con, plan)[0].column("rows")[0].as_py()) - true_rows for _ in range(400)])
+    # ε for 'rows' = ε / 3 metrics; L1 = g·r = 6  →  b = 6 / (1/3) = 18; E|X| = b for Laplace
+    b = plan.levels[0][1].metrics["rows"]["count"].scale
+    assert b == pytest.approx(2 * 3 / (1.0 / 3))
+    assert np.mean(np.abs(draws)) == pytest.approx(b, rel=0.12)
