@@ -294,6 +294,12 @@ class ReportConfig(_Model):
             raise _KeyError(("dominance",), "dominance applies to sum/mean metrics; none configured")
         if self.privacy is not None and self.budget is None:
             raise _KeyError(("budget",), "DP mode (privacy:) needs a budget: block with a ledger")
+        if self.consistent and (self.privacy is None or self.privacy.public_partitions is None or not self.totals):
+            raise _KeyError(
+                ("consistent",),
+                "consistent: true is DP post-processing of margins: it needs privacy.public_partitions and totals "
+                "(with private partition selection unpublished cells would be misattributed)",
+            )
         if self.privacy is not None and self.dominance is not None:
             raise _KeyError(("dominance",), "dominance is a threshold-mode rule; DP mode bounds contributions instead")
         if self.budget is not None and self.privacy is not None:

@@ -267,6 +267,10 @@ def run_dp(
             }
             manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode()
             _rewrite(staged, MANIFEST_FILE, manifest_bytes)
+            if "summary.html" in staged.files:  # show the budget now that it is known (never blocks)
+                from .summary import refresh_summary
+
+                refresh_summary(staged, manifest, table, _rewrite)
             if final.exists():
                 staged.discard()
                 raise ReleaseError(f"{final} already exists but the ledger has no entry for it; move it away and rerun")
@@ -398,18 +402,29 @@ def noisy_table(cfg: ReportConfig, con: Any, plan: ReleasePlan) -> tuple[Any, di
     from .engine import fetch_arrow
 
     cells = fetch_arrow(con.execute("SELECT * FROM __dp_cells"))
-    parts = []
+    levels_out = []
     counts = {"cells_computed": 0, "cells_published": 0, "cells_suppressed": 0}
     for lv, lplan in plan.levels:
         sub = cells.filter(pc.equal(cells.column("__level"), lv.index))
         cols, n_pub = _noisy_level(cfg, sub, lplan)
-        if cfg.totals:
-            cols = {"level": pa.array([lv.name] * n_pub, type=pa.string()), "__level": pa.array([lv.index] * n_pub, type=pa.int32()), **cols}
-        parts.append(pa.table(cols))
+        levels_out.append((lv, pa.table(cols), lplan))
         counts["cells_computed"] += sub.num_rows
         counts["cells_published"] += n_pub
         if lplan.selection is not None:
             counts["suppressed_selection"] = counts.get("suppressed_selection", 0) + sub.num_rows - n_pub
+    tables = [t for _, t, _ in levels_out]
+    if cfg.consistent and cfg.totals:
+        from .consistency import make_consistent
+
+        tables = make_consistent(cfg, levels_out)
+    parts = []
+    for (lv, _, _), t in zip(levels_out, tables, strict=True):
+        if cfg.totals:
+            n_pub = t.num_rows
+            t = pa.table({"level": pa.array([lv.name] * n_pub, type=pa.string()),
+                          "__level": pa.array([lv.index] * n_pub, type=pa.int32()),
+                          **{c: t.column(c) for c in t.column_names}})
+        parts.append(t)
     counts["cells_suppressed"] = counts["cells_computed"] - counts["cells_published"]
     table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
     con.register("__noisy", table)
@@ -450,7 +465,9 @@ def _noisy_level(cfg: ReportConfig, cells: Any, plan: DPPlan) -> tuple[dict[str,
         if m.agg in ("count", "count_units"):
             src = "__rows" if m.agg == "count" else "__units"
             true = np.asarray(sub.column(src).to_numpy(zero_copy_only=False), dtype=np.int64)
-            noisy = np.maximum(add_noise(true, parts["count"]), 0)
+            noisy = add_noise(true, parts["count"])
+            if not cfg.consistent:  # consistent mode projects first (see consistency.py)
+                noisy = np.maximum(noisy, 0)
             out[m.name] = pa.array(noisy, type=pa.int64())
             out[m.name + "_ci95"] = pa.array(np.full(len(keep), parts["count"].ci95_half_width))
             continue
@@ -458,11 +475,13 @@ def _noisy_level(cfg: ReportConfig, cells: Any, plan: DPPlan) -> tuple[dict[str,
         s = _floats(sub.column(f"__s{i}"))
         if m.agg == "sum":
             noisy = add_noise(s, parts["sum"])
-            if lo >= 0:
-                noisy = np.maximum(noisy, 0.0)
-            if hi <= 0:
-                noisy = np.minimum(noisy, 0.0)
-            out[m.name] = pa.array(np.round(noisy, 2))
+            if not cfg.consistent:  # consistent mode projects first (see consistency.py)
+                if lo >= 0:
+                    noisy = np.maximum(noisy, 0.0)
+                if hi <= 0:
+                    noisy = np.minimum(noisy, 0.0)
+                noisy = np.round(noisy, 2)
+            out[m.name] = pa.array(noisy)
             out[m.name + "_ci95"] = pa.array(np.full(len(keep), parts["sum"].ci95_half_width))
         else:
             c = np.asarray(_floats(sub.column(f"__c{i}")), dtype=np.int64)

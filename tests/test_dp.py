@@ -350,3 +350,17 @@ def test_released_count_spread_matches_configured_epsilon(dp_project: Path) -> N
     b = plan.levels[0][1].metrics["rows"]["count"].scale
     assert b == pytest.approx(2 * 3 / (1.0 / 3))
     assert np.mean(np.abs(draws)) == pytest.approx(b, rel=0.12)
+
+
+def test_consistent_margins_add_up(dp_project: Path) -> None:
+    (dp_project / "data" / "public.csv").write_text("city\nbig\ntiny1\ntiny2\nnowhere\n")
+    cfg = load_config(dp_config(dp_project, "data/c.parquet", totals=[[]], consistent=True,
+                                privacy={**PRIVACY, "public_partitions": "data/public.csv"}))
+    t = run_report(cfg, "c").table
+    cells, total = t[t["level"] == "cell"], t[t["level"] == "total"]
+    for metric in ("rows", "amount"):
+        assert float(cells[metric].astype(float).sum()) == pytest.approx(float(total[metric].iloc[0]), abs=1e-6)
+    # distinct-unit counts are not additive and are left alone
+    assert t["units"].dtype.kind in "iu" or str(t["units"].dtype).startswith("int")
+    with pytest.raises(Exception, match="consistent"):
+        load_config(dp_config(dp_project, "data/c.parquet", consistent=True))
