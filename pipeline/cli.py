@@ -107,10 +107,12 @@ def validate(config: str, no_source: bool) -> None:
 @click.option("--run-id", required=True, help="Identity of this release, e.g. the date: 2026-11-23.")
 @click.option("--output", "output", type=click.Path(file_okay=False), help="Output folder (overrides output.dir).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the release path.")
+@click.option("--verbose", "-v", is_flag=True,
+              help="One line per stage on stderr even when it is not a terminal (on a terminal progress is always shown).")
 @click.option("--no-summary", is_flag=True, help="Do not write summary.html.")
 @_engine_options
 @handle_errors
-def run(config: str, run_id: str, output: str | None, quiet: bool, no_summary: bool,
+def run(config: str, run_id: str, output: str | None, quiet: bool, verbose: bool, no_summary: bool,
         threads: int | None, memory_limit: str | None, temp_dir: str | None) -> None:
     """Run CONFIG and publish <output>/<report>/<run id>/ atomically."""
     from .config import load_config
@@ -120,7 +122,7 @@ def run(config: str, run_id: str, output: str | None, quiet: bool, no_summary: b
     check_run_id(run_id)
     cfg = load_config(config)
     rel = run_report(
-        cfg, run_id, output_dir=output, verbose=not quiet and sys.stderr.isatty(),
+        cfg, run_id, output_dir=output, verbose=not quiet and (verbose or sys.stderr.isatty()),
         threads=threads, memory_limit=memory_limit, temp_directory=temp_dir, summary_html=not no_summary,
     )
     _print_release(rel, quiet)

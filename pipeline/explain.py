@@ -1,89 +1,305 @@
-"""Readable accounts of a release, built from its manifest only (counts, never cell values)."""
+"""Readable accounts of a release, built from its manifest only.
+
+Guarantees: everything shown comes from ``manifest.json`` (counts, settings, noise scales, gate
+verdicts, budget figures); no cell value and no dimension value is ever read or shown. The same
+sections render as plain text (:func:`explain_text`, also what ``anonymize explain`` prints when
+piped), rich tables on a terminal (:func:`print_explain`) and HTML (:func:`explain_html`, used by
+notebooks and ``summary.html``).
+"""
 
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+REASONS = {
+    "k": "fewer than {k} distinct units",
+    "dominance": "dominance rule (few contributors hold most of a sum)",
+    "secondary": "complementary (protects other suppressed cells)",
+    "difference": "difference check (against earlier releases)",
+    "selection": "DP partition selection (noisy unit count below threshold)",
+}
+GATE_CHECKS = {
+    "columns": "only declared columns",
+    "patterns": "no identifier-like values (e-mail, phone, IP, card…)",
+    "identifier_values": "no value equal to a source identifier",
+    "quasi_identifier": "no dimension behaves like a quasi-identifier",
+    "min_units": "every row has ≥ k units (recomputed)",
+}
 
-def _lines(manifest: dict[str, Any], path: Path | None = None) -> list[tuple[str, str]]:
+
+@dataclass
+class Section:
+    """One block of an explanation: key/value pairs (``headers`` None) or a table."""
+
+    title: str
+    rows: list[list[str]]
+    headers: list[str] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def num(v: Any) -> str:
+    """A number for people: thousands separators for integers, 4 significant digits otherwise."""
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        if v.is_integer() and abs(v) < 1e15:
+            return f"{int(v):,}"
+        return f"{v:,.4g}" if abs(v) >= 1e-3 else f"{v:.3g}"
+    return str(v)
+
+
+def _share(part: int | float | None, whole: int | float | None) -> str:
+    if not whole:
+        return "—"
+    return f"{100.0 * float(part or 0) / float(whole):.1f}%"
+
+
+def sections(manifest: dict[str, Any], path: Path | None = None) -> list[Section]:
+    """The explanation of one release as sections (see the module docstring for what is shown)."""
     m = manifest
-    cells = m.get("cells", {})
-    rows = m.get("rows", {})
-    priv = m.get("privacy", {})
-    out: list[tuple[str, str]] = [
-        ("report", f"{m.get('report')} / run {m.get('run_id')}"),
-        ("mode", str(m.get("mode"))),
-        ("created", str(m.get("created_utc", "?"))),
-        ("software", f"{m.get('software', {}).get('name')} {m.get('software', {}).get('version')}"),
+    cells = m.get("cells", {}) or {}
+    rows = m.get("rows", {}) or {}
+    priv = m.get("privacy", {}) or {}
+    soft = m.get("software", {}) or {}
+    dp = m.get("mode") == "dp"
+    computed = cells.get("cells_computed")
+    overview: list[list[str]] = [["report", f"{m.get('report')} / run {m.get('run_id')}"]]
+    desc = (m.get("config") or {}).get("description")
+    if desc:
+        overview.append(["description", str(desc)])
+    overview += [
+        ["mode", str(m.get("mode"))],
+        ["created", str(m.get("created_utc", "?"))],
+        ["software", f"{soft.get('name')} {soft.get('version')}"
+                     + (f" · duckdb {soft['duckdb']}" if soft.get("duckdb") else "")
+                     + (f" · opendp {soft['opendp']}" if dp and soft.get("opendp") else "")],
     ]
     if path is not None:
-        out.append(("path", str(path)))
-    src = m.get("source", {})
-    out.append(("source", f"{src.get('format')} · {len(src.get('files', []))} file(s) · id {src.get('source_id')}"))
-    out.append(("rows", f"selected {rows.get('rows_selected')} · aggregated {rows.get('rows_aggregated')} · "
-                        f"dropped (no privacy unit) {rows.get('rows_dropped_null_unit')}"))
+        overview.append(["path", str(path)])
+    src = m.get("source", {}) or {}
+    overview.append(["source", f"{src.get('format')} · {len(src.get('files', []) or [])} file(s) · id {src.get('source_id')}"])
+    overview.append(["rows", f"selected {num(rows.get('rows_selected'))} · aggregated {num(rows.get('rows_aggregated'))} · "
+                             f"dropped (no privacy unit) {num(rows.get('rows_dropped_null_unit'))}"])
     invalid = {k: v for k, v in (rows.get("invalid_values_dropped") or {}).items() if v}
     if invalid:
-        out.append(("invalid values", ", ".join(f"{k}: {v}" for k, v in invalid.items()) + " (NaN/±inf, dropped)"))
-    out.append(("cells", f"computed {cells.get('cells_computed')} · published {cells.get('cells_published')} · "
-                         f"suppressed {cells.get('cells_suppressed')}"))
-    reasons = {k[len('suppressed_'):]: v for k, v in cells.items() if k.startswith("suppressed_")}
-    if reasons:
-        label = {"k": f"fewer than {priv.get('min_units')} units", "dominance": "dominance rule",
-                 "secondary": "complementary (protects other cells)", "difference": "difference check",
-                 "selection": "DP partition selection"}
-        out.append(("why suppressed", "; ".join(f"{label.get(k, k)}: {v}" for k, v in sorted(reasons.items()))))
-    if m.get("mode") == "dp":
-        out.append(("privacy", f"ε={priv.get('epsilon')} δ={priv.get('delta')} noise={priv.get('noise')} "
-                               f"L0={priv.get('max_groups_per_unit')} Linf={priv.get('max_rows_per_group')}"))
-        for name, info in (priv.get("metrics") or {}).items():
-            out.append((f"  {name}", f"scale {info.get('scale'):.4g} · 95% ±{info.get('ci95_half_width', float('nan')):.4g}"
-                        if isinstance(info.get("scale"), (int, float)) else str(info)))
+        overview.append(["invalid values", ", ".join(f"{k}: {num(v)}" for k, v in invalid.items()) + " (NaN/±inf, dropped)"])
+    overview.append(["cells", f"computed {num(computed)} · published {num(cells.get('cells_published'))} "
+                              f"({_share(cells.get('cells_published'), computed)}) · suppressed {num(cells.get('cells_suppressed'))}"])
+    if dp:
+        overview.append(["privacy", f"differential privacy: ε={num(priv.get('epsilon'))} δ={num(priv.get('delta'))} "
+                                    f"noise={priv.get('noise')} · a person counts in ≤ {priv.get('max_groups_per_unit')} cells "
+                                    f"with ≤ {priv.get('max_rows_per_group')} rows each"])
+        if priv.get("composition"):
+            overview.append(["composition", str(priv.get("composition"))])
+    else:
+        overview.append(["privacy", f"threshold mode: every published row has ≥ {priv.get('min_units')} distinct units"])
+    out = [Section("release", overview)]
+
+    reasons = {k[len("suppressed_"):]: v for k, v in cells.items() if k.startswith("suppressed_")}
+    if reasons or cells.get("cells_suppressed"):
+        k = priv.get("min_units")
+        table = [[REASONS.get(r, r).format(k=k), num(v), _share(v, computed)] for r, v in sorted(reasons.items())]
+        table.append(["total suppressed", num(cells.get("cells_suppressed")), _share(cells.get("cells_suppressed"), computed)])
+        notes = ["counts only: which cells were withheld is never recorded"]
+        if not dp and k:
+            notes.append("a cell may meet several rules; it is counted under the first that applied")
+        out.append(Section("suppressed cells by reason", table, ["reason", "cells", "share of computed"], notes))
+
+    if dp:
+        out.append(_mechanisms_section(priv))
         budget = m.get("budget") or {}
         if budget:
-            out.append(("budget", f"spent ε {budget.get('epsilon_spent')} of {budget.get('epsilon_limit')} · "
-                                  f"left ε {budget.get('epsilon_left')} (source {budget.get('source_id')})"))
-    else:
-        out.append(("privacy", f"threshold mode: every published row has ≥ {priv.get('min_units')} distinct units"))
+            line = (f"this release ε {num(priv.get('epsilon_spent'))} · δ {num(priv.get('delta_spent'))}; "
+                    f"source total ε {num(budget.get('epsilon_spent'))} of {num(budget.get('epsilon_limit'))} "
+                    f"(left {num(budget.get('epsilon_left'))}) · δ {num(budget.get('delta_spent'))} of "
+                    f"{num(budget.get('delta_limit'))}")
+            extra = [["source", str(budget.get("source_id"))]]
+            if budget.get("entry_seq") is not None:
+                extra.append(["ledger entry", f"#{budget.get('entry_seq')} in {budget.get('ledger')}"])
+            out.append(Section("budget", [["spent", line], *extra]))
+
     gate = m.get("gate") or {}
     if gate:
-        ran = ", ".join(k for k, v in gate.get("checks", {}).items() if not (isinstance(v, dict) and v.get("skipped")))
-        out.append(("gate", f"{'passed' if gate.get('passed') else 'FAILED'} ({ran})"))
-    t = m.get("timings_s") or {}
+        table = []
+        for name, v in (gate.get("checks") or {}).items():
+            v = v if isinstance(v, dict) else {"ok": bool(v)}
+            if v.get("skipped"):
+                verdict, detail = "skipped", str(v.get("skipped"))
+            else:
+                verdict, detail = ("pass" if v.get("ok") else "FAIL"), _detail(v)
+            table.append([name, verdict, GATE_CHECKS.get(name, ""), detail])
+        verdict = "passed" if gate.get("passed") else "FAILED"
+        out.append(Section(f"release gate: {verdict}", table, ["check", "result", "what it checks", "found"],
+                           ["the gate re-reads the written report and refuses the release on any failure"]))
+    t = dict(sorted((m.get("timings_s") or {}).items(), key=lambda kv: _stage_rank(kv[0])))
     if t:
-        out.append(("timings", " · ".join(f"{k} {v:.2f}s" for k, v in t.items())))
+        out.append(Section("timings", [["stages", " · ".join(f"{k} {v:.2f}s" for k, v in t.items())],
+                                       ["total", f"{sum(t.values()):.2f}s"]]))
+    return out
+
+
+STAGE_ORDER = ["load", "ledger", "bounding", "aggregate", "suppress", "noise", "write", "gate", "stage"]
+
+
+def _stage_rank(name: str) -> tuple[int, str]:
+    return (STAGE_ORDER.index(name) if name in STAGE_ORDER else len(STAGE_ORDER), name)
+
+
+def _detail(v: dict[str, Any]) -> str:
+    parts = []
+    for key, x in v.items():
+        if key in ("ok", "skipped"):
+            continue
+        if isinstance(x, list):
+            items = ["/".join(map(str, i)) if isinstance(i, (list, tuple)) else str(i) for i in x]
+            parts.append(f"{key}: {', '.join(items) if items else 'none'}")
+        elif isinstance(x, dict):
+            parts.append(f"{key}: {len(x)}")
+        else:
+            parts.append(f"{key}: {num(x)}")
+    return "; ".join(parts)
+
+
+def _mechanisms_section(priv: dict[str, Any]) -> Section:
+    levels = priv.get("levels") or {"": priv}
+    multi = len(levels) > 1
+    table: list[list[str]] = []
+    selections: list[tuple[str, dict[str, Any]]] = []
+    for lname, lp in levels.items():
+        prefix = [lname] if multi else []
+        sel = lp.get("selection")
+        if sel:
+            table.append(prefix + ["partition selection", *_mech_cells(sel)])
+            selections.append((lname, sel))
+        for metric, info in (lp.get("metrics") or {}).items():
+            for part, mech in (info.get("mechanisms") or {}).items():
+                label = metric if len(info.get("mechanisms") or {}) == 1 else f"{metric} ({part})"
+                table.append(prefix + [label, *_mech_cells(mech)])
+    headers = (["level"] if multi else []) + ["query", "noise", "sensitivity", "scale", "95% ±", "loss"]
+    notes = []
+    for lname, sel in selections:
+        notes.append(f"partition selection{' (' + lname + ')' if multi else ''}: a cell is published only when its "
+                     f"noisy unit count is ≥ {sel.get('threshold')} (and ≥ min_units); δ {num(sel.get('delta'))}")
+    notes.append("95% ± is the half-width of the interval that holds the noise 95% of the time (the *_ci95 columns)")
+    if not priv.get("public_partitions"):
+        notes.append("distinct-unit counts are the noisy counts of partition selection")
+    if priv.get("level_split"):
+        notes.append(str(priv["level_split"]))
+    return Section("noise mechanisms (OpenDP)", table, headers, notes)
+
+
+def _mech_cells(mech: dict[str, Any]) -> list[str]:
+    noise = str(mech.get("noise"))
+    kind = noise.capitalize() + (" (int)" if mech.get("integer") else "")
+    loss = f"ε {num(mech.get('epsilon'))}" if noise == "laplace" else f"ρ {num(mech.get('rho'))}"
+    return [kind, num(mech.get("sensitivity")), num(mech.get("scale")), num(mech.get("ci95_half_width")), loss]
+
+
+# ----- rendering ---------------------------------------------------------------------------------
+
+
+def _text_table(headers: list[str] | None, rows: list[list[str]]) -> list[str]:
+    if headers is None:
+        width = max((len(r[0]) for r in rows), default=0)
+        return [f"  {r[0]:<{width}}  {r[1]}" for r in rows]
+    n = len(headers)
+    widths = [max([len(headers[i])] + [len(r[i]) for r in rows]) for i in range(n)]
+    out = ["  " + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(),
+           "  " + "  ".join("─" * w for w in widths)]
+    out += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return out
 
 
 def explain_text(manifest: dict[str, Any], path: Path | None = None) -> str:
-    rows = _lines(manifest, path)
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    """Plain text: one titled block per section (what ``anonymize explain`` prints when piped)."""
+    out: list[str] = []
+    for s in sections(manifest, path):
+        if out:
+            out.append("")
+        out.append(s.title)
+        out += _text_table(s.headers, s.rows)
+        out += [f"  note: {n}" for n in s.notes]
+    return "\n".join(out)
 
 
-def explain_html(manifest: dict[str, Any]) -> str:
-    body = "".join(
-        f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
-        for k, v in _lines(manifest)
-    )
-    return f"<table>{body}</table>"
+STYLE = (
+    "<style>.anx{font-family:system-ui,-apple-system,Segoe UI,sans-serif;font-size:13px;color:#1f2933}"
+    ".anx h4{margin:14px 0 4px;font-size:13px;text-transform:uppercase;letter-spacing:.04em;color:#52606d}"
+    ".anx table{border-collapse:collapse;margin:0 0 4px}"
+    ".anx th,.anx td{padding:3px 10px 3px 0;border-bottom:1px solid #e4e7eb;text-align:left;vertical-align:top}"
+    ".anx th{color:#52606d;font-weight:600}.anx .note{color:#7b8794;font-size:12px;margin:2px 0}"
+    ".anx .fail{color:#c62828;font-weight:700}.anx .pass{color:#2e7d32}</style>"
+)
+
+
+def explain_html(manifest: dict[str, Any], path: Path | None = None) -> str:
+    """HTML tables of the same sections (self-contained: inline style, no scripts, no external assets)."""
+    parts = [STYLE, "<div class='anx'>"]
+    for s in sections(manifest, path):
+        parts.append(f"<h4>{html.escape(s.title)}</h4><table>")
+        if s.headers is None:
+            for k, v in s.rows:
+                parts.append(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>")
+        else:
+            parts.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in s.headers) + "</tr>")
+            for r in s.rows:
+                cells = []
+                for c in r:
+                    cls = " class='fail'" if c == "FAIL" else (" class='pass'" if c == "pass" else "")
+                    cells.append(f"<td{cls}>{html.escape(c)}</td>")
+                parts.append("<tr>" + "".join(cells) + "</tr>")
+        parts.append("</table>")
+        parts += [f"<p class='note'>{html.escape(n)}</p>" for n in s.notes]
+    parts.append("</div>")
+    return "".join(parts)
+
+
+NUMERIC_COLUMNS = ("cells", "sensitivity", "scale", "95% ±", "share of computed")
+
+
+def render_rich(manifest: dict[str, Any], path: Path | None = None, console: Any = None) -> None:
+    """Rich tables (one per section) on ``console`` (default: a terminal console on stdout)."""
+    from rich import box
+    from rich.console import Console
+    from rich.padding import Padding
+    from rich.table import Table
+    from rich.text import Text
+
+    console = console or Console()
+    console.rule(Text(f"release {manifest.get('report')} / {manifest.get('run_id')}", style="bold"))
+    for s in sections(manifest, path):
+        if s.headers is None:
+            t = Table(title=s.title, title_justify="left", title_style="bold cyan", show_header=False,
+                      box=None, padding=(0, 2))
+            t.add_column(style="bold")
+            t.add_column(overflow="fold")
+        else:
+            t = Table(title=s.title, title_justify="left", title_style="bold cyan", box=box.SIMPLE_HEAD,
+                      padding=(0, 1))
+            for h in s.headers:
+                numeric = h in NUMERIC_COLUMNS
+                t.add_column(h, justify="right" if numeric else "left",
+                             no_wrap=numeric or h in ("noise", "result", "loss", "check", "level"))
+        for r in s.rows:
+            t.add_row(*[Text(c, style="bold red" if c == "FAIL" else "green" if c == "pass" else "") for c in r])
+        console.print(t)
+        for n in s.notes:
+            console.print(Padding(Text(f"note: {n}", style="dim"), (0, 0, 0, 2)))
+        console.print()
 
 
 def print_explain(manifest: dict[str, Any], path: Path | None = None) -> None:
-    """Rich table on a terminal, plain text when piped."""
+    """Rich tables when stdout is a terminal, plain text (no colour codes) when piped."""
     import sys
 
     if sys.stdout.isatty():
-        from rich.console import Console
-        from rich.table import Table
-
-        t = Table(title=f"release {manifest.get('report')}/{manifest.get('run_id')}", show_header=False)
-        t.add_column(style="bold")
-        t.add_column()
-        for k, v in _lines(manifest, path):
-            t.add_row(k, v)
-        Console().print(t)
+        render_rich(manifest, path)
     else:
         print(explain_text(manifest, path))

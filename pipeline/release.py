@@ -190,14 +190,16 @@ class Release:
         return self.path / REPORT_FILE
 
     def explain(self) -> ExplainText:
-        from .explain import explain_text
+        """What ran, what was suppressed and why (counts only), noise and budget: text that
+        renders as HTML tables in a notebook. Built from the manifest alone."""
+        from .explain import explain_html, explain_text
 
-        return ExplainText(explain_text(self.manifest, self.path))
+        return ExplainText(explain_text(self.manifest, self.path), html=explain_html(self.manifest, self.path))
 
-    def _repr_html_(self) -> str:  # pragma: no cover - notebook display
+    def _repr_html_(self) -> str:
         from .explain import explain_html
 
-        return explain_html(self.manifest)
+        return explain_html(self.manifest, self.path)
 
     def __repr__(self) -> str:
         m = self.manifest
@@ -209,9 +211,18 @@ class Release:
 
 
 class ExplainText(str):
-    """Plain text that also renders as preformatted HTML in a notebook."""
+    """Plain text (``print`` it) that renders as HTML tables when it is a notebook cell's value."""
 
-    def _repr_html_(self) -> str:  # pragma: no cover - notebook display
+    _html: str | None
+
+    def __new__(cls, text: str, html: str | None = None) -> ExplainText:
+        obj = super().__new__(cls, text)
+        obj._html = html
+        return obj
+
+    def _repr_html_(self) -> str:
+        if self._html is not None:
+            return self._html
         import html
 
         return f"<pre>{html.escape(str(self))}</pre>"

@@ -64,10 +64,13 @@ def run_report(
     final = release_dir(out, cfg.report, run_id)
     stages = Stages(verbose=verbose)
     con = connect(cfg, threads=threads, memory_limit=memory_limit, temp_directory=temp_directory)
+    stages.attach(con)  # live query progress on a terminal only
     try:
         with stages.stage("load"):
             source = open_source(con, cfg)
             check_columns(cfg, source.schema)
+            known = [f.rows for f in source.files]
+            stages.count(f"in {len(known)} file(s)", sum(known) if None not in known else None)
         if cfg.mode == "dp":
             from .dp_runner import run_dp
 
@@ -156,6 +159,7 @@ def _run_threshold(
     need_per_unit = bool(cfg.totals) or cfg.dominance is not None or hist is not None
     with stages.stage("aggregate"):
         quality = aggregate(cfg, con, source, need_per_unit=need_per_unit)
+        stages.count("selected", quality["rows_selected"])
     # the history stays locked from the check until this release is recorded and published
     with hist.locked() if hist is not None else contextlib.nullcontext():
         with stages.stage("suppress"):

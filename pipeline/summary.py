@@ -1,69 +1,305 @@
-"""``summary.html``: a small, self-contained page for account managers, from published numbers only."""
+"""``summary.html``: one self-contained page per release for account managers.
+
+Guarantees:
+- Built from the release's published table and its manifest only: nothing here reads the source,
+  so it can show nothing that the report itself does not publish (suppressed cells appear only as
+  counts per reason).
+- Self-contained: inline CSS and inline SVG charts; no scripts, fonts, images or other external
+  assets, so it renders the same offline, in a mail attachment or behind a strict CSP.
+- Every text from data or config is HTML-escaped.
+"""
 
 from __future__ import annotations
 
 import html
+import math
 from typing import Any
 
-from .explain import explain_html
+from .explain import REASONS, explain_html, num
+
+PALETTE = {
+    "published": "#2f855a",
+    "k": "#dd6b20",
+    "dominance": "#d69e2e",
+    "secondary": "#805ad5",
+    "difference": "#d53f8c",
+    "selection": "#dd6b20",
+}
+BAR = "#3b6ea5"
+ERR = "#c53030"
+
+
+def _esc(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def compact(v: float) -> str:
+    """12.3k / 4.5M style numbers for axes and bar labels."""
+    a = abs(v)
+    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if a >= div:
+            return f"{v / div:.3g}{suffix}"
+    if a == 0 or a >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
+def _nice_max(v: float) -> float:
+    if v <= 0:
+        return 1.0
+    exp = 10 ** math.floor(math.log10(v))
+    for step in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
+        if step * exp >= v:
+            return step * exp
+    return 10 * exp
+
+
+def share_bar_svg(cells: dict[str, Any], width: int = 900) -> str:
+    """Stacked bar: published share and each suppression reason's share of the computed cells."""
+    computed = int(cells.get("cells_computed") or 0)
+    published = int(cells.get("cells_published") or 0)
+    parts = [("published", published)]
+    parts += [(k[len("suppressed_"):], int(v or 0)) for k, v in sorted(cells.items())
+              if k.startswith("suppressed_") and v]
+    other = computed - sum(v for _, v in parts)
+    if other > 0:
+        parts.append(("other", other))
+    h = 26
+    x = 0.0
+    rects = []
+    for name, v in parts:
+        if computed <= 0 or v <= 0:
+            continue
+        w = width * v / computed
+        rects.append(f"<rect x='{x:.2f}' y='0' width='{max(w, 0.5):.2f}' height='{h}' fill='{PALETTE.get(name, '#718096')}'>"
+                     f"<title>{_esc(name)}: {v:,} cells</title></rect>")
+        x += w
+    if not rects:
+        rects.append(f"<rect x='0' y='0' width='{width}' height='{h}' fill='#e2e8f0'/>")
+    return (f"<svg class='share' viewBox='0 0 {width} {h}' width='100%' height='{h}' preserveAspectRatio='none' role='img' "
+            f"aria-label='published versus withheld cells' xmlns='http://www.w3.org/2000/svg'>{''.join(rects)}</svg>")
+
+
+def bar_chart_svg(labels: list[str], values: list[float], errors: list[float | None] | None = None,
+                  *, width: int = 900, title: str = "") -> str:
+    """Horizontal bars (one per label) with optional ± error whiskers; pure inline SVG."""
+    n = len(values)
+    if n == 0:
+        return ""
+    errors = errors or [None] * n
+    label_w, value_w, row_h, top, bottom = 290, 130, 24, 8, 26
+    plot_w = width - label_w - value_w
+    hi = max([(v or 0) + (e or 0) for v, e in zip(values, errors, strict=True)] + [0.0])
+    lo = min([(v or 0) - (e or 0) for v, e in zip(values, errors, strict=True)] + [0.0])
+    vmax = _nice_max(hi)
+    vmin = -_nice_max(-lo) if lo < 0 else 0.0
+    span = vmax - vmin or 1.0
+
+    def sx(v: float) -> float:
+        return label_w + plot_w * (v - vmin) / span
+
+    height = top + n * row_h + bottom
+    out = [f"<svg viewBox='0 0 {width} {height}' width='100%' role='img' aria-label='{_esc(title)}' "
+           f"xmlns='http://www.w3.org/2000/svg' font-family='system-ui,sans-serif' font-size='12'>"]
+    for i in range(5):  # grid and axis labels
+        gv = vmin + span * i / 4
+        gx = sx(gv)
+        out.append(f"<line x1='{gx:.1f}' y1='{top}' x2='{gx:.1f}' y2='{top + n * row_h}' stroke='#e2e8f0'/>")
+        out.append(f"<text x='{gx:.1f}' y='{height - 8}' text-anchor='middle' fill='#718096'>{_esc(compact(gv))}</text>")
+    zero = sx(0.0)
+    for i, (lab, v, e) in enumerate(zip(labels, values, errors, strict=True)):
+        y = top + i * row_h
+        v = float(v or 0.0)
+        x0, x1 = sorted((zero, sx(v)))
+        short = lab if len(lab) <= 42 else lab[:41] + "…"
+        out.append(f"<text x='{label_w - 8}' y='{y + 16}' text-anchor='end' fill='#1a202c'>{_esc(short)}<title>{_esc(lab)}</title></text>")
+        out.append(f"<rect x='{x0:.1f}' y='{y + 4}' width='{max(x1 - x0, 0.8):.1f}' height='{row_h - 8}' rx='2' fill='{BAR}'/>")
+        text = f"{v:,.0f}" if abs(v) >= 100 or float(v).is_integer() else f"{v:,.3g}"
+        if e:
+            a, b = sx(max(v - e, vmin)), sx(min(v + e, vmax))
+            cy = y + row_h / 2
+            out.append(f"<g stroke='{ERR}' stroke-width='1.6'><line x1='{a:.1f}' y1='{cy:.1f}' x2='{b:.1f}' y2='{cy:.1f}'/>"
+                       f"<line x1='{a:.1f}' y1='{cy - 5:.1f}' x2='{a:.1f}' y2='{cy + 5:.1f}'/>"
+                       f"<line x1='{b:.1f}' y1='{cy - 5:.1f}' x2='{b:.1f}' y2='{cy + 5:.1f}'/></g>")
+            text += f" ± {compact(e)}"
+        out.append(f"<text x='{width - value_w + 8}' y='{y + 16}' fill='#2d3748'>{_esc(text)}</text>")
+    out.append(f"<line x1='{zero:.1f}' y1='{top}' x2='{zero:.1f}' y2='{top + n * row_h}' stroke='#4a5568'/>")
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _column(t: Any, name: str) -> list[Any]:
+    return t.column(name).to_pylist() if name in t.column_names else []
+
+
+def _label(row_dims: list[Any], *, margin: bool = False) -> str:
+    if margin:  # rolled-up dimensions are null in a margin row: name only the kept ones
+        return " · ".join(str(v) for v in row_dims if v is not None) or "all"
+    return " · ".join("—" if v is None else str(v) for v in row_dims)
 
 
 def summary_html(manifest: dict[str, Any], table: Any, *, top: int = 15) -> str:
-    """HTML summary: published vs suppressed share, top cells by the first metric, error bars in DP mode."""
-    cells = manifest.get("cells", {})
-    computed = cells.get("cells_computed") or 0
-    published = cells.get("cells_published") or 0
-    share = (published / computed) if computed else 0.0
-    cols = manifest.get("columns", {})
-    dims = cols.get("dimensions", [])
-    metrics = cols.get("metrics", [])
+    """The page: KPIs, published vs withheld share, top cells (± 95% in DP mode), margins, run facts."""
+    cells = manifest.get("cells", {}) or {}
+    computed = int(cells.get("cells_computed") or 0)
+    published = int(cells.get("cells_published") or 0)
+    withheld = int(cells.get("cells_suppressed") or max(computed - published, 0))
+    share = published / computed if computed else 0.0
+    cols = manifest.get("columns", {}) or {}
+    dims: list[str] = list(cols.get("dimensions", []))
+    metrics: list[str] = list(cols.get("metrics", []))
+    priv = manifest.get("privacy", {}) or {}
+    rows = manifest.get("rows", {}) or {}
+    dp = manifest.get("mode") == "dp"
     first = metrics[0] if metrics else None
-    bars = ""
-    if first and table.num_rows:
-        t = table
-        if "level" in t.column_names:
-            import pyarrow.compute as pc
 
-            t = t.filter(pc.equal(t["level"], "cell"))
-        vals = [float(v) if v is not None else None for v in t.column(first).to_pylist()]
-        labels = [" · ".join(str(t.column(d)[i].as_py()) for d in dims) for i in range(t.num_rows)]
-        ci = [float(v) if v is not None else None for v in t.column(f"{first}_ci95").to_pylist()] if f"{first}_ci95" in t.column_names else [None] * t.num_rows
-        order = sorted(range(len(vals)), key=lambda i: -(vals[i] or 0))[:top]
-        vmax = max([(vals[i] or 0) + (ci[i] or 0) for i in order] + [1e-9])
+    # rows of the full table (margins are charted separately)
+    levels = _column(table, "level")
+    n = table.num_rows
+    idx_cells = [i for i in range(n) if not levels or levels[i] == "cell"]
+    dim_vals = {d: _column(table, d) for d in dims}
+    met_vals = {m: _column(table, m) for m in metrics}
+    ci_vals = {m: _column(table, f"{m}_ci95") for m in metrics}
+
+    def chart(idx: list[int], metric: str, title: str, limit: int, *, margin: bool = False) -> str:
+        vals = met_vals.get(metric) or []
+        cis = ci_vals.get(metric) or []
+        order = sorted(idx, key=lambda i: -(float(vals[i]) if vals[i] is not None else -math.inf))[:limit]
+        labels = [_label([dim_vals[d][i] for d in dims], margin=margin) for i in order]
+        values = [float(vals[i] or 0.0) for i in order]
+        errors = [float(cis[i]) if cis and cis[i] is not None else None for i in order] if cis else None
+        return bar_chart_svg(labels, values, errors, title=title)
+
+    top_chart = chart(idx_cells, first, f"top cells by {first}", top) if first and idx_cells else ""
+
+    # a table of the same top cells with every metric
+    top_table = ""
+    if first and idx_cells:
+        vals = met_vals[first]
+        order = sorted(idx_cells, key=lambda i: -(float(vals[i]) if vals[i] is not None else -math.inf))[:top]
+        head = "".join(f"<th>{_esc(d)}</th>" for d in dims) + "".join(f"<th class='r'>{_esc(m)}</th>" for m in metrics)
+        body = []
         for i in order:
-            v = vals[i] or 0
-            w = max(0.0, 100.0 * v / vmax)
-            err = ""
-            if ci[i]:
-                lo = max(0.0, 100.0 * (v - ci[i]) / vmax)
-                hi = min(100.0, 100.0 * (v + ci[i]) / vmax)
-                err = f"<div class='err' style='left:{lo:.2f}%;width:{hi - lo:.2f}%'></div>"
-            bars += (
-                f"<div class='row'><div class='lbl'>{html.escape(labels[i])}</div>"
-                f"<div class='track'><div class='bar' style='width:{w:.2f}%'></div>{err}</div>"
-                f"<div class='val'>{v:,.1f}</div></div>"
-            )
-    title = html.escape(f"{manifest.get('report')} · {manifest.get('run_id')}")
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
+            tds = "".join(f"<td>{_esc('—' if dim_vals[d][i] is None else dim_vals[d][i])}</td>" for d in dims)
+            for m in metrics:
+                v = met_vals[m][i]
+                cell = "—" if v is None else (f"{v:,}" if isinstance(v, int) else f"{float(v):,.2f}")
+                ci = ci_vals[m][i] if ci_vals[m] else None
+                if ci is not None:
+                    cell += f" <span class='pm'>± {_esc(compact(float(ci)))}</span>"
+                    tds += f"<td class='r'>{cell}</td>"
+                else:
+                    tds += f"<td class='r'>{_esc(cell)}</td>"
+            body.append(f"<tr>{tds}</tr>")
+        top_table = f"<table class='cells'><tr>{head}</tr>{''.join(body)}</table>"
+
+    # margins: one small chart per margin level (first metric)
+    margin_html = ""
+    if levels and first:
+        names = [x for x in dict.fromkeys(levels) if x not in ("cell", None)]
+        blocks = []
+        for lv in names:
+            idx = [i for i in range(n) if levels[i] == lv]
+            if lv == "total" or len(idx) < 2:
+                continue
+            blocks.append(f"<h3>{_esc(lv.replace('by_', 'by ').replace('_', ' '))}</h3>{chart(idx, first, lv, 10, margin=True)}")
+        totals = [i for i in range(n) if levels[i] == "total"]
+        if totals:
+            i = totals[0]
+            parts = []
+            for m in metrics:
+                v = met_vals[m][i]
+                if v is None:
+                    continue
+                ci = ci_vals[m][i] if ci_vals[m] else None
+                parts.append(f"<div class='kpi small'><b>{_esc(compact(float(v)))}</b>{_esc(m)}"
+                             + (f"<span class='pm'> ± {_esc(compact(float(ci)))}</span>" if ci is not None else "")
+                             + "</div>")
+            blocks.insert(0, "<h3>grand total</h3>" + "".join(parts))
+        if blocks:
+            margin_html = f"<section><h2>Margins by {_esc(first)}</h2>{''.join(blocks)}</section>"
+
+    # legend of the share bar
+    legend = [f"<span><i style='background:{PALETTE['published']}'></i>published {published:,} ({share:.1%})</span>"]
+    for k, v in sorted(cells.items()):
+        if k.startswith("suppressed_") and v:
+            reason = k[len("suppressed_"):]
+            label = REASONS.get(reason, reason).format(k=priv.get("min_units"))
+            pct = v / computed if computed else 0.0
+            legend.append(f"<span><i style='background:{PALETTE.get(reason, '#718096')}'></i>{_esc(label)}: "
+                          f"{int(v):,} ({pct:.1%})</span>")
+
+    if dp:
+        badge = f"differential privacy · ε = {num(priv.get('epsilon'))} · δ = {num(priv.get('delta'))} · {_esc(priv.get('noise'))} noise"
+        promise = ("Every number carries calibrated random noise (OpenDP); the red whiskers show the 95% "
+                   "interval of that noise. Cells are chosen privately, so small groups never appear.")
+    else:
+        badge = f"threshold · every row covers ≥ {num(priv.get('min_units'))} people"
+        promise = (f"Every published row aggregates at least {num(priv.get('min_units'))} distinct people; smaller "
+                   "groups (and cells that would reveal them) are withheld and only counted.")
+    kpis = [
+        (f"{published:,}", "cells published"),
+        (f"{withheld:,}", "cells withheld"),
+        (f"{share:.1%}", "published share"),
+        (compact(float(rows.get("rows_aggregated") or 0)), "rows aggregated"),
+    ]
+    budget = manifest.get("budget") or {}
+    if dp:
+        kpis.append((num(priv.get("epsilon_spent")), "ε spent by this release"))
+    if dp and budget:
+        kpis.append((f"{num(budget.get('epsilon_left'))} / {num(budget.get('epsilon_limit'))}", "ε left in budget"))
+    kpi_html = "".join(f"<div class='kpi'><b>{_esc(v)}</b>{_esc(k)}</div>" for v, k in kpis)
+    desc = (manifest.get("config") or {}).get("description")
+    title = f"{manifest.get('report')} · {manifest.get('run_id')}"
+    err_note = " Whiskers: 95% noise interval (<code>*_ci95</code>)." if dp else ""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_esc(title)}</title>
 <style>
-body{{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:60em}}
-.kpi{{display:inline-block;margin-right:2em}} .kpi b{{font-size:1.6em;display:block}}
-.share{{height:14px;background:#eee;border-radius:7px;overflow:hidden;width:30em}}
-.share div{{height:100%;background:#2a7;}}
-.row{{display:flex;align-items:center;margin:3px 0}} .lbl{{width:22em;font-size:.85em;overflow:hidden;white-space:nowrap;text-overflow:ellipsis}}
-.track{{position:relative;flex:1;height:14px;background:#f3f3f3}} .bar{{height:100%;background:#369}}
-.err{{position:absolute;top:5px;height:4px;background:#c33}} .val{{width:7em;text-align:right;font-size:.85em}}
-table{{border-collapse:collapse;font-size:.85em}} th,td{{padding:2px 8px;border-bottom:1px solid #eee}}
-</style></head><body>
-<h1>{title}</h1>
-<p>Mode <b>{html.escape(str(manifest.get('mode')))}</b>. Aggregates only: every published number covers many people{'; numbers carry calibrated noise (red bars: 95% interval)' if manifest.get('mode') == 'dp' else ''}.</p>
-<div class="kpi"><b>{published:,}</b>cells published</div>
-<div class="kpi"><b>{computed - published:,}</b>cells withheld</div>
-<div class="kpi"><b>{share:.1%}</b>published share</div>
-<div class="share"><div style="width:{share * 100:.2f}%"></div></div>
-<h2>Top cells by {html.escape(str(first))}</h2>
-{bars or '<p>No published cells.</p>'}
-<h2>Run facts</h2>
-{explain_html(manifest)}
-</body></html>
+:root{{color-scheme:light}}
+body{{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f7fafc;color:#1a202c}}
+main{{max-width:980px;margin:0 auto;padding:28px 32px 48px}}
+header h1{{margin:0;font-size:26px}} header p{{margin:6px 0 0;color:#4a5568}}
+.badge{{display:inline-block;margin-top:10px;padding:4px 10px;border-radius:999px;background:#ebf4ff;color:#2c5282;font-size:13px;font-weight:600}}
+section{{background:#fff;border:1px solid #e2e8f0;border-radius:10px;padding:18px 22px;margin-top:18px}}
+h2{{font-size:17px;margin:0 0 12px}} h3{{font-size:14px;margin:16px 0 6px;color:#4a5568}}
+.kpis{{display:flex;flex-wrap:wrap;gap:12px;margin-top:18px}}
+.kpi{{flex:1 1 118px;background:#fff;border:1px solid #e2e8f0;border-radius:10px;padding:12px 16px;color:#4a5568;font-size:13px}}
+.kpi b{{display:block;font-size:24px;color:#1a202c;margin-bottom:2px}}
+.kpi.small{{display:inline-block;flex:none;margin:0 10px 6px 0}} .kpi.small b{{font-size:18px}}
+.legend{{display:flex;flex-wrap:wrap;gap:6px 18px;margin-top:10px;font-size:13px;color:#2d3748}}
+.legend i{{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:6px;vertical-align:-1px}}
+svg.share{{border-radius:6px;overflow:hidden;display:block}}
+table.cells{{border-collapse:collapse;width:100%;font-size:13px;margin-top:14px}}
+table.cells th,table.cells td{{padding:5px 8px;border-bottom:1px solid #edf2f7;text-align:left}}
+table.cells th{{color:#4a5568;font-weight:600}} .r{{text-align:right!important;white-space:nowrap}}
+.pm{{color:{ERR};font-size:12px}} .note{{color:#718096;font-size:12.5px;margin:8px 0 0}}
+footer{{color:#718096;font-size:12px;margin-top:22px}} code{{font-size:12px}}
+</style></head><body><main>
+<header><h1>{_esc(manifest.get('report'))}</h1>
+<p>run <b>{_esc(manifest.get('run_id'))}</b>{' · ' + _esc(desc) if desc else ''}</p>
+<span class="badge">{badge}</span></header>
+<div class="kpis">{kpi_html}</div>
+<section><h2>Published vs withheld cells</h2>{share_bar_svg(cells)}
+<div class="legend">{''.join(legend)}</div>
+<p class="note">{_esc(promise)}</p></section>
+<section><h2>Top {min(top, len(idx_cells))} cells by {_esc(first)}</h2>
+{top_chart or '<p>No published cells.</p>'}
+<p class="note">Only published cells are shown.{err_note}</p>
+{top_table}</section>
+{margin_html}
+<section><h2>Run facts</h2>{explain_html(manifest)}</section>
+<footer>Generated by anonymize-pipeline from the published report and its manifest only · aggregates, no personal data ·
+{_esc(manifest.get('created_utc', ''))}</footer>
+</main></body></html>
 """
+
+
+def refresh_summary(staged: Any, manifest: dict[str, Any], table: Any, rewrite: Any) -> None:
+    """Re-render a staged release's summary.html from its final manifest (e.g. with the budget
+    known). A rendering error keeps the earlier page: the summary never blocks a release."""
+    try:
+        page = summary_html(manifest, table).encode()
+    except Exception:  # noqa: BLE001 - a convenience page must not fail a release
+        return
+    rewrite(staged, "summary.html", page)
