@@ -289,14 +289,21 @@ def _plan_dp(cfg: ReportConfig, con: Any, source: Any, epsilons: list[float], ks
     }
     # the reference cells: full-table cells likely published with the configured epsilon and
     # min_units, so that candidates can be compared on the same cells
+    plans: dict[float, Any] = {}
+
+    def plan_for(e: float) -> Any:  # Gaussian plans take a while (zCDP conversion): build each once
+        if e not in plans:
+            plans[e] = release_plan_for(cfg, e)
+        return plans[e]
+
     try:
-        reference = (_publish_probabilities(release_plan_for(cfg, p.epsilon), cfg.min_units, units, level) >= LIKELY) & full
+        reference = (_publish_probabilities(plan_for(p.epsilon), cfg.min_units, units, level) >= LIKELY) & full
     except (ValueError, ConfigError):
         reference = np.zeros(len(units), dtype=bool)
     candidates = []
     for e in epsilons:
         try:
-            rplan = release_plan_for(cfg, e)
+            rplan = plan_for(e)
         except (ValueError, ConfigError) as exc:
             candidates += [{"epsilon": e, "min_units": k, "error": str(exc)} for k in ks]
             continue
