@@ -90,7 +90,9 @@ def bar_chart_svg(labels: list[str], values: list[float], errors: list[float | N
     label_w, value_w, row_h, top, bottom = 290, 130, 24, 8, 26
     plot_w = width - label_w - value_w
     hi = max([(v or 0) + (e or 0) for v, e in zip(values, errors, strict=True)] + [0.0])
-    lo = min([(v or 0) - (e or 0) for v, e in zip(values, errors, strict=True)] + [0.0])
+    # non-negative values (counts, sums of non-negative bounds) never go below zero: nor do their whiskers
+    floor = 0.0 if all((v or 0) >= 0 for v in values) else -math.inf
+    lo = min([max((v or 0) - (e or 0), floor) for v, e in zip(values, errors, strict=True)] + [0.0])
     vmax = _nice_max(hi)
     vmin = -_nice_max(-lo) if lo < 0 else 0.0
     span = vmax - vmin or 1.0
@@ -116,7 +118,7 @@ def bar_chart_svg(labels: list[str], values: list[float], errors: list[float | N
         out.append(f"<rect x='{x0:.1f}' y='{y + 4}' width='{max(x1 - x0, 0.8):.1f}' height='{row_h - 8}' rx='2' fill='{BAR}'/>")
         text = f"{v:,.0f}" if abs(v) >= 100 or float(v).is_integer() else f"{v:,.3g}"
         if e:
-            a, b = sx(max(v - e, vmin)), sx(min(v + e, vmax))
+            a, b = sx(max(v - e, vmin, floor)), sx(min(v + e, vmax))
             cy = y + row_h / 2
             out.append(f"<g stroke='{ERR}' stroke-width='1.6'><line x1='{a:.1f}' y1='{cy:.1f}' x2='{b:.1f}' y2='{cy:.1f}'/>"
                        f"<line x1='{a:.1f}' y1='{cy - 5:.1f}' x2='{a:.1f}' y2='{cy + 5:.1f}'/>"
