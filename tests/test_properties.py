@@ -13,7 +13,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline import PrivacyRefusal, load_config, run_report
@@ -62,7 +62,7 @@ def config(folder: Path, dims: list[str], k: int, **extra) -> Path:
     )
 
 
-@settings(max_examples=200 if THOROUGH else 20)
+@settings(max_examples=200 if THOROUGH else 20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=event_tables(), k=st.integers(2, 6), dims=st.sampled_from([["city"], ["category"], ["city", "category"]]))
 def test_threshold_invariants(rows: list[tuple], k: int, dims: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
@@ -101,7 +101,7 @@ def test_threshold_invariants(rows: list[tuple], k: int, dims: list[str]) -> Non
         assert again.report_path.read_bytes() == rel.report_path.read_bytes()
 
 
-@settings(max_examples=100 if THOROUGH else 8)
+@settings(max_examples=100 if THOROUGH else 8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=event_tables(), dims=st.sampled_from([["city"], ["city", "category"]]))
 def test_dp_never_publishes_cells_under_two_units(rows: list[tuple], dims: list[str]) -> None:
     if all(r[0] is None for r in rows):
