@@ -241,6 +241,58 @@ def load_avg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+PDP_VENV = BENCH / "out" / "pdp-venv"
+
+
+def compare_pipelinedp(source: Path, configs: dict[str, Path], work: Path, args: argparse.Namespace,
+                       log: Path) -> dict[str, Any]:
+    """Our DP release vs PipelineDP's on the same data, ε, δ and bounds: time, cells, count error."""
+    import duckdb
+
+    py = PDP_VENV / "bin" / "python"
+    if args.pipelinedp == "setup" and not py.exists():
+        print("creating bench/out/pdp-venv with pipeline-dp (bench-only)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(PDP_VENV)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "--quiet", "pipeline-dp", "pyarrow"], check=False)
+    out: dict[str, Any] = {}
+    # ours: one more DP run whose report is kept long enough to measure its error
+    shutil.rmtree(work / "reports", ignore_errors=True)
+    shutil.rmtree(work / "state", ignore_errors=True)
+    cmd = anonymize_cmd() + ["run", str(configs["dp"]), "--run-id", "utility", "-q", "--no-summary"] + engine_flags(args)
+    wall, cpu, rss, rc = run_child(cmd, log)
+    reports = list((work / "reports").rglob("report.parquet"))
+    if rc == 0 and reports:
+        con = duckdb.connect()
+        truth = (
+            "SELECT city, category, CAST(date_trunc('week', event_time) AS DATE) AS week, count(*) AS n "
+            "FROM read_parquet($1) WHERE event_type IN ('enquiry', 'call', 'order') AND user_id IS NOT NULL GROUP BY ALL"
+        )
+        cells, err = con.execute(
+            f"SELECT count(*), median(abs(r.events - t.n)) FROM read_parquet($2) r JOIN ({truth}) t "
+            "USING (city, category, week)", [str(source), str(reports[0])]
+        ).fetchall()[0]
+        out["anonymize"] = {"seconds": round(wall, 2), "cpu_seconds": round(cpu, 2), "peak_rss_mib": round(rss),
+                            "partitions_released": cells, "median_abs_error_count": err}
+        con.close()
+    shutil.rmtree(work / "reports", ignore_errors=True)
+    if not py.exists():
+        out["pipelinedp_error"] = ("not installed: run `python -m bench --pipelinedp setup` "
+                                   "(pip install pipeline-dp into bench/out/pdp-venv)")
+        return out
+    p = PRIVACY
+    cmd = [str(py), str(BENCH / "pipelinedp_bench.py"), str(source), str(p["epsilon"]), str(p["delta"]),
+           str(p["max_groups_per_unit"]), str(p["max_rows_per_group"])]
+    start = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - start
+    if res.returncode != 0:
+        out["pipelinedp_error"] = (res.stderr.strip().splitlines() or ["failed"])[-1][:300]
+        return out
+    out["pipelinedp"] = json.loads(res.stdout.strip().splitlines()[-1]) | {"process_seconds": round(wall, 2)}
+    print(f"  PipelineDP: {out['pipelinedp']}", flush=True)
+    return out
+
+
 # ----- reporting -------------------------------------------------------------------------------
 
 
@@ -312,6 +364,23 @@ def render(results: dict[str, Any]) -> str:
         for name, xs in results["startup"].items():
             lines.append(f"| `{name}` | {med(xs):.3f} | {max(xs):.3f} |")
         lines.append("")
+    pdp = results.get("pipelinedp")
+    if pdp:
+        lines += [f"### DP against PipelineDP ({sizes[0]} events, ε = {PRIVACY['epsilon']}, δ = {PRIVACY['delta']}, "
+                  f"{PRIVACY['max_groups_per_unit']} cells per unit, {PRIVACY['max_rows_per_group']} rows per cell, "
+                  "Laplace, values clamped to [0, 100000])", "",
+                  "| tool | wall s | cells released | median abs. error of the row count |", "|---|---|---|---|"]
+        ours = pdp.get("anonymize")
+        if ours:
+            lines.append(f"| anonymize (count, units, sum, mean) | {ours['seconds']:.2f} | {ours['partitions_released']} | "
+                         f"{ours['median_abs_error_count']} |")
+        theirs = pdp.get("pipelinedp")
+        if theirs:
+            lines.append(f"| PipelineDP {theirs.get('pipeline_dp', '')} local backend (count, privacy-id count, sum) | "
+                         f"{theirs['process_seconds']:.2f} | {theirs['partitions_released']} | {theirs['median_abs_error_count']} |")
+        else:
+            lines.append(f"| PipelineDP | {pdp.get('pipelinedp_error', 'not run')} | | |")
+        lines.append("")
     lines += ["### Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += target_rows(samples, results)
     lines += ["", END]
@@ -361,6 +430,23 @@ def write_results(md: Path, block: str) -> None:
     md.write_text("# Benchmark results\n\n" + block + "\n")
 
 
+def merge_previous(results: dict[str, Any], prev: dict[str, Any]) -> None:
+    """Add the previous run's samples (and facts) for sizes this run did not measure."""
+    done = set(results["rows"])
+    results["samples"] = [s for s in prev.get("samples", []) if s["size"] not in done] + results["samples"]
+    for key in ("rows", "generate_s"):
+        results[key] = {**{k: v for k, v in prev.get(key, {}).items() if k not in done}, **results[key]}
+    for key in ("startup", "pipelinedp"):
+        if not results.get(key) and prev.get(key):
+            results[key] = prev[key]
+    results["command"] = prev.get("command", "") + " ; then " + results["command"]
+    results["date"] = prev.get("date", "") + " / " + results["date"]
+    results["load_start"] = prev.get("load_start", "") + " / " + results["load_start"]
+    results["load_end"] = prev.get("load_end", "") + " / " + results["load_end"]
+    order = {label: i for i, label in enumerate(sorted(results["rows"], key=lambda k: results["rows"][k]))}
+    results["samples"].sort(key=lambda s: order.get(s["size"], 0))
+
+
 # ----- main ------------------------------------------------------------------------------------
 
 
@@ -369,6 +455,7 @@ def main(argv: list[str] | None = None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1M,10M,100M", help="comma-separated row counts (default: 1M,10M,100M)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per mode and size (default: 3)")
+    ap.add_argument("--repeat-large", type=int, default=1, help="runs per mode from 100M rows up (default: 1)")
     ap.add_argument("--modes", default=",".join(MODES), help=f"subset of {','.join(MODES)}")
     ap.add_argument("--threads", type=int, help="DuckDB threads for every job (default: all cores)")
     ap.add_argument("--memory-limit", default="3GB", help="DuckDB memory limit for every job (default: 3GB)")
@@ -378,7 +465,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--results", type=Path, default=BENCH / "RESULTS.md")
     ap.add_argument("--startup-runs", type=int, default=7, help="runs of --help and validate (0: skip)")
     ap.add_argument("--regenerate", action="store_true", help="regenerate the event sets even if present")
+    ap.add_argument("--pipelinedp", choices=("auto", "setup", "off"), default="auto",
+                    help="compare DP with PipelineDP at the smallest size: auto (if bench/out/pdp-venv exists), "
+                         "setup (create that venv with pip first), off")
     ap.add_argument("--delete-data", action="store_true", help="delete each generated set after its runs")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the samples of other sizes from the previous bench/out/results.json "
+                         "(e.g. add a 100M run to an earlier 1M,10M run)")
     args = ap.parse_args(argv)
 
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
@@ -412,16 +505,20 @@ def main(argv: list[str] | None = None) -> None:
         if gen is not None:
             results["generate_s"][label] = round(gen, 2)
         configs = write_configs(source, label, work)
-        for r in range(args.repeat):
+        for r in range(args.repeat if n < 100_000_000 else args.repeat_large):
             order = modes[r % len(modes):] + modes[: r % len(modes)]  # rotate: no mode always goes first
             for mode in order:
                 results["samples"].append(asdict(run_one(mode, label, r, source, configs, work, args, log)))
+        if args.pipelinedp != "off" and "pipelinedp" not in results and "dp" in modes:
+            results["pipelinedp"] = compare_pipelinedp(source, configs, work, args, log)
         if args.startup_runs and not results["startup"]:
             results["startup"] = time_startup(configs, args.startup_runs, log)
         if args.delete_data:
             shutil.rmtree(source, ignore_errors=True) if source.is_dir() else source.unlink(missing_ok=True)
             (args.data_dir / f"events_{label}.json").unlink(missing_ok=True)
     results["load_end"] = load_avg()
+    if args.merge and (work / "results.json").exists():
+        merge_previous(results, json.loads((work / "results.json").read_text()))
     (work / "results.json").write_text(json.dumps(results, indent=2))
     write_results(args.results, render(results))
     print(f"wrote {args.results}", flush=True)

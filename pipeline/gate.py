@@ -76,8 +76,14 @@ def run_gate(
     con: Any = None,
     source: Source | None = None,
     checks: tuple[str, ...] | None = None,
+    unit_pairs: str | None = None,
 ) -> dict[str, Any]:
     """Run every gate check on ``report`` (Parquet bytes). Returns the record; raises on failure.
+
+    ``unit_pairs`` optionally names a temp table the run built from the filtered source with one
+    row per (cell, unit) (keys ``__d{i}``, unit ``__u``, as ``__per_unit``); the quasi-identifier
+    statistics are then computed from it instead of from another pass over the source. The
+    recomputed ``min_units`` check always reads the source itself.
 
     With ``con``/``source`` (the run's connection and ``__src`` view) the source-dependent checks
     run too; without them (re-checking an old release with no source) they are recorded as skipped.
@@ -127,7 +133,7 @@ def run_gate(
                 result["checks"]["identifier_values"] = {"skipped": "no source"}
         if want("quasi_identifier"):
             if has_source:
-                qi = _quasi_identifiers(cfg, gcon, source.schema)
+                qi = _quasi_identifiers(cfg, gcon, source.schema, unit_pairs=unit_pairs)
                 result["checks"]["quasi_identifier"] = {"ok": not qi, "dimensions": qi}
                 if qi:
                     failures.append(
@@ -189,45 +195,91 @@ def _pattern_hits(con: Any, cols: list[str]) -> list[tuple[str, str]]:
     return hits
 
 
+# Identifier column types for which ``CAST(x AS VARCHAR)`` parses back to ``x`` with TRY_CAST: the
+# join then compares typed values (DuckDB prunes Parquet row groups by min/max and skips the string
+# conversion of every source row) and re-checks the string equality on the few candidate matches.
+_TYPED_ID_JOIN = (
+    "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT",
+)
+
+
 def _identifier_value_hits(cfg: ReportConfig, con: Any, schema: dict[str, str], table: pa.Table) -> list[tuple[str, str]]:
+    """(dimension, identifier) pairs where a published value equals a source identifier value.
+
+    The published values of every dimension go into one small table; each identifier column is then
+    read once (one join per identifier, not per dimension × identifier). Semantics are unchanged:
+    ``CAST(value AS VARCHAR) = CAST(identifier AS VARCHAR)`` over every source row.
+    """
     ids = [c for c in dict.fromkeys([cfg.privacy_unit, *cfg.identifiers]) if c in schema]
     dims = [d.name for d in cfg.dims if d.name in table.column_names]
-    hits = []
-    for dim in dims:
-        values = f"(SELECT DISTINCT CAST({ident(dim)} AS VARCHAR) AS v FROM __gate_report WHERE {ident(dim)} IS NOT NULL)"
+    if not ids or not dims:
+        return []
+    union = " UNION ALL ".join(
+        f"SELECT {i} AS d, CAST({ident(dim)} AS VARCHAR) AS v FROM __gate_report WHERE {ident(dim)} IS NOT NULL"
+        for i, dim in enumerate(dims)
+    )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __gate_values AS SELECT DISTINCT d, v FROM ({union})")
+    hits: set[tuple[str, str]] = set()
+    try:
         for idc in ids:
-            n = con.execute(
-                f"SELECT count(*) FROM {values} r WHERE r.v IN "
-                f"(SELECT CAST({ident(idc)} AS VARCHAR) FROM __src WHERE {ident(idc)} IS NOT NULL)"
-            ).fetchall()[0][0]
-            if n:
-                hits.append((dim, idc))
-    return hits
+            col = f"s.{ident(idc)}"
+            typ = schema[idc].upper()
+            if typ == "VARCHAR":
+                values, on = "__gate_values", f"{col} = g.v"
+            elif typ in _TYPED_ID_JOIN:
+                values = f"(SELECT d, v, TRY_CAST(v AS {typ}) AS t FROM __gate_values WHERE TRY_CAST(v AS {typ}) IS NOT NULL)"
+                on = f"{col} = g.t AND CAST({col} AS VARCHAR) = g.v"
+            else:
+                values, on = "__gate_values", f"CAST({col} AS VARCHAR) = g.v"
+            for (d,) in con.execute(f"SELECT DISTINCT g.d FROM __src s JOIN {values} g ON {on}").fetchall():
+                hits.add((dims[d], idc))
+    finally:
+        con.execute("DROP TABLE IF EXISTS __gate_values")
+    return sorted(hits)
 
 
-def _quasi_identifiers(cfg: ReportConfig, con: Any, schema: dict[str, str]) -> list[str]:
-    params = Params()
-    where = filter_sql(cfg, params)
-    unit = ident(cfg.privacy_unit)
+def _quasi_identifiers(
+    cfg: ReportConfig, con: Any, schema: dict[str, str], *, unit_pairs: str | None = None
+) -> list[str]:
+    """Dimensions that behave like quasi-identifiers in the (filtered) source.
+
+    One pass: the distinct (unit, non-time dimension values) combinations go into a temp table,
+    read from the source, or from ``unit_pairs`` (the run's own (cell, unit) table over the same
+    filtered source) when given; every dimension's statistics are computed from that table.
+    """
+    dims = [(j, d) for j, d in enumerate(cfg.dims) if d.grain is None]  # time buckets are coarse by construction
+    if unit_pairs is not None:
+        if not re.fullmatch(r"__[a-z_]+", unit_pairs):
+            raise ValueError(f"unit_pairs must name a pipeline temp table, not {unit_pairs!r}")
+        cols = [f"__d{j} AS k{j}" for j, _ in dims]
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE __gate_qi AS SELECT DISTINCT {', '.join(['__u AS u', *cols])} "
+            f"FROM {unit_pairs} WHERE __u IS NOT NULL"
+        )
+    else:
+        params = Params()
+        where = filter_sql(cfg, params)
+        unit = ident(cfg.privacy_unit)
+        cols = [f"{dimension_expr(d, schema.get(d.column, 'VARCHAR'))} AS k{j}" for j, d in dims]
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE __gate_qi AS SELECT DISTINCT {', '.join([f'{unit} AS u', *cols])} "
+            f"FROM __src WHERE ({where}) AND {unit} IS NOT NULL",
+            params.values,
+        )
     found = []
-    n_units = con.execute(
-        f"SELECT count(DISTINCT {unit}) FROM __src WHERE {where}", params.values
-    ).fetchall()[0][0]
-    if not n_units or n_units < 2 * cfg.min_units:
-        return found
-    for d in cfg.dims:
-        if d.grain is not None:
-            continue  # time buckets are coarse by construction
-        p2 = Params()
-        w2 = filter_sql(cfg, p2)
-        expr = dimension_expr(d, schema.get(d.column, "VARCHAR"))
-        n_values, single = con.execute(
-            f"SELECT count(*), count(*) FILTER (WHERE n = 1) FROM "
-            f"(SELECT {expr} AS v, count(DISTINCT {unit}) AS n FROM __src WHERE {w2} AND {unit} IS NOT NULL GROUP BY 1)",
-            p2.values,
-        ).fetchall()[0]
-        if n_values and (n_values / n_units > QI_DISTINCT_RATIO or (n_values >= 10 and single / n_values > QI_SINGLE_UNIT_SHARE)):
-            found.append(d.name)
+    try:
+        n_units = con.execute("SELECT count(DISTINCT u) FROM __gate_qi").fetchall()[0][0]
+        if not n_units or n_units < 2 * cfg.min_units:
+            return found
+        for j, d in dims:
+            n_values, single = con.execute(
+                f"SELECT count(*), count(*) FILTER (WHERE n = 1) FROM "
+                f"(SELECT k{j}, count(DISTINCT u) AS n FROM __gate_qi GROUP BY 1)"
+            ).fetchall()[0]
+            if n_values and (n_values / n_units > QI_DISTINCT_RATIO or (n_values >= 10 and single / n_values > QI_SINGLE_UNIT_SHARE)):
+                found.append(d.name)
+    finally:
+        con.execute("DROP TABLE IF EXISTS __gate_qi")
     return found
 
 

@@ -177,11 +177,15 @@ def cells_from_per_unit_sql(cfg: ReportConfig, *, dominance_n: int = 0) -> Query
                         f"max(abs(__s{i}), 2) AS __top2_{i}",
                         f"sum(abs(__s{i})) AS __abs{i}",
                     ]
-        group_inner = ", ".join(keys + ["__u"])
-        inner = (
-            f"SELECT {', '.join(keys + ['__u'] + inner_aggs)} FROM __per_unit "
-            f"WHERE __u IS NOT NULL GROUP BY {group_inner}"
-        )
+        if len(keep) == nd:
+            # the full table: __per_unit already has one row per (cell, unit); no regrouping
+            inner = "SELECT * FROM __per_unit WHERE __u IS NOT NULL"
+        else:
+            group_inner = ", ".join(keys + ["__u"])
+            inner = (
+                f"SELECT {', '.join(keys + ['__u'] + inner_aggs)} FROM __per_unit "
+                f"WHERE __u IS NOT NULL GROUP BY {group_inner}"
+            )
         cols = [f"{lv.index} AS __level"]
         for i in range(nd):
             cols.append(f"{dim_key(i)}" if i in keep else f"NULL AS {dim_key(i)}")

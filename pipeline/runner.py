@@ -199,7 +199,7 @@ def _run_threshold(
         return finish_release(
             cfg, run_id, con, source, final, stages, table,
             quality=quality, cells=cell_counts, privacy=privacy, summary_html=summary_html,
-            before_publish=record,
+            before_publish=record, unit_pairs="__per_unit" if need_per_unit else None,
         )
 
 
@@ -261,6 +261,7 @@ def finish_release(
     summary_html: bool,
     ledger_commit: Any = None,
     before_publish: Any = None,
+    unit_pairs: str | None = None,
 ) -> Release:
     """Gate, stage, (ledger-commit,) publish. The gate re-reads the written bytes and fails closed."""
     from .gate import run_gate
@@ -269,7 +270,7 @@ def finish_release(
     with stages.stage("write"):
         report = parquet_bytes(table, provenance)
     with stages.stage("gate"):
-        gate_result = run_gate(cfg, report, con=con, source=source)
+        gate_result = run_gate(cfg, report, con=con, source=source, unit_pairs=unit_pairs)
     manifest = dict(provenance)
     manifest["created_utc"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     manifest["report_file"] = {

@@ -1,0 +1,109 @@
+"""Release gate source checks (identifier values, quasi-identifiers) on crafted data, real DuckDB.
+
+These pin the semantics that the faster single-pass implementations must keep: a published value
+equal to any identifier value (compared as text) refuses the release, whatever the identifier's
+type; a non-canonical spelling of a number is not equal; quasi-identifier statistics are the same
+whether read from the source or from the run's (cell, unit) table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from pipeline import load_config, run_report
+from pipeline.engine import connect
+from pipeline.errors import PrivacyRefusal
+from pipeline.gate import _identifier_value_hits, _quasi_identifiers
+from pipeline.plan import per_unit_sql
+from pipeline.runner import execute
+from pipeline.sources import open_source
+
+from .conftest import write_config
+
+
+def _crafted(path: Path) -> Path:
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE t AS SELECT 1000 + i AS user_id, 'u' || i || '@x.in' AS email, "
+        "CAST(i % 7 AS BIGINT) AS small_id, "
+        "CASE WHEN i % 3 = 0 THEN 'Pune' ELSE 'Agra' END AS city, "
+        "CASE WHEN i % 2 = 0 THEN 'a' ELSE 'b' END AS kind, "
+        "CAST(i AS VARCHAR) AS code, CAST(i % 5 AS VARCHAR) AS grp, i * 1.5 AS amount FROM range(600) r(i)"
+    )
+    con.execute(f"COPY t TO '{path}' (FORMAT parquet)")
+    con.close()
+    return path
+
+
+def _cfg(tmp_path: Path, **kw):
+    (tmp_path / "data").mkdir(exist_ok=True)
+    _crafted(tmp_path / "data" / "c.parquet")
+    base = dict(
+        source={"path": "data/c.parquet"}, identifiers=["user_id", "email", "small_id"], filter=None,
+        dimensions=["city", "kind"], min_units=5,
+        metrics=[{"name": "rows", "agg": "count"}, {"name": "units", "agg": "count_units"}],
+    )
+    base.update(kw)
+    return load_config(write_config(tmp_path, **base))
+
+
+def _hits(cfg, table: pa.Table) -> list[tuple[str, str]]:
+    con = connect(cfg)
+    try:
+        src = open_source(con, cfg)
+        con.register("__gate_report", table)
+        return _identifier_value_hits(cfg, con, src.schema, table)
+    finally:
+        con.close()
+
+
+def test_identifier_values_text_and_integer_identifiers(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    table = pa.table({"city": ["Pune", "u5@x.in", "1003", "0007", "6"], "kind": ["a", "b", "a", None, "b"]})
+    hits = _hits(cfg, table)
+    # 'u5@x.in' is an email value; '1003' a user_id; '6' a small_id; '0007' is not '7' as text
+    assert hits == [("city", "email"), ("city", "small_id"), ("city", "user_id")]
+
+
+def test_identifier_values_none_when_clean(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    assert _hits(cfg, pa.table({"city": ["Pune", "Agra"], "kind": ["a", "b"]})) == []
+
+
+def test_identifier_value_in_published_dimension_refuses_release(tmp_path: Path) -> None:
+    # `grp` ('0'..'4', 120 users each) holds the same text as values of `small_id`: refused
+    cfg = _cfg(tmp_path, dimensions=["grp"], min_units=2, identifiers=["user_id", "small_id"])
+    with pytest.raises(PrivacyRefusal, match="values of identifier column"):
+        run_report(cfg, "r1", summary_html=False)
+    assert not (tmp_path / "reports" / cfg.report / "r1").exists()
+
+
+@pytest.mark.parametrize("dims", [["city", "kind"], ["code"], ["city", {"column": "code", "as": "c2"}]])
+def test_quasi_identifiers_same_from_source_and_unit_pairs(tmp_path: Path, dims: list) -> None:
+    cfg = _cfg(tmp_path, dimensions=dims, min_units=2)
+    con = connect(cfg)
+    try:
+        src = open_source(con, cfg)
+        execute(con, per_unit_sql(cfg, src.schema))
+        from_source = _quasi_identifiers(cfg, con, src.schema)
+        from_pairs = _quasi_identifiers(cfg, con, src.schema, unit_pairs="__per_unit")
+    finally:
+        con.close()
+    assert from_source == from_pairs
+    if dims == ["code"]:
+        assert from_source == ["code"]  # one value per person
+
+
+def test_unit_pairs_must_name_a_pipeline_table(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    con = connect(cfg)
+    try:
+        src = open_source(con, cfg)
+        with pytest.raises(ValueError):
+            _quasi_identifiers(cfg, con, src.schema, unit_pairs="t; DROP TABLE x")
+    finally:
+        con.close()
