@@ -85,7 +85,7 @@ def _engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--no-source", is_flag=True, help="Check the config alone, without opening the source schema.")
 @handle_errors
 def validate(config: str, no_source: bool) -> None:
-    """Validate CONFIG (and that its columns exist in the source; reads metadata only)."""
+    """Validate CONFIG and the source (columns, types; CSV files are checked line by line inside DuckDB)."""
     from .config import load_config
 
     cfg = load_config(config)

@@ -10,7 +10,8 @@ Guarantees:
 - :func:`check_columns` refuses (as :class:`ConfigError`, naming the config key) any column the
   config uses that the source does not have, and (as :class:`SourceError`) metric columns that
   hold text rather than numbers.
-- Row-level data stays inside DuckDB: this module only reads metadata.
+- Row-level data stays inside DuckDB: only metadata reaches Python (schemas, row counts, the file,
+  line and kind of a bad CSV line, a CSV file's first two bytes for its byte-order mark).
 """
 
 from __future__ import annotations
