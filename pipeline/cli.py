@@ -138,7 +138,9 @@ def _print_release(rel: Any, quiet: bool) -> None:
         rel.status, rel.status)
     click.echo(
         f"{verb}: {m.get('report')}/{m.get('run_id')} [{m.get('mode')}] "
-        f"{cells.get('cells_published')} cells published, {cells.get('cells_suppressed')} suppressed"
+        f"{cells.get('cells_published')} cells published, "
+        + (f"{cells.get('cells_suppressed')} suppressed" if "cells_suppressed" in cells
+           else "suppressed count withheld (not DP)")
     )
     budget = m.get("budget")
     if budget:

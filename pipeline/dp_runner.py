@@ -39,6 +39,9 @@ from .sources import Source, first_line
 from .sql import ident
 
 
+INTERNAL_FILE = "internal.json"  # exact run statistics, stored in the ledger only
+
+
 @dataclass
 class DPPlan:
     """Every noisy query of one release, with scales and the loss OpenDP reports for each."""
@@ -248,6 +251,10 @@ def run_dp(
         **plan.as_manifest(),
     }
 
+    # exact counts are not DP: kept with the ledger entry for operators, never published
+    internal = (json.dumps({"rows": quality, "cells": cells, "source": source.manifest_entry()},
+                           indent=2, sort_keys=True, default=str) + "\n").encode()
+
     def commit(staged: StagedRelease, manifest: dict[str, Any]) -> Release:
         with stages.stage("ledger"), ledger.locked():
             ledger.verify()
@@ -287,7 +294,7 @@ def run_dp(
                     "config_hash": cfg.config_hash(),
                     "report_sha256": staged.report_sha256,
                 },
-                staged.files,
+                {**staged.files, INTERNAL_FILE: internal},
             )
             fault_point("ledger.recorded")
             publish(staged)
@@ -327,7 +334,7 @@ def restore(ledger: Any, entry: Any, final: Path) -> Release:
         rel = open_release(final)
         rel.status = "unchanged"
         return rel
-    files = ledger.files(entry.seq)
+    files = {k: v for k, v in ledger.files(entry.seq).items() if k != INTERNAL_FILE}
     if REPORT_FILE not in files or sha256(files[REPORT_FILE]) != entry.report_sha256:
         raise ReleaseError(f"the ledger's stored copy of {entry.report}/{entry.run_id} is missing or damaged")
     staged = stage(final, files)

@@ -229,7 +229,18 @@ def columns_entry(cfg: ReportConfig, table: Any) -> dict[str, Any]:
 def build_provenance(
     cfg: ReportConfig, run_id: str, source: Source, table: Any, *, quality: dict, cells: dict, privacy: dict
 ) -> dict[str, Any]:
-    """Deterministic facts about a release (no clock time): stored in the Parquet metadata too."""
+    """Deterministic facts about a release (no clock time): stored in the Parquet metadata too.
+
+    In DP mode, exact data-dependent counts (rows read/dropped, cells computed/suppressed, file
+    sizes and row counts) are not differentially private, so they are withheld here; the DP
+    runner keeps them with the ledger entry (``internal.json``), never in the release.
+    """
+    dp = cfg.mode == "dp"
+    if dp:
+        withheld = "withheld: exact counts are not covered by the DP guarantee (kept with the ledger entry)"
+        quality = {"withheld": withheld}
+        cells = {k: v for k, v in cells.items() if k in ("cells_published", "public_partitions")}
+        cells["withheld"] = withheld
     return {
         "format_version": 1,
         "report": cfg.report,

@@ -61,15 +61,18 @@ class Source:
     fingerprint: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def manifest_entry(self) -> dict[str, Any]:
+    def manifest_entry(self, *, exact_counts: bool = True) -> dict[str, Any]:
+        """Source description for a manifest; without ``exact_counts`` (DP mode) sizes and row
+        counts are left out, since they are exact statistics of the data."""
+        files = [{"path": f.path, "size_bytes": f.size_bytes, "rows": f.rows} for f in self.files]
+        if not exact_counts:
+            files = [{"path": f.path} for f in self.files]
         return {
             "format": self.format,
             "source_id": self.source_id,
             "fingerprint": self.fingerprint,
             "table": self.table,
-            "files": [
-                {"path": f.path, "size_bytes": f.size_bytes, "rows": f.rows} for f in self.files
-            ],
+            "files": files,
         }
 
 

@@ -75,6 +75,12 @@ def test_dp_release_and_ledger(dp_project: Path) -> None:
     assert entries[0].report_sha256 == m["report_file"]["sha256"]
     shown = run_cli("budget", "show", "--ledger", dp_project / "state" / "ledger.duckdb")
     assert shown.exit_code == 0 and "1 release" in shown.output
+    # exact counts are not DP: withheld from the release, kept with the ledger entry
+    assert set(m["rows"]) == {"withheld"} and set(m["cells"]) == {"cells_published", "withheld"}
+    assert all(set(f) == {"path"} for f in m["source"]["files"])
+    assert not (rel / "internal.json").exists()
+    internal = json.loads(Ledger(dp_project / "state" / "ledger.duckdb").files(1)["internal.json"])
+    assert internal["rows"]["rows_aggregated"] == 3000 + sum(1 + c % 5 for c in range(50))
     secret = dp_project / "state" / "ledger.duckdb.secret"
     assert secret.stat().st_mode & 0o777 == 0o600
     assert secret.read_bytes().hex() not in (rel / "manifest.json").read_text()
@@ -179,6 +185,7 @@ def test_budget_exhaustion_refuses_and_rerun_is_free(dp_project: Path) -> None:
     shutil.rmtree(dp_project / "reports" / "t_report" / "a")
     res = run_cli("run", cfg_path, "--run-id", "a")
     assert res.exit_code == 0 and "restored" in res.output
+    assert not (dp_project / "reports" / "t_report" / "a" / "internal.json").exists()
     assert (dp_project / "reports" / "t_report" / "a" / "report.parquet").read_bytes() == before
     assert len(led.entries()) == 2
 
