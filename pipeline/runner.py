@@ -209,10 +209,12 @@ def software() -> dict[str, str]:
 
     info = {"name": "anonymize-pipeline", "version": __version__, "duckdb": duckdb.__version__, "pyarrow": pyarrow.__version__}
     try:
-        import opendp
+        # the installed version, without importing OpenDP (threshold mode never loads it; the
+        # module has no __version__ either)
+        from importlib.metadata import PackageNotFoundError, version
 
-        info["opendp"] = getattr(opendp, "__version__", "unknown")
-    except ImportError:  # pragma: no cover
+        info["opendp"] = version("opendp")
+    except PackageNotFoundError:  # pragma: no cover
         pass
     return info
 
