@@ -38,7 +38,6 @@ from .release import MANIFEST_FILE, REPORT_FILE, Release, StagedRelease, publish
 from .sources import Source, first_line
 from .sql import ident
 
-
 INTERNAL_FILE = "internal.json"  # exact run statistics, stored in the ledger only
 
 
