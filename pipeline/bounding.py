@@ -16,7 +16,7 @@ and per sum/mean metric ``__s{i}`` (sum of clamped values) and ``__c{i}`` (their
 from __future__ import annotations
 
 from .config import ReportConfig
-from .plan import base_select, dim_key, metric_value
+from .plan import bad_value_counts, base_select, dim_key, metric_value
 from .sql import Params, Query
 
 
@@ -39,11 +39,8 @@ def dp_pairs_sql(cfg: ReportConfig, schema: dict[str, str], seed: int, *, public
         aggs += [
             f"CASE WHEN count({v}) <= {linf} THEN sum({v}) ELSE list_sum(min_by({v}, __r, {linf})) END AS __s{i}",
             f"least(count({v}), {linf}) AS __c{i}",
-            f"count(*) FILTER (WHERE __bad{i}) AS __bad{i}",
         ]
-    for i, d in enumerate(cfg.dims):
-        if d.grain and not schema.get(d.column, "VARCHAR").upper().startswith(("DATE", "TIMESTAMP")):
-            aggs.append(f"count(*) FILTER (WHERE __badts{i}) AS __badts{i}")
+    aggs += bad_value_counts(cfg, schema)
     aggs.append("count(*) AS __n_raw")
     inner = f"SELECT *, {row_hash} AS __r FROM ({base})"
     join = ""
@@ -62,12 +59,7 @@ def dp_pairs_sql(cfg: ReportConfig, schema: dict[str, str], seed: int, *, public
 def dp_quality_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
     """Data-quality counts from ``__dp_pairs`` (null-unit rows are counted by the caller)."""
     cols = ["coalesce(sum(__n_raw) FILTER (WHERE __u IS NULL), 0) AS null_unit_rows", "coalesce(sum(__n_raw), 0) AS rows_in"]
-    for i, m in enumerate(cfg.metrics):
-        if m.column is not None:
-            cols.append(f"coalesce(sum(__bad{i}), 0) AS bad_{i}")
-    for i, d in enumerate(cfg.dims):
-        if d.grain and not schema.get(d.column, "VARCHAR").upper().startswith(("DATE", "TIMESTAMP")):
-            cols.append(f"coalesce(sum(__badts{i}), 0) AS badts_{i}")
+    cols += bad_value_counts(cfg, schema, total=True)
     return Query(f"SELECT {', '.join(cols)} FROM __dp_pairs")
 
 

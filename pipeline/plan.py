@@ -69,6 +69,28 @@ def raw_value_expr(m: MetricConfig) -> str:
     return x
 
 
+def text_time_dims(cfg: ReportConfig, schema: dict[str, str]) -> list[int]:
+    """Time dimensions read from text columns: their values are parsed, and failures counted."""
+    return [
+        i for i, d in enumerate(cfg.dims)
+        if d.grain and not schema.get(d.column, "VARCHAR").upper().startswith(("DATE", "TIMESTAMP"))
+    ]
+
+
+def bad_value_counts(cfg: ReportConfig, schema: dict[str, str], *, total: bool = False) -> list[str]:
+    """Aggregates counting invalid metric values (``__bad{i}``) and unparsed timestamps
+    (``__badts{i}``) per group; with ``total``, sums of those per-group counts (``bad_{i}``, ``badts_{i}``)."""
+    metric_ids = [i for i, m in enumerate(cfg.metrics) if m.column is not None]
+    time_ids = text_time_dims(cfg, schema)
+    if total:
+        return [f"coalesce(sum(__bad{i}), 0) AS bad_{i}" for i in metric_ids] + [
+            f"coalesce(sum(__badts{i}), 0) AS badts_{i}" for i in time_ids
+        ]
+    return [f"count(*) FILTER (WHERE __bad{i}) AS __bad{i}" for i in metric_ids] + [
+        f"count(*) FILTER (WHERE __badts{i}) AS __badts{i}" for i in time_ids
+    ]
+
+
 def clamp_expr(m: MetricConfig, params: Params) -> str:
     """Clamped value as exact DECIMAL; NULL for null, NaN and ±inf (counted as invalid)."""
     assert m.column is not None and m.bounds is not None
@@ -108,9 +130,10 @@ def _in_list(col: str, values: list, params: Params, *, negate: bool) -> str:
 def base_select(cfg: ReportConfig, schema: dict[str, str], params: Params, *, extra: str = "") -> str:
     """SELECT of the stage-0 rows: unit, dimension keys, clamped values and validity flags."""
     cols = [f"{ident(cfg.privacy_unit)} AS __u"]
+    text_time = text_time_dims(cfg, schema)
     for i, d in enumerate(cfg.dims):
         cols.append(f"{dimension_expr(d, schema.get(d.column, 'VARCHAR'))} AS {dim_key(i)}")
-        if d.grain and not schema.get(d.column, "VARCHAR").upper().startswith(("DATE", "TIMESTAMP")):
+        if i in text_time:
             c = ident(d.column)
             cols.append(f"({c} IS NOT NULL AND TRY_CAST({c} AS TIMESTAMP) IS NULL) AS __badts{i}")
     for i, m in enumerate(cfg.metrics):
@@ -136,14 +159,8 @@ def per_unit_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
     aggs = ["count(*) AS __n"]
     for i, m in enumerate(cfg.metrics):
         if m.column is not None:
-            aggs += [
-                f"sum({metric_value(i)}) AS __s{i}",
-                f"count({metric_value(i)}) AS __c{i}",
-                f"count(*) FILTER (WHERE __bad{i}) AS __bad{i}",
-            ]
-    for i, d in enumerate(cfg.dims):
-        if d.grain and not schema.get(d.column, "VARCHAR").upper().startswith(("DATE", "TIMESTAMP")):
-            aggs.append(f"count(*) FILTER (WHERE __badts{i}) AS __badts{i}")
+            aggs += [f"sum({metric_value(i)}) AS __s{i}", f"count({metric_value(i)}) AS __c{i}"]
+    aggs += bad_value_counts(cfg, schema)
     group = ", ".join(keys + ["__u"])
     sql = (
         f"CREATE OR REPLACE TEMP TABLE __per_unit AS "
@@ -215,11 +232,8 @@ def cells_direct_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
             aggs += [
                 f"sum({metric_value(i)}) FILTER (WHERE __u IS NOT NULL) AS __s{i}",
                 f"count({metric_value(i)}) FILTER (WHERE __u IS NOT NULL) AS __c{i}",
-                f"count(*) FILTER (WHERE __bad{i}) AS __bad{i}",
             ]
-    for i, d in enumerate(cfg.dims):
-        if d.grain and not schema.get(d.column, "VARCHAR").upper().startswith(("DATE", "TIMESTAMP")):
-            aggs.append(f"count(*) FILTER (WHERE __badts{i}) AS __badts{i}")
+    aggs += bad_value_counts(cfg, schema)
     sql = (
         f"CREATE OR REPLACE TEMP TABLE __cells AS SELECT {', '.join(keys + aggs)} "
         f"FROM ({base}) GROUP BY {', '.join(keys)}"
@@ -230,26 +244,15 @@ def cells_direct_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
 def quality_from_per_unit_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
     """One row of data-quality counts from ``__per_unit`` (null-unit rows, invalid values)."""
     cols = ["coalesce(sum(__n) FILTER (WHERE __u IS NULL), 0) AS null_unit_rows", "coalesce(sum(__n), 0) AS rows_in"]
-    cols += _quality_cols(cfg, schema)
+    cols += bad_value_counts(cfg, schema, total=True)
     return Query(f"SELECT {', '.join(cols)} FROM __per_unit")
 
 
 def quality_from_cells_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
     """The same counts from a direct ``__cells`` table."""
     cols = ["coalesce(sum(__null_rows), 0) AS null_unit_rows", "coalesce(sum(__rows + __null_rows), 0) AS rows_in"]
-    cols += _quality_cols(cfg, schema)
+    cols += bad_value_counts(cfg, schema, total=True)
     return Query(f"SELECT {', '.join(cols)} FROM __cells")
-
-
-def _quality_cols(cfg: ReportConfig, schema: dict[str, str]) -> list[str]:
-    cols = []
-    for i, m in enumerate(cfg.metrics):
-        if m.column is not None:
-            cols.append(f"coalesce(sum(__bad{i}), 0) AS bad_{i}")
-    for i, d in enumerate(cfg.dims):
-        if d.grain and not schema.get(d.column, "VARCHAR").upper().startswith(("DATE", "TIMESTAMP")):
-            cols.append(f"coalesce(sum(__badts{i}), 0) AS badts_{i}")
-    return cols
 
 
 def metric_output_expr(m: MetricConfig, i: int) -> str:
