@@ -85,13 +85,21 @@ def sections(manifest: dict[str, Any], path: Path | None = None) -> list[Section
         overview.append(["path", str(path)])
     src = m.get("source", {}) or {}
     overview.append(["source", f"{src.get('format')} · {len(src.get('files', []) or [])} file(s) · id {src.get('source_id')}"])
-    overview.append(["rows", f"selected {num(rows.get('rows_selected'))} · aggregated {num(rows.get('rows_aggregated'))} · "
-                             f"dropped (no privacy unit) {num(rows.get('rows_dropped_null_unit'))}"])
+    if "rows_selected" in rows:
+        overview.append(["rows", f"selected {num(rows.get('rows_selected'))} · aggregated {num(rows.get('rows_aggregated'))} · "
+                                 f"dropped (no privacy unit) {num(rows.get('rows_dropped_null_unit'))}"])
+    elif rows.get("withheld"):  # DP releases withhold exact counts: they are not covered by the guarantee
+        overview.append(["rows", str(rows["withheld"])])
     invalid = {k: v for k, v in (rows.get("invalid_values_dropped") or {}).items() if v}
     if invalid:
         overview.append(["invalid values", ", ".join(f"{k}: {num(v)}" for k, v in invalid.items()) + " (NaN/±inf, dropped)"])
-    overview.append(["cells", f"computed {num(computed)} · published {num(cells.get('cells_published'))} "
-                              f"({_share(cells.get('cells_published'), computed)}) · suppressed {num(cells.get('cells_suppressed'))}"])
+    if computed is not None:
+        overview.append(["cells", f"computed {num(computed)} · published {num(cells.get('cells_published'))} "
+                                  f"({_share(cells.get('cells_published'), computed)}) · suppressed {num(cells.get('cells_suppressed'))}"])
+    else:
+        overview.append(["cells", f"published {num(cells.get('cells_published'))}"
+                                  + (f" (of {num(cells['public_partitions'])} public partitions)" if cells.get("public_partitions") else "")
+                                  + ("; computed and suppressed counts withheld (exact counts are not DP)" if cells.get("withheld") else "")])
     if dp:
         overview.append(["privacy", f"differential privacy: ε={num(priv.get('epsilon'))} δ={num(priv.get('delta'))} "
                                     f"noise={priv.get('noise')} · a person counts in ≤ {priv.get('max_groups_per_unit')} cells "
@@ -103,7 +111,7 @@ def sections(manifest: dict[str, Any], path: Path | None = None) -> list[Section
     out = [Section("release", overview)]
 
     reasons = {k[len("suppressed_"):]: v for k, v in cells.items() if k.startswith("suppressed_")}
-    if reasons or cells.get("cells_suppressed"):
+    if computed is not None and (reasons or cells.get("cells_suppressed")):
         k = priv.get("min_units")
         table = [[REASONS.get(r, r).format(k=k), num(v), _share(v, computed)] for r, v in sorted(reasons.items())]
         table.append(["total suppressed", num(cells.get("cells_suppressed")), _share(cells.get("cells_suppressed"), computed)])

@@ -143,6 +143,7 @@ def _label(row_dims: list[Any], *, margin: bool = False) -> str:
 def summary_html(manifest: dict[str, Any], table: Any, *, top: int = 15) -> str:
     """The page: KPIs, published vs withheld share, top cells (± 95% in DP mode), margins, run facts."""
     cells = manifest.get("cells", {}) or {}
+    exact = "cells_computed" in cells  # DP releases withhold exact counts (not covered by the guarantee)
     computed = int(cells.get("cells_computed") or 0)
     published = int(cells.get("cells_published") or 0)
     withheld = int(cells.get("cells_suppressed") or max(computed - published, 0))
@@ -239,18 +240,24 @@ def summary_html(manifest: dict[str, Any], table: Any, *, top: int = 15) -> str:
         badge = f"threshold · every row covers ≥ {num(priv.get('min_units'))} people"
         promise = (f"Every published row aggregates at least {num(priv.get('min_units'))} distinct people; smaller "
                    "groups (and cells that would reveal them) are withheld and only counted.")
-    kpis = [
-        (f"{published:,}", "cells published"),
-        (f"{withheld:,}", "cells withheld"),
-        (f"{share:.1%}", "published share"),
-        (compact(float(rows.get("rows_aggregated") or 0)), "rows aggregated"),
-    ]
+    kpis = [(f"{published:,}", "cells published")]
+    if exact:
+        kpis += [(f"{withheld:,}", "cells withheld"), (f"{share:.1%}", "published share")]
+    if rows.get("rows_aggregated") is not None:
+        kpis.append((compact(float(rows["rows_aggregated"])), "rows aggregated"))
     budget = manifest.get("budget") or {}
     if dp:
         kpis.append((num(priv.get("epsilon_spent")), "ε spent by this release"))
     if dp and budget:
         kpis.append((f"{num(budget.get('epsilon_left'))} / {num(budget.get('epsilon_limit'))}", "ε left in budget"))
     kpi_html = "".join(f"<div class='kpi'><b>{_esc(v)}</b>{_esc(k)}</div>" for v, k in kpis)
+    if exact:
+        share_section = (f"<section><h2>Published vs withheld cells</h2>{share_bar_svg(cells)}"
+                         f"<div class='legend'>{''.join(legend)}</div><p class='note'>{_esc(promise)}</p></section>")
+    else:
+        share_section = (f"<section><h2>Published cells</h2><p class='note'>{_esc(promise)} How many cells were "
+                         "computed or withheld is not shown: exact counts are not covered by the differential-privacy "
+                         "guarantee, so DP releases do not publish them.</p></section>")
     desc = (manifest.get("config") or {}).get("description")
     title = f"{manifest.get('report')} · {manifest.get('run_id')}"
     err_note = " Whiskers: 95% noise interval (<code>*_ci95</code>)." if dp else ""
@@ -282,9 +289,7 @@ footer{{color:#718096;font-size:12px;margin-top:22px}} code{{font-size:12px}}
 <p>run <b>{_esc(manifest.get('run_id'))}</b>{' · ' + _esc(desc) if desc else ''}</p>
 <span class="badge">{badge}</span></header>
 <div class="kpis">{kpi_html}</div>
-<section><h2>Published vs withheld cells</h2>{share_bar_svg(cells)}
-<div class="legend">{''.join(legend)}</div>
-<p class="note">{_esc(promise)}</p></section>
+{share_section}
 <section><h2>Top {min(top, len(idx_cells))} cells by {_esc(first)}</h2>
 {top_chart or '<p>No published cells.</p>'}
 <p class="note">Only published cells are shown.{err_note}</p>

@@ -106,7 +106,12 @@ def test_explain_dp_mechanisms_and_budget(dp_release: tuple[Path, Path]) -> None
         assert float(row.group(3).replace(",", "")) == pytest.approx(mech.ci95_half_width, rel=1e-3)
     assert "source total ε 1 of 100 (left 99)" in text
     assert "ledger entry  #1" in text
-    assert "DP partition selection" in text
+    # DP releases withhold exact counts (rows, cells computed/suppressed): explain shows none of them
+    n_pub = len(published(path))
+    assert f"cells        published {n_pub}; computed and suppressed counts withheld" in text
+    assert "suppressed cells by reason" not in text
+    for exact in ("4,006", "4006"):  # rows in the source
+        assert not re.search(rf"(?<![\d.,]){re.escape(exact)}(?![\d.,])", text), exact
     assert not [v for v in dimension_values(path, ["city"]) if v in text]
 
 
@@ -173,3 +178,4 @@ def test_summary_html_dp_has_error_bars(dp_release: tuple[Path, Path]) -> None:
     assert all(f"{r[1]:,} ± " in chart for r in rows)
     assert "differential privacy · ε = 1" in page and "tiny" not in page
     assert "<b>99 / 100</b>ε left in budget" in page  # rendered after the ledger entry was written
+    assert "cells withheld" not in page and "rows aggregated" not in page  # exact counts are not DP
