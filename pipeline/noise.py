@@ -172,15 +172,37 @@ def zcdp_to_approx_epsilon(rho: float, delta: float) -> float:
     return float(meas.map(1.0).epsilon(delta))
 
 
+def _cks_epsilon(rho: float, delta: float) -> float:
+    """ε of ρ-zCDP at δ by Canonne, Kamath & Steinke (2020), Prop. 12: a fast numeric minimum over α.
+
+    Used only to *search* for ρ; the ε that is recorded always comes from OpenDP's conversion.
+    """
+    import numpy as np
+
+    alpha = 1.0 + np.geomspace(1e-6, 1e6, 4000)
+    vals = alpha * rho + (math.log(1.0 / delta) + (alpha - 1) * np.log1p(-1.0 / alpha) - np.log(alpha)) / (alpha - 1)
+    return float(max(vals.min(), 0.0))
+
+
+@lru_cache(maxsize=256)
 def rho_for_epsilon(epsilon: float, delta: float) -> float:
-    """Largest rho whose conversion to (epsilon, delta)-DP stays within ``epsilon`` (bisection)."""
+    """Largest rho (to a relative 1e-6) whose OpenDP conversion to (ε, δ)-DP stays within ``epsilon``.
+
+    Bisection on the fast CKS bound, then checked against OpenDP's own conversion and shrunk
+    until OpenDP agrees, so the result is always feasible by OpenDP's accounting.
+    """
     lo, hi = 0.0, max(epsilon, 1e-6)
-    while zcdp_to_approx_epsilon(hi, delta) < epsilon:
+    while _cks_epsilon(hi, delta) < epsilon:
         hi *= 2
-    for _ in range(60):
+    while hi - lo > 1e-7 * hi:
         mid = (lo + hi) / 2
-        if zcdp_to_approx_epsilon(mid, delta) <= epsilon:
+        if _cks_epsilon(mid, delta) <= epsilon:
             lo = mid
         else:
             hi = mid
-    return lo
+    rho = lo
+    for _ in range(200):
+        if zcdp_to_approx_epsilon(rho, delta) <= epsilon:
+            return rho
+        rho *= 1 - 1e-4
+    raise ValueError(f"no zCDP budget converts to ε={epsilon} at δ={delta}")
