@@ -245,43 +245,41 @@ def _quasi_identifiers(
 ) -> list[str]:
     """Dimensions that behave like quasi-identifiers in the (filtered) source.
 
-    One pass: the distinct (unit, non-time dimension values) combinations go into a temp table,
-    read from the source, or from ``unit_pairs`` (the run's own (cell, unit) table over the same
-    filtered source) when given; every dimension's statistics are computed from that table.
+    Two aggregations over the filtered rows (read from the source, or from ``unit_pairs``, the
+    run's own (cell, unit) table over the same filtered source, when given): the distinct units,
+    and per dimension value (all dimensions at once, GROUPING SETS) the smallest and largest unit.
+    A value is held by exactly one unit iff its smallest and largest unit are equal, so no
+    per-value count(DISTINCT) is needed.
     """
     dims = [(j, d) for j, d in enumerate(cfg.dims) if d.grain is None]  # time buckets are coarse by construction
+    params = Params()
     if unit_pairs is not None:
         if not re.fullmatch(r"__[a-z_]+", unit_pairs):
             raise ValueError(f"unit_pairs must name a pipeline temp table, not {unit_pairs!r}")
-        cols = [f"__d{j} AS k{j}" for j, _ in dims]
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE __gate_qi AS SELECT DISTINCT {', '.join(['__u AS u', *cols])} "
-            f"FROM {unit_pairs} WHERE __u IS NOT NULL"
-        )
+        cols = "".join(f", __d{j} AS k{j}" for j, _ in dims)
+        rows = f"SELECT __u AS u{cols} FROM {unit_pairs} WHERE __u IS NOT NULL"
     else:
-        params = Params()
-        where = filter_sql(cfg, params)
         unit = ident(cfg.privacy_unit)
-        cols = [f"{dimension_expr(d, schema.get(d.column, 'VARCHAR'))} AS k{j}" for j, d in dims]
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE __gate_qi AS SELECT DISTINCT {', '.join([f'{unit} AS u', *cols])} "
-            f"FROM __src WHERE ({where}) AND {unit} IS NOT NULL",
-            params.values,
-        )
-    found = []
-    try:
-        n_units = con.execute("SELECT count(DISTINCT u) FROM __gate_qi").fetchall()[0][0]
-        if not n_units or n_units < 2 * cfg.min_units:
-            return found
-        for j, d in dims:
-            n_values, single = con.execute(
-                f"SELECT count(*), count(*) FILTER (WHERE n = 1) FROM "
-                f"(SELECT k{j}, count(DISTINCT u) AS n FROM __gate_qi GROUP BY 1)"
-            ).fetchall()[0]
-            if n_values and (n_values / n_units > QI_DISTINCT_RATIO or (n_values >= 10 and single / n_values > QI_SINGLE_UNIT_SHARE)):
-                found.append(d.name)
-    finally:
-        con.execute("DROP TABLE IF EXISTS __gate_qi")
+        where = filter_sql(cfg, params)
+        cols = "".join(f", {dimension_expr(d, schema.get(d.column, 'VARCHAR'))} AS k{j}" for j, d in dims)
+        rows = f"SELECT {unit} AS u{cols} FROM __src WHERE ({where}) AND {unit} IS NOT NULL"
+    n_units = con.execute(f"SELECT count(DISTINCT u) FROM ({rows})", params.values).fetchall()[0][0]
+    found: list[str] = []
+    if not n_units or n_units < 2 * cfg.min_units or not dims:
+        return found
+    sets = ", ".join(f"(k{j})" for j, _ in dims)
+    which = "CASE " + " ".join(f"WHEN GROUPING(k{j}) = 0 THEN {j}" for j, _ in dims) + " END"
+    stats = con.execute(
+        f"SELECT j, count(*), count(*) FILTER (WHERE lo = hi) FROM ("
+        f"SELECT {which} AS j, min(u) AS lo, max(u) AS hi FROM ({rows}) GROUP BY GROUPING SETS ({sets})"
+        ") GROUP BY j",
+        params.values,
+    ).fetchall()
+    by_dim = {int(j): (int(n), int(single)) for j, n, single in stats}
+    for j, d in dims:
+        n_values, single = by_dim.get(j, (0, 0))
+        if n_values and (n_values / n_units > QI_DISTINCT_RATIO or (n_values >= 10 and single / n_values > QI_SINGLE_UNIT_SHARE)):
+            found.append(d.name)
     return found
 
 
