@@ -251,7 +251,7 @@ def build_provenance(
         "software": software(),
         "config_hash": cfg.config_hash(),
         "config": cfg.normalised(),
-        "source": source.manifest_entry(),
+        "source": source.manifest_entry(exact_counts=not dp),
         "rows": quality,
         "cells": cells,
         "privacy": privacy,
