@@ -1,196 +1,630 @@
 """Secondary (complementary) suppression for tables published with margins.
 
-Model: every published margin row equals the sum of the full-table cells beneath it (for the
-additive metrics: row counts and sums). A withheld cell must not be derivable from the published
-margins and cells, alone or in combination.
+Model (docs/PRIVACY.md, "Secondary suppression"): the adversary knows which cells exist. Every
+margin row equals the sum of the full-table cells beneath it, for the additive metrics (row
+counts and sums); a published remainder row (see :mod:`remainder`) equals the sum of the withheld
+rows of its level. A withheld value is *determined* when these equations fix it.
 
-Method (documented in docs/PRIVACY.md):
-1. Singleton rule, iterated to a fixed point: any margin equation whose withheld members
-   (cells, or the margin itself) number exactly one gets another member withheld: the published
-   full-table cell with the fewest units beneath it (least information lost); when none is left,
-   the margin row itself.
-2. Exact check: for each connected group of equations, a withheld variable is determined iff
-   its unit vector lies in the row space of the equations restricted to withheld variables. Any
-   determined variable gets one more complementary suppression in one of its equations, and the
-   check repeats. Groups larger than ``EXACT_LIMIT`` variables use a randomised null-space test.
-Only aggregate cell keys and unit counts are read into Python; never row-level data.
+Method:
+1. Singleton rule, iterated to a fixed point: an equation with exactly one withheld member (a
+   cell, or the margin itself) gets another member withheld: the published cell that creates the
+   fewest new singletons, then the one with the fewest units (least information lost); when no
+   cell is left, the margin row itself.
+2. Exact check: a withheld variable x_j is determined iff e_j lies in the row space of the
+   equations restricted to the withheld variables. This is decided by Gauss-Jordan elimination
+   modulo the prime 2^31-1, per connected group of equations, after merging variables that sit in
+   exactly the same equations (such twins can always trade value, so they are never determined).
+   The elimination is only trusted in the safe direction: a variable counts as *not* determined
+   only when an integer null-space vector z (A z = 0, checked in exact integer arithmetic) with
+   z_j != 0 was found, i.e. two different tables agree with everything published. Everything
+   else counts as determined.
+3. Each determined variable comes with the combination of equations that reveals it; the cheapest
+   published cell (else margin) that enters that combination is withheld, and steps 1-2 repeat.
+   Every round withholds at least one more value, so this ends; it never leaves a determined value
+   published (if no complement can be found the run is refused).
+Only aggregate cell keys and unit counts are read into Python; never row-level data. All choices
+are made in a fixed order (variables are numbered by level and dimension values), so the same
+cells always give the same suppressions.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from .config import ReportConfig
+from .errors import PrivacyRefusal
 from .plan import dim_key, levels
 
 if TYPE_CHECKING:
     import duckdb
 
-EXACT_LIMIT = 4000
+PRIME = 2_147_483_647  # 2^31 - 1: products of two residues fit in int64
+DENSE_LIMIT = 16_000_000  # int64 matrix entries per group handled with numpy; larger: sparse rows
+SPARSE_WORK_LIMIT = 400_000_000  # row-operation budget of the sparse elimination (then refuse)
+_SMALL = 1 << 20  # lifted null-vector entries up to this size are verified in float64 (exact)
 
 
-def apply_secondary_suppression(cfg: ReportConfig, con: duckdb.DuckDBPyConnection) -> int:
-    """Mark complementary suppressions in ``__cells`` (``__reason = 'secondary'``). Returns how many."""
+@dataclass
+class TableSystem:
+    """The linear structure of a table: variables (cells and margin rows) and their equations.
+
+    Variable ``v`` is row ``rowids[v]`` of ``__cells``. Equation ``e`` says
+    ``value(head[e]) = sum(value(members[e]))``; ``head[e] == -1`` marks an equation whose left
+    side is a published constant (a remainder row). ``children[e]`` lists, per finer margin level,
+    the equations of that level that partition the cells of ``e`` (used to drop redundant rows).
+    """
+
+    rowids: np.ndarray
+    level: np.ndarray
+    units: np.ndarray
+    suppressed: np.ndarray
+    head: list[int] = field(default_factory=list)
+    members: list[np.ndarray] = field(default_factory=list)
+    children: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    _csr: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.rowids)
+
+    def add_equation(self, head: int, members: np.ndarray) -> int:
+        self.head.append(int(head))
+        self.members.append(np.asarray(members, dtype=np.int64))
+        self._csr = None
+        return len(self.head) - 1
+
+    def var_eqs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """CSR of variable → equations it appears in: (indptr, equation ids, coefficient ±1)."""
+        if self._csr is None:
+            vs, es, cs = [], [], []
+            for e, (h, mem) in enumerate(zip(self.head, self.members, strict=True)):
+                vs.append(mem)
+                es.append(np.full(len(mem), e, dtype=np.int64))
+                cs.append(np.ones(len(mem), dtype=np.int64))
+                if h >= 0:
+                    vs.append(np.array([h], dtype=np.int64))
+                    es.append(np.array([e], dtype=np.int64))
+                    cs.append(np.array([-1], dtype=np.int64))
+            v = np.concatenate(vs) if vs else np.zeros(0, dtype=np.int64)
+            e = np.concatenate(es) if es else np.zeros(0, dtype=np.int64)
+            c = np.concatenate(cs) if cs else np.zeros(0, dtype=np.int64)
+            order = np.lexsort((e, v))
+            indptr = np.zeros(self.n + 1, dtype=np.int64)
+            np.add.at(indptr, v + 1, 1)
+            self._csr = (np.cumsum(indptr), e[order], c[order])
+        return self._csr
+
+    def eqs_of(self, v: int) -> np.ndarray:
+        indptr, eqs, _ = self.var_eqs()
+        return eqs[indptr[v]:indptr[v + 1]]
+
+
+def load_system(cfg: ReportConfig, con: duckdb.DuckDBPyConnection) -> TableSystem:
+    """Read the structure of ``__cells`` (keys stay in DuckDB; only positions and counts come out).
+
+    Variables are numbered by (level, dimension values NULLS FIRST), so the numbering, and every
+    choice made from it, does not depend on physical row order.
+    """
     nd = len(cfg.dims)
     keys = [dim_key(i) for i in range(nd)]
     order = ", ".join(["__level"] + [f"{k} NULLS FIRST" for k in keys])
-    fetched = con.execute(
-        f"SELECT rowid, __level, {', '.join(keys)}, __units, __reason IS NOT NULL FROM __cells ORDER BY {order}"
-    ).fetchall()
-    # variables are numbered by sorted position, so choices do not depend on physical row order
-    rowids = [r[0] for r in fetched]
-    rows = [(i, *r[1:]) for i, r in enumerate(fetched)]
-    lvls = levels(cfg)
-    keep_idx = {lv.index: [i for i, d in enumerate(cfg.dims) if d.name in lv.dims] for lv in lvls}
-    cell_ids: list[int] = []
-    units: dict[int, int] = {}
-    suppressed: dict[int, bool] = {}
-    margin_of: dict[tuple[int, tuple], int] = {}
-    cell_keys: dict[int, tuple] = {}
-    for r in rows:
-        rid, level, *vals = r
-        dims, n_units, sup = tuple(vals[:nd]), vals[nd], vals[nd + 1]
-        units[rid] = int(n_units)
-        suppressed[rid] = bool(sup)
-        if level == 0:
-            cell_ids.append(rid)
-            cell_keys[rid] = dims
-        else:
-            margin_of[(level, tuple(dims[i] for i in keep_idx[level]))] = rid
-    # equations: margin rid -> member cell rids
-    members: dict[int, list[int]] = defaultdict(list)
-    for rid in cell_ids:
-        k = cell_keys[rid]
-        for lv in lvls[1:]:
-            mk = (lv.index, tuple(k[i] for i in keep_idx[lv.index]))
-            m = margin_of.get(mk)
-            if m is not None:
-                members[m].append(rid)
-    newly = protect(members, suppressed, units)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE __vars AS SELECT "
+        f"CAST(row_number() OVER (ORDER BY {order}) - 1 AS BIGINT) AS __pos, rowid AS __rid, "
+        f"__level, {', '.join(keys)}, __units, __reason IS NOT NULL AS __sup FROM __cells"
+    )
+    got = con.execute("SELECT __rid, __level, __units, __sup FROM __vars ORDER BY __pos").fetchnumpy()
+    system = TableSystem(
+        rowids=np.asarray(got["__rid"], dtype=np.int64),
+        level=np.asarray(got["__level"], dtype=np.int64),
+        units=np.asarray(got["__units"], dtype=np.int64),
+        suppressed=np.asarray(got["__sup"], dtype=bool).copy(),
+    )
+    for lv in levels(cfg)[1:]:
+        keep = [i for i, d in enumerate(cfg.dims) if d.name in lv.dims]
+        on = " AND ".join(f"c.{keys[i]} IS NOT DISTINCT FROM m.{keys[i]}" for i in keep) or "TRUE"
+        pairs = con.execute(
+            f"SELECT m.__pos AS eq, c.__pos AS member FROM __vars m JOIN __vars c ON {on} "
+            f"WHERE m.__level = {int(lv.index)} AND c.__level = 0 ORDER BY m.__pos, c.__pos"
+        ).fetchnumpy()
+        heads = np.asarray(pairs["eq"], dtype=np.int64)
+        mem = np.asarray(pairs["member"], dtype=np.int64)
+        if len(heads) == 0:
+            continue
+        cut = np.flatnonzero(np.diff(heads)) + 1
+        for h, m in zip(np.split(heads, cut), np.split(mem, cut), strict=True):
+            system.add_equation(int(h[0]), m)
+    eq_of_head = {h: e for e, h in enumerate(system.head)}
+    margin_levels = levels(cfg)[1:]
+    for coarse in margin_levels:
+        for fine in margin_levels:
+            if not set(coarse.dims) < set(fine.dims):
+                continue
+            on = " AND ".join(
+                f"c.{keys[i]} IS NOT DISTINCT FROM f.{keys[i]}" for i, d in enumerate(cfg.dims) if d.name in coarse.dims
+            ) or "TRUE"
+            pairs = con.execute(
+                f"SELECT c.__pos AS parent, f.__pos AS child FROM __vars c JOIN __vars f ON {on} "
+                f"WHERE c.__level = {int(coarse.index)} AND f.__level = {int(fine.index)} ORDER BY c.__pos, f.__pos"
+            ).fetchnumpy()
+            parents = np.asarray(pairs["parent"], dtype=np.int64)
+            kids = np.asarray(pairs["child"], dtype=np.int64)
+            if len(parents) == 0:
+                continue
+            cut = np.flatnonzero(np.diff(parents)) + 1
+            for p, c in zip(np.split(parents, cut), np.split(kids, cut), strict=True):
+                system.children.setdefault(eq_of_head[int(p[0])], []).append(
+                    np.array([eq_of_head[int(x)] for x in c], dtype=np.int64)
+                )
+    return system
+
+
+def apply_secondary_suppression(cfg: ReportConfig, con: duckdb.DuckDBPyConnection) -> int:
+    """Mark complementary suppressions in ``__cells`` (``__reason = 'secondary'``). Returns how many.
+
+    Afterwards no withheld row of ``__cells`` is determined by the published rows (see module doc).
+    """
+    system = load_system(cfg, con)
+    newly = protect(system)
     if newly:
         con.execute("CREATE OR REPLACE TEMP TABLE __secondary (rid BIGINT)")
-        con.executemany("INSERT INTO __secondary VALUES (?)", [[rowids[r]] for r in sorted(newly)])
-        con.execute(
-            "UPDATE __cells SET __reason = 'secondary' WHERE rowid IN (SELECT rid FROM __secondary)"
-        )
+        con.executemany("INSERT INTO __secondary VALUES (?)", [[int(system.rowids[v])] for v in sorted(newly)])
+        con.execute("UPDATE __cells SET __reason = 'secondary' WHERE rowid IN (SELECT rid FROM __secondary)")
     return len(newly)
 
 
-def protect(members: dict[int, list[int]], suppressed: dict[int, bool], units: dict[int, int]) -> set[int]:
-    """Choose complementary suppressions so no withheld variable is determined. Mutates ``suppressed``."""
+# ----- choosing complements ---------------------------------------------------------------------
+
+
+def protect(system: TableSystem) -> set[int]:
+    """Withhold complements until no withheld variable is determined. Mutates ``system.suppressed``.
+
+    Returns the newly withheld variables. Raises :class:`PrivacyRefusal` if a determined variable
+    cannot be protected (which the structure of margin equations rules out; fail closed anyway).
+    """
     newly: set[int] = set()
-    for _ in range(1000):
-        changed = _singleton_pass(members, suppressed, units, newly)
-        determined = determined_variables(members, suppressed)
-        if not determined and not changed:
-            break
+    for _ in range(system.n + 1):
+        _singleton_pass(system, newly)
+        determined = analyse(system)
+        if not determined:
+            return newly
+        added: list[int] = []
         for var in sorted(determined):
-            if not _add_complement_for(var, members, suppressed, units, newly):
+            cert = determined[var]
+            if cert is not None and added and _breaks(system, cert, added):
+                continue  # an earlier complement of this round already spoils that combination
+            choice = _complement(system, var, cert)
+            if choice is None:
                 continue
-            break  # re-check after each addition: one complement may fix several
-    return newly
+            system.suppressed[choice] = True
+            newly.add(choice)
+            added.append(choice)
+        if not added:
+            raise PrivacyRefusal(
+                "secondary suppression could not protect every withheld cell; nothing published "
+                "(report this: the table structure is unusual)"
+            )
+    raise PrivacyRefusal("secondary suppression did not converge; nothing published")
 
 
-def _singleton_pass(members, suppressed, units, newly) -> bool:
-    changed_any = False
-    changed = True
-    while changed:
-        changed = False
-        for m, cells in members.items():
-            withheld = [c for c in cells if suppressed[c]] + ([m] if suppressed[m] else [])
-            if len(withheld) == 1:
-                choice = _cheapest(cells, suppressed, units)
-                if choice is None:
-                    choice = m if not suppressed[m] else None
-                if choice is not None:
-                    suppressed[choice] = True
-                    newly.add(choice)
-                    changed = changed_any = True
-    return changed_any
+def _singleton_pass(system: TableSystem, newly: set[int]) -> None:
+    sup = system.suppressed
+    wcount = np.array(
+        [int(sup[m].sum()) + (1 if h >= 0 and sup[h] else 0) for h, m in zip(system.head, system.members, strict=True)],
+        dtype=np.int64,
+    )
+    queue = deque(int(e) for e in np.flatnonzero(wcount == 1) if system.head[e] >= 0)
+    while queue:
+        e = queue.popleft()
+        if wcount[e] != 1:
+            continue
+        choice = _best_member(system, e, wcount)
+        if choice is None:
+            h = system.head[e]
+            choice = h if h >= 0 and not sup[h] else None
+        if choice is None:  # pragma: no cover - a lone withheld member always has a published partner
+            continue
+        sup[choice] = True
+        newly.add(choice)
+        for e2 in system.eqs_of(choice):
+            wcount[e2] += 1
+            if wcount[e2] == 1 and system.head[e2] >= 0:
+                queue.append(int(e2))
 
 
-def _cheapest(cells: list[int], suppressed: dict[int, bool], units: dict[int, int]) -> int | None:
-    cands = [c for c in cells if not suppressed[c]]
-    if not cands:
+def _best_member(system: TableSystem, e: int, wcount: np.ndarray) -> int | None:
+    """The published member of equation ``e`` to withhold: fewest new singletons, fewest units, first."""
+    mem = system.members[e]
+    cand = mem[~system.suppressed[mem]]
+    if cand.size == 0:
         return None
-    return min(cands, key=lambda c: (units[c], c))
+    indptr, eqs, _ = system.var_eqs()
+    starts, ends = indptr[cand], indptr[cand + 1]
+    lens = ends - starts
+    idx = np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
+    touched = eqs[idx]
+    fresh = (wcount[touched] == 0) & (touched != e)
+    owner = np.repeat(np.arange(cand.size), lens)
+    new_singletons = np.bincount(owner, weights=fresh, minlength=cand.size)
+    best = np.lexsort((cand, system.units[cand], new_singletons))[0]
+    return int(cand[best])
 
 
-def _add_complement_for(var, members, suppressed, units, newly) -> bool:
-    for m, cells in members.items():
-        if var == m or var in cells:
-            choice = _cheapest(cells, suppressed, units)
-            if choice is None and not suppressed[m]:
-                choice = m
-            if choice is not None:
-                suppressed[choice] = True
-                newly.add(choice)
-                return True
-    return False
+def _score(system: TableSystem, cert: dict[int, int], cand: np.ndarray) -> np.ndarray:
+    """(combination · column) mod p for each candidate variable: nonzero means it enters it."""
+    indptr, eqs, coef = system.var_eqs()
+    lam = np.zeros(len(system.head), dtype=np.int64)
+    for e, c in cert.items():
+        lam[e] = c
+    starts, ends = indptr[cand], indptr[cand + 1]
+    lens = ends - starts
+    idx = np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
+    owner = np.repeat(np.arange(cand.size), lens)
+    contrib = (lam[eqs[idx]] * coef[idx]) % PRIME
+    total = np.zeros(cand.size, dtype=np.int64)
+    np.add.at(total, owner, contrib)
+    return total % PRIME
 
 
-def determined_variables(members: dict[int, list[int]], suppressed: dict[int, bool]) -> set[int]:
-    """Withheld variables whose value follows from the published values by linear algebra."""
-    import numpy as np
+def _breaks(system: TableSystem, cert: dict[int, int], added: list[int]) -> bool:
+    return bool(np.any(_score(system, cert, np.asarray(added, dtype=np.int64)) != 0))
 
-    # equations restricted to withheld variables; group them into connected components
-    eqs: list[list[int]] = []
-    for m, cells in members.items():
-        vars_ = [c for c in cells if suppressed[c]] + ([m] if suppressed[m] else [])
-        if vars_:
-            eqs.append(vars_)
-    if not eqs:
-        return set()
+
+def _complement(system: TableSystem, var: int, cert: dict[int, int] | None) -> int | None:
+    """A published variable whose withholding spoils the combination ``cert`` that reveals ``var``.
+
+    Cells before margin rows, then fewest units, then position. Without a certificate (an
+    unverified case), the cheapest published member of the nearest equation is taken instead.
+    """
+    sup = system.suppressed
+    if cert is not None:
+        pool = [system.members[e] for e in cert] + [np.array([system.head[e]]) for e in cert if system.head[e] >= 0]
+        cand = np.unique(np.concatenate(pool))
+        cand = cand[~sup[cand]]
+        if cand.size:
+            cand = cand[_score(system, cert, cand) != 0]
+        if cand.size:
+            best = np.lexsort((cand, system.units[cand], system.level[cand] > 0))[0]
+            return int(cand[best])
+    # breadth-first from var through withheld variables: nearest published cell, else margin
+    seen_eq: set[int] = set()
+    frontier = sorted(int(e) for e in system.eqs_of(var))
+    seen_var = {var}
+    while frontier:
+        seen_eq.update(frontier)
+        cells = [m for e in frontier for m in system.members[e] if not sup[m]]
+        if cells:
+            return min(cells, key=lambda c: (system.level[c] > 0, system.units[c], c))
+        heads = [system.head[e] for e in frontier if system.head[e] >= 0 and not sup[system.head[e]]]
+        if heads:
+            return min(heads, key=lambda c: (system.units[c], c))
+        nxt: set[int] = set()
+        for e in frontier:
+            vs = list(system.members[e]) + ([system.head[e]] if system.head[e] >= 0 else [])
+            for v in vs:
+                if sup[v] and v not in seen_var:
+                    seen_var.add(int(v))
+                    nxt.update(int(x) for x in system.eqs_of(int(v)) if int(x) not in seen_eq)
+        frontier = sorted(nxt)
+    return None
+
+
+# ----- the exact check -----------------------------------------------------------------------------
+
+
+def analyse(system: TableSystem, suppressed: np.ndarray | None = None) -> dict[int, dict[int, int] | None]:
+    """Withheld variables that the published values determine.
+
+    Returns variable → certificate: the combination of equations (equation → coefficient mod p)
+    that isolates it, or None when the variable is only *not proven* undetermined. A variable is
+    left out only when an exactly verified integer null-space vector moves it.
+    """
+    sup = system.suppressed if suppressed is None else suppressed
+    indptr, eqs_flat, coef_flat = system.var_eqs()
+    withheld = np.flatnonzero(sup)
+    # a published margin whose finer margins beneath it are all published is their sum: its
+    # equation adds nothing to the row space and is dropped (this splits grand totals apart)
+    heads = np.asarray(system.head, dtype=np.int64)
+    dropped = np.zeros(len(system.head), dtype=bool)
+    for e, kid_lists in system.children.items():
+        h = system.head[e]
+        if h >= 0 and not sup[h] and any(not sup[heads[k]].any() for k in kid_lists):
+            dropped[e] = True
+    # connected groups of equations linked by withheld variables
     parent: dict[int, int] = {}
 
     def find(x: int) -> int:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
+        root = x
+        while parent.setdefault(root, root) != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
 
-    for e in eqs:
-        for v in e[1:]:
-            parent[find(v)] = find(e[0])
-    comps: dict[int, list[list[int]]] = defaultdict(list)
-    for e in eqs:
-        comps[find(e[0])].append(e)
-    out: set[int] = set()
-    for comp_eqs in comps.values():
-        variables = sorted({v for e in comp_eqs for v in e})
-        index = {v: i for i, v in enumerate(variables)}
-        a = np.zeros((len(comp_eqs), len(variables)))
-        for r, e in enumerate(comp_eqs):
-            for v in e:
-                a[r, index[v]] = 1.0
-        out |= {variables[i] for i in _determined_columns(a)}
+    var_rows: dict[int, list[tuple[int, int]]] = {}
+    for v in withheld:
+        lo, hi = int(indptr[v]), int(indptr[v + 1])
+        row = [(e, c) for e, c in zip(eqs_flat[lo:hi].tolist(), coef_flat[lo:hi].tolist(), strict=True)
+               if not dropped[e]]
+        if not row:
+            continue  # in no equation: nothing constrains it
+        var_rows[int(v)] = row
+        r0 = find(row[0][0])
+        for e, _ in row[1:]:
+            r = find(e)
+            if r != r0:
+                parent[r] = r0
+    groups: dict[int, list[int]] = defaultdict(list)
+    for v in var_rows:
+        groups[find(var_rows[v][0][0])].append(v)
+    out: dict[int, dict[int, int] | None] = {}
+    for root in sorted(groups, key=lambda r: min(groups[r])):
+        out.update(_analyse_group(sorted(groups[root]), var_rows))
     return out
 
 
-def _determined_columns(a: Any) -> list[int]:
-    """Columns j with e_j in the row space of ``a`` (exact SVD null space, or randomised if large)."""
-    import numpy as np
+def _analyse_group(variables: list[int], var_rows: dict[int, list[tuple[int, int]]]) -> dict[int, dict[int, int] | None]:
+    # twins (same equations, same coefficients) trade value with each other: never determined
+    by_sig: dict[tuple, list[int]] = defaultdict(list)
+    for v in variables:
+        by_sig[tuple(var_rows[v])].append(v)
+    reps = [vs[0] for vs in by_sig.values()]
+    free = {v for vs in by_sig.values() if len(vs) > 1 for v in vs}
+    eq_ids = sorted({e for v in reps for e, _ in var_rows[v]})
+    local = {e: i for i, e in enumerate(eq_ids)}
+    cols = [[(local[e], c) for e, c in var_rows[v]] for v in reps]
+    n_eq, n_var = len(eq_ids), len(reps)
+    if n_eq * (n_var + n_eq) <= DENSE_LIMIT:
+        credited, determined = _group_dense(cols, n_eq)
+    else:
+        credited, determined = _group_sparse(cols, n_eq)
+    free.update(reps[j] for j in credited)
+    return {
+        reps[j]: (None if cert is None else {eq_ids[i]: c for i, c in cert.items()})
+        for j, cert in determined.items()
+        if reps[j] not in free
+    }
 
-    n = a.shape[1]
-    if n <= EXACT_LIMIT:
-        _, s, vt = np.linalg.svd(a, full_matrices=True)
-        rank = int((s > 1e-9 * max(1.0, s[0] if len(s) else 1.0)).sum())
-        null = vt[rank:]  # rows span the null space
-        if null.shape[0] == 0:
-            return list(range(n))
-        norms = np.abs(null).max(axis=0)
-        return [j for j in range(n) if norms[j] < 1e-9]
-    # randomised: project random vectors onto the null space with least squares
-    from scipy.sparse import csr_matrix
-    from scipy.sparse.linalg import lsqr
 
-    sa = csr_matrix(a)
-    rng = np.random.default_rng(12345)
-    seen = np.zeros(n)
-    for _ in range(3):
-        r = rng.standard_normal(n)
-        y = lsqr(sa.T, r, atol=1e-12, btol=1e-12, iter_lim=10 * n)[0]
-        v = r - sa.T @ y
-        seen = np.maximum(seen, np.abs(v))
-    return [j for j in range(n) if seen[j] < 1e-6]
+Analysis = tuple[set[int], dict[int, "dict[int, int] | None"]]
+
+
+def _group_dense(cols: list[list[tuple[int, int]]], n_eq: int) -> Analysis:
+    """Gauss-Jordan mod p on [A | I] with numpy; circuits certified in exact float64 arithmetic.
+
+    Returns (columns proven free, determined columns → certificate over local equations or None).
+    """
+    n_var = len(cols)
+    ii = np.fromiter((i for col in cols for i, _ in col), dtype=np.int64)
+    jj = np.fromiter((j for j, col in enumerate(cols) for _ in col), dtype=np.int64)
+    cc = np.fromiter((c for col in cols for _, c in col), dtype=np.int64)
+    m = np.zeros((n_eq, n_var + n_eq), dtype=np.int64)
+    m[ii, jj] = cc % PRIME
+    m[np.arange(n_eq), n_var + np.arange(n_eq)] = 1
+    used = np.zeros(n_eq, dtype=bool)
+    piv_cols: list[int] = []
+    piv_rows: list[int] = []
+    for j in range(n_var):
+        nz = np.flatnonzero(m[:, j])
+        cand = nz[~used[nz]]
+        if cand.size == 0:
+            continue
+        r = int(cand[0])
+        inv = pow(int(m[r, j]), PRIME - 2, PRIME)
+        if inv != 1:
+            m[r] = (m[r] * inv) % PRIME
+        others = nz[nz != r]
+        if others.size:
+            nzc = np.flatnonzero(m[r])
+            f = m[others, j][:, None]
+            sel = np.ix_(others, nzc)
+            m[sel] = (m[sel] - f * m[r, nzc][None, :]) % PRIME
+        used[r] = True
+        piv_cols.append(j)
+        piv_rows.append(r)
+    pc = np.asarray(piv_cols, dtype=np.int64)
+    pr = np.asarray(piv_rows, dtype=np.int64)
+    nonpiv = np.setdiff1d(np.arange(n_var), pc)
+    credited: set[int] = set()
+    unit = np.ones(len(pc), dtype=bool)
+    if nonpiv.size:
+        a = np.zeros((n_eq, n_var), dtype=np.float64)
+        a[ii, jj] = cc
+        a_p = a[:, pc]
+        covered = np.zeros(len(pc), dtype=bool)
+        for start in range(0, nonpiv.size, 2048):
+            chunk = nonpiv[start:start + 2048]
+            sub = m[np.ix_(pr, chunk)]
+            unit &= ~np.any(sub != 0, axis=1)
+            z = (-sub) % PRIME
+            z = np.where(z > PRIME // 2, z - PRIME, z)
+            small = np.all(np.abs(z) <= _SMALL, axis=0)
+            resid = a_p @ z.astype(np.float64) + a[:, chunk]
+            good = small & np.all(resid == 0, axis=0)
+            credited.update(int(k) for k in chunk[good])
+            covered |= np.any(sub[:, good] != 0, axis=1)
+            bad = np.flatnonzero(~good)
+            if bad.size:  # fractional circuits: rational reconstruction, then the same exact check
+                zr = _reconstruct_block(z[:, bad])
+                if zr is not None:
+                    zs, scale = zr
+                    ok = np.all(np.abs(zs) <= _SMALL, axis=0) & (scale <= _SMALL)
+                    resid = a_p @ zs.astype(np.float64) + a[:, chunk[bad]] * scale.astype(np.float64)
+                    ok &= np.all(resid == 0, axis=0)
+                    credited.update(int(k) for k in chunk[bad][ok])
+                    covered |= np.any(sub[:, bad[ok]] != 0, axis=1)
+                    bad = bad[~ok]
+                for t in bad:  # last resort: exact Python integers, one circuit at a time
+                    circuit = {int(pc[b]): int(sub[b, t]) for b in np.flatnonzero(sub[:, t])}
+                    zt = _certify(int(chunk[t]), circuit, cols)
+                    if zt is not None:
+                        credited.update(zt)
+        credited.update(int(j) for j in pc[covered])
+    determined: dict[int, dict[int, int] | None] = {}
+    for b, j in enumerate(pc.tolist()):
+        if j in credited:
+            continue
+        if unit[b]:
+            t = m[pr[b], n_var:]
+            determined[j] = {int(i): int(t[i]) for i in np.flatnonzero(t)}
+        else:
+            determined[j] = None
+    for j in nonpiv.tolist():
+        if j not in credited:
+            determined[j] = None
+    return credited, determined
+
+
+def _group_sparse(cols: list[list[tuple[int, int]]], n_eq: int) -> Analysis:
+    """The same elimination on dict rows, for groups too large for a dense matrix.
+
+    Refuses (fail closed) when the elimination grows beyond ``SPARSE_WORK_LIMIT`` row operations.
+    """
+    n_var = len(cols)
+    rows: list[dict[int, int]] = [{n_var + i: 1} for i in range(n_eq)]
+    col_rows: dict[int, set[int]] = defaultdict(set)
+    for j, col in enumerate(cols):
+        for i, c in col:
+            rows[i][j] = c % PRIME
+            col_rows[j].add(i)
+    used: set[int] = set()
+    pivot_row: dict[int, int] = {}
+    work = 0
+    for j in range(n_var):
+        holders = sorted(col_rows.get(j, ()))
+        cand = [r for r in holders if r not in used]
+        if not cand:
+            continue
+        r = cand[0]
+        inv = pow(rows[r][j], PRIME - 2, PRIME)
+        if inv != 1:
+            rows[r] = {c: (v * inv) % PRIME for c, v in rows[r].items()}
+        prow = rows[r]
+        for o in holders:
+            if o == r:
+                continue
+            row = rows[o]
+            f = row[j]
+            work += len(prow)
+            for c, v in prow.items():
+                nv = (row.get(c, 0) - f * v) % PRIME
+                if nv:
+                    row[c] = nv
+                    if c < n_var:
+                        col_rows[c].add(o)
+                else:
+                    row.pop(c, None)
+                    if c < n_var:
+                        col_rows[c].discard(o)
+        if work > SPARSE_WORK_LIMIT:
+            raise PrivacyRefusal(
+                f"secondary suppression: the margins link {n_var} withheld cells through {n_eq} equations, "
+                "too many for the exact disclosure check; publish fewer or coarser totals"
+            )
+        used.add(r)
+        pivot_row[j] = r
+    piv_of_row = {r: j for j, r in pivot_row.items()}
+    unit = dict.fromkeys(pivot_row, True)
+    credited: set[int] = set()
+    determined: dict[int, dict[int, int] | None] = {}
+    for k in range(n_var):
+        if k in pivot_row:
+            continue
+        circuit = {}
+        for r in col_rows.get(k, ()):
+            circuit[piv_of_row[r]] = rows[r][k]
+            unit[piv_of_row[r]] = False
+        z = _certify(k, circuit, cols)
+        if z is not None:
+            credited.update(z)
+        else:
+            determined[k] = None
+    for j, r in pivot_row.items():
+        if j in credited:
+            continue
+        determined[j] = {c - n_var: v for c, v in rows[r].items() if c >= n_var} if unit[j] else None
+    for k in list(determined):
+        if k in credited:
+            del determined[k]
+    return credited, determined
+
+
+def _certify(k: int, circuit: dict[int, int], cols: list[list[tuple[int, int]]]) -> dict[int, int] | None:
+    """An exact integer null vector from a circuit mod p (None if the lift does not verify).
+
+    Over the field the circuit is z_k = 1, z_b = -circuit[b]. Entries are lifted to small integers
+    (or to fractions by rational reconstruction, then scaled), and A z = 0 is checked exactly.
+    """
+    lifted = {k: 1}
+    for b, val in circuit.items():
+        neg = (-val) % PRIME
+        lifted[b] = neg if neg <= PRIME // 2 else neg - PRIME
+    z = lifted if all(abs(x) <= _SMALL for x in lifted.values()) else None
+    if z is None or not _verify(z, cols):
+        z = _reconstruct(lifted)
+        if z is None or not _verify(z, cols):
+            return None
+    return z
+
+
+def _reconstruct_block(z: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Vectorised rational reconstruction of the columns of ``z`` (residues lifted to ±p/2).
+
+    Each column (a circuit whose own entry is 1) is returned scaled by the lcm of its entries'
+    denominators, with that lcm; None when some denominator does not reconstruct.
+    """
+    bound = int(np.sqrt(PRIME // 2))
+    r0 = np.full(z.shape, PRIME, dtype=np.int64)
+    r1 = z % PRIME
+    s0 = np.zeros(z.shape, dtype=np.int64)
+    s1 = np.ones(z.shape, dtype=np.int64)
+    for _ in range(64):
+        act = r1 > bound
+        if not act.any():
+            break
+        q = np.where(act, r0 // np.where(r1 == 0, 1, r1), 0)
+        r0, r1 = np.where(act, r1, r0), np.where(act, r0 - q * r1, r1)
+        s0, s1 = np.where(act, s1, s0), np.where(act, s0 - q * s1, s1)
+    if np.any(r1 > bound) or np.any(s1 == 0) or np.any(np.abs(s1) > bound):
+        return None
+    num = np.where(s1 > 0, r1, -r1)
+    den = np.abs(s1)
+    scale = np.lcm.reduce(den, axis=0)
+    if np.any(scale > _SMALL):
+        return None
+    return num * (scale[None, :] // den), scale
+
+
+def _verify(z: dict[int, int], cols: list[list[tuple[int, int]]]) -> bool:
+    acc: dict[int, int] = defaultdict(int)
+    for j, x in z.items():
+        for i, c in cols[j]:
+            acc[i] += c * x
+    return all(v == 0 for v in acc.values())
+
+
+def _reconstruct(lifted: dict[int, int]) -> dict[int, int] | None:
+    """Rational reconstruction of every entry (|num|, den <= sqrt(p/2)), scaled to integers."""
+    import math
+
+    bound = math.isqrt(PRIME // 2)
+    fracs = {}
+    for j, x in lifted.items():
+        r0, r1 = PRIME, x % PRIME
+        s0, s1 = 0, 1
+        while r1 > bound:
+            q = r0 // r1
+            r0, r1 = r1, r0 - q * r1
+            s0, s1 = s1, s0 - q * s1
+        if s1 == 0 or abs(s1) > bound:
+            return None
+        num, den = (r1, s1) if s1 > 0 else (-r1, -s1)
+        fracs[j] = (num, den)
+    lcm = 1
+    for _, den in fracs.values():
+        lcm = lcm * den // math.gcd(lcm, den)
+    return {j: num * (lcm // den) for j, (num, den) in fracs.items()}

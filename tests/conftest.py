@@ -9,9 +9,15 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
+from hypothesis import HealthCheck, settings
 
 from pipeline.cli import main
 from pipeline.generate import generate_events
+
+# Property-based tests: a modest example count by default (CI), more with HYPOTHESIS_PROFILE=thorough.
+settings.register_profile("ci", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("thorough", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
