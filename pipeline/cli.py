@@ -217,8 +217,15 @@ def explain(release_dir: str) -> None:
 def check(release_dir: str, config: str | None) -> None:
     """Run the release gate on an existing release and explain the verdict (exit 3 if it fails)."""
     from .checking import check_release
+    from .errors import PrivacyRefusal
 
-    verdict = check_release(release_dir, config)
+    try:
+        verdict = check_release(release_dir, config)
+    except PrivacyRefusal as exc:
+        details = getattr(exc, "details", None)
+        if details:
+            click.echo(details)  # the per-check account on stdout; the one-line reason on stderr
+        raise
     click.echo(verdict)
 
 

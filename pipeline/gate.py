@@ -36,7 +36,9 @@ PATTERNS: dict[str, str] = {
     "phone_in": r"(\+91[\-\s]?)?[6-9]\d{4}[\-\s]?\d{5}",
     "phone_intl": r"\+\d{1,3}[\-\s]?\(?\d{1,4}\)?([\-\s]?\d{2,4}){2,4}",
     "ipv4": r"\b((25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(25[0-5]|2[0-4]\d|1?\d?\d)\b",
-    "ipv6": r"\b([0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{0,4}\b",
+    # four or more colon-separated hex groups, or any '::' compression next to a hex group; a time
+    # of day (12:30:45) has only three groups and is not an address
+    "ipv6": r"\b([0-9A-Fa-f]{1,4}:){3,7}[0-9A-Fa-f]{1,4}\b|\b[0-9A-Fa-f]{1,4}::|::[0-9A-Fa-f]{1,4}\b",
     "pan": r"\b[A-Z]{3}[ABCFGHLJPTK][A-Z]\d{4}[A-Z]\b",
     "aadhaar": r"\b[2-9]\d{3}[\s\-]?\d{4}[\s\-]?\d{4}\b",
     "gstin": r"\b\d{2}[A-Z]{5}\d{4}[A-Z][1-9A-Z]Z[0-9A-Z]\b",
