@@ -2,7 +2,8 @@
 
 The gate does not trust the aggregation step. It re-reads the Parquet bytes that are about to be
 published and refuses (:class:`PrivacyRefusal`, exit 3) when:
-- ``columns``: a column is not a declared dimension, metric, interval (``*_ci95``) or ``level``;
+- ``columns``: a column is not a declared dimension, metric, interval (``*_ci95``), ``level`` or
+  ``is_remainder`` column;
 - ``patterns``: any text value looks like an identifier (e-mail, phone, IPv4/IPv6, card number
   passing Luhn, Indian PAN, Aadhaar, GSTIN);
 - ``identifier_values``: any published dimension value equals a value of a declared identifier
@@ -10,7 +11,9 @@ published and refuses (:class:`PrivacyRefusal`, exit 3) when:
 - ``quasi_identifier``: a dimension's distinct values number close to the distinct units, or most of
   its values belong to a single unit (in the source);
 - ``min_units`` (threshold mode): a published row aggregates fewer than ``min_units`` distinct
-  units, recomputed from the source by joining the published keys back to it.
+  units, recomputed from the source by joining the published keys back to it; a remainder row
+  is recomputed as every source row of its level whose keys are not published (at least
+  ``min_units`` units and two withheld keys); rows with an unknown level fail.
 The result records which checks ran and what they found (counts only, never values).
 """
 
@@ -63,9 +66,13 @@ def luhn_ok(digits: str) -> bool:
 
 
 def allowed_columns(cfg: ReportConfig) -> set[str]:
+    """Columns a report may have: dimensions, metrics, ``level`` (with totals or remainders),
+    ``is_remainder`` (with remainders) and ``<metric>_ci95`` (DP mode)."""
     cols = {d.name for d in cfg.dims} | {m.name for m in cfg.metrics}
     if cfg.totals or cfg.remainder:
         cols.add("level")
+    if cfg.remainder:
+        cols.add("is_remainder")
     if cfg.privacy is not None:
         cols |= {f"{m.name}_ci95" for m in cfg.metrics}
     return cols
@@ -148,13 +155,21 @@ def run_gate(
                 result["checks"]["quasi_identifier"] = {"skipped": "no source"}
         if want("min_units") and cfg.privacy is None:
             if has_source:
-                low = _recomputed_min_units(cfg, gcon, source.schema, table)
-                result["checks"]["min_units"] = {"ok": low == 0, "rows_below": low}
+                found = _recomputed_min_units(cfg, gcon, source.schema, table)
+                low, rem, bad = found["rows_below"], found["remainder_bad"], found["malformed"]
+                result["checks"]["min_units"] = {"ok": not (low or rem or bad), **found}
                 if low:
                     failures.append(
                         f"{low} published row(s) aggregate fewer than min_units={cfg.min_units} "
                         "distinct units (recomputed from the source)"
                     )
+                if rem:
+                    failures.append(
+                        f"{rem} remainder row(s) cover fewer than min_units={cfg.min_units} distinct units or "
+                        "fewer than two withheld rows, or are malformed (recomputed from the source)"
+                    )
+                if bad:
+                    failures.append(f"{bad} row(s) have an unknown level or a value in a rolled-up dimension")
             else:
                 small = _declared_min_units(cfg, gcon, table)
                 result["checks"]["min_units"] = {"ok": small == 0, "rows_below": small, "recomputed": False}
@@ -285,39 +300,92 @@ def _quasi_identifiers(
     return found
 
 
-def _recomputed_min_units(cfg: ReportConfig, con: Any, schema: dict[str, str], table: pa.Table) -> int:
-    """Rows of the written report whose keys match fewer than ``min_units`` units in the source."""
+def _recomputed_min_units(cfg: ReportConfig, con: Any, schema: dict[str, str], table: pa.Table) -> dict[str, int]:
+    """Rows of the written report that fail the threshold, recomputed from the source.
+
+    - ``rows_below``: level rows whose keys match fewer than ``min_units`` units in the source;
+    - ``remainder_bad``: remainder rows (``is_remainder``) whose withheld rows, i.e. every source
+      row of that level whose keys are not published at that level, hold fewer than ``min_units``
+      units or fewer than two distinct keys (one withheld row must never be published as such);
+      also a second remainder row for one level, or one with a dimension value;
+    - ``malformed``: rows with an unknown level, or a rolled-up dimension that is not NULL.
+    """
+    out = {"rows_below": 0, "remainder_bad": 0, "malformed": 0}
     if table.num_rows == 0:
-        return 0
-    params = Params()
-    where = filter_sql(cfg, params)
+        return out
     exprs = [f"{dimension_expr(d, schema.get(d.column, 'VARCHAR'))} AS k{i}" for i, d in enumerate(cfg.dims)]
-    src = f"SELECT {ident(cfg.privacy_unit)} AS u, {', '.join(exprs)} FROM __src WHERE {where} AND {ident(cfg.privacy_unit)} IS NOT NULL"
+    unit = ident(cfg.privacy_unit)
+
+    def source_rows(params: Params) -> str:
+        return f"SELECT {unit} AS u, {', '.join(exprs)} FROM __src WHERE {filter_sql(cfg, params)} AND {unit} IS NOT NULL"
+
     has_level = "level" in table.column_names
-    level_names = {lv.name: lv for lv in levels(cfg)}
-    total_low = 0
-    level_values = [None]
+    has_rem = "is_remainder" in table.column_names
+    is_rem = "coalesce(r.is_remainder, FALSE)" if has_rem else "FALSE"
+    rows = "(SELECT row_number() OVER () AS __rid, * FROM __gate_report) r"
+    all_levels = levels(cfg)
+    level_names = {lv.name: lv for lv in all_levels}
     if has_level:
-        level_values = [r[0] for r in con.execute("SELECT DISTINCT level FROM __gate_report").fetchall()]
-    for lv_name in level_values:
-        lv = level_names.get(lv_name) if lv_name is not None else levels(cfg)[0]
-        if lv is None:
-            # remainder or an unknown level: handled by the remainder module's own checks
-            continue
+        params = Params()
+        known = ", ".join(params.add(n) for n in level_names)
+        out["malformed"] += con.execute(
+            f"SELECT count(*) FROM __gate_report r WHERE r.level IS NULL OR r.level NOT IN ({known})", params.values
+        ).fetchall()[0][0]
+        present = [r[0] for r in con.execute(
+            "SELECT DISTINCT level FROM __gate_report WHERE level IS NOT NULL ORDER BY 1").fetchall()]
+        todo = [level_names[n] for n in present if n in level_names]
+    else:
+        todo = [all_levels[0]]
+    for lv in todo:
         keep = [i for i, d in enumerate(cfg.dims) if d.name in lv.dims]
-        lv_filter = "TRUE" if lv_name is None else f"r.level = {params.add(lv_name)}"
+        rolled = [d.name for d in cfg.dims if d.name not in lv.dims]
+        params = Params()
+        src = source_rows(params)
+        lv_filter = f"r.level = {params.add(lv.name)}" if has_level else "TRUE"
         on = " AND ".join(f"r.{ident(cfg.dims[i].name)} IS NOT DISTINCT FROM s.k{i}" for i in keep) or "TRUE"
         sql = (
-            f"SELECT count(*) FROM (SELECT r.__rid, count(DISTINCT s.u) AS n FROM "
-            f"(SELECT row_number() OVER () AS __rid, * FROM __gate_report) r LEFT JOIN ({src}) s ON {on} "
-            f"WHERE {lv_filter} GROUP BY r.__rid) WHERE n < {params.add(cfg.min_units)}"
+            f"SELECT count(*) FROM (SELECT r.__rid, count(DISTINCT s.u) AS n FROM {rows} LEFT JOIN ({src}) s ON {on} "
+            f"WHERE {lv_filter} AND NOT {is_rem} GROUP BY r.__rid) WHERE n < {params.add(cfg.min_units)}"
         )
-        total_low += con.execute(sql, params.values).fetchall()[0][0]
-        # params are positional: rebuild for the next level
-        params = Params()
-        where = filter_sql(cfg, params)
-        src = f"SELECT {ident(cfg.privacy_unit)} AS u, {', '.join(exprs)} FROM __src WHERE {where} AND {ident(cfg.privacy_unit)} IS NOT NULL"
-    return total_low
+        out["rows_below"] += con.execute(sql, params.values).fetchall()[0][0]
+        if rolled:
+            p2 = Params()
+            cond = " OR ".join(f"r.{ident(n)} IS NOT NULL" for n in rolled)
+            filt = f"r.level = {p2.add(lv.name)}" if has_level else "TRUE"
+            out["malformed"] += con.execute(
+                f"SELECT count(*) FROM __gate_report r WHERE {filt} AND NOT {is_rem} AND ({cond})", p2.values
+            ).fetchall()[0][0]
+        if not has_rem:
+            continue
+        # remainder rows of this level, recomputed from the source on their own terms
+        p3 = Params()
+        lvp = p3.add(lv.name)
+        n_rem = con.execute(
+            f"SELECT count(*) FROM __gate_report r WHERE r.level = {lvp} AND {is_rem}", p3.values
+        ).fetchall()[0][0]
+        if not n_rem:
+            continue
+        dims_set = " OR ".join(f"r.{ident(d.name)} IS NOT NULL" for d in cfg.dims)
+        bad_shape = con.execute(
+            f"SELECT count(*) FROM __gate_report r WHERE r.level = {lvp} AND {is_rem} AND ({dims_set})", p3.values
+        ).fetchall()[0][0]
+        p4 = Params()
+        src4 = source_rows(p4)
+        lv4 = p4.add(lv.name)
+        match = " AND ".join(f"p.{ident(cfg.dims[i].name)} IS NOT DISTINCT FROM s.k{i}" for i in keep) or "TRUE"
+        p_is_rem = "coalesce(p.is_remainder, FALSE)"
+        kcols = ", ".join(f"k{i}" for i in keep) or "1"
+        units, n_keys = con.execute(
+            f"WITH rest AS (SELECT * FROM ({src4}) s WHERE NOT EXISTS (SELECT 1 FROM __gate_report p "
+            f"WHERE p.level = {lv4} AND NOT {p_is_rem} AND {match})) "
+            f"SELECT (SELECT count(DISTINCT u) FROM rest), (SELECT count(*) FROM (SELECT DISTINCT {kcols} FROM rest))",
+            p4.values,
+        ).fetchall()[0]
+        if units < cfg.min_units or n_keys < 2:
+            out["remainder_bad"] += n_rem
+        else:
+            out["remainder_bad"] += max(n_rem - 1, bad_shape)
+    return out
 
 
 def _declared_min_units(cfg: ReportConfig, con: Any, table: pa.Table) -> int:

@@ -156,7 +156,7 @@ def _run_threshold(
     hpath = history_path(cfg)
     hist = History(hpath) if hpath is not None else None
     release_id = f"{source.source_id}\x1f{cfg.report}\x1f{run_id}"
-    need_per_unit = bool(cfg.totals) or cfg.dominance is not None or hist is not None
+    need_per_unit = bool(cfg.totals) or cfg.dominance is not None or hist is not None or cfg.remainder
     with stages.stage("aggregate"):
         quality = aggregate(cfg, con, source, need_per_unit=need_per_unit)
         stages.count("selected", quality["rows_selected"])
@@ -174,8 +174,17 @@ def _run_threshold(
                 apply_secondary_suppression(cfg, con)
             con.execute(suppression.finalize_sql())
             cell_counts = suppression.counts(con)
+            if cfg.remainder:
+                from .remainder import apply_remainder
+
+                cell_counts.update(apply_remainder(cfg, con))
         with stages.stage("write"):
-            table = fetch_arrow(execute(con, published_select_sql(cfg)))
+            if cfg.remainder:
+                from .remainder import published_select_sql as select_with_remainders
+
+                table = fetch_arrow(execute(con, select_with_remainders(cfg)))
+            else:
+                table = fetch_arrow(execute(con, published_select_sql(cfg)))
         privacy = {
             "mode": "threshold",
             "min_units": cfg.min_units,
@@ -189,6 +198,8 @@ def _run_threshold(
                 if hist is not None else "off (no history: set `history:` or a budget ledger)"
             ),
         }
+        if cfg.remainder:
+            privacy["remainder"] = "one row per level aggregating its withheld rows, when safe (docs/PRIVACY.md)"
 
         def record() -> None:
             if hist is not None:

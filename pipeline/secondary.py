@@ -77,6 +77,11 @@ class TableSystem:
         self._csr = None
         return len(self.head) - 1
 
+    def remove_last_equation(self) -> None:
+        self.head.pop()
+        self.members.pop()
+        self._csr = None
+
     def var_eqs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """CSR of variable → equations it appears in: (indptr, equation ids, coefficient ±1)."""
         if self._csr is None:

@@ -158,6 +158,9 @@ def summary_html(manifest: dict[str, Any], table: Any, *, top: int = 15) -> str:
 
     # rows of the full table (margins are charted separately)
     levels = _column(table, "level")
+    remainder = _column(table, "is_remainder")
+    if remainder:  # remainder rows aggregate withheld rows (docs/PRIVACY.md): not charted
+        levels = [None if r else lv for lv, r in zip(levels, remainder, strict=True)]
     n = table.num_rows
     idx_cells = [i for i in range(n) if not levels or levels[i] == "cell"]
     dim_vals = {d: _column(table, d) for d in dims}

@@ -25,6 +25,21 @@ if TYPE_CHECKING:
 def primary_sql(cfg: ReportConfig) -> Query:
     """Adds ``__reason`` and ``__level_name`` to ``__cells`` with k-threshold and dominance reasons."""
     params = Params()
+    sql = (
+        "CREATE OR REPLACE TEMP TABLE __cells AS SELECT *, "
+        f"{reason_case(cfg, params)} AS __reason, "
+        f"{level_name_case(cfg)} AS __level_name, "
+        "FALSE AS __suppressed FROM __cells"
+    )
+    return Query(sql, tuple(params.values))
+
+
+def reason_case(cfg: ReportConfig, params: Params) -> str:
+    """SQL ``CASE`` giving a row's primary reason ('k', 'dominance') or NULL, from its ingredients.
+
+    Reads ``__units`` and, with dominance, ``__top{i}``, ``__top2_{i}``, ``__abs{i}`` (see
+    :func:`plan.cells_from_per_unit_sql`); any table with those columns can be judged the same way.
+    """
     k = params.add(int(cfg.min_units))
     reasons = [f"WHEN __units < {k} THEN 'k'"]
     dom = cfg.dominance
@@ -45,14 +60,13 @@ def primary_sql(cfg: ReportConfig) -> Query:
                     f"WHEN __abs{i} > 0 AND CAST(__abs{i} - __top2_{i}[1] - coalesce(__top2_{i}[2], 0) AS DOUBLE)"
                     f" < {p} * CAST(__top2_{i}[1] AS DOUBLE) THEN 'dominance'"
                 )
+    return f"CASE {' '.join(reasons)} ELSE NULL END"
+
+
+def level_name_case(cfg: ReportConfig) -> str:
+    """SQL ``CASE`` mapping ``__level`` to the published level name ('cell', 'total', 'by_…')."""
     names = " ".join(f"WHEN {lv.index} THEN '{lv.name}'" for lv in levels(cfg))
-    sql = (
-        "CREATE OR REPLACE TEMP TABLE __cells AS SELECT *, "
-        f"CASE {' '.join(reasons)} ELSE NULL END AS __reason, "
-        f"CASE __level {names} END AS __level_name, "
-        "FALSE AS __suppressed FROM __cells"
-    )
-    return Query(sql, tuple(params.values))
+    return f"CASE __level {names} END"
 
 
 def finalize_sql() -> str:

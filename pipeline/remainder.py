@@ -1,0 +1,142 @@
+"""Remainder rows (``remainder: true``, threshold mode): totals that still add up.
+
+Convention (docs/PRIVACY.md, "Remainder rows"): with ``remainder: true`` the report has a
+``level`` column (even without ``totals``) and a boolean ``is_remainder`` column. For each table
+level (``cell``, ``total``, ``by_<dims>``) at most one extra row is published with
+``is_remainder = true``, that level's name in ``level`` and every dimension column NULL; its
+metrics aggregate every withheld row of that level (primary and secondary suppressions alike),
+so the published rows of a level plus its remainder add up to the level's full total. All other
+rows have ``is_remainder = false``.
+
+A level's remainder row is published only when all of these hold (otherwise it is withheld too,
+and counted in the manifest as ``remainder_rows_withheld``):
+1. at least two rows of the level are withheld: one withheld row alone is never released as a
+   remainder (it would be that row);
+2. it aggregates at least ``min_units`` distinct units, counted inside DuckDB over the union of
+   the withheld rows' units (``__per_unit``), not by adding the rows' counts;
+3. it passes the dominance rule when one is configured (per-unit totals over that union);
+4. together with every published cell, margin and already accepted remainder, it determines no
+   withheld value: the remainder adds the equation "remainder = sum of the withheld rows of its
+   level" and the exact check of :mod:`secondary` must still find nothing determined.
+Levels are decided in level order; an accepted remainder is part of the system for the next.
+Only aggregate rows cross into Python (positions and unit counts; never row-level data).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .config import ReportConfig
+from .plan import dim_key, levels, metric_output_expr
+from .sql import Params, Query, ident
+from .suppression import level_name_case, reason_case
+
+if TYPE_CHECKING:
+    import duckdb
+
+
+def candidates_sql(cfg: ReportConfig, level_indexes: list[int]) -> Query:
+    """``__rem_cand``: one row per level in ``level_indexes`` aggregating its withheld rows.
+
+    Columns match ``__cells``' ingredients (``__units``, ``__rows``, ``__s{i}``, ``__c{i}`` and,
+    with dominance, ``__top{i}``/``__top2_{i}``/``__abs{i}``), plus ``__reason`` (k or dominance,
+    judged exactly as cells are) and ``__level_name``. Units are distinct over the union.
+    """
+    params = Params()
+    dom_n = cfg.dominance.n if cfg.dominance else 0
+    lv_by_index = {lv.index: lv for lv in levels(cfg)}
+    selects = []
+    for index in level_indexes:
+        lv = lv_by_index[index]
+        keep = [i for i, d in enumerate(cfg.dims) if d.name in lv.dims]
+        on = " AND ".join(f"p.{dim_key(i)} IS NOT DISTINCT FROM w.{dim_key(i)}" for i in keep) or "TRUE"
+        keys = ", ".join(dim_key(i) for i in keep) or "1 AS __one"
+        inner = ["sum(p.__n) AS __n"]
+        outer = ["count(*) AS __units", "sum(__n) AS __rows"]
+        for i, m in enumerate(cfg.metrics):
+            if m.column is None:
+                continue
+            inner += [f"sum(p.__s{i}) AS __s{i}", f"sum(p.__c{i}) AS __c{i}"]
+            outer += [f"sum(__s{i}) AS __s{i}", f"sum(__c{i}) AS __c{i}"]
+            if dom_n:
+                outer += [
+                    f"list_sum(max(abs(__s{i}), {int(dom_n)})) AS __top{i}",
+                    f"max(abs(__s{i}), 2) AS __top2_{i}",
+                    f"sum(abs(__s{i})) AS __abs{i}",
+                ]
+        withheld = f"SELECT {keys} FROM __cells WHERE __level = {int(index)} AND __suppressed"
+        per_unit = (
+            f"SELECT p.__u, {', '.join(inner)} FROM __per_unit p JOIN ({withheld}) w ON {on} "
+            "WHERE p.__u IS NOT NULL GROUP BY p.__u"
+        )
+        selects.append(f"SELECT {int(index)} AS __level, {', '.join(outer)} FROM ({per_unit})")
+    body = " UNION ALL BY NAME ".join(selects)
+    sql = (
+        "CREATE OR REPLACE TEMP TABLE __rem_cand AS SELECT *, "
+        f"{reason_case(cfg, params)} AS __reason, {level_name_case(cfg)} AS __level_name FROM ({body})"
+    )
+    return Query(sql, tuple(params.values))
+
+
+def apply_remainder(cfg: ReportConfig, con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Decide the remainder rows (``__remainder`` temp table); return counts for the manifest.
+
+    Needs ``__cells`` with final ``__suppressed`` flags and ``__per_unit``. Guarantees the four
+    conditions of the module docstring for every row it puts into ``__remainder``.
+    """
+    from .runner import execute
+    from .secondary import analyse, load_system
+
+    system = load_system(cfg, con)
+    lvls = levels(cfg)
+    members = {lv.index: np.flatnonzero(system.suppressed & (system.level == lv.index)) for lv in lvls}
+    eligible = [lv.index for lv in lvls if len(members[lv.index]) >= 2]
+    counts = {"remainder_rows_published": 0, "remainder_rows_withheld": 0}
+    accepted: list[int] = []
+    if eligible:
+        execute(con, candidates_sql(cfg, eligible))
+        reasons = dict(con.execute("SELECT __level, __reason FROM __rem_cand").fetchall())
+        for index in eligible:
+            if reasons.get(index) is not None:
+                counts["remainder_rows_withheld"] += 1
+                continue
+            system.add_equation(-1, members[index])
+            if analyse(system):  # the remainder would pin a withheld value: keep it back
+                system.remove_last_equation()
+                counts["remainder_rows_withheld"] += 1
+                continue
+            accepted.append(index)
+    counts["remainder_rows_withheld"] += sum(1 for lv in lvls if len(members[lv.index]) == 1)
+    # same ingredient columns as __cells (an empty table when no level qualifies)
+    con.execute("CREATE OR REPLACE TEMP TABLE __remainder AS SELECT * FROM "
+                + ("__rem_cand" if eligible else "__cells") + " WHERE FALSE")
+    if accepted:
+        con.execute(
+            "INSERT INTO __remainder SELECT * FROM __rem_cand WHERE __level IN "
+            f"({', '.join(str(int(i)) for i in accepted)})"
+        )
+    counts["remainder_rows_published"] = len(accepted)
+    return counts
+
+
+def published_select_sql(cfg: ReportConfig) -> Query:
+    """Output rows with remainders: ``level``, ``is_remainder``, dimensions, metrics.
+
+    Published cells and margins come first within each level (ordered by dimension values, NULLS
+    FIRST), then that level's remainder row, so the same cells always give the same bytes.
+    """
+    dims = [ident(d.name) for d in cfg.dims]
+    metrics = [f"{metric_output_expr(m, i)} AS {ident(m.name)}" for i, m in enumerate(cfg.metrics)]
+    cells = ["__level", "__level_name AS level", "FALSE AS is_remainder"]
+    cells += [f"{dim_key(i)} AS {d}" for i, d in enumerate(dims)] + metrics
+    rem = ["__level", "__level_name AS level", "TRUE AS is_remainder"]
+    rem += [f"NULL AS {d}" for d in dims] + metrics
+    body = (
+        f"SELECT {', '.join(cells)} FROM __cells WHERE NOT __suppressed "
+        f"UNION ALL SELECT {', '.join(rem)} FROM __remainder"
+    )
+    order = ["__level", "is_remainder"] + [f"{d} NULLS FIRST" for d in dims]
+    out = ["level", "is_remainder"] + dims + [ident(m.name) for m in cfg.metrics]
+    return Query(f"SELECT {', '.join(out)} FROM ({body}) ORDER BY {', '.join(order)}")
