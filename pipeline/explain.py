@@ -100,6 +100,10 @@ def sections(manifest: dict[str, Any], path: Path | None = None) -> list[Section
         overview.append(["cells", f"published {num(cells.get('cells_published'))}"
                                   + (f" (of {num(cells['public_partitions'])} public partitions)" if cells.get("public_partitions") else "")
                                   + ("; computed and suppressed counts withheld (exact counts are not DP)" if cells.get("withheld") else "")])
+    if "remainder_rows_published" in cells:
+        overview.append(["remainder rows", f"published {num(cells['remainder_rows_published'])} · withheld "
+                                           f"{num(cells.get('remainder_rows_withheld', 0))} (one per level at most; "
+                                           "is_remainder = true, dimensions null)"])
     if dp:
         overview.append(["privacy", f"differential privacy: ε={num(priv.get('epsilon'))} δ={num(priv.get('delta'))} "
                                     f"noise={priv.get('noise')} · a person counts in ≤ {priv.get('max_groups_per_unit')} cells "

@@ -139,6 +139,8 @@ def test_gate_recomputes_remainders(project: Path) -> None:
     table = pq.read_table(rel / "report.parquet")
     assert table.column("is_remainder").to_pylist().count(True) >= 1
     assert run_cli("check", rel).exit_code == 0
+    published = table.column("is_remainder").to_pylist().count(True)
+    assert f"remainder rows  published {published} · withheld" in run_cli("explain", rel).output
     # a forged remainder for the grand total (one row, nothing withheld beneath it) is refused
     row = {c: [None] for c in table.column_names} | {"level": ["total"], "is_remainder": [True], "events": [5],
                                                         "buyers": [12]}
