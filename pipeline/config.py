@@ -302,6 +302,12 @@ class ReportConfig(_Model):
             )
         if self.privacy is not None and self.dominance is not None:
             raise _KeyError(("dominance",), "dominance is a threshold-mode rule; DP mode bounds contributions instead")
+        if self.privacy is not None and self.remainder:
+            raise _KeyError(
+                ("remainder",),
+                "remainder rows are a threshold-mode feature (they aggregate suppressed cells); "
+                "DP mode publishes noisy cells, use consistent: true to make margins add up",
+            )
         if self.budget is not None and self.privacy is not None:
             if self.privacy.epsilon > self.budget.epsilon_limit:
                 raise _KeyError(

@@ -153,3 +153,12 @@ def test_gate_recomputes_remainders(project: Path) -> None:
     plain = write_config(project, name="plain.yaml", dimensions=dims, totals=[[], ["category"]], min_units=10)
     res = run_cli("check", rel, "--config", plain)
     assert res.exit_code == 3 and "'is_remainder' are not declared" in res.stderr
+
+
+def test_remainder_is_refused_in_dp_mode(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, remainder=True, privacy={"epsilon": 1.0},
+                       budget={"ledger": "state/ledger.duckdb", "epsilon_limit": 5, "delta_limit": 1e-5})
+    res = run_cli("validate", cfg, "--no-source")
+    assert res.exit_code == 2
+    assert "remainder: remainder rows are a threshold-mode feature" in res.stderr and "\n" not in res.stderr.strip()
+    assert release_dirs(tmp_path) == []
