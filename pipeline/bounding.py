@@ -6,7 +6,7 @@ Guarantees of the SQL built here, for every privacy unit:
   random subset, chosen by a secret seed (rows identical in every projected column are
   interchangeable, so ties do not matter). Sums and means use clamped values of the kept rows.
 - **L0**: it keeps at most ``max_groups_per_unit`` cells, the ones with the smallest keyed hash
-  ``hash(unit, cell, seed)``: a uniformly random subset of the unit's cells.
+  ``hash(unit, cell, seed)``: a uniformly random subset of the unit's cells (see :func:`l0_cut_sql`).
 - Null units never reach the cells. Rows outside ``public_partitions`` (when given) are dropped
   before L0 bounding, so a unit's budget of cells is spent on publishable cells only.
 The result ``__dp_cells`` has one row per cell: ``__units`` (bounded distinct units), ``__rows``
@@ -63,6 +63,41 @@ def dp_quality_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
     return Query(f"SELECT {', '.join(cols)} FROM __dp_pairs")
 
 
+def l0_cut_sql(cfg: ReportConfig, seed: int) -> list[Query]:
+    """``__l0_cut``: per unit, its number of cells ``__k`` and the ``g``-th smallest cell hash ``__m``.
+
+    A unit keeps a cell iff ``__k <= g`` or ``hash(unit, cell, seed) <= __m``: exactly its ``g``
+    cells with the smallest keyed hash (a uniformly random subset). Computed with ``g`` rounds of
+    ``min`` over a narrow (unit, hash) table instead of a window function: DuckDB's window over
+    tens of millions of (cell, unit) pairs spills tens of GB, these aggregations spill little.
+    Distinct cells of one unit have distinct 64-bit hashes except with negligible probability.
+    """
+    assert cfg.privacy is not None
+    g = int(cfg.privacy.max_groups_per_unit)
+    keys = [dim_key(i) for i in range(len(cfg.dims))]
+    params = Params()
+    h = f"hash(__u, {', '.join(keys)}, {params.add(int(seed))})"
+    out = [
+        Query(f"CREATE OR REPLACE TEMP TABLE __l0 AS SELECT __u, {h} AS __h FROM __dp_pairs WHERE __u IS NOT NULL",
+              tuple(params.values)),
+        Query("CREATE OR REPLACE TEMP TABLE __l0_cut AS SELECT __u, count(*) AS __k, min(__h) AS __m FROM __l0 GROUP BY __u"),
+    ]
+    if g > 1:
+        out.append(Query(
+            "CREATE OR REPLACE TEMP TABLE __l0 AS SELECT l.__u, l.__h FROM __l0 l JOIN __l0_cut c USING (__u) "
+            f"WHERE c.__k > {g}"
+        ))
+        for _ in range(g - 1):  # advance __m to the next smallest hash, for units with more than g cells
+            out.append(Query(
+                "CREATE OR REPLACE TEMP TABLE __l0_next AS SELECT l.__u, min(l.__h) AS __m FROM __l0 l "
+                "JOIN __l0_cut c USING (__u) WHERE l.__h > c.__m GROUP BY l.__u"
+            ))
+            out.append(Query(
+                f"UPDATE __l0_cut SET __m = n.__m FROM __l0_next n WHERE __l0_cut.__u = n.__u AND __l0_cut.__k > {g}"
+            ))
+    return out
+
+
 def dp_cells_sql(cfg: ReportConfig, seed: int) -> list[Query]:
     """``__dp_cells``: L0-bounded aggregation of ``__dp_pairs`` (null units excluded).
 
@@ -74,7 +109,7 @@ def dp_cells_sql(cfg: ReportConfig, seed: int) -> list[Query]:
 
     assert cfg.privacy is not None
     params = Params()
-    l0 = int(cfg.privacy.max_groups_per_unit)
+    g = int(cfg.privacy.max_groups_per_unit)
     keys = [dim_key(i) for i in range(len(cfg.dims))]
     seed_ph = params.add(int(seed))
     sums = []
@@ -82,21 +117,19 @@ def dp_cells_sql(cfg: ReportConfig, seed: int) -> list[Query]:
         if m.column is not None:
             sums += [f"sum(__s{i}) AS __s{i}", f"sum(__c{i}) AS __c{i}"]
     tail = (", " + ", ".join(sums)) if sums else ""
-    ranked = (
-        f"SELECT *, row_number() OVER (PARTITION BY __u ORDER BY hash(__u, {', '.join(keys)}, {seed_ph})) AS __g "
-        "FROM __dp_pairs WHERE __u IS NOT NULL"
+    kept = (
+        "SELECT p.* FROM __dp_pairs p JOIN __l0_cut c ON p.__u = c.__u "
+        f"WHERE c.__k <= {g} OR hash(p.__u, {', '.join('p.' + k for k in keys)}, {seed_ph}) <= c.__m"
     )
+    steps = l0_cut_sql(cfg, seed)
     if not cfg.totals:
         sql = (
             "CREATE OR REPLACE TEMP TABLE __dp_cells AS "
             f"SELECT 0 AS __level, {', '.join(keys)}, count(*) AS __units, sum(__n) AS __rows{tail} "
-            f"FROM ({ranked}) WHERE __g <= {l0} GROUP BY {', '.join(keys)}"
+            f"FROM ({kept}) GROUP BY {', '.join(keys)}"
         )
-        return [Query(sql, tuple(params.values))]
-    first = Query(
-        f"CREATE OR REPLACE TEMP TABLE __dp_bounded AS SELECT * EXCLUDE (__g) FROM ({ranked}) WHERE __g <= {l0}",
-        tuple(params.values),
-    )
+        return [*steps, Query(sql, tuple(params.values))]
+    first = Query(f"CREATE OR REPLACE TEMP TABLE __dp_bounded AS {kept}", tuple(params.values))
     selects = []
     for lv in levels(cfg):
         keep = [i for i, d in enumerate(cfg.dims) if d.name in lv.dims]
@@ -105,4 +138,4 @@ def dp_cells_sql(cfg: ReportConfig, seed: int) -> list[Query]:
         group = f" GROUP BY {', '.join(keys[i] for i in keep)}" if keep else ""
         selects.append(f"SELECT {', '.join(cols)}, {units} AS __units, sum(__n) AS __rows{tail} FROM __dp_bounded{group}")
     second = Query("CREATE OR REPLACE TEMP TABLE __dp_cells AS " + " UNION ALL BY NAME ".join(selects))
-    return [first, second]
+    return [*steps, first, second]

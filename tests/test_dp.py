@@ -371,3 +371,30 @@ def test_consistent_margins_add_up(dp_project: Path) -> None:
     assert t["units"].dtype.kind in "iu" or str(t["units"].dtype).startswith("int")
     with pytest.raises(Exception, match="consistent"):
         load_config(dp_config(dp_project, "data/c.parquet", consistent=True))
+
+
+@pytest.mark.parametrize("g", [1, 2, 3])
+def test_l0_bounding_keeps_the_g_cells_with_smallest_hash(tmp_path: Path, g: int) -> None:
+    """The window-free L0 SQL equals an independent window-function selection."""
+    from pipeline.bounding import dp_cells_sql, dp_pairs_sql
+    from pipeline.engine import connect
+    from pipeline.sources import open_source
+
+    (tmp_path / "data").mkdir()
+    con0 = duckdb.connect()
+    # units with 1..9 cells each (city), one row per (unit, city)
+    con0.execute("CREATE TABLE t AS SELECT 'c' || (j % 9) AS city, i AS user_id, 1.0 AS amount "
+                 "FROM range(300) a(i), range(9) b(j) WHERE j <= i % 9")
+    con0.execute(f"COPY t TO '{tmp_path / 'data' / 'l0.parquet'}' (FORMAT parquet)")
+    cfg = load_config(dp_config(tmp_path, "data/l0.parquet", privacy={**PRIVACY, "max_groups_per_unit": g}))
+    con = connect(cfg)
+    source = open_source(con, cfg)
+    con.execute(*_q(dp_pairs_sql(cfg, source.schema, 5, public=False)))
+    for q in dp_cells_sql(cfg, 6):
+        con.execute(*_q(q))
+    got = dict(con.execute("SELECT __d0, __units FROM __dp_cells").fetchall())
+    want = dict(con.execute(
+        "SELECT __d0, count(*) FROM (SELECT *, row_number() OVER (PARTITION BY __u ORDER BY hash(__u, __d0, $1)) AS r "
+        "FROM __dp_pairs WHERE __u IS NOT NULL) WHERE r <= $2 GROUP BY __d0", [6, g]).fetchall())
+    assert got == want
+    assert sum(got.values()) == sum(min(g, 1 + i % 9) for i in range(300))
