@@ -43,7 +43,8 @@ if TYPE_CHECKING:
     import duckdb
 
 PRIME = 2_147_483_647  # 2^31 - 1: products of two residues fit in int64
-DENSE_LIMIT = 16_000_000  # int64 matrix entries per group handled with numpy; larger: sparse rows
+DENSE_LIMIT = 16_000_000  # entries of the E x E transform handled with numpy; more equations: sparse rows
+CHUNK = 4096  # columns reduced at a time by the numpy elimination
 SPARSE_WORK_LIMIT = 400_000_000  # row-operation budget of the sparse elimination (then refuse)
 _SMALL = 1 << 20  # lifted null-vector entries up to this size are verified in float64 (exact)
 
@@ -382,8 +383,8 @@ def _analyse_group(variables: list[int], var_rows: dict[int, list[tuple[int, int
     eq_ids = sorted({e for v in reps for e, _ in var_rows[v]})
     local = {e: i for i, e in enumerate(eq_ids)}
     cols = [[(local[e], c) for e, c in var_rows[v]] for v in reps]
-    n_eq, n_var = len(eq_ids), len(reps)
-    if n_eq * (n_var + n_eq) <= DENSE_LIMIT:
+    n_eq = len(eq_ids)
+    if n_eq * n_eq <= DENSE_LIMIT:
         credited, determined = _group_dense(cols, n_eq)
     else:
         credited, determined = _group_sparse(cols, n_eq)
@@ -399,86 +400,122 @@ Analysis = tuple[set[int], dict[int, "dict[int, int] | None"]]
 
 
 def _group_dense(cols: list[list[tuple[int, int]]], n_eq: int) -> Analysis:
-    """Gauss-Jordan mod p on [A | I] with numpy; circuits certified in exact float64 arithmetic.
+    """Gauss-Jordan mod p with numpy, streaming over the columns in chunks.
 
-    Returns (columns proven free, determined columns → certificate over local equations or None).
+    Only the E x E transform ``T`` (the row operations so far) and one chunk ``T @ A[:, chunk]``
+    are held in memory, so groups with very many withheld cells and few equations stay cheap.
+    A second pass rebuilds the reduced matrix chunk by chunk: pivot rows that touch a non-pivot
+    column are not unit rows, and every non-pivot column's circuit is certified as an integer null
+    vector with an exact float64 check (sparse products with small integers), or by rational
+    reconstruction. Returns (columns proven free, determined columns -> certificate or None).
     """
+    from scipy.sparse import csc_matrix
+
     n_var = len(cols)
     ii = np.fromiter((i for col in cols for i, _ in col), dtype=np.int64)
     jj = np.fromiter((j for j, col in enumerate(cols) for _ in col), dtype=np.int64)
     cc = np.fromiter((c for col in cols for _, c in col), dtype=np.int64)
-    m = np.zeros((n_eq, n_var + n_eq), dtype=np.int64)
-    m[ii, jj] = cc % PRIME
-    m[np.arange(n_eq), n_var + np.arange(n_eq)] = 1
+    a = csc_matrix((cc, (ii, jj)), shape=(n_eq, n_var), dtype=np.int64)
+    chunk = max(1, min(CHUNK, 8_000_000 // max(n_eq, 1)))
+    t = np.eye(n_eq, dtype=np.int64)
     used = np.zeros(n_eq, dtype=bool)
     piv_cols: list[int] = []
     piv_rows: list[int] = []
-    for j in range(n_var):
-        nz = np.flatnonzero(m[:, j])
-        cand = nz[~used[nz]]
-        if cand.size == 0:
+
+    def reduced_t(start: int, stop: int) -> np.ndarray:
+        """(T @ A[:, start:stop]) mod p, transposed: row c is column start + c (contiguous)."""
+        return (a[:, start:stop].T @ t.T) % PRIME
+
+    for start in range(0, n_var, chunk):
+        stop = min(start + chunk, n_var)
+        yt = reduced_t(start, stop)
+        unused = np.flatnonzero(~used)
+        if unused.size == 0:
             continue
-        r = int(cand[0])
-        inv = pow(int(m[r, j]), PRIME - 2, PRIME)
-        if inv != 1:
-            m[r] = (m[r] * inv) % PRIME
-        others = nz[nz != r]
-        if others.size:
-            nzc = np.flatnonzero(m[r])
-            f = m[others, j][:, None]
-            sel = np.ix_(others, nzc)
-            m[sel] = (m[sel] - f * m[r, nzc][None, :]) % PRIME
-        used[r] = True
-        piv_cols.append(j)
-        piv_rows.append(r)
+        # alive: columns with a nonzero on some unused row (pivot candidates). A pivot on row r only
+        # changes the columns that are nonzero in row r, so only those are re-examined.
+        alive = np.any(yt[:, unused] != 0, axis=1)
+        c = -1
+        while True:
+            nxt = np.flatnonzero(alive[c + 1:])
+            if nxt.size == 0:
+                break
+            c += 1 + int(nxt[0])
+            nz = np.flatnonzero(yt[c])
+            cand = nz[~used[nz]]
+            # the candidate row with the fewest nonzeros left in this chunk: least fill-in
+            r = int(cand[np.argmin(np.count_nonzero(yt[c:, cand], axis=0))]) if cand.size > 1 else int(cand[0])
+            inv = pow(int(yt[c, r]), PRIME - 2, PRIME)
+            if inv != 1:
+                yt[c:, r] = (yt[c:, r] * inv) % PRIME
+                t[r] = (t[r] * inv) % PRIME
+            others = nz[nz != r]
+            ycols = c + np.flatnonzero(yt[c:, r])
+            if others.size:
+                f = yt[c, others][None, :]
+                sel = np.ix_(ycols, others)
+                yt[sel] = (yt[sel] - yt[ycols, r][:, None] * f) % PRIME
+                tcols = np.flatnonzero(t[r])
+                sel = np.ix_(others, tcols)
+                t[sel] = (t[sel] - f.T * t[r, tcols][None, :]) % PRIME
+            used[r] = True
+            piv_cols.append(start + c)
+            piv_rows.append(r)
+            unused = np.flatnonzero(~used)
+            if unused.size == 0:
+                break
+            alive[ycols] = np.any(yt[np.ix_(ycols, unused)] != 0, axis=1)
     pc = np.asarray(piv_cols, dtype=np.int64)
     pr = np.asarray(piv_rows, dtype=np.int64)
-    nonpiv = np.setdiff1d(np.arange(n_var), pc)
+    is_pivot = np.zeros(n_var, dtype=bool)
+    is_pivot[pc] = True
     credited: set[int] = set()
     unit = np.ones(len(pc), dtype=bool)
-    if nonpiv.size:
-        a = np.zeros((n_eq, n_var), dtype=np.float64)
-        a[ii, jj] = cc
-        a_p = a[:, pc]
-        covered = np.zeros(len(pc), dtype=bool)
-        for start in range(0, nonpiv.size, 2048):
-            chunk = nonpiv[start:start + 2048]
-            sub = m[np.ix_(pr, chunk)]
-            unit &= ~np.any(sub != 0, axis=1)
-            z = (-sub) % PRIME
-            z = np.where(z > PRIME // 2, z - PRIME, z)
-            small = np.all(np.abs(z) <= _SMALL, axis=0)
-            resid = a_p @ z.astype(np.float64) + a[:, chunk]
-            good = small & np.all(resid == 0, axis=0)
-            credited.update(int(k) for k in chunk[good])
-            covered |= np.any(sub[:, good] != 0, axis=1)
-            bad = np.flatnonzero(~good)
-            if bad.size:  # fractional circuits: rational reconstruction, then the same exact check
-                zr = _reconstruct_block(z[:, bad])
-                if zr is not None:
-                    zs, scale = zr
-                    ok = np.all(np.abs(zs) <= _SMALL, axis=0) & (scale <= _SMALL)
-                    resid = a_p @ zs.astype(np.float64) + a[:, chunk[bad]] * scale.astype(np.float64)
-                    ok &= np.all(resid == 0, axis=0)
-                    credited.update(int(k) for k in chunk[bad][ok])
-                    covered |= np.any(sub[:, bad[ok]] != 0, axis=1)
-                    bad = bad[~ok]
-                for t in bad:  # last resort: exact Python integers, one circuit at a time
-                    circuit = {int(pc[b]): int(sub[b, t]) for b in np.flatnonzero(sub[:, t])}
-                    zt = _certify(int(chunk[t]), circuit, cols)
-                    if zt is not None:
-                        credited.update(zt)
-        credited.update(int(j) for j in pc[covered])
+    covered = np.zeros(len(pc), dtype=bool)
+    a_p = a[:, pc].astype(np.float64).tocsr()
+    for start in range(0, n_var, chunk):
+        stop = min(start + chunk, n_var)
+        local = np.flatnonzero(~is_pivot[start:stop])
+        if local.size == 0:
+            continue
+        ks = start + local
+        sub = reduced_t(start, stop)[np.ix_(local, pr)].T if len(pr) else np.zeros((0, local.size), dtype=np.int64)
+        unit &= ~np.any(sub != 0, axis=1)
+        z = (-sub) % PRIME
+        z = np.where(z > PRIME // 2, z - PRIME, z)
+        small = np.all(np.abs(z) <= _SMALL, axis=0)
+        a_k = a[:, ks].astype(np.float64).toarray()
+        resid = a_p @ z.astype(np.float64) + a_k
+        good = small & np.all(resid == 0, axis=0)
+        credited.update(int(k) for k in ks[good])
+        covered |= np.any(sub[:, good] != 0, axis=1)
+        bad = np.flatnonzero(~good)
+        if bad.size:  # fractional circuits: rational reconstruction, then the same exact check
+            zr = _reconstruct_block(z[:, bad])
+            if zr is not None:
+                zs, scale = zr
+                ok = np.all(np.abs(zs) <= _SMALL, axis=0) & (scale <= _SMALL)
+                resid = a_p @ zs.astype(np.float64) + a_k[:, bad] * scale.astype(np.float64)
+                ok &= np.all(resid == 0, axis=0)
+                credited.update(int(k) for k in ks[bad][ok])
+                covered |= np.any(sub[:, bad[ok]] != 0, axis=1)
+                bad = bad[~ok]
+            for b in bad:  # last resort: exact Python integers, one circuit at a time
+                circuit = {int(pc[x]): int(sub[x, b]) for x in np.flatnonzero(sub[:, b])}
+                zt = _certify(int(ks[b]), circuit, cols)
+                if zt is not None:
+                    credited.update(zt)
+    credited.update(int(j) for j in pc[covered])
     determined: dict[int, dict[int, int] | None] = {}
     for b, j in enumerate(pc.tolist()):
         if j in credited:
             continue
         if unit[b]:
-            t = m[pr[b], n_var:]
-            determined[j] = {int(i): int(t[i]) for i in np.flatnonzero(t)}
+            row = t[pr[b]]
+            determined[j] = {int(i): int(row[i]) for i in np.flatnonzero(row)}
         else:
             determined[j] = None
-    for j in nonpiv.tolist():
+    for j in np.flatnonzero(~is_pivot).tolist():
         if j not in credited:
             determined[j] = None
     return credited, determined

@@ -363,12 +363,14 @@ def random_table_system(rng: Any) -> tuple[Any, list[tuple[int, list[int]]]]:
     return system, equations
 
 
-@pytest.mark.parametrize("dense", [True, False])
-def test_exact_check_agrees_with_rational_arithmetic(dense: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("path", ["numpy", "numpy-small-chunks", "sparse"])
+def test_exact_check_agrees_with_rational_arithmetic(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import pipeline.secondary as secondary
 
-    if not dense:
+    if path == "sparse":
         monkeypatch.setattr(secondary, "DENSE_LIMIT", 0)
+    if path == "numpy-small-chunks":
+        monkeypatch.setattr(secondary, "CHUNK", 3)
     rng = np.random.default_rng(7)
     seen_determined = 0
     for _ in range(60):
