@@ -17,7 +17,9 @@ and counted in the manifest as ``remainder_rows_withheld``):
 3. it passes the dominance rule when one is configured (per-unit totals over that union);
 4. together with every published cell, margin and already accepted remainder, it determines no
    withheld value: the remainder adds the equation "remainder = sum of the withheld rows of its
-   level" and the exact check of :mod:`secondary` must still find nothing determined.
+   level" and the exact check of :mod:`secondary` must still find nothing determined. When the
+   grand total is published that equation is already implied (total minus the published rows of
+   the level), so the check is skipped: it could not find anything new.
 Levels are decided in level order; an accepted remainder is part of the system for the next.
 Only aggregate rows cross into Python (positions and unit counts; never row-level data).
 """
@@ -95,12 +97,21 @@ def apply_remainder(cfg: ReportConfig, con: duckdb.DuckDBPyConnection) -> dict[s
     eligible = [lv.index for lv in lvls if len(members[lv.index]) >= 2]
     counts = {"remainder_rows_published": 0, "remainder_rows_withheld": 0}
     accepted: list[int] = []
+    # with the grand total published, every remainder is already implied (the total minus the
+    # published rows of its level, through that level's margin equations): nothing new to check
+    total_levels = [lv.index for lv in lvls if lv.index > 0 and not lv.dims]
+    implied = bool(total_levels) and bool(np.any(
+        (system.level == total_levels[0]) & ~system.suppressed
+    ))
     if eligible:
         execute(con, candidates_sql(cfg, eligible))
         reasons = dict(con.execute("SELECT __level, __reason FROM __rem_cand").fetchall())
         for index in eligible:
             if reasons.get(index) is not None:
                 counts["remainder_rows_withheld"] += 1
+                continue
+            if implied:
+                accepted.append(index)
                 continue
             system.add_equation(-1, members[index])
             if analyse(system):  # the remainder would pin a withheld value: keep it back

@@ -329,77 +329,97 @@ def analyse(system: TableSystem, suppressed: np.ndarray | None = None) -> dict[i
     that isolates it, or None when the variable is only *not proven* undetermined. A variable is
     left out only when an exactly verified integer null-space vector moves it.
     """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     sup = system.suppressed if suppressed is None else suppressed
     indptr, eqs_flat, coef_flat = system.var_eqs()
-    withheld = np.flatnonzero(sup)
+    n_eqs = len(system.head)
     # a published margin whose finer margins beneath it are all published is their sum: its
     # equation adds nothing to the row space and is dropped (this splits grand totals apart)
     heads = np.asarray(system.head, dtype=np.int64)
-    dropped = np.zeros(len(system.head), dtype=bool)
+    dropped = np.zeros(n_eqs, dtype=bool)
     for e, kid_lists in system.children.items():
         h = system.head[e]
         if h >= 0 and not sup[h] and any(not sup[heads[k]].any() for k in kid_lists):
             dropped[e] = True
-    # connected groups of equations linked by withheld variables
-    parent: dict[int, int] = {}
-
-    def find(x: int) -> int:
-        root = x
-        while parent.setdefault(root, root) != root:
-            root = parent[root]
-        while parent[x] != root:
-            parent[x], x = root, parent[x]
-        return root
-
-    var_rows: dict[int, list[tuple[int, int]]] = {}
-    for v in withheld:
-        lo, hi = int(indptr[v]), int(indptr[v + 1])
-        row = [(e, c) for e, c in zip(eqs_flat[lo:hi].tolist(), coef_flat[lo:hi].tolist(), strict=True)
-               if not dropped[e]]
-        if not row:
-            continue  # in no equation: nothing constrains it
-        var_rows[int(v)] = row
-        r0 = find(row[0][0])
-        for e, _ in row[1:]:
-            r = find(e)
-            if r != r0:
-                parent[r] = r0
-    groups: dict[int, list[int]] = defaultdict(list)
-    for v in var_rows:
-        groups[find(var_rows[v][0][0])].append(v)
+    # the (withheld variable, equation, coefficient) entries, in variable then equation order
+    withheld = np.flatnonzero(sup)
+    lens = indptr[withheld + 1] - indptr[withheld]
+    idx = np.repeat(indptr[withheld] - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
+    owner = np.repeat(np.arange(withheld.size), lens)
+    eq, coef = eqs_flat[idx], coef_flat[idx]
+    keep = ~dropped[eq]
+    owner, eq, coef = owner[keep], eq[keep], coef[keep]
+    if owner.size == 0:
+        return {}
+    # connected groups: components of the bipartite graph withheld variables - equations
+    n_w = withheld.size
+    graph = coo_matrix((np.ones(owner.size), (owner, n_w + eq)), shape=(n_w + n_eqs, n_w + n_eqs))
+    _, labels = connected_components(graph, directed=False)
+    counts = np.bincount(owner, minlength=n_w)
+    constrained = np.flatnonzero(counts > 0)  # a variable in no equation is unconstrained
+    # signature of each variable: its (equation, sign) codes, padded; twins share a signature
+    width = int(counts.max())
+    pos = np.arange(owner.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    sig = np.full((n_w, width), -1, dtype=np.int64)
+    sig[owner, pos] = eq * 2 + (coef < 0)
+    entry_start = np.cumsum(counts) - counts
+    order = constrained[np.argsort(labels[constrained], kind="stable")]
+    cuts = np.flatnonzero(np.diff(labels[order])) + 1
     out: dict[int, dict[int, int] | None] = {}
-    for root in sorted(groups, key=lambda r: min(groups[r])):
-        out.update(_analyse_group(sorted(groups[root]), var_rows))
+    for members in np.split(order, cuts):
+        out.update(_analyse_group(members, withheld, sig, counts, entry_start, eq, coef))
     return out
 
 
-def _analyse_group(variables: list[int], var_rows: dict[int, list[tuple[int, int]]]) -> dict[int, dict[int, int] | None]:
+def _analyse_group(
+    members: np.ndarray, withheld: np.ndarray, sig: np.ndarray, counts: np.ndarray,
+    entry_start: np.ndarray, eq: np.ndarray, coef: np.ndarray,
+) -> dict[int, dict[int, int] | None]:
+    """One connected group: merge twins, then decide each representative exactly."""
     # twins (same equations, same coefficients) trade value with each other: never determined
-    by_sig: dict[tuple, list[int]] = defaultdict(list)
-    for v in variables:
-        by_sig[tuple(var_rows[v])].append(v)
-    reps = [vs[0] for vs in by_sig.values()]
-    free = {v for vs in by_sig.values() if len(vs) > 1 for v in vs}
-    eq_ids = sorted({e for v in reps for e, _ in var_rows[v]})
-    local = {e: i for i, e in enumerate(eq_ids)}
-    cols = [[(local[e], c) for e, c in var_rows[v]] for v in reps]
-    n_eq = len(eq_ids)
+    _, first, inverse, sizes = np.unique(sig[members], axis=0, return_index=True, return_inverse=True,
+                                         return_counts=True)
+    inverse = inverse.reshape(-1)
+    rep_order = np.argsort(first, kind="stable")  # representatives in variable order
+    reps = members[first[rep_order]]
+    free = set(withheld[members[sizes[inverse] > 1]].tolist())
+    # the representatives' entries, with equations renumbered locally
+    lens = counts[reps]
+    idx = np.repeat(entry_start[reps] - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
+    eq_ids, local_eq = np.unique(eq[idx], return_inverse=True)
+    jj = np.repeat(np.arange(reps.size), lens)
+    ii, cc = local_eq.reshape(-1), coef[idx]
+    n_eq = eq_ids.size
+    if n_eq == 1:  # one equation: a lone variable is fixed by it, two or more trade value
+        if reps.size > 1 or free:
+            return {}
+        return {int(withheld[reps[0]]): {int(eq_ids[0]): int(pow(int(cc[0]) % PRIME, PRIME - 2, PRIME))}}
     if n_eq * n_eq <= DENSE_LIMIT:
-        credited, determined = _group_dense(cols, n_eq)
+        credited, determined = _group_dense(ii, jj, cc, reps.size, n_eq)
     else:
-        credited, determined = _group_sparse(cols, n_eq)
-    free.update(reps[j] for j in credited)
+        credited, determined = _group_sparse(_columns(ii, jj, cc, reps.size), n_eq)
+    rep_vars = withheld[reps]
+    free.update(int(rep_vars[j]) for j in credited)
     return {
-        reps[j]: (None if cert is None else {eq_ids[i]: c for i, c in cert.items()})
+        int(rep_vars[j]): (None if cert is None else {int(eq_ids[i]): c for i, c in cert.items()})
         for j, cert in determined.items()
-        if reps[j] not in free
+        if int(rep_vars[j]) not in free
     }
+
+
+def _columns(ii: np.ndarray, jj: np.ndarray, cc: np.ndarray, n_var: int) -> list[list[tuple[int, int]]]:
+    cols: list[list[tuple[int, int]]] = [[] for _ in range(n_var)]
+    for i, j, c in zip(ii.tolist(), jj.tolist(), cc.tolist(), strict=True):
+        cols[j].append((i, c))
+    return cols
 
 
 Analysis = tuple[set[int], dict[int, "dict[int, int] | None"]]
 
 
-def _group_dense(cols: list[list[tuple[int, int]]], n_eq: int) -> Analysis:
+def _group_dense(ii: np.ndarray, jj: np.ndarray, cc: np.ndarray, n_var: int, n_eq: int) -> Analysis:
     """Gauss-Jordan mod p with numpy, streaming over the columns in chunks.
 
     Only the E x E transform ``T`` (the row operations so far) and one chunk ``T @ A[:, chunk]``
@@ -411,10 +431,7 @@ def _group_dense(cols: list[list[tuple[int, int]]], n_eq: int) -> Analysis:
     """
     from scipy.sparse import csc_matrix
 
-    n_var = len(cols)
-    ii = np.fromiter((i for col in cols for i, _ in col), dtype=np.int64)
-    jj = np.fromiter((j for j, col in enumerate(cols) for _ in col), dtype=np.int64)
-    cc = np.fromiter((c for col in cols for _, c in col), dtype=np.int64)
+    cols: list[list[tuple[int, int]]] | None = None  # built only for the rare last-resort check
     a = csc_matrix((cc, (ii, jj)), shape=(n_eq, n_var), dtype=np.int64)
     chunk = max(1, min(CHUNK, 8_000_000 // max(n_eq, 1)))
     t = np.eye(n_eq, dtype=np.int64)
@@ -501,6 +518,8 @@ def _group_dense(cols: list[list[tuple[int, int]]], n_eq: int) -> Analysis:
                 covered |= np.any(sub[:, bad[ok]] != 0, axis=1)
                 bad = bad[~ok]
             for b in bad:  # last resort: exact Python integers, one circuit at a time
+                if cols is None:
+                    cols = _columns(ii, jj, cc, n_var)
                 circuit = {int(pc[x]): int(sub[x, b]) for x in np.flatnonzero(sub[:, b])}
                 zt = _certify(int(ks[b]), circuit, cols)
                 if zt is not None:
