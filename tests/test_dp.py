@@ -398,3 +398,26 @@ def test_l0_bounding_keeps_the_g_cells_with_smallest_hash(tmp_path: Path, g: int
         "FROM __dp_pairs WHERE __u IS NOT NULL) WHERE r <= $2 GROUP BY __d0", [6, g]).fetchall())
     assert got == want
     assert sum(got.values()) == sum(min(g, 1 + i % 9) for i in range(300))
+
+
+def test_check_on_a_dp_release(dp_project: Path) -> None:
+    """`anonymize check` re-runs the gate on a DP release, and catches tampering with it."""
+    assert run_cli("run", dp_config(dp_project, "data/c.parquet"), "--run-id", "chk").exit_code == 0
+    rel = dp_project / "reports" / "t_report" / "chk"
+    res = run_cli("check", rel)
+    assert res.exit_code == 0, res.stderr
+    assert "mode: dp" in res.output
+    # a smuggled e-mail in a published dimension value is refused, even with a matching sha256
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(rel / "report.parquet")
+    t = t.set_column(t.column_names.index("city"), "city", pa.array(["someone@example.com"] * t.num_rows))
+    pq.write_table(t, rel / "report.parquet")
+    m = json.loads((rel / "manifest.json").read_text())
+    m["report_file"]["sha256"] = hashlib.sha256((rel / "report.parquet").read_bytes()).hexdigest()
+    (rel / "manifest.json").write_text(json.dumps(m))
+    bad = run_cli("check", rel)
+    assert bad.exit_code == 3 and "email" in bad.stderr
