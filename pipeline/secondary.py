@@ -30,8 +30,9 @@ cells always give the same suppressions.
 from __future__ import annotations
 
 from collections import defaultdict, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -133,17 +134,12 @@ def load_system(cfg: ReportConfig, con: duckdb.DuckDBPyConnection) -> TableSyste
     for lv in levels(cfg)[1:]:
         keep = [i for i, d in enumerate(cfg.dims) if d.name in lv.dims]
         on = " AND ".join(f"c.{keys[i]} IS NOT DISTINCT FROM m.{keys[i]}" for i in keep) or "TRUE"
-        pairs = con.execute(
-            f"SELECT m.__pos AS eq, c.__pos AS member FROM __vars m JOIN __vars c ON {on} "
-            f"WHERE m.__level = {int(lv.index)} AND c.__level = 0 ORDER BY m.__pos, c.__pos"
-        ).fetchnumpy()
-        heads = np.asarray(pairs["eq"], dtype=np.int64)
-        mem = np.asarray(pairs["member"], dtype=np.int64)
-        if len(heads) == 0:
-            continue
-        cut = np.flatnonzero(np.diff(heads)) + 1
-        for h, m in zip(np.split(heads, cut), np.split(mem, cut), strict=True):
-            system.add_equation(int(h[0]), m)
+        for head, members in _grouped_pairs(
+            con,
+            f"SELECT m.__pos AS a, c.__pos AS b FROM __vars m JOIN __vars c ON {on} "
+            f"WHERE m.__level = {int(lv.index)} AND c.__level = 0 ORDER BY m.__pos, c.__pos",
+        ):
+            system.add_equation(head, members)
     eq_of_head = {h: e for e, h in enumerate(system.head)}
     margin_levels = levels(cfg)[1:]
     for coarse in margin_levels:
@@ -153,20 +149,27 @@ def load_system(cfg: ReportConfig, con: duckdb.DuckDBPyConnection) -> TableSyste
             on = " AND ".join(
                 f"c.{keys[i]} IS NOT DISTINCT FROM f.{keys[i]}" for i, d in enumerate(cfg.dims) if d.name in coarse.dims
             ) or "TRUE"
-            pairs = con.execute(
-                f"SELECT c.__pos AS parent, f.__pos AS child FROM __vars c JOIN __vars f ON {on} "
-                f"WHERE c.__level = {int(coarse.index)} AND f.__level = {int(fine.index)} ORDER BY c.__pos, f.__pos"
-            ).fetchnumpy()
-            parents = np.asarray(pairs["parent"], dtype=np.int64)
-            kids = np.asarray(pairs["child"], dtype=np.int64)
-            if len(parents) == 0:
-                continue
-            cut = np.flatnonzero(np.diff(parents)) + 1
-            for p, c in zip(np.split(parents, cut), np.split(kids, cut), strict=True):
-                system.children.setdefault(eq_of_head[int(p[0])], []).append(
-                    np.array([eq_of_head[int(x)] for x in c], dtype=np.int64)
+            for parent, kids in _grouped_pairs(
+                con,
+                f"SELECT c.__pos AS a, f.__pos AS b FROM __vars c JOIN __vars f ON {on} "
+                f"WHERE c.__level = {int(coarse.index)} AND f.__level = {int(fine.index)} ORDER BY c.__pos, f.__pos",
+            ):
+                system.children.setdefault(eq_of_head[parent], []).append(
+                    np.array([eq_of_head[int(x)] for x in kids], dtype=np.int64)
                 )
     return system
+
+
+def _grouped_pairs(con: Any, sql: str) -> Iterator[tuple[int, Any]]:
+    """Rows (a, b) of ``sql``, ordered by a, grouped as (a, array of its b's)."""
+    pairs = con.execute(sql).fetchnumpy()
+    heads = np.asarray(pairs["a"], dtype=np.int64)
+    members = np.asarray(pairs["b"], dtype=np.int64)
+    if len(heads) == 0:
+        return
+    cut = np.flatnonzero(np.diff(heads)) + 1
+    for h, m in zip(np.split(heads, cut), np.split(members, cut), strict=True):
+        yield int(h[0]), m
 
 
 def apply_secondary_suppression(cfg: ReportConfig, con: duckdb.DuckDBPyConnection) -> int:

@@ -230,3 +230,14 @@ def _intervals(
 
 def pinned(targets: list[Target]) -> list[Target]:
     return [t for t in targets if t.pinned]
+
+
+# Real sample data sets with the independent truth of their full-table cells (shared by tests).
+REAL_SAMPLE_CASES = [
+    ("adult_census_occupation", "people",
+     "SELECT occupation, sex, native_country AS country, count(*) AS value "
+     "FROM read_parquet('{src}') WHERE person_id IS NOT NULL GROUP BY ALL"),
+    ("online_retail_country_month", "lines",
+     "SELECT Country AS country, CAST(date_trunc('month', InvoiceDate) AS DATE) AS month, count(*) AS value "
+     "FROM read_parquet('{src}') WHERE Quantity >= 1 AND CustomerID IS NOT NULL GROUP BY ALL"),
+]

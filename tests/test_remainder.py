@@ -17,7 +17,7 @@ import pytest
 from pipeline import load_config, run_report
 
 from .conftest import SAMPLES, release_dirs, run_cli, write_config
-from .lp_check import attack, pinned
+from .lp_check import REAL_SAMPLE_CASES, attack, pinned
 from .test_secondary import ROOT, level_map, query_arrow, run_crafted
 
 METRICS = [{"name": "events", "agg": "count"}, {"name": "users", "agg": "count_units"}]
@@ -108,17 +108,7 @@ def test_margin_level_remainder(tmp_path: Path) -> None:
     assert rems["by_a"]["users"] == 7 and all(rems["by_a"][d] is None for d in dims)
 
 
-@pytest.mark.parametrize(
-    ("name", "metric", "sql"),
-    [
-        ("adult_census_occupation", "people",
-         "SELECT occupation, sex, native_country AS country, count(*) AS value "
-         "FROM read_parquet('{src}') WHERE person_id IS NOT NULL GROUP BY ALL"),
-        ("online_retail_country_month", "lines",
-         "SELECT Country AS country, CAST(date_trunc('month', InvoiceDate) AS DATE) AS month, count(*) AS value "
-         "FROM read_parquet('{src}') WHERE Quantity >= 1 AND CustomerID IS NOT NULL GROUP BY ALL"),
-    ],
-)
+@pytest.mark.parametrize(("name", "metric", "sql"), REAL_SAMPLE_CASES)
 def test_real_sample_data_with_remainders(name: str, metric: str, sql: str, tmp_path: Path) -> None:
     cfg = load_config(ROOT / "configs" / f"{name}.yaml").with_overrides(remainder=True)
     rel = run_report(cfg, "t", output_dir=tmp_path, summary_html=False)

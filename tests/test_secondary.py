@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from pipeline import load_config, run_report
 
 from .conftest import SAMPLES, write_config
-from .lp_check import Target, attack, pinned
+from .lp_check import REAL_SAMPLE_CASES, Target, attack, pinned
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -210,17 +210,7 @@ def test_demo_like_generated_data(project: Path, dims: list[str], cols: str, tot
         assert rel.manifest["cells"]["suppressed_secondary"] > 0
 
 
-@pytest.mark.parametrize(
-    ("name", "metric", "sql"),
-    [
-        ("adult_census_occupation", "people",
-         "SELECT occupation, sex, native_country AS country, count(*) AS value "
-         "FROM read_parquet('{src}') WHERE person_id IS NOT NULL GROUP BY ALL"),
-        ("online_retail_country_month", "lines",
-         "SELECT Country AS country, CAST(date_trunc('month', InvoiceDate) AS DATE) AS month, count(*) AS value "
-         "FROM read_parquet('{src}') WHERE Quantity >= 1 AND CustomerID IS NOT NULL GROUP BY ALL"),
-    ],
-)
+@pytest.mark.parametrize(("name", "metric", "sql"), REAL_SAMPLE_CASES)
 def test_real_sample_data(name: str, metric: str, sql: str, tmp_path: Path) -> None:
     cfg = load_config(ROOT / "configs" / f"{name}.yaml")
     rel = run_report(cfg, "t", output_dir=tmp_path, summary_html=False)
