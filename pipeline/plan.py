@@ -169,6 +169,27 @@ def per_unit_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
     return Query(sql, tuple(params.values))
 
 
+def unit_regroup_aggs(cfg: ReportConfig, *, dominance_n: int = 0, prefix: str = "") -> tuple[list[str], list[str]]:
+    """Aggregates to regroup ``__per_unit`` rows: ``inner`` sums one unit's rows (columns read
+    with ``prefix``), ``outer`` turns one row per unit into a cell's ingredients (``__units``,
+    ``__rows``, ``__s{i}``, ``__c{i}`` and, with ``dominance_n``, ``__top{i}``, ``__top2_{i}``,
+    ``__abs{i}``)."""
+    inner = [f"sum({prefix}__n) AS __n"]
+    outer = ["count(*) AS __units", "sum(__n) AS __rows"]
+    for i, m in enumerate(cfg.metrics):
+        if m.column is None:
+            continue
+        inner += [f"sum({prefix}__s{i}) AS __s{i}", f"sum({prefix}__c{i}) AS __c{i}"]
+        outer += [f"sum(__s{i}) AS __s{i}", f"sum(__c{i}) AS __c{i}"]
+        if dominance_n:
+            outer += [
+                f"list_sum(max(abs(__s{i}), {int(dominance_n)})) AS __top{i}",
+                f"max(abs(__s{i}), 2) AS __top2_{i}",
+                f"sum(abs(__s{i})) AS __abs{i}",
+            ]
+    return inner, outer
+
+
 def cells_from_per_unit_sql(cfg: ReportConfig, *, dominance_n: int = 0) -> Query:
     """``__cells``: every level (full table and margins) aggregated from ``__per_unit``.
 
@@ -182,18 +203,7 @@ def cells_from_per_unit_sql(cfg: ReportConfig, *, dominance_n: int = 0) -> Query
     for lv in levels(cfg):
         keep = [i for i, d in enumerate(cfg.dims) if d.name in lv.dims]
         keys = [dim_key(i) for i in keep]
-        inner_aggs = ["sum(__n) AS __n"]
-        outer_aggs = ["count(*) AS __units", "sum(__n) AS __rows"]
-        for i, m in enumerate(cfg.metrics):
-            if m.column is not None:
-                inner_aggs += [f"sum(__s{i}) AS __s{i}", f"sum(__c{i}) AS __c{i}"]
-                outer_aggs += [f"sum(__s{i}) AS __s{i}", f"sum(__c{i}) AS __c{i}"]
-                if dominance_n:
-                    outer_aggs += [
-                        f"list_sum(max(abs(__s{i}), {int(dominance_n)})) AS __top{i}",
-                        f"max(abs(__s{i}), 2) AS __top2_{i}",
-                        f"sum(abs(__s{i})) AS __abs{i}",
-                    ]
+        inner_aggs, outer_aggs = unit_regroup_aggs(cfg, dominance_n=dominance_n)
         if len(keep) == nd:
             # the full table: __per_unit already has one row per (cell, unit); no regrouping
             inner = "SELECT * FROM __per_unit WHERE __u IS NOT NULL"

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .config import ReportConfig
-from .plan import dim_key, levels, metric_output_expr
+from .plan import dim_key, levels, metric_output_expr, unit_regroup_aggs
 from .sql import Params, Query, ident
 from .suppression import level_name_case, reason_case
 
@@ -55,19 +55,7 @@ def candidates_sql(cfg: ReportConfig, level_indexes: list[int]) -> Query:
         keep = [i for i, d in enumerate(cfg.dims) if d.name in lv.dims]
         on = " AND ".join(f"p.{dim_key(i)} IS NOT DISTINCT FROM w.{dim_key(i)}" for i in keep) or "TRUE"
         keys = ", ".join(dim_key(i) for i in keep) or "1 AS __one"
-        inner = ["sum(p.__n) AS __n"]
-        outer = ["count(*) AS __units", "sum(__n) AS __rows"]
-        for i, m in enumerate(cfg.metrics):
-            if m.column is None:
-                continue
-            inner += [f"sum(p.__s{i}) AS __s{i}", f"sum(p.__c{i}) AS __c{i}"]
-            outer += [f"sum(__s{i}) AS __s{i}", f"sum(__c{i}) AS __c{i}"]
-            if dom_n:
-                outer += [
-                    f"list_sum(max(abs(__s{i}), {int(dom_n)})) AS __top{i}",
-                    f"max(abs(__s{i}), 2) AS __top2_{i}",
-                    f"sum(abs(__s{i})) AS __abs{i}",
-                ]
+        inner, outer = unit_regroup_aggs(cfg, dominance_n=dom_n, prefix="p.")
         withheld = f"SELECT {keys} FROM __cells WHERE __level = {int(index)} AND __suppressed"
         per_unit = (
             f"SELECT p.__u, {', '.join(inner)} FROM __per_unit p JOIN ({withheld}) w ON {on} "
