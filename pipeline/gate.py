@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 from .errors import PrivacyRefusal
@@ -86,13 +87,16 @@ def run_gate(
     source: Source | None = None,
     checks: tuple[str, ...] | None = None,
     unit_pairs: str | None = None,
+    cell_units: str | None = None,
 ) -> dict[str, Any]:
     """Run every gate check on ``report`` (Parquet bytes). Returns the record; raises on failure.
 
     ``unit_pairs`` optionally names a temp table the run built from the filtered source with one
     row per (cell, unit) (keys ``__d{i}``, unit ``__u``, as ``__per_unit``); the quasi-identifier
-    statistics are then computed from it instead of from another pass over the source. The
-    recomputed ``min_units`` check always reads the source itself.
+    statistics are then computed from it instead of from another pass over the source;
+    ``cell_units`` names the run's cell table (``__cells`` with ``__umin``/``__umax``), from which
+    they cost almost nothing (see :func:`_quasi_identifiers`). The recomputed ``min_units`` check
+    always reads the source itself.
 
     With ``con``/``source`` (the run's connection and ``__src`` view) the source-dependent checks
     run too; without them (re-checking an old release with no source) they are recorded as skipped.
@@ -105,9 +109,13 @@ def run_gate(
     result: dict[str, Any] = {"passed": False, "checks": {}}
     failures: list[str] = []
     wanted = set(checks) if checks else None
+    marks: list[tuple[str, float]] = []  # (check, start): seconds per check, so a slow gate points at its check
 
     def want(name: str) -> bool:
-        return wanted is None or name in wanted
+        ok = wanted is None or name in wanted
+        if ok:
+            marks.append((name, time.perf_counter()))
+        return ok
 
     if want("columns"):
         extra = [c for c in table.column_names if c not in allowed_columns(cfg)]
@@ -144,7 +152,7 @@ def run_gate(
                 result["checks"]["identifier_values"] = {"skipped": "no source"}
         if want("quasi_identifier"):
             if has_source:
-                qi = _quasi_identifiers(cfg, gcon, source.schema, unit_pairs=unit_pairs)
+                qi = _quasi_identifiers(cfg, gcon, source.schema, unit_pairs=unit_pairs, cell_units=cell_units)
                 result["checks"]["quasi_identifier"] = {"ok": not qi, "dimensions": qi}
                 if qi:
                     failures.append(
@@ -182,6 +190,8 @@ def run_gate(
             pass
         if own:
             gcon.close()
+    ends = [t for _, t in marks[1:]] + [time.perf_counter()]
+    result["seconds"] = {name: round(end - start, 4) for (name, start), end in zip(marks, ends, strict=True)}
     if failures:
         raise PrivacyRefusal("release gate failed: " + "; ".join(failures))
     result["passed"] = True
@@ -258,21 +268,35 @@ def _identifier_value_hits(cfg: ReportConfig, con: Any, schema: dict[str, str], 
 
 
 def _quasi_identifiers(
-    cfg: ReportConfig, con: Any, schema: dict[str, str], *, unit_pairs: str | None = None
+    cfg: ReportConfig,
+    con: Any,
+    schema: dict[str, str],
+    *,
+    unit_pairs: str | None = None,
+    cell_units: str | None = None,
 ) -> list[str]:
     """Dimensions that behave like quasi-identifiers in the (filtered) source.
 
-    Two aggregations over the filtered rows (read from the source, or from ``unit_pairs``, the
-    run's own (cell, unit) table over the same filtered source, when given): the distinct units,
-    and per dimension value (all dimensions at once, GROUPING SETS) the smallest and largest unit.
-    A value is held by exactly one unit iff its smallest and largest unit are equal, so no
-    per-value count(DISTINCT) is needed.
+    A dimension is one when its distinct values number more than ``QI_DISTINCT_RATIO`` × the
+    distinct units, or when (with at least 10 values) more than ``QI_SINGLE_UNIT_SHARE`` of its
+    values are held by exactly one unit. A value is held by exactly one unit iff its smallest and
+    largest unit are equal, so no per-value count(DISTINCT) is needed; all dimensions are done at
+    once with GROUPING SETS.
+
+    The per-value statistics come from, in order of preference: ``cell_units`` (the run's cell
+    table: full-table rows ``__level = 0`` with ``__units``, ``__umin``, ``__umax``; the min and
+    max over a value's cells are the value's min and max), ``unit_pairs`` (the run's (cell, unit)
+    table over the same filtered source), or the source itself. With ``cell_units`` the distinct
+    units are bounded by the largest cell and the sum over cells, and counted exactly (one pass
+    over the pairs or the source) only when those bounds cannot decide a rule. The answer is the
+    same from every input.
     """
     dims = [(j, d) for j, d in enumerate(cfg.dims) if d.grain is None]  # time buckets are coarse by construction
     params = Params()
+    for name in (unit_pairs, cell_units):
+        if name is not None and not re.fullmatch(r"__[a-z_]+", name):
+            raise ValueError(f"unit_pairs/cell_units must name a pipeline temp table, not {name!r}")
     if unit_pairs is not None:
-        if not re.fullmatch(r"__[a-z_]+", unit_pairs):
-            raise ValueError(f"unit_pairs must name a pipeline temp table, not {unit_pairs!r}")
         cols = "".join(f", __d{j} AS k{j}" for j, _ in dims)
         rows = f"SELECT __u AS u{cols} FROM {unit_pairs} WHERE __u IS NOT NULL"
     else:
@@ -280,22 +304,49 @@ def _quasi_identifiers(
         where = filter_sql(cfg, params)
         cols = "".join(f", {dimension_expr(d, schema.get(d.column, 'VARCHAR'))} AS k{j}" for j, d in dims)
         rows = f"SELECT {unit} AS u{cols} FROM __src WHERE ({where}) AND {unit} IS NOT NULL"
-    n_units = con.execute(f"SELECT count(DISTINCT u) FROM ({rows})", params.values).fetchall()[0][0]
-    found: list[str] = []
-    if not n_units or n_units < 2 * cfg.min_units or not dims:
-        return found
+
+    def exact_units() -> int:
+        return int(con.execute(f"SELECT count(DISTINCT u) FROM ({rows})", params.values).fetchall()[0][0] or 0)
+
     sets = ", ".join(f"(k{j})" for j, _ in dims)
     which = "CASE " + " ".join(f"WHEN GROUPING(k{j}) = 0 THEN {j}" for j, _ in dims) + " END"
-    stats = con.execute(
-        f"SELECT j, count(*), count(*) FILTER (WHERE lo = hi) FROM ("
-        f"SELECT {which} AS j, min(u) AS lo, max(u) AS hi FROM ({rows}) GROUP BY GROUPING SETS ({sets})"
-        ") GROUP BY j",
-        params.values,
-    ).fetchall()
-    by_dim = {int(j): (int(n), int(single)) for j, n, single in stats}
+    if cell_units is not None:
+        lo_n, hi_n = con.execute(
+            f"SELECT coalesce(max(__units), 0), coalesce(sum(__units), 0) FROM {cell_units} "
+            "WHERE __level = 0 AND __units > 0"
+        ).fetchall()[0]
+        lo_n, hi_n = int(lo_n), int(hi_n)
+        keys = "".join(f", __d{j} AS k{j}" for j, _ in dims)
+        stat_rows = f"SELECT __umin, __umax{keys} FROM {cell_units} WHERE __level = 0 AND __units > 0"
+        lo_hi = "min(__umin) AS lo, max(__umax) AS hi"
+        stat_params: list[Any] = []
+    else:
+        lo_n = hi_n = exact_units()
+        stat_rows, lo_hi, stat_params = rows, "min(u) AS lo, max(u) AS hi", params.values
+    found: list[str] = []
+    if not hi_n or not dims:
+        return found
+    by_dim: dict[int, tuple[int, int]] = {}
+    if hi_n >= 2 * cfg.min_units:
+        stats = con.execute(
+            f"SELECT j, count(*), count(*) FILTER (WHERE lo = hi) FROM ("
+            f"SELECT {which} AS j, {lo_hi} FROM ({stat_rows}) GROUP BY GROUPING SETS ({sets})"
+            ") GROUP BY j",
+            stat_params,
+        ).fetchall()
+        by_dim = {int(j): (int(n), int(single)) for j, n, single in stats}
+    # bounds that cannot decide the size rule or a ratio rule: count the units exactly
+    undecided = lo_n < 2 * cfg.min_units <= hi_n or any(
+        lo_n * QI_DISTINCT_RATIO < n <= hi_n * QI_DISTINCT_RATIO for n, _ in by_dim.values()
+    )
+    if lo_n != hi_n and undecided:
+        lo_n = hi_n = exact_units()
+    if hi_n < 2 * cfg.min_units:
+        return found
     for j, d in dims:
         n_values, single = by_dim.get(j, (0, 0))
-        if n_values and (n_values / n_units > QI_DISTINCT_RATIO or (n_values >= 10 and single / n_values > QI_SINGLE_UNIT_SHARE)):
+        # lo_n == hi_n (exact), or the bounds agree: more than the ratio of the most units possible
+        if n_values and (n_values / hi_n > QI_DISTINCT_RATIO or (n_values >= 10 and single / n_values > QI_SINGLE_UNIT_SHARE)):
             found.append(d.name)
     return found
 

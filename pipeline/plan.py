@@ -190,13 +190,19 @@ def unit_regroup_aggs(cfg: ReportConfig, *, dominance_n: int = 0, prefix: str = 
     return inner, outer
 
 
+# smallest and largest unit of a full-table cell: per dimension value, the release gate's
+# quasi-identifier check reads "held by exactly one unit" as min = max over the value's cells
+UNIT_RANGE = ("min(__u) AS __umin", "max(__u) AS __umax")
+
+
 def cells_from_per_unit_sql(cfg: ReportConfig, *, dominance_n: int = 0) -> Query:
     """``__cells``: every level (full table and margins) aggregated from ``__per_unit``.
 
     Each row has ``__level`` (index into :func:`levels`), the dimension keys (NULL where rolled
     up), ``__units`` (distinct non-null units), ``__rows``, per metric ingredients, and, when
     ``dominance_n`` > 0, ``__top{i}`` (sum of the ``dominance_n`` largest unit contributions) and
-    ``__top2_{i}`` (the two largest, for the p% rule) per sum/mean metric.
+    ``__top2_{i}`` (the two largest, for the p% rule) per sum/mean metric. Full-table rows also
+    carry ``__umin``/``__umax`` (smallest and largest unit; NULL on margins).
     """
     nd = len(cfg.dims)
     selects = []
@@ -216,6 +222,8 @@ def cells_from_per_unit_sql(cfg: ReportConfig, *, dominance_n: int = 0) -> Query
         cols = [f"{lv.index} AS __level"]
         for i in range(nd):
             cols.append(f"{dim_key(i)}" if i in keep else f"NULL AS {dim_key(i)}")
+        if len(keep) == nd:
+            outer_aggs = [*outer_aggs, *UNIT_RANGE]
         group_outer = f" GROUP BY {', '.join(keys)}" if keys else ""
         selects.append(f"SELECT {', '.join(cols + outer_aggs)} FROM ({inner}){group_outer}")
     sql = "CREATE OR REPLACE TEMP TABLE __cells AS " + " UNION ALL BY NAME ".join(selects)
@@ -226,7 +234,8 @@ def cells_direct_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
     """``__cells`` in one pass over the source (full table only, no per-unit stage).
 
     Used by threshold mode when neither totals nor dominance need per-unit contributions; it is
-    the same ``GROUP BY … count(DISTINCT unit)`` a hand-written query would run.
+    the same ``GROUP BY … count(DISTINCT unit)`` a hand-written query would run, plus the
+    smallest and largest unit per cell (``__umin``/``__umax``, for the release gate).
     """
     params = Params()
     base = base_select(cfg, schema, params)
@@ -236,6 +245,7 @@ def cells_direct_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
         "count(DISTINCT __u) AS __units",
         "count(__u) AS __rows",
         "count(*) - count(__u) AS __null_rows",
+        *UNIT_RANGE,
     ]
     for i, m in enumerate(cfg.metrics):
         if m.column is not None:

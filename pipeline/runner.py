@@ -210,7 +210,7 @@ def _run_threshold(
         return finish_release(
             cfg, run_id, con, source, final, stages, table,
             quality=quality, cells=cell_counts, privacy=privacy, summary_html=summary_html,
-            before_publish=record, unit_pairs="__per_unit" if need_per_unit else None,
+            before_publish=record, unit_pairs="__per_unit" if need_per_unit else None, cell_units="__cells",
         )
 
 
@@ -286,6 +286,7 @@ def finish_release(
     ledger_commit: Any = None,
     before_publish: Any = None,
     unit_pairs: str | None = None,
+    cell_units: str | None = None,
 ) -> Release:
     """Gate, stage, (ledger-commit,) publish. The gate re-reads the written bytes and fails closed."""
     from .gate import run_gate
@@ -294,7 +295,7 @@ def finish_release(
     with stages.stage("write"):
         report = parquet_bytes(table, provenance)
     with stages.stage("gate"):
-        gate_result = run_gate(cfg, report, con=con, source=source, unit_pairs=unit_pairs)
+        gate_result = run_gate(cfg, report, con=con, source=source, unit_pairs=unit_pairs, cell_units=cell_units)
     manifest = dict(provenance)
     manifest["created_utc"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     manifest["report_file"] = {

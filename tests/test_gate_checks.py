@@ -13,12 +13,14 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline import load_config, run_report
 from pipeline.engine import connect
 from pipeline.errors import PrivacyRefusal
 from pipeline.gate import _identifier_value_hits, _quasi_identifiers
-from pipeline.plan import per_unit_sql
+from pipeline.plan import cells_direct_sql, cells_from_per_unit_sql, per_unit_sql
 from pipeline.runner import execute
 from pipeline.sources import open_source
 
@@ -95,9 +97,14 @@ def test_quasi_identifiers_same_from_source_and_unit_pairs(tmp_path: Path, dims:
         execute(con, per_unit_sql(cfg, src.schema))
         from_source = _quasi_identifiers(cfg, con, src.schema)
         from_pairs = _quasi_identifiers(cfg, con, src.schema, unit_pairs="__per_unit")
+        # the run's cell table (min/max unit per cell), both ways threshold mode builds it
+        execute(con, cells_from_per_unit_sql(cfg))
+        from_cells_pu = _quasi_identifiers(cfg, con, src.schema, unit_pairs="__per_unit", cell_units="__cells")
+        execute(con, cells_direct_sql(cfg, src.schema))
+        from_cells = _quasi_identifiers(cfg, con, src.schema, cell_units="__cells")
     finally:
         con.close()
-    assert from_source == from_pairs
+    assert from_source == from_pairs == from_cells_pu == from_cells
     # code: one value per person; rare: 15 of its 20 values are held by a single person
     expected = {("code",): ["code"], ("rare", "grp"): ["rare"], ("city",): []}
     key = tuple(d if isinstance(d, str) else d["as"] for d in dims)
@@ -114,3 +121,47 @@ def test_unit_pairs_must_name_a_pipeline_table(tmp_path: Path) -> None:
             _quasi_identifiers(cfg, con, src.schema, unit_pairs="t; DROP TABLE x")
     finally:
         con.close()
+
+
+@st.composite
+def _qi_tables(draw: st.DrawFn) -> tuple[list[tuple], int]:
+    """(unit, a, b) rows whose dimensions range from coarse to one-value-per-person, and a k."""
+    n_units = draw(st.integers(1, 60))
+    a_card = draw(st.integers(1, 80))
+    b_card = draw(st.integers(1, 6))
+    rows = []
+    for u in range(n_units):
+        for _ in range(draw(st.integers(1, 4))):
+            a = draw(st.one_of(st.integers(0, a_card - 1), st.just(u % a_card), st.none()))
+            rows.append((None if draw(st.integers(0, 25)) == 0 else u, f"a{a}" if a is not None else None,
+                         f"b{draw(st.integers(0, b_card - 1))}"))
+    return rows, draw(st.integers(2, 12))
+
+
+@given(_qi_tables())
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+def test_quasi_identifier_verdicts_agree_on_random_tables(tmp_path_factory: pytest.TempPathFactory, data) -> None:
+    """Property: the cell-table shortcut (bounds on the unit count, exact count only when the bounds
+    cannot decide) gives the same verdicts as counting from the source and from the pairs."""
+    rows, k = data
+    folder = tmp_path_factory.mktemp("qi")
+    (folder / "data").mkdir()
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (user_id BIGINT, a VARCHAR, b VARCHAR)")
+    con.executemany("INSERT INTO t VALUES (?, ?, ?)", rows)
+    con.execute(f"COPY t TO '{folder / 'data' / 'q.parquet'}' (FORMAT parquet)")
+    con.close()
+    cfg = load_config(write_config(
+        folder, source={"path": "data/q.parquet"}, identifiers=["user_id"], filter=None, dimensions=["a", "b"],
+        min_units=k, metrics=[{"name": "units", "agg": "count_units"}]))
+    con = connect(cfg)
+    try:
+        src = open_source(con, cfg)
+        from_source = _quasi_identifiers(cfg, con, src.schema)
+        execute(con, per_unit_sql(cfg, src.schema))
+        from_pairs = _quasi_identifiers(cfg, con, src.schema, unit_pairs="__per_unit")
+        execute(con, cells_direct_sql(cfg, src.schema))
+        from_cells = _quasi_identifiers(cfg, con, src.schema, cell_units="__cells")
+    finally:
+        con.close()
+    assert from_source == from_pairs == from_cells
