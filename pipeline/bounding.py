@@ -16,7 +16,14 @@ and per sum/mean metric ``__s{i}`` (sum of clamped values) and ``__c{i}`` (their
 from __future__ import annotations
 
 from .config import ReportConfig
-from .plan import bad_value_counts, base_select, dim_key, metric_value
+from .plan import (
+    bad_value_counts,
+    base_select,
+    dim_key,
+    metric_value,
+    value_slots,
+    with_shared_values,
+)
 from .sql import Params, Query
 
 
@@ -27,14 +34,15 @@ def dp_pairs_sql(cfg: ReportConfig, schema: dict[str, str], seed: int, *, public
     linf = int(cfg.privacy.max_rows_per_group)
     nd = len(cfg.dims)
     keys = [dim_key(i) for i in range(nd)]
-    value_cols = [metric_value(i) for i, m in enumerate(cfg.metrics) if m.column is not None]
+    slots = value_slots(cfg)
+    value_cols = [metric_value(j) for j in sorted(set(slots.values()))]
     seed_ph = params.add(int(seed))
     base = base_select(cfg, schema, params)
     row_hash = f"hash(__u, {', '.join(keys + value_cols)}, {seed_ph})"
     aggs = [f"least(count(*), {linf}) AS __n"]
-    for i, m in enumerate(cfg.metrics):
-        if m.column is None:
-            continue
+    for i, j in slots.items():
+        if i != j:
+            continue  # shares metric j's values: aliased below
         v = metric_value(i)
         aggs += [
             f"CASE WHEN count({v}) <= {linf} THEN sum({v}) ELSE list_sum(min_by({v}, __r, {linf})) END AS __s{i}",
@@ -48,11 +56,8 @@ def dp_pairs_sql(cfg: ReportConfig, schema: dict[str, str], seed: int, *, public
         on = " AND ".join(f"p.{k} IS NOT DISTINCT FROM b.{k}" for k in keys)
         join = f" SEMI JOIN __public p ON {on}"
         inner = f"SELECT b.* FROM ({inner}) b{join}"
-    sql = (
-        "CREATE OR REPLACE TEMP TABLE __dp_pairs AS "
-        f"SELECT {', '.join(keys)}, __u, {', '.join(aggs)} FROM ({inner}) "
-        f"GROUP BY {', '.join(keys + ['__u'])}"
-    )
+    select = f"SELECT {', '.join(keys)}, __u, {', '.join(aggs)} FROM ({inner}) GROUP BY {', '.join(keys + ['__u'])}"
+    sql = f"CREATE OR REPLACE TEMP TABLE __dp_pairs AS {with_shared_values(cfg, select)}"
     return Query(sql, tuple(params.values))
 
 

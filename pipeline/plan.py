@@ -69,6 +69,38 @@ def raw_value_expr(m: MetricConfig) -> str:
     return x
 
 
+def value_slots(cfg: ReportConfig) -> dict[int, int]:
+    """Metric index → index ``j`` of the value column ``__v{j}`` (and flag ``__bad{j}``) it reads.
+
+    Metrics over the same column, multiplier and bounds (a sum and a mean of one amount, say) share
+    one clamped value column: the rows are computed once, not once per metric.
+    """
+    first: dict[tuple, int] = {}
+    out: dict[int, int] = {}
+    for i, m in enumerate(cfg.metrics):
+        if m.column is not None:
+            bounds = tuple(float(b) for b in m.bounds) if m.bounds is not None else None
+            out[i] = first.setdefault((m.column, m.multiply_by, bounds), i)
+    return out
+
+
+def shared_value_aliases(cfg: ReportConfig) -> list[str]:
+    """Projections giving each metric that shares another's value column (:func:`value_slots`) its
+    own ``__s{i}``, ``__c{i}`` and ``__bad{i}``: aggregate the shared column once, then alias."""
+    out: list[str] = []
+    for i, j in value_slots(cfg).items():
+        if i != j:
+            out += [f"__s{j} AS __s{i}", f"__c{j} AS __c{i}", f"__bad{j} AS __bad{i}"]
+    return out
+
+
+def with_shared_values(cfg: ReportConfig, select: str) -> str:
+    """``select`` (which aggregates shared value columns once) with the aliases of
+    :func:`shared_value_aliases` added; unchanged when no metric shares."""
+    aliases = shared_value_aliases(cfg)
+    return f"SELECT *, {', '.join(aliases)} FROM ({select})" if aliases else select
+
+
 def text_time_dims(cfg: ReportConfig, schema: dict[str, str]) -> list[int]:
     """Time dimensions read from text columns: their values are parsed, and failures counted."""
     return [
@@ -80,13 +112,13 @@ def text_time_dims(cfg: ReportConfig, schema: dict[str, str]) -> list[int]:
 def bad_value_counts(cfg: ReportConfig, schema: dict[str, str], *, total: bool = False) -> list[str]:
     """Aggregates counting invalid metric values (``__bad{i}``) and unparsed timestamps
     (``__badts{i}``) per group; with ``total``, sums of those per-group counts (``bad_{i}``, ``badts_{i}``)."""
-    metric_ids = [i for i, m in enumerate(cfg.metrics) if m.column is not None]
+    slots = value_slots(cfg)
     time_ids = text_time_dims(cfg, schema)
     if total:
-        return [f"coalesce(sum(__bad{i}), 0) AS bad_{i}" for i in metric_ids] + [
+        return [f"coalesce(sum(__bad{i}), 0) AS bad_{i}" for i in slots] + [
             f"coalesce(sum(__badts{i}), 0) AS badts_{i}" for i in time_ids
         ]
-    return [f"count(*) FILTER (WHERE __bad{i}) AS __bad{i}" for i in metric_ids] + [
+    return [f"count(*) FILTER (WHERE __bad{i}) AS __bad{i}" for i, j in slots.items() if i == j] + [
         f"count(*) FILTER (WHERE __badts{i}) AS __badts{i}" for i in time_ids
     ]
 
@@ -137,7 +169,7 @@ def base_select(cfg: ReportConfig, schema: dict[str, str], params: Params, *, ex
             c = ident(d.column)
             cols.append(f"({c} IS NOT NULL AND TRY_CAST({c} AS TIMESTAMP) IS NULL) AS __badts{i}")
     for i, m in enumerate(cfg.metrics):
-        if m.column is not None:
+        if m.column is not None and value_slots(cfg)[i] == i:
             cols.append(f"{clamp_expr(m, params)} AS {metric_value(i)}")
             x = raw_value_expr(m)
             cols.append(f"({x} IS NOT NULL AND NOT isfinite({x})) AS __bad{i}")
@@ -157,15 +189,13 @@ def per_unit_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
     base = base_select(cfg, schema, params)
     keys = [dim_key(i) for i in range(len(cfg.dims))]
     aggs = ["count(*) AS __n"]
-    for i, m in enumerate(cfg.metrics):
-        if m.column is not None:
+    for i, j in value_slots(cfg).items():
+        if i == j:
             aggs += [f"sum({metric_value(i)}) AS __s{i}", f"count({metric_value(i)}) AS __c{i}"]
     aggs += bad_value_counts(cfg, schema)
     group = ", ".join(keys + ["__u"])
-    sql = (
-        f"CREATE OR REPLACE TEMP TABLE __per_unit AS "
-        f"SELECT {', '.join(keys)}, __u, {', '.join(aggs)} FROM ({base}) GROUP BY {group}"
-    )
+    select = f"SELECT {', '.join(keys)}, __u, {', '.join(aggs)} FROM ({base}) GROUP BY {group}"
+    sql = f"CREATE OR REPLACE TEMP TABLE __per_unit AS {with_shared_values(cfg, select)}"
     return Query(sql, tuple(params.values))
 
 
@@ -247,17 +277,15 @@ def cells_direct_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
         "count(*) - count(__u) AS __null_rows",
         *UNIT_RANGE,
     ]
-    for i, m in enumerate(cfg.metrics):
-        if m.column is not None:
+    for i, j in value_slots(cfg).items():
+        if i == j:
             aggs += [
                 f"sum({metric_value(i)}) FILTER (WHERE __u IS NOT NULL) AS __s{i}",
                 f"count({metric_value(i)}) FILTER (WHERE __u IS NOT NULL) AS __c{i}",
             ]
     aggs += bad_value_counts(cfg, schema)
-    sql = (
-        f"CREATE OR REPLACE TEMP TABLE __cells AS SELECT {', '.join(keys + aggs)} "
-        f"FROM ({base}) GROUP BY {', '.join(keys)}"
-    )
+    select = f"SELECT {', '.join(keys + aggs)} FROM ({base}) GROUP BY {', '.join(keys)}"
+    sql = f"CREATE OR REPLACE TEMP TABLE __cells AS {with_shared_values(cfg, select)}"
     return Query(sql, tuple(params.values))
 
 

@@ -61,6 +61,39 @@ def test_threshold_release_matches_independent_truth(project: Path) -> None:
     assert m["gate"]["passed"] is True
 
 
+@pytest.mark.parametrize("totals", [None, [[]]])
+def test_metrics_sharing_a_column_keep_their_own_bounds(project: Path, totals) -> None:
+    """Metrics over one column share a clamped value column only when the bounds match too.
+    (DuckDB's greatest/least skip NULLs, so the truth filters them out of the means.)"""
+    metrics = [
+        {"name": "units", "agg": "count_units"},
+        {"name": "small_total", "agg": "sum", "column": "order_value", "bounds": [0, 100]},
+        {"name": "big_total", "agg": "sum", "column": "order_value", "bounds": [0, 100000]},
+        {"name": "small_avg", "agg": "mean", "column": "order_value", "bounds": [0, 100]},
+        {"name": "big_avg", "agg": "mean", "column": "order_value", "bounds": [0, 100000]},
+    ]
+    cfg = load_config(write_config(project, metrics=metrics, totals=totals))
+    table = run_report(cfg, "r1", summary_html=False).table
+    if totals:
+        table = table[table["level"] == "cell"]
+    src = project / "data" / "events.parquet"
+    truth = duckdb.sql(
+        f"""SELECT city, category, CAST(date_trunc('month', event_time) AS DATE) AS month,
+               sum(least(100, greatest(0, order_value))) AS st, sum(least(100000, greatest(0, order_value))) AS bt,
+               avg(least(100, greatest(0, order_value))) FILTER (WHERE order_value IS NOT NULL) AS sa,
+               avg(least(100000, greatest(0, order_value))) FILTER (WHERE order_value IS NOT NULL) AS ba
+        FROM read_parquet('{src}') WHERE event_type IN ('enquiry', 'call', 'order') AND user_id IS NOT NULL
+        GROUP BY ALL HAVING count(DISTINCT user_id) >= 10"""
+    ).df()
+    table["month"] = pd.to_datetime(table["month"].astype(str))
+    truth["month"] = pd.to_datetime(truth["month"])
+    merged = table.merge(truth, on=["city", "category", "month"], how="inner")
+    assert len(merged) == len(table) == len(truth) > 0
+    for ours, theirs in [("small_total", "st"), ("big_total", "bt"), ("small_avg", "sa"), ("big_avg", "ba")]:
+        assert (merged[ours] - merged[theirs].fillna(0 if "total" in ours else float("nan"))).abs().max() < 1e-6, ours
+    assert (merged["big_total"] > merged["small_total"]).any()
+
+
 def _crafted_source(path: Path) -> Path:
     """Cell A has exactly k-1 = 4 users, cell B exactly k = 5 users, one heavy user has 5000 rows in C."""
     rows = []
