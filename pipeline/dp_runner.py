@@ -402,19 +402,25 @@ def _expand_public(cfg: ReportConfig, con: Any) -> None:
 
 
 def noisy_table(cfg: ReportConfig, con: Any, plan: ReleasePlan) -> tuple[Any, dict[str, int]]:
-    """Noisy published table (pyarrow) and cell counts. Only cell aggregates are read from DuckDB."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    """Noisy published table (pyarrow) and cell counts. Only cell aggregates are read from DuckDB.
 
-    from .engine import fetch_arrow
+    Arrow tables are built with :mod:`engine`'s buffer helpers, never ``pa.array``/``pa.table``:
+    those import pandas (~0.3 s) just to check their argument's type.
+    """
+    from .engine import arrow_array, arrow_table, fetch_arrow
 
-    cells = fetch_arrow(con.execute("SELECT * FROM __dp_cells"))
+    keys = [dim_key(i) for i in range(len(cfg.dims))]
+    ingredients = ["CAST(__units AS BIGINT) AS __units", "CAST(coalesce(__rows, 0) AS BIGINT) AS __rows"]
+    for i, m in enumerate(cfg.metrics):
+        if m.column is not None:
+            ingredients += [f"CAST(coalesce(__s{i}, 0) AS DOUBLE) AS __s{i}", f"CAST(coalesce(__c{i}, 0) AS BIGINT) AS __c{i}"]
+    select = f"SELECT {', '.join(keys + ingredients)} FROM __dp_cells WHERE __level = $1"
     levels_out = []
     counts = {"cells_computed": 0, "cells_published": 0, "cells_suppressed": 0}
     for lv, lplan in plan.levels:
-        sub = cells.filter(pc.equal(cells.column("__level"), lv.index))
+        sub = fetch_arrow(con.execute(select, [lv.index]))
         cols, n_pub = _noisy_level(cfg, sub, lplan)
-        levels_out.append((lv, pa.table(cols), lplan))
+        levels_out.append((lv, arrow_table(cols), lplan))
         counts["cells_computed"] += sub.num_rows
         counts["cells_published"] += n_pub
         if lplan.selection is not None:
@@ -424,33 +430,47 @@ def noisy_table(cfg: ReportConfig, con: Any, plan: ReleasePlan) -> tuple[Any, di
         from .consistency import make_consistent
 
         tables = make_consistent(cfg, levels_out)
+    import numpy as np
+    import pyarrow as pa
+
     parts = []
     for (lv, _, _), t in zip(levels_out, tables, strict=True):
         if cfg.totals:
-            n_pub = t.num_rows
-            t = pa.table({"level": pa.array([lv.name] * n_pub, type=pa.string()),
-                          "__level": pa.array([lv.index] * n_pub, type=pa.int32()),
-                          **{c: t.column(c) for c in t.column_names}})
+            t = t.append_column("__level", arrow_array(np.full(t.num_rows, lv.index, dtype=np.int64)))
         parts.append(t)
     counts["cells_suppressed"] = counts["cells_computed"] - counts["cells_published"]
     table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
     con.register("__noisy", table)
-    try:  # deterministic row order: level, then dimensions
+    try:  # deterministic row order: level, then dimensions; the level's name added here
         order = ", ".join((["__level"] if cfg.totals else []) + [f"{ident(d.name)} NULLS FIRST" for d in cfg.dims])
-        exclude = " EXCLUDE (__level)" if cfg.totals else ""
-        table = fetch_arrow(con.execute(f"SELECT *{exclude} FROM __noisy ORDER BY {order}"))
+        if cfg.totals:
+            names = {lv.index: lv.name for lv, _ in plan.levels}
+            case = "CASE __level " + " ".join(f"WHEN {i} THEN {_sql_text(n)}" for i, n in names.items()) + " END"
+            cols = ", ".join([f"{case} AS level"] + [ident(c) for c in table.column_names if c != "__level"])
+        else:
+            cols = "*"
+        table = fetch_arrow(con.execute(f"SELECT {cols} FROM __noisy ORDER BY {order}"))
     finally:
         con.unregister("__noisy")
     return table, counts
 
 
+def _sql_text(s: str) -> str:
+    """A level name as an SQL string literal (names are built from validated dimension names)."""
+    return "'" + s.replace("'", "''") + "'"
+
+
 def _noisy_level(cfg: ReportConfig, cells: Any, plan: DPPlan) -> tuple[dict[str, Any], int]:
-    """Selection and noise for one table level's cells; returns output columns and rows published."""
-    import pyarrow as pa
+    """Selection and noise for one table level's cells; returns output columns and rows published.
+
+    ``cells``: keys ``__d{i}``, ``__units``, ``__rows`` and per sum/mean metric ``__s{i}`` (DOUBLE)
+    and ``__c{i}``, without nulls.
+    """
+    from .engine import arrow_array, np_column
 
     keys = [dim_key(i) for i in range(len(cfg.dims))]
     n = cells.num_rows
-    units = np.asarray(cells.column("__units").to_numpy(zero_copy_only=False), dtype=np.int64)
+    units = np_column(cells, "__units").astype(np.int64)
     if plan.selection is not None:
         noisy_units = add_noise(units, plan.selection)
         threshold = max(int(plan.selection.threshold or 0), int(cfg.min_units))
@@ -459,27 +479,27 @@ def _noisy_level(cfg: ReportConfig, cells: Any, plan: DPPlan) -> tuple[dict[str,
     else:
         keep = np.arange(n)
         noisy_units = None
-    sub = cells.take(pa.array(keep, type=pa.int64()))
+    sub = cells.take(arrow_array(keep.astype(np.int64)))
     out: dict[str, Any] = {}
     for i, d in enumerate(cfg.dims):
         out[d.name] = sub.column(keys[i])
     for i, m in enumerate(cfg.metrics):
         parts = plan.metrics.get(m.name, {})
         if m.agg == "count_units" and plan.selection is not None:
-            out[m.name] = pa.array(noisy_units, type=pa.int64())
-            out[m.name + "_ci95"] = pa.array(np.full(len(keep), plan.selection.ci95_half_width))
+            out[m.name] = np.asarray(noisy_units, dtype=np.int64)
+            out[m.name + "_ci95"] = np.full(len(keep), float(plan.selection.ci95_half_width))
             continue
         if m.agg in ("count", "count_units"):
             src = "__rows" if m.agg == "count" else "__units"
-            true = np.asarray(sub.column(src).to_numpy(zero_copy_only=False), dtype=np.int64)
+            true = np_column(sub, src).astype(np.int64)
             noisy = add_noise(true, parts["count"])
             if not cfg.consistent:  # consistent mode projects first (see consistency.py)
                 noisy = np.maximum(noisy, 0)
-            out[m.name] = pa.array(noisy, type=pa.int64())
-            out[m.name + "_ci95"] = pa.array(np.full(len(keep), parts["count"].ci95_half_width))
+            out[m.name] = np.asarray(noisy, dtype=np.int64)
+            out[m.name + "_ci95"] = np.full(len(keep), float(parts["count"].ci95_half_width))
             continue
         lo, hi = m.bounds or (0.0, 0.0)
-        s = _floats(sub.column(f"__s{i}"))
+        s = np_column(sub, f"__s{i}").astype(np.float64)
         if m.agg == "sum":
             noisy = add_noise(s, parts["sum"])
             if not cfg.consistent:  # consistent mode projects first (see consistency.py)
@@ -488,26 +508,16 @@ def _noisy_level(cfg: ReportConfig, cells: Any, plan: DPPlan) -> tuple[dict[str,
                 if hi <= 0:
                     noisy = np.minimum(noisy, 0.0)
                 noisy = np.round(noisy, 2)
-            out[m.name] = pa.array(noisy)
-            out[m.name + "_ci95"] = pa.array(np.full(len(keep), parts["sum"].ci95_half_width))
+            out[m.name] = np.asarray(noisy, dtype=np.float64)
+            out[m.name + "_ci95"] = np.full(len(keep), float(parts["sum"].ci95_half_width))
         else:
-            c = np.asarray(_floats(sub.column(f"__c{i}")), dtype=np.int64)
+            c = np_column(sub, f"__c{i}").astype(np.int64)
             mid = (lo + hi) / 2.0
             centred = s - mid * c
             noisy_sum = add_noise(centred, parts["sum"])
             noisy_cnt = np.maximum(add_noise(c, parts["count"]), 1).astype(np.float64)
             mean = np.clip(mid + noisy_sum / noisy_cnt, lo, hi)
             hw = (parts["sum"].ci95_half_width + np.abs(mean - mid) * parts["count"].ci95_half_width) / noisy_cnt
-            out[m.name] = pa.array(np.round(mean, 4))
-            out[m.name + "_ci95"] = pa.array(np.minimum(hw, hi - lo))
+            out[m.name] = np.round(mean, 4)
+            out[m.name + "_ci95"] = np.minimum(hw, hi - lo)
     return out, int(len(keep))
-
-
-def _floats(col: Any) -> np.ndarray:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if pa.types.is_decimal(col.type):
-        col = pc.cast(col, pa.float64())
-    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
-

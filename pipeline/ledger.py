@@ -104,6 +104,8 @@ class Ledger:
         self.secret_path = self.path.with_name(self.path.name + ".secret")
         self.head_path = self.path.with_name(self.path.name + ".head")
         self._held = 0
+        self._entries: list[Entry] | None = None  # valid only while the lock is held (nobody else writes)
+        self._secret: bytes | None = None  # likewise
 
     # ----- locking and secrets -----------------------------------------------------------------
     @contextlib.contextmanager
@@ -117,11 +119,11 @@ class Ledger:
                 self._held -= 1
             return
         with file_lock(self.lock_path, what=f"ledger {self.path}", timeout=timeout):
-            self._held = 1
+            self._held, self._entries, self._secret = 1, None, None
             try:
                 yield self
             finally:
-                self._held = 0
+                self._held, self._entries, self._secret = 0, None, None
 
     def _require_lock(self) -> None:
         if not self._held:
@@ -130,7 +132,9 @@ class Ledger:
     def secret(self) -> bytes:
         """The ledger's secret (created with mode 0600 on first use). Never logged or published."""
         self._require_lock()
-        return load_or_create_secret(self.secret_path)
+        if self._secret is None:
+            self._secret = load_or_create_secret(self.secret_path)
+        return self._secret
 
     def _mac(self, text: str) -> str:
         return hmac.new(self.secret(), text.encode(), hashlib.sha256).hexdigest()
@@ -155,13 +159,16 @@ class Ledger:
             con.close()
 
     def entries(self) -> list[Entry]:
-        with self.locked(), self._db(write=False) as con:
-            if con is None:
-                return []
-            rows = con.execute(
-                f"SELECT {', '.join((*HASHED_FIELDS, 'entry_hash', 'mac'))} FROM entries ORDER BY seq"
-            ).fetchall()
-        return [Entry(*r) for r in rows]
+        """Every entry in order. Read once per lock hold: while this process holds the lock no
+        other process can write, and :meth:`record` drops the copy when it adds an entry."""
+        with self.locked():
+            if self._entries is None:
+                with self._db(write=False) as con:
+                    rows = [] if con is None else con.execute(
+                        f"SELECT {', '.join((*HASHED_FIELDS, 'entry_hash', 'mac'))} FROM entries ORDER BY seq"
+                    ).fetchall()
+                self._entries = [Entry(*r) for r in rows]
+            return list(self._entries)
 
     # ----- verification ------------------------------------------------------------------------
     def verify(self) -> int:
@@ -288,6 +295,7 @@ class Ledger:
             e = Entry(**{**e.__dict__, "entry_hash": h, "mac": self._mac(h)})
             from .progress import fault_point
 
+            self._entries = None  # re-read after this write, whatever happens to it
             with self._db(write=True) as con:
                 con.execute("BEGIN TRANSACTION")
                 try:
