@@ -25,7 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .errors import PrivacyRefusal
-from .plan import dimension_expr, filter_sql, levels
+from .plan import Level, dimension_expr, filter_sql, levels
 from .sql import Params, ident
 
 if TYPE_CHECKING:
@@ -352,9 +352,20 @@ def _quasi_identifiers(
 
 
 def _recomputed_min_units(cfg: ReportConfig, con: Any, schema: dict[str, str], table: pa.Table) -> dict[str, int]:
+    """See :func:`_recount`; drops the gate's scratch table whatever happens."""
+    try:
+        return _recount(cfg, con, schema, table)
+    finally:
+        con.execute("DROP TABLE IF EXISTS __gate_full")
+
+
+def _recount(cfg: ReportConfig, con: Any, schema: dict[str, str], table: pa.Table) -> dict[str, int]:
     """Rows of the written report that fail the threshold, recomputed from the source.
 
-    - ``rows_below``: level rows whose keys match fewer than ``min_units`` units in the source;
+    - ``rows_below``: level rows whose keys match fewer than ``min_units`` units in the source
+      (full-table rows first; a margin row with a published full-table cell recounted at
+      ``min_units`` or more is proven by it, since the margin holds every unit of that cell, and
+      only the other margin rows are recounted);
     - ``remainder_bad``: remainder rows (``is_remainder``) whose withheld rows, i.e. every source
       row of that level whose keys are not published at that level, hold fewer than ``min_units``
       units or fewer than two distinct keys (one withheld row must never be published as such);
@@ -384,21 +395,49 @@ def _recomputed_min_units(cfg: ReportConfig, con: Any, schema: dict[str, str], t
         ).fetchall()[0][0]
         present = [r[0] for r in con.execute(
             "SELECT DISTINCT level FROM __gate_report WHERE level IS NOT NULL ORDER BY 1").fetchall()]
-        todo = [level_names[n] for n in present if n in level_names]
+        todo = sorted((level_names[n] for n in present if n in level_names), key=lambda lv: lv.index)
     else:
         todo = [all_levels[0]]
+    con.execute("DROP TABLE IF EXISTS __gate_full")
+    full_checked = False
     for lv in todo:
         keep = [i for i, d in enumerate(cfg.dims) if d.name in lv.dims]
         rolled = [d.name for d in cfg.dims if d.name not in lv.dims]
+
+        def todo_rows(params: Params, lv: Level = lv, keep: list[int] = keep, proven: bool = full_checked) -> str:
+            """This level's published rows still to recount: with the full table already recounted,
+            a margin row holds every unit of each of its full-table cells, so one published cell
+            recounted at >= min_units from the source proves the row without another scan."""
+            lv_filter = f"r.level = {params.add(lv.name)}" if has_level else "TRUE"
+            implied = "FALSE"
+            if proven:
+                match = "".join(
+                    f" AND f.{ident(cfg.dims[i].name)} IS NOT DISTINCT FROM r.{ident(cfg.dims[i].name)}" for i in keep
+                )
+                implied = f"EXISTS (SELECT 1 FROM __gate_full f WHERE f.__n >= {params.add(cfg.min_units)}{match})"
+            return f"SELECT r.* FROM {rows} WHERE {lv_filter} AND NOT {is_rem} AND NOT {implied}"
+
         params = Params()
+        pending = todo_rows(params)
         src = source_rows(params)
-        lv_filter = f"r.level = {params.add(lv.name)}" if has_level else "TRUE"
         on = " AND ".join(f"r.{ident(cfg.dims[i].name)} IS NOT DISTINCT FROM s.k{i}" for i in keep) or "TRUE"
-        sql = (
-            f"SELECT count(*) FROM (SELECT r.__rid, count(DISTINCT s.u) AS n FROM {rows} LEFT JOIN ({src}) s ON {on} "
-            f"WHERE {lv_filter} AND NOT {is_rem} GROUP BY r.__rid) WHERE n < {params.add(cfg.min_units)}"
+        dims_out = ", ".join(f"any_value(r.{ident(d.name)}) AS {ident(d.name)}" for d in cfg.dims)
+        counted = (
+            f"SELECT r.__rid, {dims_out}, count(DISTINCT s.u) AS __n FROM ({pending}) r "
+            f"LEFT JOIN ({src}) s ON {on} GROUP BY r.__rid"
         )
-        out["rows_below"] += con.execute(sql, params.values).fetchall()[0][0]
+        if lv.index == 0:
+            con.execute(f"CREATE TEMP TABLE __gate_full AS {counted}", params.values)
+            out["rows_below"] += con.execute(
+                "SELECT count(*) FROM __gate_full WHERE __n < $1", [cfg.min_units]
+            ).fetchall()[0][0]
+            full_checked = True
+        else:
+            p_left = Params()
+            if con.execute(f"SELECT count(*) FROM ({todo_rows(p_left)})", p_left.values).fetchall()[0][0]:
+                out["rows_below"] += con.execute(
+                    f"SELECT count(*) FROM ({counted}) WHERE __n < {params.add(cfg.min_units)}", params.values
+                ).fetchall()[0][0]
         if rolled:
             p2 = Params()
             cond = " OR ".join(f"r.{ident(n)} IS NOT NULL" for n in rolled)
