@@ -157,7 +157,7 @@ def sections(manifest: dict[str, Any], path: Path | None = None) -> list[Section
     return out
 
 
-STAGE_ORDER = ["load", "ledger", "bounding", "aggregate", "suppress", "noise", "write", "gate", "stage"]
+STAGE_ORDER = ["load", "ledger", "bounding", "aggregate", "suppress", "noise", "collect", "write", "gate", "stage"]
 
 
 def _stage_rank(name: str) -> tuple[int, str]:

@@ -178,7 +178,7 @@ def _run_threshold(
                 from .remainder import apply_remainder
 
                 cell_counts.update(apply_remainder(cfg, con))
-        with stages.stage("write"):
+        with stages.stage("collect"):
             if cfg.remainder:
                 from .remainder import published_select_sql as select_with_remainders
 

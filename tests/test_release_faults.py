@@ -20,7 +20,7 @@ def _run(cfg: Path, run_id: str, *, env: dict | None = None, preexec=None) -> su
     )
 
 
-@pytest.mark.parametrize("stage", ["load", "aggregate", "aggregate.per_unit", "suppress", "write", "gate", "stage", "staged", "published"])
+@pytest.mark.parametrize("stage", ["load", "aggregate", "aggregate.per_unit", "suppress", "collect", "write", "gate", "stage", "staged", "published"])
 def test_kill_threshold_run_at_each_stage(project: Path, stage: str) -> None:
     cfg = write_config(project, totals=[[], ["city"]], history="state/history.duckdb")
     killed = _run(cfg, "k", env={"ANONYMIZE_FAULT_AT": stage})
