@@ -75,6 +75,7 @@ class Sample:
     maxrss_mib: float
     rc: int
     timings_s: dict[str, float] = field(default_factory=dict)
+    gate_s: dict[str, float] = field(default_factory=dict)
     cells: dict[str, int] = field(default_factory=dict)
 
 
@@ -222,6 +223,7 @@ def run_one(mode: str, label: str, r: int, source: Path, configs: dict[str, Path
         if manifests:
             m = json.loads(manifests[0].read_text())
             sample.timings_s = m.get("timings_s", {})
+            sample.gate_s = m.get("gate", {}).get("seconds", {})
             sample.cells = {k: v for k, v in m.get("cells", {}).items() if isinstance(v, int)}
     shutil.rmtree(work / "reports", ignore_errors=True)
     status = "ok" if rc == 0 else f"FAILED (exit {rc}, see {log})"
@@ -358,6 +360,15 @@ def render(results: dict[str, Any]) -> str:
                 if ok:
                     lines.append(f"| {mode} | " + " | ".join(
                         fmt_s(med([s.timings_s.get(k, 0.0) for s in ok])) for k in stages) + " |")
+        checks = sorted({k for s in samples if s.size == label for k in s.gate_s})
+        if checks:
+            lines += ["", f"Release gate checks at {label} (median seconds, manifest `gate.seconds`):", "",
+                      "| mode | " + " | ".join(checks) + " |", "|---|" + "---|" * len(checks)]
+            for mode in PIPELINE_MODES:
+                ok = [s for s in samples if s.size == label and s.mode == mode and s.rc == 0 and s.gate_s]
+                if ok:
+                    lines.append(f"| {mode} | " + " | ".join(
+                        fmt_s(med([s.gate_s.get(k, 0.0) for s in ok])) for k in checks) + " |")
         lines.append("")
     if results.get("startup"):
         lines += ["### Start-up", "", "| command | median s | max s |", "|---|---|---|"]
@@ -373,12 +384,12 @@ def render(results: dict[str, Any]) -> str:
         ours = pdp.get("anonymize")
         if ours:
             lines.append(f"| anonymize (count, units, sum, mean) | {ours['seconds']:.2f} | {ours['partitions_released']} | "
-                         f"{ours['median_abs_error_count']} |")
+                         f"{_fmt_err(ours['median_abs_error_count'])} |")
         theirs = pdp.get("pipelinedp")
         if theirs:
             lines.append(f"| PipelineDP {theirs.get('pipeline_dp', '')} local backend (count, privacy-id count, sum) | "
                          f"{theirs['process_seconds']:.2f} | {theirs['partitions_released']} | "
-                         f"{theirs['median_abs_error_count']:.1f} |")
+                         f"{_fmt_err(theirs['median_abs_error_count'])} |")
         else:
             lines.append(f"| PipelineDP | {pdp.get('pipelinedp_error', 'not run')} | | |")
         lines.append("")
@@ -386,6 +397,10 @@ def render(results: dict[str, Any]) -> str:
     lines += target_rows(samples, results)
     lines += ["", END]
     return "\n".join(lines)
+
+
+def _fmt_err(x: float | None) -> str:
+    return "n/a (no cell released)" if x is None else f"{x:.1f}"
 
 
 def target_rows(samples: list[Sample], results: dict[str, Any]) -> list[str]:

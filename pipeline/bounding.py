@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from .config import ReportConfig
 from .plan import (
+    REGROUP_COLS,
     bad_value_counts,
     base_select,
     dim_key,
@@ -118,8 +119,8 @@ def dp_cells_sql(cfg: ReportConfig, seed: int) -> list[Query]:
     keys = [dim_key(i) for i in range(len(cfg.dims))]
     seed_ph = params.add(int(seed))
     sums = []
-    for i, m in enumerate(cfg.metrics):
-        if m.column is not None:
+    for i, j in value_slots(cfg).items():
+        if i == j:  # metrics sharing j's values are aliased after the aggregation
             sums += [f"sum(__s{i}) AS __s{i}", f"sum(__c{i}) AS __c{i}"]
     tail = (", " + ", ".join(sums)) if sums else ""
     kept = (
@@ -128,11 +129,11 @@ def dp_cells_sql(cfg: ReportConfig, seed: int) -> list[Query]:
     )
     steps = l0_cut_sql(cfg, seed)
     if not cfg.totals:
-        sql = (
-            "CREATE OR REPLACE TEMP TABLE __dp_cells AS "
+        select = (
             f"SELECT 0 AS __level, {', '.join(keys)}, count(*) AS __units, sum(__n) AS __rows{tail} "
             f"FROM ({kept}) GROUP BY {', '.join(keys)}"
         )
+        sql = f"CREATE OR REPLACE TEMP TABLE __dp_cells AS {with_shared_values(cfg, select, REGROUP_COLS)}"
         return [*steps, Query(sql, tuple(params.values))]
     first = Query(f"CREATE OR REPLACE TEMP TABLE __dp_bounded AS {kept}", tuple(params.values))
     selects = []
@@ -141,6 +142,7 @@ def dp_cells_sql(cfg: ReportConfig, seed: int) -> list[Query]:
         cols = [f"{lv.index} AS __level"] + [keys[i] if i in keep else f"NULL AS {keys[i]}" for i in range(len(keys))]
         units = "count(*)" if lv.index == 0 else "count(DISTINCT __u)"
         group = f" GROUP BY {', '.join(keys[i] for i in keep)}" if keep else ""
-        selects.append(f"SELECT {', '.join(cols)}, {units} AS __units, sum(__n) AS __rows{tail} FROM __dp_bounded{group}")
+        select = f"SELECT {', '.join(cols)}, {units} AS __units, sum(__n) AS __rows{tail} FROM __dp_bounded{group}"
+        selects.append(with_shared_values(cfg, select, REGROUP_COLS))
     second = Query("CREATE OR REPLACE TEMP TABLE __dp_cells AS " + " UNION ALL BY NAME ".join(selects))
     return [*steps, first, second]

@@ -84,20 +84,26 @@ def value_slots(cfg: ReportConfig) -> dict[int, int]:
     return out
 
 
-def shared_value_aliases(cfg: ReportConfig) -> list[str]:
+VALUE_COLS = ("__s", "__c", "__bad")  # per-metric columns of the source-reading stages
+REGROUP_COLS = ("__s", "__c")  # per-metric ingredients of a regrouped cell
+DOMINANCE_COLS = ("__top", "__top2_", "__abs")  # per-metric dominance ingredients
+
+
+def shared_value_aliases(cfg: ReportConfig, cols: tuple[str, ...] = VALUE_COLS) -> list[str]:
     """Projections giving each metric that shares another's value column (:func:`value_slots`) its
-    own ``__s{i}``, ``__c{i}`` and ``__bad{i}``: aggregate the shared column once, then alias."""
+    own per-metric columns (``{prefix}{i}`` for each prefix in ``cols``): aggregate the shared
+    column once, then alias."""
     out: list[str] = []
     for i, j in value_slots(cfg).items():
         if i != j:
-            out += [f"__s{j} AS __s{i}", f"__c{j} AS __c{i}", f"__bad{j} AS __bad{i}"]
+            out += [f"{c}{j} AS {c}{i}" for c in cols]
     return out
 
 
-def with_shared_values(cfg: ReportConfig, select: str) -> str:
+def with_shared_values(cfg: ReportConfig, select: str, cols: tuple[str, ...] = VALUE_COLS) -> str:
     """``select`` (which aggregates shared value columns once) with the aliases of
     :func:`shared_value_aliases` added; unchanged when no metric shares."""
-    aliases = shared_value_aliases(cfg)
+    aliases = shared_value_aliases(cfg, cols)
     return f"SELECT *, {', '.join(aliases)} FROM ({select})" if aliases else select
 
 
@@ -206,9 +212,9 @@ def unit_regroup_aggs(cfg: ReportConfig, *, dominance_n: int = 0, prefix: str = 
     ``__abs{i}``)."""
     inner = [f"sum({prefix}__n) AS __n"]
     outer = ["count(*) AS __units", "sum(__n) AS __rows"]
-    for i, m in enumerate(cfg.metrics):
-        if m.column is None:
-            continue
+    for i, j in value_slots(cfg).items():
+        if i != j:
+            continue  # shares metric j's values: the caller aliases (regroup_aliases)
         inner += [f"sum({prefix}__s{i}) AS __s{i}", f"sum({prefix}__c{i}) AS __c{i}"]
         outer += [f"sum(__s{i}) AS __s{i}", f"sum(__c{i}) AS __c{i}"]
         if dominance_n:
@@ -225,6 +231,11 @@ def unit_regroup_aggs(cfg: ReportConfig, *, dominance_n: int = 0, prefix: str = 
 UNIT_RANGE = ("min(__u) AS __umin", "max(__u) AS __umax")
 
 
+def regroup_cols(dominance_n: int) -> tuple[str, ...]:
+    """Per-metric columns a regrouping with :func:`unit_regroup_aggs` produces."""
+    return REGROUP_COLS + (DOMINANCE_COLS if dominance_n else ())
+
+
 def cells_from_per_unit_sql(cfg: ReportConfig, *, dominance_n: int = 0) -> Query:
     """``__cells``: every level (full table and margins) aggregated from ``__per_unit``.
 
@@ -236,28 +247,58 @@ def cells_from_per_unit_sql(cfg: ReportConfig, *, dominance_n: int = 0) -> Query
     """
     nd = len(cfg.dims)
     selects = []
+    full = None  # the full-table select, reused by margins without dominance
     for lv in levels(cfg):
         keep = [i for i, d in enumerate(cfg.dims) if d.name in lv.dims]
         keys = [dim_key(i) for i in keep]
+        cols = [f"{lv.index} AS __level"]
+        for i in range(nd):
+            cols.append(f"{dim_key(i)}" if i in keep else f"NULL AS {dim_key(i)}")
+        if len(keep) < nd and not dominance_n and full is not None:
+            selects.append(_margin_from_full(cfg, lv.index, keep))
+            continue
         inner_aggs, outer_aggs = unit_regroup_aggs(cfg, dominance_n=dominance_n)
         if len(keep) == nd:
             # the full table: __per_unit already has one row per (cell, unit); no regrouping
             inner = "SELECT * FROM __per_unit WHERE __u IS NOT NULL"
+            outer_aggs = [*outer_aggs, *UNIT_RANGE]
         else:
             group_inner = ", ".join(keys + ["__u"])
             inner = (
                 f"SELECT {', '.join(keys + ['__u'] + inner_aggs)} FROM __per_unit "
                 f"WHERE __u IS NOT NULL GROUP BY {group_inner}"
             )
-        cols = [f"{lv.index} AS __level"]
-        for i in range(nd):
-            cols.append(f"{dim_key(i)}" if i in keep else f"NULL AS {dim_key(i)}")
-        if len(keep) == nd:
-            outer_aggs = [*outer_aggs, *UNIT_RANGE]
         group_outer = f" GROUP BY {', '.join(keys)}" if keys else ""
-        selects.append(f"SELECT {', '.join(cols + outer_aggs)} FROM ({inner}){group_outer}")
-    sql = "CREATE OR REPLACE TEMP TABLE __cells AS " + " UNION ALL BY NAME ".join(selects)
-    return Query(sql)
+        select = f"SELECT {', '.join(cols + outer_aggs)} FROM ({inner}){group_outer}"
+        select = with_shared_values(cfg, select, regroup_cols(dominance_n))
+        if len(keep) == nd:
+            full = select
+            select = "SELECT * FROM __full"
+        selects.append(select)
+    body = " UNION ALL BY NAME ".join(selects)
+    if full is not None:
+        body = f"WITH __full AS MATERIALIZED ({full}) {body}"
+    return Query(f"CREATE OR REPLACE TEMP TABLE __cells AS {body}")
+
+
+def _margin_from_full(cfg: ReportConfig, index: int, keep: list[int]) -> str:
+    """A margin level without dominance: the distinct units from ``__per_unit`` (only the keys and
+    the unit are hashed), rows and sums added up from the full-table cells ``__full`` (exact:
+    DECIMAL sums over the same (cell, unit) rows, regrouped)."""
+    nd = len(cfg.dims)
+    keys = [dim_key(i) for i in keep]
+    sums = ["sum(__rows) AS __rows"]
+    for i, j in value_slots(cfg).items():
+        if i == j:
+            sums += [f"sum(__s{i}) AS __s{i}", f"sum(__c{i}) AS __c{i}"]
+    group = f" GROUP BY {', '.join(keys)}" if keys else ""
+    units = f"SELECT {''.join(k + ', ' for k in keys)}count(DISTINCT __u) AS __units FROM __per_unit WHERE __u IS NOT NULL{group}"
+    totals = f"SELECT {''.join(k + ', ' for k in keys)}{', '.join(sums)} FROM __full{group}"
+    on = " AND ".join(f"u.{k} IS NOT DISTINCT FROM t.{k}" for k in keys) or "TRUE"
+    cols = [f"{index} AS __level"] + [f"u.{dim_key(i)}" if i in keep else f"NULL AS {dim_key(i)}" for i in range(nd)]
+    cols += ["u.__units", "t.__rows"] + [f"t.{c.split(' AS ')[1]}" for c in sums[1:]]
+    select = f"SELECT {', '.join(cols)} FROM ({units}) u JOIN ({totals}) t ON {on}"
+    return with_shared_values(cfg, select, REGROUP_COLS)
 
 
 def cells_direct_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:

@@ -31,7 +31,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .config import ReportConfig
-from .plan import dim_key, levels, metric_output_expr, unit_regroup_aggs
+from .plan import (
+    dim_key,
+    levels,
+    metric_output_expr,
+    regroup_cols,
+    unit_regroup_aggs,
+    with_shared_values,
+)
 from .sql import Params, Query, ident
 from .suppression import level_name_case, reason_case
 
@@ -61,7 +68,8 @@ def candidates_sql(cfg: ReportConfig, level_indexes: list[int]) -> Query:
             f"SELECT p.__u, {', '.join(inner)} FROM __per_unit p JOIN ({withheld}) w ON {on} "
             "WHERE p.__u IS NOT NULL GROUP BY p.__u"
         )
-        selects.append(f"SELECT {int(index)} AS __level, {', '.join(outer)} FROM ({per_unit})")
+        select = f"SELECT {int(index)} AS __level, {', '.join(outer)} FROM ({per_unit})"
+        selects.append(with_shared_values(cfg, select, regroup_cols(dom_n)))
     body = " UNION ALL BY NAME ".join(selects)
     sql = (
         "CREATE OR REPLACE TEMP TABLE __rem_cand AS SELECT *, "

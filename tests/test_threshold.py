@@ -94,6 +94,48 @@ def test_metrics_sharing_a_column_keep_their_own_bounds(project: Path, totals) -
     assert (merged["big_total"] > merged["small_total"]).any()
 
 
+@pytest.mark.parametrize("dominance", [None, {"n": 2, "max_share": 0.99}])
+def test_margin_cells_match_independent_truth(project: Path, dominance) -> None:
+    """Every computed cell of every level (published or not) equals a plain DuckDB GROUP BY: with
+    dominance the margins regroup per unit, without it they add up the full-table cells."""
+    from pipeline.engine import connect
+    from pipeline.plan import cells_from_per_unit_sql, per_unit_sql
+    from pipeline.runner import execute
+    from pipeline.sources import open_source
+
+    cfg = load_config(write_config(project, totals=[[], ["city"], ["category"]], dominance=dominance))
+    src = project / "data" / "events.parquet"
+    con = connect(cfg)
+    try:
+        source = open_source(con, cfg)
+        execute(con, per_unit_sql(cfg, source.schema))
+        execute(con, cells_from_per_unit_sql(cfg, dominance_n=cfg.dominance.n if cfg.dominance else 0))
+        ours = con.execute(
+            "SELECT __level, __d0, __d1, __d2, __units, __rows, CAST(__s2 AS DOUBLE), __c2, CAST(__s3 AS DOUBLE), __c3 "
+            "FROM __cells"
+        ).fetchall()
+    finally:
+        con.close()
+    truth = duckdb.sql(
+        f"""SELECT CASE WHEN GROUPING(city, category, month) = 0 THEN 0 WHEN GROUPING(city) = 1 AND GROUPING(category) = 1 THEN 1
+                    WHEN GROUPING(city) = 0 THEN 2 ELSE 3 END AS lv, city, category, month,
+               count(DISTINCT user_id), count(*), sum(least(100000, greatest(0, order_value))) FILTER (WHERE order_value IS NOT NULL),
+               count(order_value)
+        FROM (SELECT *, CAST(date_trunc('month', event_time) AS DATE) AS month FROM read_parquet('{src}'))
+        WHERE event_type IN ('enquiry', 'call', 'order') AND user_id IS NOT NULL
+        GROUP BY GROUPING SETS ((city, category, month), (), (city), (category))"""
+    ).fetchall()
+    def key(r):
+        return tuple("" if v is None else str(v) for v in r[:4])
+    want = {key(r): r[4:] for r in truth}
+    got = {key(r): r[4:] for r in ours}
+    assert set(got) == set(want) and len(got) == len(ours) and {r[0] for r in ours} == {0, 1, 2, 3}
+    for k, (units, rows, s2, c2, s3, c3) in got.items():
+        t_units, t_rows, t_sum, t_cnt = want[k]
+        assert (units, rows, c2, c3) == (t_units, t_rows, t_cnt, t_cnt), k
+        assert abs((s2 or 0) - (t_sum or 0)) < 1e-6 and abs((s3 or 0) - (t_sum or 0)) < 1e-6, k
+
+
 def _crafted_source(path: Path) -> Path:
     """Cell A has exactly k-1 = 4 users, cell B exactly k = 5 users, one heavy user has 5000 rows in C."""
     rows = []
