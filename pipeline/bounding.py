@@ -22,7 +22,7 @@ from .plan import (
     base_select,
     dim_key,
     metric_value,
-    value_slots,
+    value_owners,
     with_shared_values,
 )
 from .sql import Params, Query
@@ -35,15 +35,12 @@ def dp_pairs_sql(cfg: ReportConfig, schema: dict[str, str], seed: int, *, public
     linf = int(cfg.privacy.max_rows_per_group)
     nd = len(cfg.dims)
     keys = [dim_key(i) for i in range(nd)]
-    slots = value_slots(cfg)
-    value_cols = [metric_value(j) for j in sorted(set(slots.values()))]
+    value_cols = [metric_value(i) for i in value_owners(cfg)]
     seed_ph = params.add(int(seed))
     base = base_select(cfg, schema, params)
     row_hash = f"hash(__u, {', '.join(keys + value_cols)}, {seed_ph})"
     aggs = [f"least(count(*), {linf}) AS __n"]
-    for i, j in slots.items():
-        if i != j:
-            continue  # shares metric j's values: aliased below
+    for i in value_owners(cfg):  # metrics sharing a value column are aliased below
         v = metric_value(i)
         aggs += [
             f"CASE WHEN count({v}) <= {linf} THEN sum({v}) ELSE list_sum(min_by({v}, __r, {linf})) END AS __s{i}",
@@ -119,9 +116,8 @@ def dp_cells_sql(cfg: ReportConfig, seed: int) -> list[Query]:
     keys = [dim_key(i) for i in range(len(cfg.dims))]
     seed_ph = params.add(int(seed))
     sums = []
-    for i, j in value_slots(cfg).items():
-        if i == j:  # metrics sharing j's values are aliased after the aggregation
-            sums += [f"sum(__s{i}) AS __s{i}", f"sum(__c{i}) AS __c{i}"]
+    for i in value_owners(cfg):  # metrics sharing a value column are aliased after the aggregation
+        sums += [f"sum(__s{i}) AS __s{i}", f"sum(__c{i}) AS __c{i}"]
     tail = (", " + ", ".join(sums)) if sums else ""
     kept = (
         "SELECT p.* FROM __dp_pairs p JOIN __l0_cut c ON p.__u = c.__u "

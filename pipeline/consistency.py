@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 
 from .config import ReportConfig
+from .engine import arrow_array, arrow_table, np_column
 
 
 def make_consistent(cfg: ReportConfig, parts: list[tuple[Any, Any, Any]]) -> list[Any]:
     """``parts``: (Level, pyarrow table of that level's published rows, its DPPlan). Returns tables."""
-    import pyarrow as pa
     from scipy.sparse import csr_matrix, diags
     from scipy.sparse.linalg import spsolve
 
@@ -63,7 +63,7 @@ def make_consistent(cfg: ReportConfig, parts: list[tuple[Any, Any, Any]]) -> lis
     for m in cfg.metrics:
         if m.agg not in ("count", "sum"):
             continue
-        y = np.concatenate([np.asarray(t.column(m.name).to_numpy(zero_copy_only=False), dtype=np.float64) for _, t, _ in parts])
+        y = np.concatenate([np_column(t, m.name).astype(np.float64) for _, t, _ in parts])
         var = np.concatenate([
             np.full(t.num_rows, _variance(plan, m.name)) for _, t, plan in parts
         ])
@@ -72,8 +72,8 @@ def make_consistent(cfg: ReportConfig, parts: list[tuple[Any, Any, Any]]) -> lis
         lam = spsolve(lhs, a @ y)
         x = y - v @ (a.T @ np.atleast_1d(lam))
         for p_idx in range(len(parts)):
-            out_cols[p_idx][m.name] = pa.array(x[offsets[p_idx]:offsets[p_idx + 1]], type=pa.float64())
-    return [pa.table(c) for c in out_cols]
+            out_cols[p_idx][m.name] = arrow_array(np.asarray(x[offsets[p_idx]:offsets[p_idx + 1]], dtype=np.float64))
+    return [arrow_table(c) for c in out_cols]
 
 
 def _variance(plan: Any, metric: str) -> float:

@@ -444,20 +444,15 @@ def noisy_table(cfg: ReportConfig, con: Any, plan: ReleasePlan) -> tuple[Any, di
     try:  # deterministic row order: level, then dimensions; the level's name added here
         order = ", ".join((["__level"] if cfg.totals else []) + [f"{ident(d.name)} NULLS FIRST" for d in cfg.dims])
         if cfg.totals:
-            names = {lv.index: lv.name for lv, _ in plan.levels}
-            case = "CASE __level " + " ".join(f"WHEN {i} THEN {_sql_text(n)}" for i, n in names.items()) + " END"
-            cols = ", ".join([f"{case} AS level"] + [ident(c) for c in table.column_names if c != "__level"])
+            from .suppression import level_name_case
+
+            cols = ", ".join([f"{level_name_case(cfg)} AS level"] + [ident(c) for c in table.column_names if c != "__level"])
         else:
             cols = "*"
         table = fetch_arrow(con.execute(f"SELECT {cols} FROM __noisy ORDER BY {order}"))
     finally:
         con.unregister("__noisy")
     return table, counts
-
-
-def _sql_text(s: str) -> str:
-    """A level name as an SQL string literal (names are built from validated dimension names)."""
-    return "'" + s.replace("'", "''") + "'"
 
 
 def _noisy_level(cfg: ReportConfig, cells: Any, plan: DPPlan) -> tuple[dict[str, Any], int]:

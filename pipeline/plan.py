@@ -89,6 +89,12 @@ REGROUP_COLS = ("__s", "__c")  # per-metric ingredients of a regrouped cell
 DOMINANCE_COLS = ("__top", "__top2_", "__abs")  # per-metric dominance ingredients
 
 
+def value_owners(cfg: ReportConfig) -> list[int]:
+    """Indexes of the metrics that own a value column (every sum/mean metric not sharing another's):
+    the ones whose ``__s``/``__c``/``__bad`` columns are aggregated; the others are aliased."""
+    return [i for i, j in value_slots(cfg).items() if i == j]
+
+
 def shared_value_aliases(cfg: ReportConfig, cols: tuple[str, ...] = VALUE_COLS) -> list[str]:
     """Projections giving each metric that shares another's value column (:func:`value_slots`) its
     own per-metric columns (``{prefix}{i}`` for each prefix in ``cols``): aggregate the shared
@@ -124,7 +130,7 @@ def bad_value_counts(cfg: ReportConfig, schema: dict[str, str], *, total: bool =
         return [f"coalesce(sum(__bad{i}), 0) AS bad_{i}" for i in slots] + [
             f"coalesce(sum(__badts{i}), 0) AS badts_{i}" for i in time_ids
         ]
-    return [f"count(*) FILTER (WHERE __bad{i}) AS __bad{i}" for i, j in slots.items() if i == j] + [
+    return [f"count(*) FILTER (WHERE __bad{i}) AS __bad{i}" for i in value_owners(cfg)] + [
         f"count(*) FILTER (WHERE __badts{i}) AS __badts{i}" for i in time_ids
     ]
 
@@ -174,11 +180,11 @@ def base_select(cfg: ReportConfig, schema: dict[str, str], params: Params, *, ex
         if i in text_time:
             c = ident(d.column)
             cols.append(f"({c} IS NOT NULL AND TRY_CAST({c} AS TIMESTAMP) IS NULL) AS __badts{i}")
-    for i, m in enumerate(cfg.metrics):
-        if m.column is not None and value_slots(cfg)[i] == i:
-            cols.append(f"{clamp_expr(m, params)} AS {metric_value(i)}")
-            x = raw_value_expr(m)
-            cols.append(f"({x} IS NOT NULL AND NOT isfinite({x})) AS __bad{i}")
+    for i in value_owners(cfg):
+        m = cfg.metrics[i]
+        cols.append(f"{clamp_expr(m, params)} AS {metric_value(i)}")
+        x = raw_value_expr(m)
+        cols.append(f"({x} IS NOT NULL AND NOT isfinite({x})) AS __bad{i}")
     if extra:
         cols.append(extra)
     where = filter_sql(cfg, params)
@@ -195,9 +201,8 @@ def per_unit_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
     base = base_select(cfg, schema, params)
     keys = [dim_key(i) for i in range(len(cfg.dims))]
     aggs = ["count(*) AS __n"]
-    for i, j in value_slots(cfg).items():
-        if i == j:
-            aggs += [f"sum({metric_value(i)}) AS __s{i}", f"count({metric_value(i)}) AS __c{i}"]
+    for i in value_owners(cfg):
+        aggs += [f"sum({metric_value(i)}) AS __s{i}", f"count({metric_value(i)}) AS __c{i}"]
     aggs += bad_value_counts(cfg, schema)
     group = ", ".join(keys + ["__u"])
     select = f"SELECT {', '.join(keys)}, __u, {', '.join(aggs)} FROM ({base}) GROUP BY {group}"
@@ -212,9 +217,7 @@ def unit_regroup_aggs(cfg: ReportConfig, *, dominance_n: int = 0, prefix: str = 
     ``__abs{i}``)."""
     inner = [f"sum({prefix}__n) AS __n"]
     outer = ["count(*) AS __units", "sum(__n) AS __rows"]
-    for i, j in value_slots(cfg).items():
-        if i != j:
-            continue  # shares metric j's values: the caller aliases (regroup_aliases)
+    for i in value_owners(cfg):  # metrics sharing a value column: the caller aliases (with_shared_values)
         inner += [f"sum({prefix}__s{i}) AS __s{i}", f"sum({prefix}__c{i}) AS __c{i}"]
         outer += [f"sum(__s{i}) AS __s{i}", f"sum(__c{i}) AS __c{i}"]
         if dominance_n:
@@ -287,16 +290,14 @@ def _margin_from_full(cfg: ReportConfig, index: int, keep: list[int]) -> str:
     DECIMAL sums over the same (cell, unit) rows, regrouped)."""
     nd = len(cfg.dims)
     keys = [dim_key(i) for i in keep]
-    sums = ["sum(__rows) AS __rows"]
-    for i, j in value_slots(cfg).items():
-        if i == j:
-            sums += [f"sum(__s{i}) AS __s{i}", f"sum(__c{i}) AS __c{i}"]
+    summed = ["__rows"] + [f"{c}{i}" for i in value_owners(cfg) for c in REGROUP_COLS]
+    sums = [f"sum({c}) AS {c}" for c in summed]
     group = f" GROUP BY {', '.join(keys)}" if keys else ""
     units = f"SELECT {''.join(k + ', ' for k in keys)}count(DISTINCT __u) AS __units FROM __per_unit WHERE __u IS NOT NULL{group}"
     totals = f"SELECT {''.join(k + ', ' for k in keys)}{', '.join(sums)} FROM __full{group}"
     on = " AND ".join(f"u.{k} IS NOT DISTINCT FROM t.{k}" for k in keys) or "TRUE"
     cols = [f"{index} AS __level"] + [f"u.{dim_key(i)}" if i in keep else f"NULL AS {dim_key(i)}" for i in range(nd)]
-    cols += ["u.__units", "t.__rows"] + [f"t.{c.split(' AS ')[1]}" for c in sums[1:]]
+    cols += ["u.__units"] + [f"t.{c}" for c in summed]
     select = f"SELECT {', '.join(cols)} FROM ({units}) u JOIN ({totals}) t ON {on}"
     return with_shared_values(cfg, select, REGROUP_COLS)
 
@@ -318,12 +319,11 @@ def cells_direct_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
         "count(*) - count(__u) AS __null_rows",
         *UNIT_RANGE,
     ]
-    for i, j in value_slots(cfg).items():
-        if i == j:
-            aggs += [
-                f"sum({metric_value(i)}) FILTER (WHERE __u IS NOT NULL) AS __s{i}",
-                f"count({metric_value(i)}) FILTER (WHERE __u IS NOT NULL) AS __c{i}",
-            ]
+    for i in value_owners(cfg):
+        aggs += [
+            f"sum({metric_value(i)}) FILTER (WHERE __u IS NOT NULL) AS __s{i}",
+            f"count({metric_value(i)}) FILTER (WHERE __u IS NOT NULL) AS __c{i}",
+        ]
     aggs += bad_value_counts(cfg, schema)
     select = f"SELECT {', '.join(keys + aggs)} FROM ({base}) GROUP BY {', '.join(keys)}"
     sql = f"CREATE OR REPLACE TEMP TABLE __cells AS {with_shared_values(cfg, select)}"
