@@ -67,38 +67,26 @@ def dp_quality_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
 
 
 def l0_cut_sql(cfg: ReportConfig, seed: int) -> list[Query]:
-    """``__l0_cut``: per unit, its number of cells ``__k`` and the ``g``-th smallest cell hash ``__m``.
+    """``__l0_cut``: for each unit with more than ``g`` cells, the ``g``-th smallest cell hash ``__m``.
 
-    A unit keeps a cell iff ``__k <= g`` or ``hash(unit, cell, seed) <= __m``: exactly its ``g``
-    cells with the smallest keyed hash (a uniformly random subset). Computed with ``g`` rounds of
-    ``min`` over a narrow (unit, hash) table instead of a window function: DuckDB's window over
-    tens of millions of (cell, unit) pairs spills tens of GB, these aggregations spill little.
-    Distinct cells of one unit have distinct 64-bit hashes except with negligible probability.
+    A unit keeps a cell iff it has no row in ``__l0_cut`` (at most ``g`` cells) or
+    ``hash(unit, cell, seed) <= __m``: exactly its ``g`` cells with the smallest keyed hash (a
+    uniformly random subset). Distinct cells of one unit have distinct 64-bit hashes except with
+    negligible probability. Only units over the bound (about one in seven at 10M events) get a
+    list of their cells' hashes; a top-n or window over every (cell, unit) pair spills tens of GB
+    at 100M events in DuckDB 2.0 (bench/RESULTS.md), and ``g`` rounds of ``min`` cost twice this.
     """
     assert cfg.privacy is not None
     g = int(cfg.privacy.max_groups_per_unit)
     keys = [dim_key(i) for i in range(len(cfg.dims))]
     params = Params()
-    h = f"hash(__u, {', '.join(keys)}, {params.add(int(seed))})"
-    out = [
-        Query(f"CREATE OR REPLACE TEMP TABLE __l0 AS SELECT __u, {h} AS __h FROM __dp_pairs WHERE __u IS NOT NULL",
-              tuple(params.values)),
-        Query("CREATE OR REPLACE TEMP TABLE __l0_cut AS SELECT __u, count(*) AS __k, min(__h) AS __m FROM __l0 GROUP BY __u"),
+    h = f"hash(p.__u, {', '.join('p.' + k for k in keys)}, {params.add(int(seed))})"
+    return [
+        Query("CREATE OR REPLACE TEMP TABLE __l0_over AS SELECT __u FROM __dp_pairs WHERE __u IS NOT NULL "
+              f"GROUP BY __u HAVING count(*) > {g}"),
+        Query(f"CREATE OR REPLACE TEMP TABLE __l0_cut AS SELECT p.__u, list_sort(list({h}))[{g}] AS __m "
+              "FROM __dp_pairs p SEMI JOIN __l0_over o ON p.__u = o.__u GROUP BY p.__u", tuple(params.values)),
     ]
-    if g > 1:
-        out.append(Query(
-            "CREATE OR REPLACE TEMP TABLE __l0 AS SELECT l.__u, l.__h FROM __l0 l JOIN __l0_cut c USING (__u) "
-            f"WHERE c.__k > {g}"
-        ))
-        for _ in range(g - 1):  # advance __m to the next smallest hash, for units with more than g cells
-            out.append(Query(
-                "CREATE OR REPLACE TEMP TABLE __l0_next AS SELECT l.__u, min(l.__h) AS __m FROM __l0 l "
-                "JOIN __l0_cut c USING (__u) WHERE l.__h > c.__m GROUP BY l.__u"
-            ))
-            out.append(Query(
-                f"UPDATE __l0_cut SET __m = n.__m FROM __l0_next n WHERE __l0_cut.__u = n.__u AND __l0_cut.__k > {g}"
-            ))
-    return out
 
 
 def dp_cells_sql(cfg: ReportConfig, seed: int) -> list[Query]:
@@ -112,7 +100,6 @@ def dp_cells_sql(cfg: ReportConfig, seed: int) -> list[Query]:
 
     assert cfg.privacy is not None
     params = Params()
-    g = int(cfg.privacy.max_groups_per_unit)
     keys = [dim_key(i) for i in range(len(cfg.dims))]
     seed_ph = params.add(int(seed))
     sums = []
@@ -120,8 +107,8 @@ def dp_cells_sql(cfg: ReportConfig, seed: int) -> list[Query]:
         sums += [f"sum(__s{i}) AS __s{i}", f"sum(__c{i}) AS __c{i}"]
     tail = (", " + ", ".join(sums)) if sums else ""
     kept = (
-        "SELECT p.* FROM __dp_pairs p JOIN __l0_cut c ON p.__u = c.__u "
-        f"WHERE c.__k <= {g} OR hash(p.__u, {', '.join('p.' + k for k in keys)}, {seed_ph}) <= c.__m"
+        "SELECT p.* FROM __dp_pairs p LEFT JOIN __l0_cut c ON p.__u = c.__u WHERE p.__u IS NOT NULL "
+        f"AND (c.__m IS NULL OR hash(p.__u, {', '.join('p.' + k for k in keys)}, {seed_ph}) <= c.__m)"
     )
     steps = l0_cut_sql(cfg, seed)
     if not cfg.totals:

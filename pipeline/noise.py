@@ -25,11 +25,30 @@ Z95_LAPLACE = math.log(20.0)  # P(|Lap(b)| > b·ln 20) = 5%
 Z95_GAUSSIAN = 1.959963984540054
 
 
+@lru_cache(maxsize=1)
 def _dp() -> Any:
-    import opendp.prelude as dp
+    """The OpenDP names used here, with "contrib" enabled.
 
-    dp.enable_features("contrib")
-    return dp
+    Imported module by module: ``opendp.prelude`` also imports the sklearn/numpy/polars extras,
+    ~0.1 s of start-up this pipeline never uses.
+    """
+    from types import SimpleNamespace
+
+    import opendp.combinators as c
+    import opendp.domains as domains
+    import opendp.measurements as m
+    import opendp.metrics as metrics
+    import opendp.mod as mod
+    import opendp.typing as typing
+
+    mod.enable_features("contrib")
+    return SimpleNamespace(
+        m=m, c=c, i64=typing.i64,
+        vector_domain=domains.vector_domain, atom_domain=domains.atom_domain, map_domain=domains.map_domain,
+        l1_distance=metrics.l1_distance, l2_distance=metrics.l2_distance,
+        absolute_distance=metrics.absolute_distance,
+        l01inf_distance=metrics.l01inf_distance, l02inf_distance=metrics.l02inf_distance,
+    )
 
 
 @dataclass(frozen=True)
@@ -149,12 +168,13 @@ def add_noise(values: np.ndarray, mech: Mechanism) -> np.ndarray:
     if n == 0:
         return values.astype(np.int64 if mech.integer else np.float64)
     meas = _vector_measurement(mech.noise, mech.integer, float(mech.scale))
-    if mech.integer:
-        data = np.asarray(values, dtype=np.int64)
-        conv = int
-    else:
-        data = np.asarray(values, dtype=np.float64)
-        conv = float
+    data = np.asarray(values, dtype=np.int64 if mech.integer else np.float64)
+    if not mech.integer and not np.isfinite(data).all():
+        # OpenDP does not check its input domain when invoked (a NaN comes back as a number);
+        # aggregates are built from finite clamped values, so this is a bug: refuse, never publish
+        from .errors import ReleaseError
+
+        raise ReleaseError(f"{mech.name}: a non-finite aggregate reached the noise stage; nothing was published")
     workers = _workers()
     # equal chunks, a multiple of the workers: 94k cells on 2 threads are 2 × 47k, not 65k + 29k
     n_chunks = max(1, -(-n // CHUNK))
@@ -163,7 +183,9 @@ def add_noise(values: np.ndarray, mech: Mechanism) -> np.ndarray:
     chunks = np.array_split(data, n_chunks)
 
     def run(chunk: np.ndarray) -> list:
-        return meas([conv(x) for x in chunk.tolist()])
+        # a contiguous int64/float64 ndarray goes to OpenDP as a buffer: converting it to a list
+        # element by element ran under the GIL and serialised the worker threads
+        return meas(np.ascontiguousarray(chunk))
 
     if len(chunks) == 1:
         out = [run(chunks[0])]

@@ -156,6 +156,25 @@ def test_noise_scale_matches_epsilon() -> None:
     assert np.std(gd) == pytest.approx(5.0, rel=0.05)
 
 
+def test_noise_keeps_cell_order_across_chunks_and_refuses_non_finite() -> None:
+    """Chunked, threaded sampling returns each cell's own value plus noise, in input order."""
+    from pipeline.errors import ReleaseError
+    from pipeline.noise import CHUNK
+
+    n = 2 * CHUNK + 123  # several chunks on every worker count
+    mech = vector_mechanism("c", "laplace", integer=True, sensitivity=1, scale=1.0)
+    true = np.arange(n, dtype=np.int64) * 1000  # cells 1000 apart; |Laplace(1)| > 400 has prob ~e^-400
+    out = add_noise(true, mech)
+    assert out.dtype == np.int64 and len(out) == n
+    assert np.abs(out - true).max() < 400
+    assert np.count_nonzero(out != true) > n // 4  # noise was added (P(0) for scale 1 is ~0.46)
+    f = vector_mechanism("s", "laplace", integer=False, sensitivity=1.0, scale=1.0)
+    with pytest.raises(ReleaseError, match="non-finite"):
+        add_noise(np.array([1.0, np.nan]), f)
+    with pytest.raises(ReleaseError, match="non-finite"):
+        add_noise(np.array([np.inf]), f)
+
+
 def test_selection_threshold_is_smallest_meeting_delta() -> None:
     from pipeline.noise import threshold_loss
 
@@ -377,7 +396,7 @@ def test_consistent_margins_add_up(dp_project: Path) -> None:
         load_config(dp_config(dp_project, "data/c.parquet", consistent=True))
 
 
-@pytest.mark.parametrize("g", [1, 2, 3])
+@pytest.mark.parametrize("g", [1, 2, 3, 5])
 def test_l0_bounding_keeps_the_g_cells_with_smallest_hash(tmp_path: Path, g: int) -> None:
     """The window-free L0 SQL equals an independent window-function selection."""
     from pipeline.bounding import dp_cells_sql, dp_pairs_sql
