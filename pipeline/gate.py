@@ -238,9 +238,16 @@ def _identifier_value_hits(cfg: ReportConfig, con: Any, schema: dict[str, str], 
     The published values of every dimension go into one small table; each identifier column is then
     read once (one join per identifier, not per dimension × identifier). Semantics are unchanged:
     ``CAST(value AS VARCHAR) = CAST(identifier AS VARCHAR)`` over every source row.
+
+    Time-bucket dimensions (``grain``) are not compared: their values are dates the pipeline
+    computes (``date_trunc`` of a column that config validation forbids from being an identifier),
+    not values copied from the source, so an equal identifier value could only be a coincidence
+    that reveals nothing. Leaving them out also keeps DuckDB's Parquet min/max pruning effective:
+    a set of dates falls inside the range of almost any text identifier column (IP addresses, say)
+    and forced a full read of it.
     """
     ids = [c for c in dict.fromkeys([cfg.privacy_unit, *cfg.identifiers]) if c in schema]
-    dims = [d.name for d in cfg.dims if d.name in table.column_names]
+    dims = [d.name for d in cfg.dims if d.grain is None and d.name in table.column_names]
     if not ids or not dims:
         return []
     union = " UNION ALL ".join(

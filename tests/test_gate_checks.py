@@ -78,6 +78,29 @@ def test_identifier_values_none_when_clean(tmp_path: Path) -> None:
     assert _hits(cfg, pa.table({"city": ["Pune", "Agra"], "kind": ["a", "b"]})) == []
 
 
+def test_identifier_values_compare_source_values_not_time_buckets(tmp_path: Path) -> None:
+    """Week starts are computed by the pipeline: an identifier equal to one is no hit; a city still is."""
+    (tmp_path / "data").mkdir()
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE t AS SELECT i AS user_id, TIMESTAMP '2026-01-05 10:00:00' + INTERVAL (i % 20) DAY AS ts, "
+        "CASE WHEN i % 2 = 0 THEN 'Pune' ELSE 'Agra' END AS city, "
+        "CASE WHEN i = 0 THEN '2026-01-05' WHEN i = 1 THEN 'Agra' ELSE 'ref' || i END AS ref FROM range(400) r(i)"
+    )
+    con.execute(f"COPY t TO '{tmp_path / 'data' / 'w.parquet'}' (FORMAT parquet)")
+    con.close()
+    week = {"column": "ts", "grain": "week", "as": "week"}
+    cfg = load_config(write_config(
+        tmp_path, source={"path": "data/w.parquet"}, identifiers=["ref"], filter=None, min_units=5,
+        dimensions=["city", week], metrics=[{"name": "rows", "agg": "count"}],
+    ))
+    import datetime as dt
+
+    table = pa.table({"city": ["Pune", "Agra"], "week": [dt.date(2026, 1, 5), dt.date(2026, 1, 12)]})
+    assert _hits(cfg, table) == [("city", "ref")]
+    assert _hits(cfg, table.set_column(0, "city", pa.array(["Pune", "Pune"]))) == []
+
+
 def test_identifier_value_in_published_dimension_refuses_release(tmp_path: Path) -> None:
     # `grp` ('0'..'4', 120 users each) holds the same text as values of `small_id`: refused
     cfg = _cfg(tmp_path, dimensions=["grp"], min_units=2, identifiers=["user_id", "small_id"])
