@@ -93,7 +93,10 @@ def dp_cells_sql(cfg: ReportConfig, seed: int) -> list[Query]:
     """``__dp_cells``: L0-bounded aggregation of ``__dp_pairs`` (null units excluded).
 
     One row per cell and ``__level`` (0 = full table; 1.. = ``totals`` margins computed from the
-    same bounded pairs, rolled-up keys NULL). ``__units`` counts distinct bounded units.
+    same bounded pairs, rolled-up keys NULL). ``__units`` counts distinct bounded units; a cell
+    none of whose units kept it is not a row. Without totals and public partitions, ``__dp_pre``
+    also lists every non-empty cell *before* bounding: distinct units ``__units`` and the smallest
+    and largest unit ``__umin``/``__umax`` (for the release gate; never noised or published).
     Returns the statements to run in order.
     """
     from .plan import levels
@@ -106,18 +109,32 @@ def dp_cells_sql(cfg: ReportConfig, seed: int) -> list[Query]:
     for i in value_owners(cfg):  # metrics sharing a value column are aliased after the aggregation
         sums += [f"sum(__s{i}) AS __s{i}", f"sum(__c{i}) AS __c{i}"]
     tail = (", " + ", ".join(sums)) if sums else ""
-    kept = (
-        "SELECT p.* FROM __dp_pairs p LEFT JOIN __l0_cut c ON p.__u = c.__u WHERE p.__u IS NOT NULL "
-        f"AND (c.__m IS NULL OR hash(p.__u, {', '.join('p.' + k for k in keys)}, {seed_ph}) <= c.__m)"
-    )
+    pairs = "__dp_pairs p LEFT JOIN __l0_cut c ON p.__u = c.__u WHERE p.__u IS NOT NULL"
+    keep = f"(c.__m IS NULL OR hash(p.__u, {', '.join('p.' + k for k in keys)}, {seed_ph}) <= c.__m)"
+    kept = f"SELECT p.* FROM {pairs} AND {keep}"
     steps = l0_cut_sql(cfg, seed)
-    if not cfg.totals:
+    if not cfg.totals and cfg.privacy.public_partitions is None:
+        # one pass over every pair: the bounded aggregates over the kept pairs, and the cell's
+        # distinct units with their smallest and largest id before bounding (``__dp_pre``, the
+        # release gate's quasi-identifier statistics; see gate._quasi_identifiers)
+        flag = f"SELECT p.*, {keep} AS __keep FROM {pairs}"
+        kept_sums = "".join(f", sum(__s{i}) FILTER (WHERE __keep) AS __s{i}, sum(__c{i}) FILTER (WHERE __keep) AS __c{i}"
+                            for i in value_owners(cfg))
         select = (
-            f"SELECT 0 AS __level, {', '.join(keys)}, count(*) AS __units, sum(__n) AS __rows{tail} "
-            f"FROM ({kept}) GROUP BY {', '.join(keys)}"
+            f"SELECT 0 AS __level, {', '.join(keys)}, count(*) FILTER (WHERE __keep) AS __units, "
+            f"sum(__n) FILTER (WHERE __keep) AS __rows{kept_sums}, "
+            f"count(*) AS __units_all, min(__u) AS __umin, max(__u) AS __umax FROM ({flag}) GROUP BY {', '.join(keys)}"
         )
-        sql = f"CREATE OR REPLACE TEMP TABLE __dp_cells AS {with_shared_values(cfg, select, REGROUP_COLS)}"
-        return [*steps, Query(sql, tuple(params.values))]
+        sql = f"CREATE OR REPLACE TEMP TABLE __dp_cells_all AS {with_shared_values(cfg, select, REGROUP_COLS)}"
+        return [
+            *steps,
+            Query(sql, tuple(params.values)),
+            # a cell every one of whose units dropped it (L0) is empty: never a candidate
+            Query("CREATE OR REPLACE TEMP VIEW __dp_cells AS SELECT * EXCLUDE (__units_all, __umin, __umax) "
+                  "FROM __dp_cells_all WHERE __units > 0"),
+            Query(f"CREATE OR REPLACE TEMP VIEW __dp_pre AS SELECT __level, {', '.join(keys)}, __units_all AS __units, "
+                  "__umin, __umax FROM __dp_cells_all"),
+        ]
     first = Query(f"CREATE OR REPLACE TEMP TABLE __dp_bounded AS {kept}", tuple(params.values))
     selects = []
     for lv in levels(cfg):

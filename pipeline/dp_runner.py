@@ -304,6 +304,7 @@ def run_dp(
         cfg, run_id, con, source, final, stages, table,
         quality=quality, cells=cells, privacy=privacy, summary_html=summary_html, ledger_commit=commit,
         unit_pairs=None if public else "__dp_pairs",  # every filtered row's (cell, unit), before bounding
+        cell_units="__dp_pre" if not (public or cfg.totals) else None,  # per cell, before bounding
     )
 
 

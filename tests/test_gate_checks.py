@@ -135,6 +135,51 @@ def test_quasi_identifiers_same_from_source_and_unit_pairs(tmp_path: Path, dims:
         assert from_source == expected[key]
 
 
+@pytest.mark.parametrize("dims", [["city", "kind"], ["code"], ["city"], ["city", "code"]])
+def test_quasi_identifiers_same_from_dp_pre_bounding_cells(tmp_path: Path, dims: list) -> None:
+    """DP mode's per-cell statistics before bounding (``__dp_pre``) give the source's verdicts and
+    each cell's exact distinct units, while L0 bounding drops cells: emptied cells are no candidates."""
+    from pipeline.bounding import dp_cells_sql, dp_pairs_sql
+
+    (tmp_path / "data").mkdir()
+    con0 = duckdb.connect()
+    # 300 users, each with one row in each of 3 cities out of 7; `code` is one value per user
+    con0.execute("CREATE TABLE t AS SELECT i AS user_id, 'c' || ((i + j * (1 + i % 3)) % 7) AS city, "
+                 "CASE WHEN j = 0 THEN 'a' ELSE 'b' END AS kind, 'r' || i AS code, 1.0 AS amount "
+                 "FROM range(300) r(i), range(3) s(j)")
+    con0.execute(f"COPY t TO '{tmp_path / 'data' / 'm.parquet'}' (FORMAT parquet)")
+    con0.close()
+    privacy = {"epsilon": 1.0, "delta": 1e-6, "max_groups_per_unit": 1, "max_rows_per_group": 1, "noise": "laplace"}
+    cfg = load_config(write_config(
+        tmp_path, source={"path": "data/m.parquet"}, identifiers=["user_id"], filter=None, dimensions=dims,
+        min_units=2, metrics=[{"name": "rows", "agg": "count"}, {"name": "units", "agg": "count_units"}],
+        privacy=privacy, budget={"ledger": "state/l.duckdb", "epsilon_limit": 10.0, "delta_limit": 1e-3},
+    ))
+    con = connect(cfg)
+    try:
+        src = open_source(con, cfg)
+        execute(con, dp_pairs_sql(cfg, src.schema, 11, public=False))
+        for q in dp_cells_sql(cfg, 12):
+            execute(con, q)
+        from_source = _quasi_identifiers(cfg, con, src.schema)
+        from_pre = _quasi_identifiers(cfg, con, src.schema, unit_pairs="__dp_pairs", cell_units="__dp_pre")
+        keys = ", ".join(f"__d{i}" for i in range(len(dims)))
+        pre = con.execute(f"SELECT {keys}, __units, __umin, __umax FROM __dp_pre ORDER BY ALL").fetchall()
+        truth = con.execute(
+            f"SELECT {', '.join(dims)}, count(DISTINCT user_id), min(user_id), max(user_id) FROM __src "
+            "GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+        bounded = {tuple(r[:-1]): r[-1] for r in con.execute(f"SELECT {keys}, __units FROM __dp_cells").fetchall()}
+    finally:
+        con.close()
+    assert from_pre == from_source
+    assert from_source == (["code"] if "code" in dims else [])
+    assert pre == truth
+    assert min(bounded.values()) >= 1 and sum(bounded.values()) == 300  # each unit keeps exactly one cell
+    if dims != ["code"]:  # there every unit has one cell; elsewhere three, and L0 keeps one
+        assert sum(r[-3] for r in pre) == 900 and len(bounded) <= len(pre)
+
+
 def test_unit_pairs_must_name_a_pipeline_table(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path)
     con = connect(cfg)
