@@ -29,7 +29,11 @@ from .sql import Params, Query
 
 
 def dp_pairs_sql(cfg: ReportConfig, schema: dict[str, str], seed: int, *, public: bool) -> Query:
-    """``__dp_pairs``: one row per (cell, unit) with Linf-bounded rows and sums."""
+    """``__dp_pairs``: one row per (cell, unit) with Linf-bounded rows and sums.
+
+    Value columns are per owning metric (:func:`plan.value_owners`); a metric sharing another's
+    column has no columns of its own here.
+    """
     assert cfg.privacy is not None
     params = Params()
     linf = int(cfg.privacy.max_rows_per_group)
@@ -55,7 +59,8 @@ def dp_pairs_sql(cfg: ReportConfig, schema: dict[str, str], seed: int, *, public
         join = f" SEMI JOIN __public p ON {on}"
         inner = f"SELECT b.* FROM ({inner}) b{join}"
     select = f"SELECT {', '.join(keys)}, __u, {', '.join(aggs)} FROM ({inner}) GROUP BY {', '.join(keys + ['__u'])}"
-    sql = f"CREATE OR REPLACE TEMP TABLE __dp_pairs AS {with_shared_values(cfg, select)}"
+    # metrics sharing a value column are aliased where they are read (quality, cells), not stored
+    sql = f"CREATE OR REPLACE TEMP TABLE __dp_pairs AS {select}"
     return Query(sql, tuple(params.values))
 
 
@@ -63,7 +68,7 @@ def dp_quality_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
     """Data-quality counts from ``__dp_pairs`` (null-unit rows are counted by the caller)."""
     cols = ["coalesce(sum(__n_raw) FILTER (WHERE __u IS NULL), 0) AS null_unit_rows", "coalesce(sum(__n_raw), 0) AS rows_in"]
     cols += bad_value_counts(cfg, schema, total=True)
-    return Query(f"SELECT {', '.join(cols)} FROM __dp_pairs")
+    return Query(f"SELECT {', '.join(cols)} FROM ({with_shared_values(cfg, 'SELECT * FROM __dp_pairs')})")
 
 
 def l0_cut_sql(cfg: ReportConfig, seed: int) -> list[Query]:

@@ -423,6 +423,28 @@ def test_l0_bounding_keeps_the_g_cells_with_smallest_hash(tmp_path: Path, g: int
     assert sum(got.values()) == sum(min(g, 1 + i % 9) for i in range(300))
 
 
+def test_dp_quality_counts_invalid_values_for_metrics_sharing_a_column(tmp_path: Path) -> None:
+    """A sum and a mean of one column share a value column in the pairs; both report its NaN/inf rows."""
+    from pipeline.bounding import dp_pairs_sql, dp_quality_sql
+    from pipeline.engine import connect
+    from pipeline.runner import aggregate_quality
+    from pipeline.sources import open_source
+
+    (tmp_path / "data").mkdir()
+    con0 = duckdb.connect()
+    con0.execute("CREATE TABLE t AS SELECT i AS user_id, 'c' || (i % 3) AS city, CASE i % 5 WHEN 0 THEN 'nan'::DOUBLE "
+                 "WHEN 1 THEN 'inf'::DOUBLE ELSE i END AS amount FROM range(100) r(i)")
+    con0.execute(f"COPY t TO '{tmp_path / 'data' / 'q.parquet'}' (FORMAT parquet)")
+    metrics = [{"name": "total", "agg": "sum", "column": "amount", "bounds": [0, 10]},
+               {"name": "avg", "agg": "mean", "column": "amount", "bounds": [0, 10]}]
+    cfg = load_config(dp_config(tmp_path, "data/q.parquet", metrics=metrics))
+    con = connect(cfg)
+    source = open_source(con, cfg)
+    con.execute(*_q(dp_pairs_sql(cfg, source.schema, 5, public=False)))
+    quality = aggregate_quality(cfg, con, dp_quality_sql(cfg, source.schema))
+    assert quality["invalid_values_dropped"] == {"total": 40, "avg": 40}
+
+
 def test_check_on_a_dp_release(dp_project: Path) -> None:
     """`anonymize check` re-runs the gate on a DP release, and catches tampering with it."""
     assert run_cli("run", dp_config(dp_project, "data/c.parquet"), "--run-id", "chk").exit_code == 0
