@@ -194,8 +194,9 @@ def base_select(cfg: ReportConfig, schema: dict[str, str], params: Params, *, ex
 def per_unit_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
     """``__per_unit``: one row per (cell, unit), the null-unit rows as their own rows (``__u`` NULL).
 
-    Columns: dimension keys, ``__u``, ``__n`` (rows), per sum/mean metric ``__s{i}`` (clamped sum)
-    and ``__c{i}`` (non-null values), per metric ``__bad{i}`` and per time dimension ``__badts{i}``.
+    Columns: dimension keys, ``__u``, ``__n`` (rows), per sum/mean metric that owns its value column
+    (:func:`value_owners`) ``__s{i}`` (clamped sum), ``__c{i}`` (non-null values) and ``__bad{i}``,
+    and per time dimension ``__badts{i}``. Metrics sharing a column are aliased by the readers.
     """
     params = Params()
     base = base_select(cfg, schema, params)
@@ -206,7 +207,8 @@ def per_unit_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
     aggs += bad_value_counts(cfg, schema)
     group = ", ".join(keys + ["__u"])
     select = f"SELECT {', '.join(keys)}, __u, {', '.join(aggs)} FROM ({base}) GROUP BY {group}"
-    sql = f"CREATE OR REPLACE TEMP TABLE __per_unit AS {with_shared_values(cfg, select)}"
+    # metrics sharing a value column are aliased where __per_unit is read, not stored (25M rows at 100M)
+    sql = f"CREATE OR REPLACE TEMP TABLE __per_unit AS {select}"
     return Query(sql, tuple(params.values))
 
 
@@ -334,7 +336,7 @@ def quality_from_per_unit_sql(cfg: ReportConfig, schema: dict[str, str]) -> Quer
     """One row of data-quality counts from ``__per_unit`` (null-unit rows, invalid values)."""
     cols = ["coalesce(sum(__n) FILTER (WHERE __u IS NULL), 0) AS null_unit_rows", "coalesce(sum(__n), 0) AS rows_in"]
     cols += bad_value_counts(cfg, schema, total=True)
-    return Query(f"SELECT {', '.join(cols)} FROM __per_unit")
+    return Query(f"SELECT {', '.join(cols)} FROM ({with_shared_values(cfg, 'SELECT * FROM __per_unit')})")
 
 
 def quality_from_cells_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
