@@ -367,11 +367,13 @@ NAN_ROWS = """
 """
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "csv"])
-def test_nan_and_infinite_values_are_dropped_and_counted(root: Path, fmt: str) -> None:
+@pytest.mark.parametrize("fmt,totals", [("parquet", None), ("csv", None), ("parquet", [[]])])
+def test_nan_and_infinite_values_are_dropped_and_counted(root: Path, fmt: str, totals: list | None) -> None:
+    """Also with totals, where the counts come from the (cell, unit) table instead of the cells."""
     path = copy_to(root / "data" / f"e.{fmt}", NAN_ROWS, fmt=fmt)
     metrics = [*SIMPLE["metrics"], {"name": "v_avg", "agg": "mean", "column": "order_value", "bounds": [0, 100]}]
-    table, manifest = published(run(simple_config(root, source={"path": f"data/e.{fmt}"}, metrics=metrics)), root)
+    extra = {"totals": totals} if totals else {}
+    table, manifest = published(run(simple_config(root, source={"path": f"data/e.{fmt}"}, metrics=metrics, **extra)), root)
     # independent computation, by hand, on the raw file
     reader = "read_parquet" if fmt == "parquet" else "read_csv"
     con = duckdb.connect()
@@ -390,7 +392,7 @@ def test_nan_and_infinite_values_are_dropped_and_counted(root: Path, fmt: str) -
             [str(path)],
         ).fetchall()
     }
-    rows = {r["city"]: r for r in table.to_pylist()}
+    rows = {r["city"]: r for r in table.to_pylist() if r.get("level", "cell") == "cell"}
     assert set(rows) == {"A", "B"}
     for city, row in rows.items():
         assert row["n"] == counts[city] == 20  # every row still counts; only the value is dropped
