@@ -58,9 +58,11 @@ def main() -> None:
     total_s = time.perf_counter() - start
     truth = Counter((r[1], r[2], r[3]) for r in rows)
     errors = [abs(m.count - truth[k]) for k, m in released]
+    rel_errors = [abs(m.count - truth[k]) / truth[k] for k, m in released if truth[k]]
     print(json.dumps({
         "seconds": round(total_s, 2), "read_seconds": round(read_s, 2), "partitions_released": len(released),
         "median_abs_error_count": statistics.median(errors) if errors else None,
+        "median_rel_error_count": statistics.median(rel_errors) if rel_errors else None,
         "pipeline_dp": __import__("importlib.metadata").metadata.version("pipeline-dp"),
     }))
 
