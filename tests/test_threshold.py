@@ -259,3 +259,26 @@ def test_real_datasets_publish_with_min_units(name: str, tmp_path: Path) -> None
           GROUP BY p.rid)
     """
     assert con.execute(sql).fetchone()[0] >= cfg.min_units
+
+
+@pytest.mark.parametrize("hi", [100.0, 5e11, 5e13, 1e18])
+def test_clamped_sums_are_exact_with_narrow_and_wide_value_types(hi: float) -> None:
+    """Per-row values are DECIMAL(18,6) when the bounds allow and DECIMAL(38,6) otherwise; either
+    way the sum is the exact DECIMAL(38,6) total of the values rounded to 6 decimals."""
+    from decimal import Decimal
+
+    from pipeline.config import MetricConfig
+    from pipeline.plan import clamp_expr
+    from pipeline.sql import Params
+
+    m = MetricConfig(name="v", agg="sum", column="x", bounds=(-hi, hi))
+    params = Params()
+    expr = clamp_expr(m, params)
+    con = duckdb.connect()
+    raw = [hi * 0.987654321, -hi / 3.0, 1.0 / 7.0, hi * 2.0, 0.000001]
+    con.execute("CREATE TABLE t AS SELECT unnest($1::DOUBLE[]) AS x FROM range(2000)", [raw])
+    total, typ = con.execute(f"SELECT sum(v), any_value(typeof(v)) FROM (SELECT {expr} AS v FROM t)", params.values).fetchall()[0]
+    assert typ == ("DECIMAL(18,6)" if hi < 1e12 else "DECIMAL(38,6)")
+    per_row = con.execute(f"SELECT list(DISTINCT CAST(v AS VARCHAR)) FROM (SELECT {expr} AS v FROM t)", params.values).fetchall()[0][0]
+    exact = sum(Decimal(v) for v in per_row) * 2000
+    assert total == exact
