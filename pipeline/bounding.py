@@ -89,7 +89,9 @@ def l0_cut_sql(cfg: ReportConfig, seed: int) -> list[Query]:
     return [
         Query("CREATE OR REPLACE TEMP TABLE __l0_over AS SELECT __u FROM __dp_pairs WHERE __u IS NOT NULL "
               f"GROUP BY __u HAVING count(*) > {g}"),
-        Query(f"CREATE OR REPLACE TEMP TABLE __l0_cut AS SELECT p.__u, list_sort(list({h}))[{g}] AS __m "
+        # g = 1 needs no list: the smallest hash is a plain min (the cheapest state to spill)
+        Query(f"CREATE OR REPLACE TEMP TABLE __l0_cut AS SELECT p.__u, "
+              f"{f'min({h})' if g == 1 else f'list_sort(list({h}))[{g}]'} AS __m "
               "FROM __dp_pairs p SEMI JOIN __l0_over o ON p.__u = o.__u GROUP BY p.__u", tuple(params.values)),
     ]
 
