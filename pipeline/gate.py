@@ -428,10 +428,13 @@ def _recount(cfg: ReportConfig, con: Any, schema: dict[str, str], table: pa.Tabl
         pending = todo_rows(params)
         src = source_rows(params)
         on = " AND ".join(f"r.{ident(cfg.dims[i].name)} IS NOT DISTINCT FROM s.k{i}" for i in keep) or "TRUE"
-        dims_out = ", ".join(f"any_value(r.{ident(d.name)}) AS {ident(d.name)}" for d in cfg.dims)
+        dims_out = ", ".join(f"r.{ident(d.name)}" for d in cfg.dims)
+        # count per published row over the matching source rows only, then attach the row's keys
+        # (rows nothing matches get 0); the rows are numbered once (MATERIALIZED), not per use
         counted = (
-            f"SELECT r.__rid, {dims_out}, count(DISTINCT s.u) AS __n FROM ({pending}) r "
-            f"LEFT JOIN ({src}) s ON {on} GROUP BY r.__rid"
+            f"WITH __rows AS MATERIALIZED ({pending}), "
+            f"__counts AS (SELECT r.__rid, count(DISTINCT s.u) AS __n FROM __rows r JOIN ({src}) s ON {on} GROUP BY r.__rid) "
+            f"SELECT r.__rid, {dims_out}, coalesce(c.__n, 0) AS __n FROM __rows r LEFT JOIN __counts c ON r.__rid = c.__rid"
         )
         if lv.index == 0:
             con.execute(f"CREATE TEMP TABLE __gate_full AS {counted}", params.values)
