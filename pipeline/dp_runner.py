@@ -420,7 +420,7 @@ def noisy_table(cfg: ReportConfig, con: Any, plan: ReleasePlan) -> tuple[Any, di
     counts = {"cells_computed": 0, "cells_published": 0, "cells_suppressed": 0}
     for lv, lplan in plan.levels:
         sub = fetch_arrow(con.execute(select, [lv.index]))
-        cols, n_pub = _noisy_level(cfg, sub, lplan)
+        cols, n_pub = _noisy_level(cfg, sub, lplan, take=lambda t, idx: _rows_at(con, t, idx))
         levels_out.append((lv, arrow_table(cols), lplan))
         counts["cells_computed"] += sub.num_rows
         counts["cells_published"] += n_pub
@@ -456,11 +456,31 @@ def noisy_table(cfg: ReportConfig, con: Any, plan: ReleasePlan) -> tuple[Any, di
     return table, counts
 
 
-def _noisy_level(cfg: ReportConfig, cells: Any, plan: DPPlan) -> tuple[dict[str, Any], int]:
+def _rows_at(con: Any, table: Any, idx: np.ndarray) -> Any:
+    """Rows ``idx`` (ascending positions) of the Arrow ``table``, in order, selected by DuckDB.
+
+    pyarrow's ``take``/``filter`` would import ``pyarrow.compute`` (~50 ms of a run) for this.
+    """
+    from .engine import arrow_array, arrow_table, fetch_arrow
+
+    con.register("__lvl", table.append_column("__pos", arrow_array(np.arange(table.num_rows, dtype=np.int64))))
+    con.register("__keep", arrow_table({"pos": np.asarray(idx, dtype=np.int64)}))
+    try:
+        return fetch_arrow(con.execute(
+            "SELECT * EXCLUDE (__pos) FROM __lvl WHERE __pos IN (SELECT pos FROM __keep) ORDER BY __pos"))
+    finally:
+        con.unregister("__lvl")
+        con.unregister("__keep")
+
+
+def _noisy_level(
+    cfg: ReportConfig, cells: Any, plan: DPPlan, *, take: Any = None
+) -> tuple[dict[str, Any], int]:
     """Selection and noise for one table level's cells; returns output columns and rows published.
 
     ``cells``: keys ``__d{i}``, ``__units``, ``__rows`` and per sum/mean metric ``__s{i}`` (DOUBLE)
-    and ``__c{i}``, without nulls.
+    and ``__c{i}``, without nulls. ``take(cells, positions)`` selects the released rows in order
+    (default: pyarrow's ``Table.take``).
     """
     from .engine import arrow_array, np_column
 
@@ -475,7 +495,8 @@ def _noisy_level(cfg: ReportConfig, cells: Any, plan: DPPlan) -> tuple[dict[str,
     else:
         keep = np.arange(n)
         noisy_units = None
-    sub = cells.take(arrow_array(keep.astype(np.int64)))
+    keep = keep.astype(np.int64)
+    sub = take(cells, keep) if take is not None else cells.take(arrow_array(keep))
     out: dict[str, Any] = {}
     for i, d in enumerate(cfg.dims):
         out[d.name] = sub.column(keys[i])
