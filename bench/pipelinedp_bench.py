@@ -4,9 +4,11 @@ Runs in its own virtual environment (``bench/out/pdp-venv``, made by ``python -m
 --setup-pipelinedp``), never in the test run. Same data, ε, δ, contribution bounds and value
 bounds as the benchmark's DP config; metrics COUNT, PRIVACY_ID_COUNT and SUM (PipelineDP's MEAN
 counts rows without a value as 0, unlike ours, so it is left out). Prints one JSON line: seconds,
-partitions released, and the median absolute error of the released counts against the true counts.
+partitions released, and the median absolute and relative error of the released counts against
+the true counts. With OUT.json, also writes the released cells (city, category, week, count), one
+JSON object per line, so the harness can compare both tools on the cells both released.
 
-    bench/out/pdp-venv/bin/python bench/pipelinedp_bench.py SOURCE.parquet
+    bench/out/pdp-venv/bin/python bench/pipelinedp_bench.py SOURCE.parquet EPS DELTA L0 LINF [OUT.json]
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ def main() -> None:
     truth = Counter((r[1], r[2], r[3]) for r in rows)
     errors = [abs(m.count - truth[k]) for k, m in released]
     rel_errors = [abs(m.count - truth[k]) / truth[k] for k, m in released if truth[k]]
+    if len(sys.argv) > 6:
+        with open(sys.argv[6], "w") as fh:
+            for (city, category, week), m in released:
+                fh.write(json.dumps({"city": city, "category": category, "week": str(week), "got": m.count}) + "\n")
     print(json.dumps({
         "seconds": round(total_s, 2), "read_seconds": round(read_s, 2), "partitions_released": len(released),
         "median_abs_error_count": statistics.median(errors) if errors else None,

@@ -257,6 +257,11 @@ def compare_pipelinedp(source: Path, configs: dict[str, Path], work: Path, args:
         subprocess.run([sys.executable, "-m", "venv", str(PDP_VENV)], check=True)
         subprocess.run([str(py), "-m", "pip", "install", "--quiet", "pipeline-dp", "pyarrow"], check=False)
     out: dict[str, Any] = {}
+    truth = (
+        "SELECT city, category, CAST(date_trunc('week', event_time) AS DATE) AS week, count(*) AS n "
+        "FROM read_parquet($1) WHERE event_type IN ('enquiry', 'call', 'order') AND user_id IS NOT NULL GROUP BY ALL"
+    )
+    con = duckdb.connect()  # holds our per-cell errors until PipelineDP's cells are known
     # ours: one more DP run whose report is kept long enough to measure its error
     shutil.rmtree(work / "reports", ignore_errors=True)
     shutil.rmtree(work / "state", ignore_errors=True)
@@ -264,26 +269,22 @@ def compare_pipelinedp(source: Path, configs: dict[str, Path], work: Path, args:
     wall, cpu, rss, rc = run_child(cmd, log)
     reports = list((work / "reports").rglob("report.parquet"))
     if rc == 0 and reports:
-        con = duckdb.connect()
-        truth = (
-            "SELECT city, category, CAST(date_trunc('week', event_time) AS DATE) AS week, count(*) AS n "
-            "FROM read_parquet($1) WHERE event_type IN ('enquiry', 'call', 'order') AND user_id IS NOT NULL GROUP BY ALL"
-        )
-        cells, err, rel = con.execute(
-            f"SELECT count(*), median(abs(r.events - t.n)), median(abs(r.events - t.n) / t.n) "
+        con.execute(
+            f"CREATE TABLE ours AS SELECT city, category, week, r.events AS got, t.n AS n "
             f"FROM read_parquet($2) r JOIN ({truth}) t USING (city, category, week)", [str(source), str(reports[0])]
-        ).fetchall()[0]
+        )
+        cells, err, rel = con.execute("SELECT count(*), median(abs(got - n)), median(abs(got - n) / n) FROM ours").fetchall()[0]
         out["anonymize"] = {"seconds": round(wall, 2), "cpu_seconds": round(cpu, 2), "peak_rss_mib": round(rss),
                             "partitions_released": cells, "median_abs_error_count": err, "median_rel_error_count": rel}
-        con.close()
     shutil.rmtree(work / "reports", ignore_errors=True)
     if not py.exists():
         out["pipelinedp_error"] = ("not installed: run `python -m bench --pipelinedp setup` "
                                    "(pip install pipeline-dp into bench/out/pdp-venv)")
         return out
     p = PRIVACY
+    released = work / "pipelinedp_cells.json"
     cmd = [str(py), str(BENCH / "pipelinedp_bench.py"), str(source), str(p["epsilon"]), str(p["delta"]),
-           str(p["max_groups_per_unit"]), str(p["max_rows_per_group"])]
+           str(p["max_groups_per_unit"]), str(p["max_rows_per_group"]), str(released)]
     start = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - start
@@ -291,7 +292,19 @@ def compare_pipelinedp(source: Path, configs: dict[str, Path], work: Path, args:
         out["pipelinedp_error"] = (res.stderr.strip().splitlines() or ["failed"])[-1][:300]
         return out
     out["pipelinedp"] = json.loads(res.stdout.strip().splitlines()[-1]) | {"process_seconds": round(wall, 2)}
-    print(f"  PipelineDP: {out['pipelinedp']}", flush=True)
+    if "anonymize" in out and released.exists():
+        # the same yardstick on the cells both tools released (each tool's own median is over cells
+        # of different sizes: the one that releases more, releases smaller cells)
+        con.execute("CREATE TABLE theirs AS SELECT city, category, CAST(week AS DATE) AS week, got "
+                    "FROM read_json_auto($1)", [str(released)])
+        both, ours_rel, theirs_rel = con.execute(
+            "SELECT count(*), median(abs(o.got - o.n) / o.n), median(abs(t.got - o.n) / o.n) "
+            "FROM ours o JOIN theirs t USING (city, category, week)"
+        ).fetchall()[0]
+        out["common"] = {"cells": both, "anonymize_median_rel_error": ours_rel, "pipelinedp_median_rel_error": theirs_rel}
+        released.unlink()
+    con.close()
+    print(f"  PipelineDP: {out['pipelinedp']}  common cells: {out.get('common')}", flush=True)
     return out
 
 
@@ -377,7 +390,7 @@ def render(results: dict[str, Any]) -> str:
         lines.append("")
     pdp = results.get("pipelinedp")
     if pdp:
-        lines += [f"### DP against PipelineDP ({sizes[0]} events, ε = {PRIVACY['epsilon']}, δ = {PRIVACY['delta']}, "
+        lines += [f"### DP against PipelineDP ({pdp.get('size', sizes[0])} events, ε = {PRIVACY['epsilon']}, δ = {PRIVACY['delta']}, "
                   f"{PRIVACY['max_groups_per_unit']} cells per unit, {PRIVACY['max_rows_per_group']} rows per cell, "
                   "Laplace, values clamped to [0, 100000])", "",
                   "| tool | wall s | cells released | median abs. error of the row count "
@@ -393,8 +406,14 @@ def render(results: dict[str, Any]) -> str:
                          f"{_fmt_err(theirs['median_abs_error_count'])} | {_fmt_rel(theirs.get('median_rel_error_count'))} |")
         else:
             lines.append(f"| PipelineDP | {pdp.get('pipelinedp_error', 'not run')} | | | |")
-        lines += ["", "Errors are over the cells each tool released, against the true unbounded row counts "
-                  "(a median over one or two cells says little)."]
+        common = pdp.get("common")
+        if common and common.get("cells"):
+            lines += ["", f"On the {common['cells']} cells both released: median relative error of the row count "
+                      f"{_fmt_rel(common['anonymize_median_rel_error'])} (anonymize) vs "
+                      f"{_fmt_rel(common['pipelinedp_median_rel_error'])} (PipelineDP)."]
+        lines += ["", "Errors are against the true row counts before contribution bounding (so they include the "
+                  "bias of dropping rows beyond the bounds, the same for both tools); each tool's own median is "
+                  "over the cells it released (a median over one or two cells says little)."]
         lines.append("")
     lines += ["### Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += target_rows(samples, results)
@@ -493,6 +512,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pipelinedp", choices=("auto", "setup", "off"), default="auto",
                     help="compare DP with PipelineDP at the smallest size: auto (if bench/out/pdp-venv exists), "
                          "setup (create that venv with pip first), off")
+    ap.add_argument("--pipelinedp-size", help="size to compare with PipelineDP at (default: the smallest; at most 10M: "
+                    "PipelineDP's local backend takes ~100 s and 3.4 GiB at 10M)")
     ap.add_argument("--delete-data", action="store_true", help="delete each generated set after its runs")
     ap.add_argument("--merge", action="store_true",
                     help="keep the samples of other sizes from the previous bench/out/results.json "
@@ -546,8 +567,10 @@ def main(argv: list[str] | None = None) -> None:
                 results["samples"].append(asdict(run_one(mode, label, r, source, configs, work, args, log)))
         # the comparison is defined at the small size: PipelineDP's local backend needs >10 GB and
         # tens of minutes at 100M
-        if args.pipelinedp != "off" and "pipelinedp" not in results and "dp" in modes and n <= 10_000_000:
-            results["pipelinedp"] = compare_pipelinedp(source, configs, work, args, log)
+        at = parse_size(args.pipelinedp_size) if args.pipelinedp_size else None
+        if (args.pipelinedp != "off" and "pipelinedp" not in results and "dp" in modes and n <= 10_000_000
+                and at in (None, n)):
+            results["pipelinedp"] = compare_pipelinedp(source, configs, work, args, log) | {"size": label}
         if args.startup_runs and not results["startup"]:
             results["startup"] = time_startup(configs, args.startup_runs, log)
         if args.delete_data:
