@@ -261,49 +261,54 @@ def compare_pipelinedp(source: Path, configs: dict[str, Path], work: Path, args:
         "SELECT city, category, CAST(date_trunc('week', event_time) AS DATE) AS week, count(*) AS n "
         "FROM read_parquet($1) WHERE event_type IN ('enquiry', 'call', 'order') AND user_id IS NOT NULL GROUP BY ALL"
     )
-    con = duckdb.connect()  # holds our per-cell errors until PipelineDP's cells are known
-    # ours: one more DP run whose report is kept long enough to measure its error
-    shutil.rmtree(work / "reports", ignore_errors=True)
-    shutil.rmtree(work / "state", ignore_errors=True)
-    cmd = anonymize_cmd() + ["run", str(configs["dp"]), "--run-id", "utility", "-q", "--no-summary"] + engine_flags(args)
-    wall, cpu, rss, rc = run_child(cmd, log)
-    reports = list((work / "reports").rglob("report.parquet"))
-    if rc == 0 and reports:
-        con.execute(
-            f"CREATE TABLE ours AS SELECT city, category, week, r.events AS got, t.n AS n "
-            f"FROM read_parquet($2) r JOIN ({truth}) t USING (city, category, week)", [str(source), str(reports[0])]
-        )
-        cells, err, rel = con.execute("SELECT count(*), median(abs(got - n)), median(abs(got - n) / n) FROM ours").fetchall()[0]
-        out["anonymize"] = {"seconds": round(wall, 2), "cpu_seconds": round(cpu, 2), "peak_rss_mib": round(rss),
-                            "partitions_released": cells, "median_abs_error_count": err, "median_rel_error_count": rel}
-    shutil.rmtree(work / "reports", ignore_errors=True)
-    if not py.exists():
-        out["pipelinedp_error"] = ("not installed: run `python -m bench --pipelinedp setup` "
-                                   "(pip install pipeline-dp into bench/out/pdp-venv)")
-        return out
-    p = PRIVACY
     released = work / "pipelinedp_cells.json"
-    cmd = [str(py), str(BENCH / "pipelinedp_bench.py"), str(source), str(p["epsilon"]), str(p["delta"]),
-           str(p["max_groups_per_unit"]), str(p["max_rows_per_group"]), str(released)]
-    start = time.perf_counter()
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    wall = time.perf_counter() - start
-    if res.returncode != 0:
-        out["pipelinedp_error"] = (res.stderr.strip().splitlines() or ["failed"])[-1][:300]
-        return out
-    out["pipelinedp"] = json.loads(res.stdout.strip().splitlines()[-1]) | {"process_seconds": round(wall, 2)}
-    if "anonymize" in out and released.exists():
-        # the same yardstick on the cells both tools released (each tool's own median is over cells
-        # of different sizes: the one that releases more, releases smaller cells)
-        con.execute("CREATE TABLE theirs AS SELECT city, category, CAST(week AS DATE) AS week, got "
-                    "FROM read_json_auto($1)", [str(released)])
-        both, ours_rel, theirs_rel = con.execute(
-            "SELECT count(*), median(abs(o.got - o.n) / o.n), median(abs(t.got - o.n) / o.n) "
-            "FROM ours o JOIN theirs t USING (city, category, week)"
-        ).fetchall()[0]
-        out["common"] = {"cells": both, "anonymize_median_rel_error": ours_rel, "pipelinedp_median_rel_error": theirs_rel}
-        released.unlink()
-    con.close()
+    # the connection holds our per-cell errors until PipelineDP's cells are known
+    with duckdb.connect() as con:
+        try:
+            # ours: one more DP run whose report is kept long enough to measure its error
+            shutil.rmtree(work / "reports", ignore_errors=True)
+            shutil.rmtree(work / "state", ignore_errors=True)
+            cmd = anonymize_cmd() + ["run", str(configs["dp"]), "--run-id", "utility", "-q", "--no-summary"] + engine_flags(args)
+            wall, cpu, rss, rc = run_child(cmd, log)
+            reports = list((work / "reports").rglob("report.parquet"))
+            if rc == 0 and reports:
+                con.execute(
+                    f"CREATE TABLE ours AS SELECT city, category, week, r.events AS got, t.n AS n "
+                    f"FROM read_parquet($2) r JOIN ({truth}) t USING (city, category, week)", [str(source), str(reports[0])]
+                )
+                cells, err, rel = con.execute(
+                    "SELECT count(*), median(abs(got - n)), median(abs(got - n) / n) FROM ours").fetchall()[0]
+                out["anonymize"] = {"seconds": round(wall, 2), "cpu_seconds": round(cpu, 2), "peak_rss_mib": round(rss),
+                                    "partitions_released": cells, "median_abs_error_count": err,
+                                    "median_rel_error_count": rel}
+            shutil.rmtree(work / "reports", ignore_errors=True)
+            if not py.exists():
+                out["pipelinedp_error"] = ("not installed: run `python -m bench --pipelinedp setup` "
+                                           "(pip install pipeline-dp into bench/out/pdp-venv)")
+                return out
+            p = PRIVACY
+            cmd = [str(py), str(BENCH / "pipelinedp_bench.py"), str(source), str(p["epsilon"]), str(p["delta"]),
+                   str(p["max_groups_per_unit"]), str(p["max_rows_per_group"]), str(released)]
+            start = time.perf_counter()
+            res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            wall = time.perf_counter() - start
+            if res.returncode != 0:
+                out["pipelinedp_error"] = (res.stderr.strip().splitlines() or ["failed"])[-1][:300]
+                return out
+            out["pipelinedp"] = json.loads(res.stdout.strip().splitlines()[-1]) | {"process_seconds": round(wall, 2)}
+            if "anonymize" in out and released.exists():
+                # the same yardstick on the cells both tools released (each tool's own median is over
+                # cells of different sizes: the one that releases more, releases smaller cells)
+                con.execute("CREATE TABLE theirs AS SELECT city, category, CAST(week AS DATE) AS week, got "
+                            "FROM read_json_auto($1)", [str(released)])
+                both, ours_rel, theirs_rel = con.execute(
+                    "SELECT count(*), median(abs(o.got - o.n) / o.n), median(abs(t.got - o.n) / o.n) "
+                    "FROM ours o JOIN theirs t USING (city, category, week)"
+                ).fetchall()[0]
+                out["common"] = {"cells": both, "anonymize_median_rel_error": ours_rel,
+                                 "pipelinedp_median_rel_error": theirs_rel}
+        finally:
+            released.unlink(missing_ok=True)
     print(f"  PipelineDP: {out['pipelinedp']}  common cells: {out.get('common')}", flush=True)
     return out
 

@@ -112,10 +112,11 @@ def dp_cells_sql(cfg: ReportConfig, seed: int) -> list[Query]:
     params = Params()
     keys = [dim_key(i) for i in range(len(cfg.dims))]
     seed_ph = params.add(int(seed))
-    sums = []
-    for i in value_owners(cfg):  # metrics sharing a value column are aliased after the aggregation
-        sums += [f"sum(__s{i}) AS __s{i}", f"sum(__c{i}) AS __c{i}"]
-    tail = (", " + ", ".join(sums)) if sums else ""
+
+    def sums(flt: str = "") -> str:  # metrics sharing a value column are aliased after the aggregation
+        return "".join(f", sum(__s{i}){flt} AS __s{i}, sum(__c{i}){flt} AS __c{i}" for i in value_owners(cfg))
+
+    tail = sums()
     pairs = "__dp_pairs p LEFT JOIN __l0_cut c ON p.__u = c.__u WHERE p.__u IS NOT NULL"
     keep = f"(c.__m IS NULL OR hash(p.__u, {', '.join('p.' + k for k in keys)}, {seed_ph}) <= c.__m)"
     kept = f"SELECT p.* FROM {pairs} AND {keep}"
@@ -125,8 +126,7 @@ def dp_cells_sql(cfg: ReportConfig, seed: int) -> list[Query]:
         # distinct units with their smallest and largest id before bounding (``__dp_pre``, the
         # release gate's quasi-identifier statistics; see gate._quasi_identifiers)
         flag = f"SELECT p.*, {keep} AS __keep FROM {pairs}"
-        kept_sums = "".join(f", sum(__s{i}) FILTER (WHERE __keep) AS __s{i}, sum(__c{i}) FILTER (WHERE __keep) AS __c{i}"
-                            for i in value_owners(cfg))
+        kept_sums = sums(" FILTER (WHERE __keep)")
         select = (
             f"SELECT 0 AS __level, {', '.join(keys)}, count(*) FILTER (WHERE __keep) AS __units, "
             f"sum(__n) FILTER (WHERE __keep) AS __rows{kept_sums}, "

@@ -420,7 +420,7 @@ def noisy_table(cfg: ReportConfig, con: Any, plan: ReleasePlan) -> tuple[Any, di
     counts = {"cells_computed": 0, "cells_published": 0, "cells_suppressed": 0}
     for lv, lplan in plan.levels:
         sub = fetch_arrow(con.execute(select, [lv.index]))
-        cols, n_pub = _noisy_level(cfg, sub, lplan, take=lambda t, idx: _rows_at(con, t, idx))
+        cols, n_pub = _noisy_level(cfg, con, sub, lplan)
         levels_out.append((lv, arrow_table(cols), lplan))
         counts["cells_computed"] += sub.num_rows
         counts["cells_published"] += n_pub
@@ -473,16 +473,13 @@ def _rows_at(con: Any, table: Any, idx: np.ndarray) -> Any:
         con.unregister("__keep")
 
 
-def _noisy_level(
-    cfg: ReportConfig, cells: Any, plan: DPPlan, *, take: Any = None
-) -> tuple[dict[str, Any], int]:
+def _noisy_level(cfg: ReportConfig, con: Any, cells: Any, plan: DPPlan) -> tuple[dict[str, Any], int]:
     """Selection and noise for one table level's cells; returns output columns and rows published.
 
     ``cells``: keys ``__d{i}``, ``__units``, ``__rows`` and per sum/mean metric ``__s{i}`` (DOUBLE)
-    and ``__c{i}``, without nulls. ``take(cells, positions)`` selects the released rows in order
-    (default: pyarrow's ``Table.take``).
+    and ``__c{i}``, without nulls; the released rows are selected on ``con`` (:func:`_rows_at`).
     """
-    from .engine import arrow_array, np_column
+    from .engine import np_column
 
     keys = [dim_key(i) for i in range(len(cfg.dims))]
     n = cells.num_rows
@@ -495,8 +492,7 @@ def _noisy_level(
     else:
         keep = np.arange(n)
         noisy_units = None
-    keep = keep.astype(np.int64)
-    sub = take(cells, keep) if take is not None else cells.take(arrow_array(keep))
+    sub = _rows_at(con, cells, keep)
     out: dict[str, Any] = {}
     for i, d in enumerate(cfg.dims):
         out[d.name] = sub.column(keys[i])
