@@ -7,8 +7,11 @@ counts rows without a value as 0, unlike ours, so it is left out). Prints one JS
 partitions released, and the median absolute and relative error of the released counts against
 the true counts. With OUT.json, also writes the released cells (city, category, week, count), one
 JSON object per line, so the harness can compare both tools on the cells both released.
+With ``--post-threshold`` PipelineDP selects partitions by thresholding its noisy privacy-id count
+(``post_aggregation_thresholding``: one mechanism for selection and that count, as ours does)
+instead of spending a separate share on selection.
 
-    bench/out/pdp-venv/bin/python bench/pipelinedp_bench.py SOURCE.parquet EPS DELTA L0 LINF [OUT.json]
+    bench/out/pdp-venv/bin/python bench/pipelinedp_bench.py SOURCE.parquet EPS DELTA L0 LINF [OUT.json] [--post-threshold]
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ def main() -> None:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    source = sys.argv[1]
-    epsilon, delta, l0, linf = (float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+    post_threshold = "--post-threshold" in sys.argv
+    argv = [a for a in sys.argv if a != "--post-threshold"]
+    source = argv[1]
+    epsilon, delta, l0, linf = (float(argv[2]), float(argv[3]), int(argv[4]), int(argv[5]))
     start = time.perf_counter()
     t = pq.read_table(source, columns=["user_id", "city", "category", "event_time", "event_type", "order_value"])
     t = t.filter(pc.is_in(t["event_type"], value_set=__import__("pyarrow").array(["enquiry", "call", "order"])))
@@ -48,6 +53,7 @@ def main() -> None:
         max_contributions_per_partition=linf,
         min_value=0.0,
         max_value=100000.0,
+        post_aggregation_thresholding=post_threshold,
     )
     extractors = pipeline_dp.DataExtractors(
         partition_extractor=lambda r: (r[1], r[2], r[3]),
@@ -61,14 +67,16 @@ def main() -> None:
     truth = Counter((r[1], r[2], r[3]) for r in rows)
     errors = [abs(m.count - truth[k]) for k, m in released]
     rel_errors = [abs(m.count - truth[k]) / truth[k] for k, m in released if truth[k]]
-    if len(sys.argv) > 6:
-        with open(sys.argv[6], "w") as fh:
+    if len(argv) > 6:
+        with open(argv[6], "w") as fh:
             for (city, category, week), m in released:
-                fh.write(json.dumps({"city": city, "category": category, "week": str(week), "got": m.count}) + "\n")
+                fh.write(json.dumps({"city": city, "category": category, "week": str(week), "got": m.count,
+                                     "units": m.privacy_id_count, "sum": m.sum}) + "\n")
     print(json.dumps({
         "seconds": round(total_s, 2), "read_seconds": round(read_s, 2), "partitions_released": len(released),
         "median_abs_error_count": statistics.median(errors) if errors else None,
         "median_rel_error_count": statistics.median(rel_errors) if rel_errors else None,
+        "post_aggregation_thresholding": post_threshold,
         "pipeline_dp": __import__("importlib.metadata").metadata.version("pipeline-dp"),
     }))
 

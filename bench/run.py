@@ -62,7 +62,10 @@ REPORT: dict[str, Any] = {
     "min_units": K,
 }
 TOTALS = [[], ["city"], ["category"]]
-PRIVACY = {"epsilon": 1.0, "delta": 1e-6, "max_groups_per_unit": 4, "max_rows_per_group": 2, "noise": "laplace"}
+# issue 3's settings; the row count (the figure advertisers read) gets most of the metrics' budget:
+# the sum and mean of order values at these bounds are noise-dominated whatever their share
+PRIVACY = {"epsilon": 1.0, "delta": 1e-6, "max_groups_per_unit": 5, "max_rows_per_group": 10, "noise": "laplace"}
+DP_WEIGHTS = {"events": 8}
 
 
 @dataclass
@@ -185,6 +188,8 @@ def write_configs(source: Path, label: str, work: Path) -> dict[str, Path]:
             cfg["totals"] = TOTALS
         if mode == "dp":
             cfg["privacy"] = PRIVACY
+            cfg["metrics"] = [m | ({"budget_weight": DP_WEIGHTS[m["name"]]} if m["name"] in DP_WEIGHTS else {})
+                              for m in REPORT["metrics"]]
             cfg["budget"] = {"ledger": str(work / "state" / "ledger.duckdb"), "epsilon_limit": 1e9, "delta_limit": 0.5}
         cfg["output"] = {"dir": str(work / "reports")}
         path = cfg_dir / f"{mode}_{label}.yaml"
@@ -246,9 +251,17 @@ def load_avg() -> str:
 PDP_VENV = BENCH / "out" / "pdp-venv"
 
 
+PDP_MODES = {  # PipelineDP's two ways of choosing partitions: its default, and the one like ours
+    "default": [],
+    "post-threshold": ["--post-threshold"],
+}
+ERROR_METRICS = (("events", "n", "row count"), ("buyers", "u", "distinct people"), ("order_value_total", "s", "sum"))
+
+
 def compare_pipelinedp(source: Path, configs: dict[str, Path], work: Path, args: argparse.Namespace,
                        log: Path) -> dict[str, Any]:
-    """Our DP release vs PipelineDP's on the same data, ε, δ and bounds: time, cells, count error."""
+    """Our DP release vs PipelineDP's (both of its partition-selection modes) on the same data, ε, δ,
+    contribution and value bounds: time, cells released, and per-metric error against the truth."""
     import duckdb
 
     py = PDP_VENV / "bin" / "python"
@@ -256,15 +269,17 @@ def compare_pipelinedp(source: Path, configs: dict[str, Path], work: Path, args:
         print("creating bench/out/pdp-venv with pipeline-dp (bench-only)", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(PDP_VENV)], check=True)
         subprocess.run([str(py), "-m", "pip", "install", "--quiet", "pipeline-dp", "pyarrow"], check=False)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"pipelinedp": {}, "common": {}}
     truth = (
-        "SELECT city, category, CAST(date_trunc('week', event_time) AS DATE) AS week, count(*) AS n "
+        "SELECT city, category, CAST(date_trunc('week', event_time) AS DATE) AS week, count(*) AS n, "
+        "count(DISTINCT user_id) AS u, sum(coalesce(order_value, 0)) AS s "
         "FROM read_parquet($1) WHERE event_type IN ('enquiry', 'call', 'order') AND user_id IS NOT NULL GROUP BY ALL"
     )
     released = work / "pipelinedp_cells.json"
-    # the connection holds our per-cell errors until PipelineDP's cells are known
+    # the connection holds our per-cell values until PipelineDP's cells are known
     with duckdb.connect() as con:
         try:
+            con.execute(f"CREATE TABLE truth AS {truth}", [str(source)])
             # ours: one more DP run whose report is kept long enough to measure its error
             shutil.rmtree(work / "reports", ignore_errors=True)
             shutil.rmtree(work / "state", ignore_errors=True)
@@ -272,45 +287,57 @@ def compare_pipelinedp(source: Path, configs: dict[str, Path], work: Path, args:
             wall, cpu, rss, rc = run_child(cmd, log)
             reports = list((work / "reports").rglob("report.parquet"))
             if rc == 0 and reports:
-                con.execute(
-                    f"CREATE TABLE ours AS SELECT city, category, week, r.events AS got, t.n AS n "
-                    f"FROM read_parquet($2) r JOIN ({truth}) t USING (city, category, week)", [str(source), str(reports[0])]
-                )
-                cells, err, rel = con.execute(
-                    "SELECT count(*), median(abs(got - n)), median(abs(got - n) / n) FROM ours").fetchall()[0]
+                con.execute("CREATE TABLE ours AS SELECT city, category, week, events, buyers, order_value_total "
+                            "FROM read_parquet($1)", [str(reports[0])])
                 out["anonymize"] = {"seconds": round(wall, 2), "cpu_seconds": round(cpu, 2), "peak_rss_mib": round(rss),
-                                    "partitions_released": cells, "median_abs_error_count": err,
-                                    "median_rel_error_count": rel}
+                                    **_errors(con, "ours")}
             shutil.rmtree(work / "reports", ignore_errors=True)
             if not py.exists():
                 out["pipelinedp_error"] = ("not installed: run `python -m bench --pipelinedp setup` "
                                            "(pip install pipeline-dp into bench/out/pdp-venv)")
                 return out
             p = PRIVACY
-            cmd = [str(py), str(BENCH / "pipelinedp_bench.py"), str(source), str(p["epsilon"]), str(p["delta"]),
-                   str(p["max_groups_per_unit"]), str(p["max_rows_per_group"]), str(released)]
-            start = time.perf_counter()
-            res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-            wall = time.perf_counter() - start
-            if res.returncode != 0:
-                out["pipelinedp_error"] = (res.stderr.strip().splitlines() or ["failed"])[-1][:300]
-                return out
-            out["pipelinedp"] = json.loads(res.stdout.strip().splitlines()[-1]) | {"process_seconds": round(wall, 2)}
-            if "anonymize" in out and released.exists():
-                # the same yardstick on the cells both tools released (each tool's own median is over
-                # cells of different sizes: the one that releases more, releases smaller cells)
-                con.execute("CREATE TABLE theirs AS SELECT city, category, CAST(week AS DATE) AS week, got "
-                            "FROM read_json_auto($1)", [str(released)])
-                both, ours_rel, theirs_rel = con.execute(
-                    "SELECT count(*), median(abs(o.got - o.n) / o.n), median(abs(t.got - o.n) / o.n) "
-                    "FROM ours o JOIN theirs t USING (city, category, week)"
-                ).fetchall()[0]
-                out["common"] = {"cells": both, "anonymize_median_rel_error": ours_rel,
-                                 "pipelinedp_median_rel_error": theirs_rel}
+            for mode, flags in PDP_MODES.items():
+                cmd = [str(py), str(BENCH / "pipelinedp_bench.py"), str(source), str(p["epsilon"]), str(p["delta"]),
+                       str(p["max_groups_per_unit"]), str(p["max_rows_per_group"]), str(released), *flags]
+                start = time.perf_counter()
+                res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+                wall = time.perf_counter() - start
+                if res.returncode != 0:
+                    out["pipelinedp_error"] = (res.stderr.strip().splitlines() or ["failed"])[-1][:300]
+                    return out
+                run = json.loads(res.stdout.strip().splitlines()[-1]) | {"process_seconds": round(wall, 2)}
+                con.execute("CREATE OR REPLACE TABLE theirs AS SELECT city, category, week, got AS events, "
+                            "units AS buyers, sum AS order_value_total FROM read_json($1, format = 'newline_delimited', "
+                            "columns = {city: 'VARCHAR', category: 'VARCHAR', week: 'DATE', got: 'DOUBLE', "
+                            "units: 'DOUBLE', sum: 'DOUBLE'})", [str(released)])
+                out["pipelinedp"][mode] = run | _errors(con, "theirs")
+                if "anonymize" in out:
+                    # the same yardstick on the cells both tools released (each tool's own median is over
+                    # cells of different sizes: the one that releases more, releases smaller cells)
+                    out["common"][mode] = _common_errors(con)
         finally:
             released.unlink(missing_ok=True)
     print(f"  PipelineDP: {out['pipelinedp']}  common cells: {out.get('common')}", flush=True)
     return out
+
+
+def _errors(con: Any, table: str) -> dict[str, Any]:
+    """Cells released and each metric's median relative error against the truth (before bounding)."""
+    cols = ", ".join(f"median(abs(r.{m} - t.{t}) / abs(t.{t})) FILTER (WHERE t.{t} <> 0)" for m, t, _ in ERROR_METRICS)
+    row = con.execute(f"SELECT count(*), {cols} FROM {table} r JOIN truth t USING (city, category, week)").fetchone()
+    return {"partitions_released": row[0], "median_rel_error": dict(zip([m for m, _, _ in ERROR_METRICS], row[1:], strict=True))}
+
+
+def _common_errors(con: Any) -> dict[str, Any]:
+    parts = []
+    for m, t, _ in ERROR_METRICS:
+        for side in ("o", "p"):
+            parts.append(f"median(abs({side}.{m} - t.{t}) / abs(t.{t})) FILTER (WHERE t.{t} <> 0)")
+    row = con.execute(f"SELECT count(*), {', '.join(parts)} FROM ours o JOIN theirs p USING (city, category, week) "
+                      "JOIN truth t USING (city, category, week)").fetchone()
+    errs = {m: {"anonymize": row[1 + 2 * i], "pipelinedp": row[2 + 2 * i]} for i, (m, _, _) in enumerate(ERROR_METRICS)}
+    return {"cells": row[0], "median_rel_error": errs}
 
 
 # ----- reporting -------------------------------------------------------------------------------
@@ -395,39 +422,41 @@ def render(results: dict[str, Any]) -> str:
         lines.append("")
     pdp = results.get("pipelinedp")
     if pdp:
+        weights = ", ".join(f"{k} × {v}" for k, v in DP_WEIGHTS.items())
         lines += [f"### DP against PipelineDP ({pdp.get('size', sizes[0])} events, ε = {PRIVACY['epsilon']}, δ = {PRIVACY['delta']}, "
                   f"{PRIVACY['max_groups_per_unit']} cells per unit, {PRIVACY['max_rows_per_group']} rows per cell, "
                   "Laplace, values clamped to [0, 100000])", "",
-                  "| tool | wall s | cells released | median abs. error of the row count "
-                  "| median relative error of the row count |", "|---|---|---|---|---|"]
+                  "| tool | wall s | cells released | median relative error of the row count |", "|---|---|---|---|"]
         ours = pdp.get("anonymize")
         if ours:
-            lines.append(f"| anonymize (count, units, sum, mean) | {ours['seconds']:.2f} | {ours['partitions_released']} | "
-                         f"{_fmt_err(ours['median_abs_error_count'])} | {_fmt_rel(ours.get('median_rel_error_count'))} |")
-        theirs = pdp.get("pipelinedp")
-        if theirs:
-            lines.append(f"| PipelineDP {theirs.get('pipeline_dp', '')} local backend (count, privacy-id count, sum) | "
-                         f"{theirs['process_seconds']:.2f} | {theirs['partitions_released']} | "
-                         f"{_fmt_err(theirs['median_abs_error_count'])} | {_fmt_rel(theirs.get('median_rel_error_count'))} |")
-        else:
-            lines.append(f"| PipelineDP | {pdp.get('pipelinedp_error', 'not run')} | | | |")
-        common = pdp.get("common")
-        if common and common.get("cells"):
-            lines += ["", f"On the {common['cells']} cells both released: median relative error of the row count "
-                      f"{_fmt_rel(common['anonymize_median_rel_error'])} (anonymize) vs "
-                      f"{_fmt_rel(common['pipelinedp_median_rel_error'])} (PipelineDP)."]
-        lines += ["", "Errors are against the true row counts before contribution bounding (so they include the "
+            lines.append(f"| anonymize (count, units, sum, mean; budget weight {weights}) | {ours['seconds']:.2f} | "
+                         f"{ours['partitions_released']} | {_fmt_rel(ours['median_rel_error']['events'])} |")
+        for mode, theirs in (pdp.get("pipelinedp") or {}).items():
+            if not isinstance(theirs, dict) or "median_rel_error" not in theirs:
+                continue  # a results.json from an older harness
+            lines.append(f"| PipelineDP {theirs.get('pipeline_dp', '')} local backend, {mode} selection (count, "
+                         f"privacy-id count, sum) | {theirs['process_seconds']:.2f} | {theirs['partitions_released']} | "
+                         f"{_fmt_rel(theirs['median_rel_error']['events'])} |")
+        if pdp.get("pipelinedp_error"):
+            lines.append(f"| PipelineDP | {pdp['pipelinedp_error']} | | |")
+        common = {k: v for k, v in (pdp.get("common") or {}).items()
+                  if isinstance(v, dict) and v.get("cells") and "median_rel_error" in v}
+        if common:
+            lines += ["", "On the cells both released, median relative error (anonymize / PipelineDP):", "",
+                      "| PipelineDP selection | cells both released | " + " | ".join(t for _, _, t in ERROR_METRICS) + " |",
+                      "|---|---|" + "---|" * len(ERROR_METRICS)]
+            for mode, c in common.items():
+                errs = c["median_rel_error"]
+                lines.append(f"| {mode} | {c['cells']} | " + " | ".join(
+                    f"{_fmt_rel(errs[m]['anonymize'])} / {_fmt_rel(errs[m]['pipelinedp'])}" for m, _, _ in ERROR_METRICS) + " |")
+        lines += ["", "Errors are against the true values before contribution bounding (so they include the "
                   "bias of dropping rows beyond the bounds, the same for both tools); each tool's own median is "
-                  "over the cells it released (a median over one or two cells says little)."]
+                  "over the cells it released (the tool releasing more cells releases smaller ones)."]
         lines.append("")
     lines += ["### Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += target_rows(samples, results)
     lines += ["", END]
     return "\n".join(lines)
-
-
-def _fmt_err(x: float | None) -> str:
-    return "n/a (no cell released)" if x is None else f"{x:.1f}"
 
 
 def _fmt_rel(x: float | None) -> str:

@@ -89,6 +89,19 @@ class MetricConfig(_Model):
     bounds: tuple[float, float] | None = Field(
         None, description="[low, high]: values are clamped into this range before aggregation."
     )
+    budget_weight: float | None = Field(
+        None,
+        gt=0,
+        description="DP mode: relative weight of this metric's share of the budget left after partition "
+        "selection (default 1 each).",
+    )
+
+    @field_validator("budget_weight")
+    @classmethod
+    def _finite_weight(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("budget_weight must be a finite number")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> MetricConfig:
@@ -300,6 +313,20 @@ class ReportConfig(_Model):
                 "consistent: true is DP post-processing of margins: it needs privacy.public_partitions and totals "
                 "(with private partition selection unpublished cells would be misattributed)",
             )
+        for i, m in enumerate(self.metrics):
+            if m.budget_weight is None:
+                continue
+            if self.privacy is None:
+                raise _KeyError(
+                    ("metrics", i, "budget_weight"),
+                    f"metric {m.name!r}: budget_weight splits a DP budget; this report has no privacy: block",
+                )
+            if m.agg == "count_units" and self.privacy.public_partitions is None:
+                raise _KeyError(
+                    ("metrics", i, "budget_weight"),
+                    f"metric {m.name!r}: with private partition selection the unit count is the selection's "
+                    "own noisy count; set its share with privacy.selection_share instead",
+                )
         if self.privacy is not None and self.dominance is not None:
             raise _KeyError(("dominance",), "dominance is a threshold-mode rule; DP mode bounds contributions instead")
         if self.privacy is not None and self.remainder:

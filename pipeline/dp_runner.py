@@ -108,7 +108,12 @@ def dp_plan(
         sel_budget = budget_total * (p.selection_share if noisy else 1.0)
     else:
         sel_budget = 0.0
-    per_metric = (budget_total - sel_budget) / len(noisy) if noisy else 0.0
+    weights = {m.name: float(m.budget_weight or 1.0) for m in noisy}
+    total_weight = sum(weights.values())
+
+    def budget_of(m: MetricConfig) -> float:
+        # the metrics' budget, split by weight (equal by default)
+        return (budget_total - sel_budget) * weights[m.name] / total_weight
 
     def sens(l1_unit: float, *, units: bool = False) -> float:
         # l1_unit: one unit's largest contribution to one cell of the full table
@@ -121,6 +126,7 @@ def dp_plan(
         plan.selection = selection_mechanism(noise, l0=g, budget=sel_budget, delta=delta_sel)
     for m in noisy:
         parts: dict[str, Mechanism] = {}
+        per_metric = budget_of(m)
         if m.agg == "count":
             s = sens(r)
             parts["count"] = vector_mechanism(m.name, noise, integer=True, sensitivity=s,

@@ -80,6 +80,15 @@ def test_dp_config_checks(tmp_path: Path) -> None:
     assert "delta" in _err(tmp_path, privacy={"epsilon": 1, "delta": 1.0}, budget=budget)
     assert "budget" in _err(tmp_path, privacy={"epsilon": 1, "delta": 1e-6})
     assert "exceeds" in _err(tmp_path, privacy={"epsilon": 6, "delta": 1e-6}, budget=budget)
+    # budget weights: only in DP mode, positive and finite, never on the selection's own unit count
+    weighted = [{"name": "n", "agg": "count", "budget_weight": 2}]
+    assert "metrics[0].budget_weight" in _err(tmp_path, metrics=weighted)
+    dp = {"privacy": {"epsilon": 1, "delta": 1e-6}, "budget": budget}
+    for bad in (0, -1, float("inf")):
+        assert "budget_weight" in _err(tmp_path, metrics=[{"name": "n", "agg": "count", "budget_weight": bad}], **dp)
+    units = [{"name": "n", "agg": "count"}, {"name": "u", "agg": "count_units", "budget_weight": 2}]
+    msg = _err(tmp_path, metrics=units, **dp)
+    assert "metrics[1].budget_weight" in msg and "selection_share" in msg and "\n" not in msg
 
 
 def test_with_overrides_revalidates(tmp_path: Path) -> None:

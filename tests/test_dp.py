@@ -393,6 +393,27 @@ def test_released_count_spread_matches_configured_epsilon(dp_project: Path) -> N
     assert abs(np.mean(draws)) < 5 * b * np.sqrt(2) / np.sqrt(n)  # unbiased: centred on the true count
 
 
+def test_budget_weights_split_the_metrics_budget(dp_project: Path) -> None:
+    """Weights move budget between metrics; the release's total ε stays the configured ε."""
+    metrics = [{"name": "rows", "agg": "count", "budget_weight": 3}, {"name": "units", "agg": "count_units"},
+               {"name": "amount", "agg": "sum", "column": "amount", "bounds": [0, 10]}]
+    cfg = load_config(dp_config(dp_project, "data/c.parquet", metrics=metrics))
+    plan = dp_plan(cfg)
+    equal = dp_plan(load_config(dp_config(dp_project, "data/c.parquet")))
+    # selection (and unit counts) keep half of ε = 1; the other half splits 3 : 1
+    assert plan.selection.scale == equal.selection.scale
+    rows, amount = plan.metrics["rows"]["count"], plan.metrics["amount"]["sum"]
+    g, r = PRIVACY["max_groups_per_unit"], PRIVACY["max_rows_per_group"]
+    assert rows.epsilon == pytest.approx(0.5 * 3 / 4) and amount.epsilon == pytest.approx(0.5 / 4)
+    assert rows.scale == pytest.approx(g * r / (0.5 * 3 / 4))
+    assert amount.scale == pytest.approx(g * r * 10 / (0.5 / 4))
+    assert plan.epsilon == pytest.approx(1.0) and equal.epsilon == pytest.approx(1.0)
+    # the release records the split it used
+    mechs = run_report(cfg, "w").manifest["privacy"]["metrics"]
+    assert mechs["rows"]["scale"] == pytest.approx(rows.scale)
+    assert mechs["rows"]["mechanisms"]["count"]["epsilon"] == pytest.approx(0.375)
+
+
 def test_consistent_margins_add_up(dp_project: Path) -> None:
     (dp_project / "data" / "public.csv").write_text("city\nbig\ntiny1\ntiny2\nnowhere\n")
     cfg = load_config(dp_config(dp_project, "data/c.parquet", totals=[[]], consistent=True,
