@@ -39,3 +39,25 @@ def test_arrow_array_and_table_round_trip() -> None:
     assert t.column("i").to_pylist() == [3, -1, 7]
     assert t.column("f").to_pylist() == [0.5, float("inf"), -2.0]
     assert arrow_array(np.arange(0)).to_pylist() == []
+
+
+def test_prefetch_imports_in_background_and_swallows_failures() -> None:
+    """prefetch only moves an import earlier: the module is loaded, a failing import is not raised."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pipeline.prefetch import prefetch\n"
+        "assert 'scipy.sparse.csgraph' not in sys.modules\n"
+        "t = prefetch('no_such_module_for_prefetch', 'json')\n"
+        "t.join(30)\n"
+        "assert not t.is_alive()\n"
+        "t = prefetch('scipy.sparse', 'scipy.sparse.csgraph')\n"
+        "from scipy.sparse.csgraph import connected_components\n"  # waits for the import in progress
+        "t.join(30)\n"
+        "assert 'scipy.sparse.csgraph' in sys.modules and callable(connected_components)\n"
+    )
+    # a fresh interpreter: in the test process scipy may already be imported
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
