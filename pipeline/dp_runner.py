@@ -227,7 +227,9 @@ def run_dp(
     seed_cells = derive_seed(secret, "cells", source.source_id, cfg.report, run_id)
     public = cfg.privacy.public_partitions is not None
     from .bounding import dp_cells_sql, dp_pairs_sql, dp_quality_sql
+    from .prefetch import AFTER_AGGREGATION, prefetch
 
+    prefetch(*AFTER_AGGREGATION)  # loads while DuckDB bounds contributions
     with stages.stage("bounding"):
         if public:
             n_public = load_public_partitions(cfg, con, source)

@@ -16,6 +16,9 @@ from __future__ import annotations
 import importlib
 import threading
 
+# every mode reads its aggregates into Arrow and writes Parquet after the main query (~0.05-0.07 s)
+AFTER_AGGREGATION = ("pyarrow", "pyarrow.parquet")
+
 
 def prefetch(*modules: str) -> threading.Thread:
     """Start importing ``modules`` (in order) in a daemon thread; returns the thread."""

@@ -157,10 +157,10 @@ def _run_threshold(
     hist = History(hpath) if hpath is not None else None
     release_id = f"{source.source_id}\x1f{cfg.report}\x1f{run_id}"
     need_per_unit = bool(cfg.totals) or cfg.dominance is not None or hist is not None or cfg.remainder
-    if cfg.totals:  # secondary suppression's scipy.sparse loads while DuckDB aggregates
-        from .prefetch import prefetch
+    from .prefetch import AFTER_AGGREGATION, prefetch
 
-        prefetch("scipy.sparse", "scipy.sparse.csgraph")
+    # what later stages import (pyarrow; scipy.sparse for secondary suppression) loads while DuckDB aggregates
+    prefetch(*AFTER_AGGREGATION, *(("scipy.sparse", "scipy.sparse.csgraph") if cfg.totals else ()))
     with stages.stage("aggregate"):
         quality = aggregate(cfg, con, source, need_per_unit=need_per_unit)
         stages.count("selected", quality["rows_selected"])
