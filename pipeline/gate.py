@@ -391,7 +391,6 @@ def _recount(cfg: ReportConfig, con: Any, schema: dict[str, str], table: pa.Tabl
     has_level = "level" in table.column_names
     has_rem = "is_remainder" in table.column_names
     is_rem = "coalesce(r.is_remainder, FALSE)" if has_rem else "FALSE"
-    rows = "(SELECT row_number() OVER () AS __rid, * FROM __gate_report) r"
     all_levels = levels(cfg)
     level_names = {lv.name: lv for lv in all_levels}
     if has_level:
@@ -406,48 +405,83 @@ def _recount(cfg: ReportConfig, con: Any, schema: dict[str, str], table: pa.Tabl
     else:
         todo = [all_levels[0]]
     con.execute("DROP TABLE IF EXISTS __gate_full")
-    full_checked = False
-    for lv in todo:
-        keep = [i for i, d in enumerate(cfg.dims) if d.name in lv.dims]
-        rolled = [d.name for d in cfg.dims if d.name not in lv.dims]
+    dims_out = ", ".join(f"r.{ident(d.name)}" for d in cfg.dims)
+    margins = [lv for lv in todo if lv.index > 0]
 
-        def todo_rows(params: Params, lv: Level = lv, keep: list[int] = keep, proven: bool = full_checked) -> str:
-            """This level's published rows still to recount: with the full table already recounted,
-            a margin row holds every unit of each of its full-table cells, so one published cell
-            recounted at >= min_units from the source proves the row without another scan."""
-            lv_filter = f"r.level = {params.add(lv.name)}" if has_level else "TRUE"
-            implied = "FALSE"
-            if proven:
-                match = "".join(
-                    f" AND f.{ident(cfg.dims[i].name)} IS NOT DISTINCT FROM r.{ident(cfg.dims[i].name)}" for i in keep
-                )
-                implied = f"EXISTS (SELECT 1 FROM __gate_full f WHERE f.__n >= {params.add(cfg.min_units)}{match})"
-            return f"SELECT r.* FROM {rows} WHERE {lv_filter} AND NOT {is_rem} AND NOT {implied}"
+    def kept(lv: Level) -> list[int]:
+        return [i for i, d in enumerate(cfg.dims) if d.name in lv.dims]
 
-        params = Params()
-        pending = todo_rows(params)
-        src = source_rows(params)
-        on = " AND ".join(f"r.{ident(cfg.dims[i].name)} IS NOT DISTINCT FROM s.k{i}" for i in keep) or "TRUE"
-        dims_out = ", ".join(f"r.{ident(d.name)}" for d in cfg.dims)
-        # count per published row over the matching source rows only, then attach the row's keys
-        # (rows nothing matches get 0); the rows are numbered once (MATERIALIZED), not per use
-        counted = (
-            f"WITH __rows AS MATERIALIZED ({pending}), "
-            f"__counts AS (SELECT r.__rid, count(DISTINCT s.u) AS __n FROM __rows r JOIN ({src}) s ON {on} GROUP BY r.__rid) "
-            f"SELECT r.__rid, {dims_out}, coalesce(c.__n, 0) AS __n FROM __rows r LEFT JOIN __counts c ON r.__rid = c.__rid"
-        )
-        if lv.index == 0:
-            con.execute(f"CREATE TEMP TABLE __gate_full AS {counted}", params.values)
+    def at_level(params: Params, lv: Level) -> str:
+        return (f"r.level = {params.add(lv.name)}" if has_level else "TRUE") + f" AND NOT {is_rem}"
+
+    def beneath(lv: Level, table_sql: str) -> str:
+        """A row of ``table_sql`` (alias f) with margin row r's values on r's dimensions."""
+        match = "".join(f" AND f.{ident(cfg.dims[i].name)} IS NOT DISTINCT FROM r.{ident(cfg.dims[i].name)}"
+                        for i in kept(lv))
+        return f"EXISTS (SELECT 1 FROM {table_sql} f WHERE TRUE{match})"
+
+    def counted(params: Params, parts: list[tuple[Level, str]]) -> str:
+        """(__rid, __lvl, dimensions, __n) of the rows each part selects (a WHERE over report rows r):
+        distinct units over the matching source rows only, keys attached afterwards (0 when nothing
+        matches). One source scan serves every part: with several, it is materialised once."""
+        sel = " UNION ALL ".join(f"SELECT r.*, {lv.index} AS __lvl FROM __all r WHERE {cond}" for lv, cond in parts)
+        ctes = ["__all AS MATERIALIZED (SELECT row_number() OVER () AS __rid, * FROM __gate_report)",
+                f"__rows AS MATERIALIZED ({sel})"]
+        s_from = f"({source_rows(params)})"
+        if len(parts) > 1:
+            ctes.append(f"__gsrc AS MATERIALIZED {s_from}")
+            s_from = "__gsrc"
+        joins = []
+        for lv, _ in parts:
+            on = " AND ".join(f"r.{ident(cfg.dims[i].name)} IS NOT DISTINCT FROM s.k{i}" for i in kept(lv)) or "TRUE"
+            joins.append(f"SELECT r.__rid, count(DISTINCT s.u) AS __n FROM (SELECT * FROM __rows WHERE __lvl = "
+                         f"{lv.index}) r JOIN {s_from} s ON {on} GROUP BY r.__rid")
+        ctes.append(f"__counts AS ({' UNION ALL '.join(joins)})")
+        return (f"WITH {', '.join(ctes)} SELECT r.__rid, r.__lvl, {dims_out}, coalesce(c.__n, 0) AS __n "
+                "FROM __rows r LEFT JOIN __counts c ON r.__rid = c.__rid")
+
+    def published_full(params: Params) -> str:
+        return f"(SELECT * FROM __gate_report r WHERE {at_level(params, all_levels[0])})"
+
+    def unproven(params: Params) -> list[tuple[Level, str]]:
+        """Margin rows with published full-table cells beneath, none recounted at >= min_units."""
+        proof = f"(SELECT * FROM __gate_full WHERE __lvl = 0 AND __n >= {params.add(cfg.min_units)})"
+        return [(lv, f"{at_level(params, lv)} AND {beneath(lv, published_full(params))} AND NOT {beneath(lv, proof)}")
+                for lv in margins]
+
+    # One scan: the full table's rows, and the margin rows no published full-table cell lies under.
+    # A margin row holds every unit of each full-table cell beneath it, so one published cell that
+    # recounts at >= min_units proves it without a scan of its own.
+    def unproven_by_structure(params: Params, lv: Level) -> str:
+        return f"{at_level(params, lv)} AND NOT {beneath(lv, published_full(params))}"
+
+    def any_row(lv: Level) -> bool:  # the report is small: cheap, and spares materialising the source
+        p = Params()
+        return bool(con.execute(f"SELECT count(*) FROM __gate_report r WHERE {unproven_by_structure(p, lv)}",
+                                p.values).fetchall()[0][0])
+
+    params = Params()
+    parts = [(lv, at_level(params, lv)) for lv in todo if lv.index == 0]
+    parts += [(lv, unproven_by_structure(params, lv)) for lv in margins if any_row(lv)]
+    if parts:
+        con.execute(f"CREATE TEMP TABLE __gate_full AS {counted(params, parts)}", params.values)
+        out["rows_below"] += con.execute(
+            "SELECT count(*) FROM __gate_full WHERE __n < $1", [cfg.min_units]
+        ).fetchall()[0][0]
+    # margin rows whose published cells all recounted below min_units (the release fails on those
+    # cells anyway) are recounted too, so that rows_below counts every row below the threshold
+    if parts and margins:
+        p_check = Params()
+        check = " UNION ALL ".join(f"SELECT 1 FROM __gate_report r WHERE {cond}" for _, cond in unproven(p_check))
+        if con.execute(f"SELECT count(*) FROM ({check})", p_check.values).fetchall()[0][0]:
+            p_more = Params()
+            more = counted(p_more, unproven(p_more))
             out["rows_below"] += con.execute(
-                "SELECT count(*) FROM __gate_full WHERE __n < $1", [cfg.min_units]
+                f"SELECT count(*) FROM ({more}) WHERE __n < {p_more.add(cfg.min_units)}", p_more.values
             ).fetchall()[0][0]
-            full_checked = True
-        else:
-            p_left = Params()
-            if con.execute(f"SELECT count(*) FROM ({todo_rows(p_left)})", p_left.values).fetchall()[0][0]:
-                out["rows_below"] += con.execute(
-                    f"SELECT count(*) FROM ({counted}) WHERE __n < {params.add(cfg.min_units)}", params.values
-                ).fetchall()[0][0]
+    for lv in todo:
+        keep = kept(lv)
+        rolled = [d.name for d in cfg.dims if d.name not in lv.dims]
         if rolled:
             p2 = Params()
             cond = " OR ".join(f"r.{ident(n)} IS NOT NULL" for n in rolled)
