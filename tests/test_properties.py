@@ -13,6 +13,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -129,3 +130,49 @@ def test_dp_never_publishes_cells_under_two_units(rows: list[tuple], dims: list[
             published = set(zip(*[table.column(d).to_pylist() for d in dims], strict=True))
             assert not published & small
             assert set(table.column_names) <= set(dims) | {"rows", "units", "amount", "rows_ci95", "units_ci95", "amount_ci95"}
+
+
+@settings(max_examples=200 if THOROUGH else 40, deadline=None)
+@given(
+    weights=st.lists(st.one_of(st.none(), st.floats(0.01, 100)), min_size=4, max_size=4),
+    share=st.floats(0.05, 0.95),
+    epsilon=st.floats(0.05, 8),
+    noise=st.sampled_from(["laplace", "gaussian"]),
+    public=st.booleans(),
+    totals=st.booleans(),
+)
+def test_budget_weights_never_spend_more_than_configured(
+    weights: list, share: float, epsilon: float, noise: str, public: bool, totals: bool
+) -> None:
+    """Whatever the weights and selection share: the release spends at most the configured ε and
+    δ (OpenDP's own accounting of every mechanism), and metrics' budgets follow their weights."""
+    from pipeline.config import config_from_dict
+    from pipeline.dp_runner import release_plan
+
+    names = ["rows", "units", "amount", "avg"]
+    metrics = [{"name": "rows", "agg": "count"}, {"name": "units", "agg": "count_units"},
+               {"name": "amount", "agg": "sum", "column": "amount", "bounds": [0, 100]},
+               {"name": "avg", "agg": "mean", "column": "amount", "bounds": [-10, 100]}]
+    for m, w in zip(metrics, weights, strict=True):
+        if w is not None and (public or m["agg"] != "count_units"):
+            m["budget_weight"] = w
+    privacy = {"epsilon": epsilon, "delta": 1e-6, "max_groups_per_unit": 3, "max_rows_per_group": 4,
+               "noise": noise, "selection_share": share}
+    if public:
+        privacy["public_partitions"] = "cells.csv"
+    cfg = config_from_dict({
+        "report": "w", "source": {"path": "e.parquet"}, "privacy_unit": "user_id", "dimensions": ["city"],
+        "metrics": metrics, "min_units": 5, "privacy": privacy, **({"totals": [[]]} if totals else {}),
+        "budget": {"ledger": "l.duckdb", "epsilon_limit": 100, "delta_limit": 1e-3},
+    })
+    plan = release_plan(cfg)
+    assert plan.epsilon <= epsilon * (1 + 1e-9) and plan.delta <= 1e-6 * (1 + 1e-9)
+    if noise != "laplace":
+        return
+    # Laplace: each metric's ε (its mechanisms' sum) is its weight's share of what selection leaves
+    for _, lplan in plan.levels:
+        spent = {n: sum(x.epsilon for x in lplan.metrics[n].values()) for n in names if n in lplan.metrics}
+        w = {m["name"]: m.get("budget_weight", 1.0) for m in metrics if m["name"] in spent}
+        total = sum(spent.values())
+        for n in spent:
+            assert spent[n] == pytest.approx(total * w[n] / sum(w.values()), rel=1e-6)
