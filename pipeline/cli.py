@@ -234,15 +234,20 @@ def check(release_dir: str, config: str | None) -> None:
 @click.option("--min-units", "min_units", multiple=True, type=click.IntRange(2), help="Candidate k (repeatable).")
 @click.option("--epsilon", "epsilons", multiple=True, type=click.FloatRange(min=0, min_open=True),
               help="Candidate epsilon (repeatable, DP mode).")
+@click.option("--selection-share", "shares", multiple=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Candidate privacy.selection_share (repeatable, DP mode with private partition selection).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
-def plan(config: str, min_units: tuple[int, ...], epsilons: tuple[float, ...], as_json: bool) -> None:
+def plan(
+    config: str, min_units: tuple[int, ...], epsilons: tuple[float, ...], shares: tuple[float, ...], as_json: bool
+) -> None:
     """What-if: cells published and expected error for candidate settings. INTERNAL ONLY; spends no budget."""
     from .config import load_config
     from .planning import format_plan, plan_report
 
     cfg = load_config(config)
-    result = plan_report(cfg, min_units=list(min_units) or None, epsilons=list(epsilons) or None)
+    result = plan_report(cfg, min_units=list(min_units) or None, epsilons=list(epsilons) or None,
+                         selection_shares=list(shares) or None)
     click.echo(json.dumps(result, indent=2, default=str) if as_json else format_plan(result))
 
 

@@ -132,13 +132,16 @@ def plan_report(
     *,
     min_units: list[int] | None = None,
     epsilons: list[float] | None = None,
+    selection_shares: list[float] | None = None,
 ) -> dict[str, Any]:
-    """What-if table for candidate ``min_units`` (threshold and DP mode) and ``epsilons`` (DP mode).
+    """What-if table for candidate ``min_units`` (threshold and DP mode), ``epsilons`` and
+    ``selection_shares`` (DP mode with private partition selection; every combination is a candidate).
 
     Returns a JSON-serialisable dict marked ``internal_only`` (see the module docstring for what is
     guaranteed). Defaults: k ∈ {k/2, k, 2k, 5k} in threshold mode, the configured k in DP mode;
-    ε ∈ {ε/4, ε/2, ε, 2ε, 4ε}. Raises ConfigError for impossible candidates (k < 2, ε <= 0, or
-    ``epsilons`` on a threshold-mode config) and SourceError when the source cannot be read.
+    ε ∈ {ε/4, ε/2, ε, 2ε, 4ε}; the configured selection share. Raises ConfigError for impossible
+    candidates (k < 2, ε <= 0, a share outside (0, 1), ``epsilons`` on a threshold-mode config,
+    shares without private partition selection) and SourceError when the source cannot be read.
     """
     import duckdb
 
@@ -147,12 +150,13 @@ def plan_report(
 
     ks = _candidate_ks(cfg, min_units)
     eps = _candidate_epsilons(cfg, epsilons)
+    shares = _candidate_shares(cfg, selection_shares)
     con = connect(cfg)
     try:
         source = open_source(con, cfg)
         check_columns(cfg, source.schema)
         if cfg.mode == "dp":
-            body = _plan_dp(cfg, con, source, eps, ks)
+            body = _plan_dp(cfg, con, source, eps, ks, shares)
         else:
             body = _plan_threshold(cfg, con, source, ks)
     except duckdb.Error as exc:
@@ -165,7 +169,8 @@ def plan_report(
         "report": cfg.report,
         "mode": cfg.mode,
         "source": {"format": source.format, "files": len(source.files), "source_id": source.source_id},
-        "configured": {"min_units": cfg.min_units, "epsilon": cfg.privacy.epsilon if cfg.privacy else None},
+        "configured": {"min_units": cfg.min_units, "epsilon": cfg.privacy.epsilon if cfg.privacy else None,
+                       "selection_share": cfg.privacy.selection_share if cfg.privacy else None},
         **body,
     }
 
@@ -194,6 +199,20 @@ def _candidate_epsilons(cfg: ReportConfig, given: list[float] | None) -> list[fl
         return sorted({float(e) for e in given})
     e = float(cfg.privacy.epsilon)
     return [e / 4, e / 2, e, 2 * e, 4 * e]
+
+
+def _candidate_shares(cfg: ReportConfig, given: list[float] | None) -> list[float]:
+    if not given:
+        return [float(cfg.privacy.selection_share)] if cfg.privacy is not None else []
+    if cfg.privacy is None:
+        raise ConfigError("--selection-share applies to DP mode; this config has no privacy: block (threshold mode)")
+    if cfg.privacy.public_partitions is not None:
+        raise ConfigError("--selection-share has no effect with privacy.public_partitions (no partition selection "
+                          "runs); compare budget_weight settings instead")
+    bad = [x for x in given if not (isinstance(x, (int, float)) and math.isfinite(x) and 0 < x < 1)]
+    if bad:
+        raise ConfigError(f"--selection-share {bad[0]!r}: a candidate share must lie strictly between 0 and 1")
+    return sorted({float(x) for x in given})
 
 
 def _plan_threshold(cfg: ReportConfig, con: Any, source: Any, ks: list[int]) -> dict[str, Any]:
@@ -228,8 +247,9 @@ def _plan_threshold(cfg: ReportConfig, con: Any, source: Any, ks: list[int]) -> 
     return {"rows": quality, "candidates": rows, "notes": notes}
 
 
-def release_plan_for(cfg: ReportConfig, epsilon: float) -> Any:
-    """The release plan (every level's mechanisms) a run would use with ``privacy.epsilon = epsilon``.
+def release_plan_for(cfg: ReportConfig, epsilon: float, selection_share: float | None = None) -> Any:
+    """The release plan (every level's mechanisms) a run would use with ``privacy.epsilon = epsilon``
+    (and ``privacy.selection_share``, when given).
 
     Built by the release code itself (:func:`pipeline.dp_runner.release_plan`) on a copy of the
     config; ``budget.epsilon_limit`` is raised on that copy when a candidate exceeds it (planning
@@ -239,12 +259,16 @@ def release_plan_for(cfg: ReportConfig, epsilon: float) -> Any:
 
     assert cfg.privacy is not None
     over: dict[str, Any] = {"privacy": {"epsilon": float(epsilon)}}
+    if selection_share is not None:
+        over["privacy"]["selection_share"] = float(selection_share)
     if cfg.budget is not None and epsilon > cfg.budget.epsilon_limit:
         over["budget"] = {"epsilon_limit": float(epsilon)}
     return release_plan(cfg.with_overrides(**over))
 
 
-def _plan_dp(cfg: ReportConfig, con: Any, source: Any, epsilons: list[float], ks: list[int]) -> dict[str, Any]:
+def _plan_dp(
+    cfg: ReportConfig, con: Any, source: Any, epsilons: list[float], ks: list[int], shares: list[float]
+) -> dict[str, Any]:
     from .bounding import dp_cells_sql, dp_pairs_sql, dp_quality_sql
     from .dp_runner import load_public_partitions
     from .runner import aggregate_quality, execute
@@ -289,26 +313,31 @@ def _plan_dp(cfg: ReportConfig, con: Any, source: Any, epsilons: list[float], ks
     }
     # the reference cells: full-table cells likely published with the configured epsilon and
     # min_units, so that candidates can be compared on the same cells
-    plans: dict[float, Any] = {}
+    plans: dict[tuple[float, float], Any] = {}
 
-    def plan_for(e: float) -> Any:  # Gaussian plans take a while (zCDP conversion): build each once
-        if e not in plans:
-            plans[e] = release_plan_for(cfg, e)
-        return plans[e]
+    def plan_for(e: float, share: float) -> Any:  # Gaussian plans take a while (zCDP conversion): build each once
+        if (e, share) not in plans:
+            plans[e, share] = release_plan_for(cfg, e, share)
+        return plans[e, share]
 
     try:
-        reference = (_publish_probabilities(plan_for(p.epsilon), cfg.min_units, units, level) >= LIKELY) & full
+        reference = (_publish_probabilities(plan_for(p.epsilon, p.selection_share), cfg.min_units, units, level)
+                     >= LIKELY) & full
     except (ValueError, ConfigError):
         reference = np.zeros(len(units), dtype=bool)
     candidates = []
     for e in epsilons:
-        try:
-            rplan = plan_for(e)
-        except (ValueError, ConfigError) as exc:
-            candidates += [{"epsilon": e, "min_units": k, "error": str(exc)} for k in ks]
-            continue
-        for k in ks:
-            candidates.append(_dp_candidate(cfg, rplan, e, k, cells, units, level, reference))
+        for share in shares:
+            try:
+                rplan = plan_for(e, share)
+            except (ValueError, ConfigError) as exc:
+                candidates += [{"epsilon": e, "selection_share": share, "min_units": k, "error": str(exc)} for k in ks]
+                continue
+            for k in ks:
+                c = _dp_candidate(cfg, rplan, e, k, cells, units, level, reference)
+                c["selection_share"] = share
+                c["configured"] = c["configured"] and math.isclose(share, p.selection_share)
+                candidates.append(c)
     notes = [
         "planning bounds contributions with a fixed planning seed; a release uses its own secret seed",
         "error = expected |noise| / |bounded value| per full-table cell, median over the cells likely to be "
@@ -462,40 +491,46 @@ def format_plan(result: dict[str, Any]) -> str:
         out.append(f"noise: {result.get('noise')} · δ={result.get('delta'):g}")
         out.append("")
         names = list(next((c["metrics"] for c in cands if "metrics" in c), {}).keys())
+        several = len({c.get("selection_share") for c in cands}) > 1
+
+        def eps_label(c: dict) -> str:  # "1" or, when shares are compared, "1 @ 0.4"
+            return f"{c['epsilon']:g}" + (f" @ {c['selection_share']:g}" if several else "")
+
         table = []
         for c in cands:
             mark = "* " if c.get("configured") else "  "
             if "error" in c:
-                table.append([mark + f"{c['epsilon']:g}", str(c["min_units"]), "—", "error: " + c["error"], "—"]
+                table.append([mark + eps_label(c), str(c["min_units"]), "—", "error: " + c["error"], "—"]
                              + ["—"] * len(names))
                 continue
             table.append([
-                mark + f"{c['epsilon']:g}" + (" !" if c.get("exceeds_budget_limit") else ""),
+                mark + eps_label(c) + (" !" if c.get("exceeds_budget_limit") else ""),
                 str(c["min_units"]),
                 "—" if c["threshold"] is None else str(c["threshold"]),
                 f"{c['expected_cells_published']:,.1f}",
                 _pct(c["expected_published_share"]),
             ] + [_pct(c["metrics"][n]["median_relative_error"]) for n in names])
-        out += _table(["  epsilon", "min_units", "threshold", "expected published", "share"]
+        head = "  epsilon @ selection share" if several else "  epsilon"
+        out += _table([head, "min_units", "threshold", "expected published", "share"]
                       + [f"{n} err" for n in names], table)
         out.append("")
         out.append("noise per metric (95% half-width, absolute):")
-        by_eps: dict[float, dict] = {}
+        by_eps: dict[str, dict] = {}
         for c in cands:
             if "metrics" in c:
-                by_eps.setdefault(c["epsilon"], c["metrics"])
-        table = [[f"  {e:g}"] + [f"±{ms[n]['ci95_half_width']:,.4g}" for n in names] for e, ms in by_eps.items()]
-        out += _table(["  epsilon"] + names, table)
+                by_eps.setdefault(eps_label(c), c["metrics"])
+        table = [[f"  {e}"] + [f"±{ms[n]['ci95_half_width']:,.4g}" for n in names] for e, ms in by_eps.items()]
+        out += _table([head] + names, table)
         if len(cands) > 1 and result.get("reference_cells"):
             out.append("")
             out.append(f"median relative error on the same {result['reference_cells']:,} cells "
                        "(those likely published with the configured setting):")
             table = [
-                [("* " if c.get("configured") else "  ") + f"{c['epsilon']:g}", str(c["min_units"])]
+                [("* " if c.get("configured") else "  ") + eps_label(c), str(c["min_units"])]
                 + [_pct(c["metrics"][n]["median_relative_error_reference"]) for n in names]
                 for c in cands if "metrics" in c
             ]
-            out += _table(["  epsilon", "min_units"] + names, table)
+            out += _table([head, "min_units"] + names, table)
         if any(c.get("exceeds_budget_limit") for c in cands):
             out.append("! exceeds budget.epsilon_limit")
     out.append("")

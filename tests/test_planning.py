@@ -118,6 +118,8 @@ def test_threshold_defaults_and_bad_candidates(project: Path) -> None:
     assert ks == [5, 10, 20, 50]
     with pytest.raises(ConfigError, match="DP mode"):
         plan_report(cfg, epsilons=[1.0])
+    with pytest.raises(ConfigError, match="DP mode"):
+        plan_report(cfg, selection_shares=[0.3])
     with pytest.raises(ConfigError, match=">= 2"):
         plan_report(cfg, min_units=[1])
 
@@ -258,6 +260,39 @@ def test_cli_plan_dp_text(dp_folder: tuple[Path, list[int]]) -> None:
     assert res.exit_code == 0, res.stderr
     assert res.output.count(NOTICE) == 2 and "expected published" in res.output
     assert not (folder / "state").exists() and not (folder / "reports").exists()
+
+
+def test_dp_selection_share_candidates_match_release_plans(dp_folder: tuple[Path, list[int]]) -> None:
+    """Each (ε, selection share) candidate is what a release with that share would do: its
+    selection scale and threshold come from the release's own plan, and its expected published
+    cells agree with scipy's discrete Laplace tail."""
+    folder, units = dp_folder
+    cfg = load_config(dp_cfg(folder))
+    result = plan_report(cfg, epsilons=[1.0], selection_shares=[0.3, 0.7])
+    cands = result["candidates"]
+    assert [(c["epsilon"], c["selection_share"]) for c in cands] == [(1.0, 0.3), (1.0, 0.7)]
+    assert not any(c["configured"] for c in cands)  # the configured share is 0.5
+    u = np.array(units)
+    for c in cands:
+        other = load_config(dp_cfg(folder, privacy={"selection_share": c["selection_share"]}))
+        sel = dp_plan(other).selection
+        assert c["selection_scale"] == sel.scale and c["threshold"] == max(sel.threshold, 2)
+        truth = stats.dlaplace.sf(c["threshold"] - u - 1, 1.0 / sel.scale).sum()
+        assert c["expected_cells_published"] == pytest.approx(truth, rel=1e-9, abs=1e-12)
+        # the metrics share what selection leaves: a larger share means noisier metrics
+        assert c["metrics"]["rows"]["scale"] == dp_plan(other).metrics["rows"]["count"].scale
+    assert cands[1]["expected_cells_published"] > cands[0]["expected_cells_published"]
+    assert cands[1]["metrics"]["rows"]["scale"] > cands[0]["metrics"]["rows"]["scale"]
+    text = run_cli("plan", dp_cfg(folder), "--epsilon", "1", "--selection-share", "0.3", "--selection-share", "0.5")
+    assert text.exit_code == 0, text.stderr
+    assert "epsilon @ selection share" in text.output and "* 1 @ 0.5" in text.output
+    # impossible candidates are one-line errors (exit 2), never a traceback
+    for args in (["--selection-share", "1.5"], ["--selection-share", "0"]):
+        bad = run_cli("plan", dp_cfg(folder), *args)
+        assert bad.exit_code == 2 and "selection-share" in (bad.stderr + bad.output)
+    (folder / "data" / "public.csv").write_text("city\nc0\n")
+    public = run_cli("plan", dp_cfg(folder, privacy={"public_partitions": "data/public.csv"}), "--selection-share", "0.3")
+    assert public.exit_code == 2 and "public_partitions" in public.stderr
 
 
 def test_noise_tails_against_scipy() -> None:
