@@ -59,14 +59,15 @@ class DPPlan:
         return out
 
     def as_manifest(self) -> dict[str, Any]:
-        per_metric = {}
+        per_metric: dict[str, Any] = {}
         for name, parts in self.metrics.items():
-            main = parts.get("sum") or parts.get("count") or next(iter(parts.values()))
-            per_metric[name] = {
-                "mechanisms": {k: v.as_dict() for k, v in parts.items()},
-                "scale": main.scale,
-                "ci95_half_width": main.ci95_half_width,
-            }
+            entry: dict[str, Any] = {"mechanisms": {k: v.as_dict() for k, v in parts.items()}}
+            if len(parts) > 1:  # a mean (noisy centred sum / noisy count): its error depends on the cell
+                entry |= {"scale": None, "ci95_half_width": None, "ci95": f"per cell: column {name}_ci95"}
+            else:
+                main = next(iter(parts.values()))
+                entry |= {"scale": main.scale, "ci95_half_width": main.ci95_half_width}
+            per_metric[name] = entry
         return {
             "selection": self.selection.as_dict() if self.selection else None,
             "metrics": per_metric,

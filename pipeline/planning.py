@@ -404,9 +404,10 @@ def _dp_candidate(
                 true = np.where(c > 0, s / np.where(c > 0, c, 1.0), 0.0)
                 err = expected_abs_difference(plan.noise, parts["sum"].scale, (true - mid) * parts["count"].scale)
                 err = np.where(c > 0, err / np.where(c > 0, c, 1.0), np.inf)
+        per_cell = m.agg == "mean"  # a mean's noise depends on its cell's count (the *_ci95 column)
         metrics[m.name] = {
-            "scale": mech.scale,
-            "ci95_half_width": mech.ci95_half_width,
+            "scale": None if per_cell else mech.scale,
+            "ci95_half_width": None if per_cell else mech.ci95_half_width,
             "median_relative_error": _median_relative(err[likely], true[likely]),
             "median_relative_error_reference": _median_relative(err[reference], true[reference]),
         }
@@ -519,7 +520,8 @@ def format_plan(result: dict[str, Any]) -> str:
         for c in cands:
             if "metrics" in c:
                 by_eps.setdefault(eps_label(c), c["metrics"])
-        table = [[f"  {e}"] + [f"±{ms[n]['ci95_half_width']:,.4g}" for n in names] for e, ms in by_eps.items()]
+        table = [[f"  {e}"] + ["per cell" if ms[n]["ci95_half_width"] is None else f"±{ms[n]['ci95_half_width']:,.4g}"
+                                for n in names] for e, ms in by_eps.items()]
         out += _table([head] + names, table)
         if len(cands) > 1 and result.get("reference_cells"):
             out.append("")

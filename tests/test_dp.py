@@ -398,22 +398,27 @@ def test_released_count_spread_matches_configured_epsilon(dp_project: Path) -> N
 def test_budget_weights_split_the_metrics_budget(dp_project: Path) -> None:
     """Weights move budget between metrics; the release's total ε stays the configured ε."""
     metrics = [{"name": "rows", "agg": "count", "budget_weight": 3}, {"name": "units", "agg": "count_units"},
-               {"name": "amount", "agg": "sum", "column": "amount", "bounds": [0, 10]}]
+               {"name": "amount", "agg": "sum", "column": "amount", "bounds": [0, 10]},
+               {"name": "avg", "agg": "mean", "column": "amount", "bounds": [0, 10], "budget_weight": 0.5}]
     cfg = load_config(dp_config(dp_project, "data/c.parquet", metrics=metrics))
     plan = dp_plan(cfg)
     equal = dp_plan(load_config(dp_config(dp_project, "data/c.parquet")))
-    # selection (and unit counts) keep half of ε = 1; the other half splits 3 : 1
+    # selection (and unit counts) keep half of ε = 1; the other half splits 3 : 1 : 0.5
     assert plan.selection.scale == equal.selection.scale
     rows, amount = plan.metrics["rows"]["count"], plan.metrics["amount"]["sum"]
     g, r = PRIVACY["max_groups_per_unit"], PRIVACY["max_rows_per_group"]
-    assert rows.epsilon == pytest.approx(0.5 * 3 / 4) and amount.epsilon == pytest.approx(0.5 / 4)
-    assert rows.scale == pytest.approx(g * r / (0.5 * 3 / 4))
-    assert amount.scale == pytest.approx(g * r * 10 / (0.5 / 4))
+    assert rows.epsilon == pytest.approx(0.5 * 3 / 4.5) and amount.epsilon == pytest.approx(0.5 / 4.5)
+    assert sum(x.epsilon for x in plan.metrics["avg"].values()) == pytest.approx(0.5 * 0.5 / 4.5)
+    assert rows.scale == pytest.approx(g * r / (0.5 * 3 / 4.5))
+    assert amount.scale == pytest.approx(g * r * 10 / (0.5 / 4.5))
     assert plan.epsilon == pytest.approx(1.0) and equal.epsilon == pytest.approx(1.0)
-    # the release records the split it used
-    mechs = run_report(cfg, "w").manifest["privacy"]["metrics"]
+    # the release records the split it used; a mean's error is per cell (its *_ci95 column)
+    rel = run_report(cfg, "w")
+    mechs = rel.manifest["privacy"]["metrics"]
     assert mechs["rows"]["scale"] == pytest.approx(rows.scale)
-    assert mechs["rows"]["mechanisms"]["count"]["epsilon"] == pytest.approx(0.375)
+    assert mechs["rows"]["mechanisms"]["count"]["epsilon"] == pytest.approx(0.5 * 3 / 4.5)
+    assert mechs["avg"]["scale"] is None and mechs["avg"]["ci95"] == "per cell: column avg_ci95"
+    assert "avg_ci95" in rel.table.columns
 
 
 def test_consistent_margins_add_up(dp_project: Path) -> None:
