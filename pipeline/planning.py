@@ -405,7 +405,11 @@ def _dp_candidate(
                 err = expected_abs_difference(plan.noise, parts["sum"].scale, (true - mid) * parts["count"].scale)
                 err = np.where(c > 0, err / np.where(c > 0, c, 1.0), np.inf)
         per_cell = m.agg == "mean"  # a mean's noise depends on its cell's count (the *_ci95 column)
+        own = [plan.selection] if m.agg == "count_units" and plan.selection is not None else list(parts.values())
         metrics[m.name] = {
+            # this metric's share of the full table's budget (ε for Laplace, ρ for Gaussian; the
+            # unit count's is the selection's, which it rides on)
+            "budget": sum((x.epsilon if plan.noise == "laplace" else (x.rho or 0.0)) for x in own),
             "scale": None if per_cell else mech.scale,
             "ci95_half_width": None if per_cell else mech.ci95_half_width,
             "median_relative_error": _median_relative(err[likely], true[likely]),
@@ -514,6 +518,15 @@ def format_plan(result: dict[str, Any]) -> str:
         head = "  epsilon @ selection share" if several else "  epsilon"
         out += _table([head, "min_units", "threshold", "expected published", "share"]
                       + [f"{n} err" for n in names], table)
+        out.append("")
+        loss = "ε" if result.get("noise") == "laplace" else "ρ"
+        out.append(f"budget per metric (full table, {loss}; the distinct-unit count is partition selection's):")
+        by_split: dict[str, dict] = {}
+        for c in cands:
+            if "metrics" in c:
+                by_split.setdefault(eps_label(c), c["metrics"])
+        table = [[f"  {e}"] + [f"{ms[n]['budget']:.4g}" for n in names] for e, ms in by_split.items()]
+        out += _table([head] + names, table)
         out.append("")
         out.append("noise per metric (95% half-width, absolute):")
         by_eps: dict[str, dict] = {}

@@ -282,11 +282,16 @@ def test_dp_selection_share_candidates_match_release_plans(dp_folder: tuple[Path
         assert c["expected_cells_published"] == pytest.approx(truth, rel=1e-9, abs=1e-12)
         # the metrics share what selection leaves: a larger share means noisier metrics
         assert c["metrics"]["rows"]["scale"] == dp_plan(other).metrics["rows"]["count"].scale
+        budgets = {n: v["budget"] for n, v in c["metrics"].items()}
+        assert budgets["units"] == pytest.approx(c["selection_share"])  # the selection's own count
+        assert budgets["rows"] == pytest.approx((1 - c["selection_share"]) / 3)  # rows, amount, amount_avg
+        assert sum(budgets.values()) == pytest.approx(c["epsilon_spent"])
     assert cands[1]["expected_cells_published"] > cands[0]["expected_cells_published"]
     assert cands[1]["metrics"]["rows"]["scale"] > cands[0]["metrics"]["rows"]["scale"]
     text = run_cli("plan", dp_cfg(folder), "--epsilon", "1", "--selection-share", "0.3", "--selection-share", "0.5")
     assert text.exit_code == 0, text.stderr
     assert "epsilon @ selection share" in text.output and "* 1 @ 0.5" in text.output
+    assert "budget per metric" in text.output
     # impossible candidates are one-line errors (exit 2), never a traceback
     for args in (["--selection-share", "1.5"], ["--selection-share", "0"]):
         bad = run_cli("plan", dp_cfg(folder), *args)
