@@ -443,41 +443,44 @@ def _recount(cfg: ReportConfig, con: Any, schema: dict[str, str], table: pa.Tabl
     def published_full(params: Params) -> str:
         return f"(SELECT * FROM __gate_report r WHERE {at_level(params, all_levels[0])})"
 
-    def unproven(params: Params) -> list[tuple[Level, str]]:
-        """Margin rows with published full-table cells beneath, none recounted at >= min_units."""
+    def no_cell_beneath(params: Params, lv: Level) -> str:
+        """Margin rows of ``lv`` that no published full-table cell lies under."""
+        return f"{at_level(params, lv)} AND NOT {beneath(lv, published_full(params))}"
+
+    def unproven(params: Params, lv: Level) -> str:
+        """Margin rows of ``lv`` with published full-table cells beneath, none recounted at >= min_units."""
         proof = f"(SELECT * FROM __gate_full WHERE __lvl = 0 AND __n >= {params.add(cfg.min_units)})"
-        return [(lv, f"{at_level(params, lv)} AND {beneath(lv, published_full(params))} AND NOT {beneath(lv, proof)}")
-                for lv in margins]
+        return f"{at_level(params, lv)} AND {beneath(lv, published_full(params))} AND NOT {beneath(lv, proof)}"
+
+    def with_rows(where: Any) -> list[Level]:
+        """Margin levels with a report row matching ``where(params, lv)``: the report is small, so
+        this is cheap, and it spares counting (and materialising the source) for empty parts."""
+        out_levels = []
+        for lv in margins:
+            p = Params()
+            if con.execute(f"SELECT count(*) FROM __gate_report r WHERE {where(p, lv)}", p.values).fetchall()[0][0]:
+                out_levels.append(lv)
+        return out_levels
 
     # One scan: the full table's rows, and the margin rows no published full-table cell lies under.
     # A margin row holds every unit of each full-table cell beneath it, so one published cell that
     # recounts at >= min_units proves it without a scan of its own.
-    def unproven_by_structure(params: Params, lv: Level) -> str:
-        return f"{at_level(params, lv)} AND NOT {beneath(lv, published_full(params))}"
-
-    def any_row(lv: Level) -> bool:  # the report is small: cheap, and spares materialising the source
-        p = Params()
-        return bool(con.execute(f"SELECT count(*) FROM __gate_report r WHERE {unproven_by_structure(p, lv)}",
-                                p.values).fetchall()[0][0])
-
     params = Params()
     parts = [(lv, at_level(params, lv)) for lv in todo if lv.index == 0]
-    parts += [(lv, unproven_by_structure(params, lv)) for lv in margins if any_row(lv)]
+    parts += [(lv, no_cell_beneath(params, lv)) for lv in with_rows(no_cell_beneath)]
     if parts:
         con.execute(f"CREATE TEMP TABLE __gate_full AS {counted(params, parts)}", params.values)
         out["rows_below"] += con.execute(
             "SELECT count(*) FROM __gate_full WHERE __n < $1", [cfg.min_units]
         ).fetchall()[0][0]
-    # margin rows whose published cells all recounted below min_units (the release fails on those
-    # cells anyway) are recounted too, so that rows_below counts every row below the threshold
-    if parts and margins:
-        p_check = Params()
-        check = " UNION ALL ".join(f"SELECT 1 FROM __gate_report r WHERE {cond}" for _, cond in unproven(p_check))
-        if con.execute(f"SELECT count(*) FROM ({check})", p_check.values).fetchall()[0][0]:
+        # margin rows whose published cells all recounted below min_units (the release fails on
+        # those cells anyway) are recounted too, so that rows_below counts every row below k
+        more = with_rows(unproven)
+        if more:
             p_more = Params()
-            more = counted(p_more, unproven(p_more))
+            counts = counted(p_more, [(lv, unproven(p_more, lv)) for lv in more])
             out["rows_below"] += con.execute(
-                f"SELECT count(*) FROM ({more}) WHERE __n < {p_more.add(cfg.min_units)}", p_more.values
+                f"SELECT count(*) FROM ({counts}) WHERE __n < {p_more.add(cfg.min_units)}", p_more.values
             ).fetchall()[0][0]
     for lv in todo:
         keep = kept(lv)
