@@ -334,10 +334,7 @@ def _plan_dp(
                 candidates += [{"epsilon": e, "selection_share": share, "min_units": k, "error": str(exc)} for k in ks]
                 continue
             for k in ks:
-                c = _dp_candidate(cfg, rplan, e, k, cells, units, level, reference)
-                c["selection_share"] = share
-                c["configured"] = c["configured"] and math.isclose(share, p.selection_share)
-                candidates.append(c)
+                candidates.append(_dp_candidate(cfg, rplan, e, share, k, cells, units, level, reference))
     notes = [
         "planning bounds contributions with a fixed planning seed; a release uses its own secret seed",
         "error = expected |noise| / |bounded value| per full-table cell, median over the cells likely to be "
@@ -371,7 +368,7 @@ def _publish_probabilities(rplan: Any, k: int, units: np.ndarray, level: np.ndar
 
 
 def _dp_candidate(
-    cfg: ReportConfig, rplan: Any, epsilon: float, k: int, cells: dict, units: np.ndarray,
+    cfg: ReportConfig, rplan: Any, epsilon: float, share: float, k: int, cells: dict, units: np.ndarray,
     level: np.ndarray, reference: np.ndarray,
 ) -> dict:
     full = level == 0
@@ -418,8 +415,10 @@ def _dp_candidate(
     expected = float(prob.sum())
     out: dict[str, Any] = {
         "epsilon": epsilon,
+        "selection_share": share,
         "min_units": k,
-        "configured": cfg.privacy is not None and math.isclose(epsilon, cfg.privacy.epsilon) and k == cfg.min_units,
+        "configured": cfg.privacy is not None and math.isclose(epsilon, cfg.privacy.epsilon) and k == cfg.min_units
+        and math.isclose(share, cfg.privacy.selection_share),
         "epsilon_spent": rplan.epsilon,
         "delta_spent": rplan.delta,
         "threshold": _threshold(plan, k),
@@ -519,22 +518,18 @@ def format_plan(result: dict[str, Any]) -> str:
         out += _table([head, "min_units", "threshold", "expected published", "share"]
                       + [f"{n} err" for n in names], table)
         out.append("")
-        loss = "ε" if result.get("noise") == "laplace" else "ρ"
-        out.append(f"budget per metric (full table, {loss}; the distinct-unit count is partition selection's):")
-        by_split: dict[str, dict] = {}
+        by_split: dict[str, dict] = {}  # per (ε, share) the mechanisms are the same whatever k is
         for c in cands:
             if "metrics" in c:
                 by_split.setdefault(eps_label(c), c["metrics"])
+        loss = "ε" if result.get("noise") == "laplace" else "ρ"
+        out.append(f"budget per metric (full table, {loss}; the distinct-unit count is partition selection's):")
         table = [[f"  {e}"] + [f"{ms[n]['budget']:.4g}" for n in names] for e, ms in by_split.items()]
         out += _table([head] + names, table)
         out.append("")
         out.append("noise per metric (95% half-width, absolute):")
-        by_eps: dict[str, dict] = {}
-        for c in cands:
-            if "metrics" in c:
-                by_eps.setdefault(eps_label(c), c["metrics"])
         table = [[f"  {e}"] + ["per cell" if ms[n]["ci95_half_width"] is None else f"±{ms[n]['ci95_half_width']:,.4g}"
-                                for n in names] for e, ms in by_eps.items()]
+                                for n in names] for e, ms in by_split.items()]
         out += _table([head] + names, table)
         if len(cands) > 1 and result.get("reference_cells"):
             out.append("")
