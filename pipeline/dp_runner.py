@@ -314,6 +314,7 @@ def run_dp(
         quality=quality, cells=cells, privacy=privacy, summary_html=summary_html, ledger_commit=commit,
         unit_pairs=None if public else "__dp_pairs",  # every filtered row's (cell, unit), before bounding
         cell_units="__dp_pre" if not (public or cfg.totals) else None,  # per cell, before bounding
+        dp_truth=("__dp_cells", plan),  # the true values the noise was drawn around (never published)
     )
 
 
@@ -429,7 +430,7 @@ def noisy_table(cfg: ReportConfig, con: Any, plan: ReleasePlan) -> tuple[Any, di
     counts = {"cells_computed": 0, "cells_published": 0, "cells_suppressed": 0}
     for lv, lplan in plan.levels:
         sub = fetch_arrow(con.execute(select, [lv.index]))
-        cols, n_pub = _noisy_level(cfg, con, sub, lplan)
+        cols, n_pub = _noisy_level(cfg, sub, lplan)
         levels_out.append((lv, arrow_table(cols), lplan))
         counts["cells_computed"] += sub.num_rows
         counts["cells_published"] += n_pub
@@ -450,45 +451,33 @@ def noisy_table(cfg: ReportConfig, con: Any, plan: ReleasePlan) -> tuple[Any, di
         parts.append(t)
     counts["cells_suppressed"] = counts["cells_computed"] - counts["cells_published"]
     table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-    con.register("__noisy", table)
-    try:  # deterministic row order: level, then dimensions; the level's name added here
-        order = ", ".join((["__level"] if cfg.totals else []) + [f"{ident(d.name)} NULLS FIRST" for d in cfg.dims])
-        if cfg.totals:
-            from .suppression import level_name_case
+    if cfg.totals:  # the level's name added in the engine; rows are paired within this one result
+        from .suppression import level_name_case
 
-            cols = ", ".join([f"{level_name_case(cfg)} AS level"] + [ident(c) for c in table.column_names if c != "__level"])
-        else:
-            cols = "*"
-        table = fetch_arrow(con.execute(f"SELECT {cols} FROM __noisy ORDER BY {order}"))
-    finally:
-        con.unregister("__noisy")
+        con.register("__noisy", table)
+        try:
+            cols = ", ".join([f"{level_name_case(cfg)} AS level"] + [ident(c) for c in table.column_names])
+            table = fetch_arrow(con.execute(f"SELECT {cols} FROM __noisy"))
+        finally:
+            con.unregister("__noisy")
+    # deterministic row order (level, then dimensions), computed in Python, never taken from the engine
+    from .engine import sort_table
+
+    table = sort_table(table, (["__level"] if cfg.totals else []) + [d.name for d in cfg.dims])
+    if cfg.totals:
+        table = table.drop_columns(["__level"])
     return table, counts
 
 
-def _rows_at(con: Any, table: Any, idx: np.ndarray) -> Any:
-    """Rows ``idx`` (ascending positions) of the Arrow ``table``, in order, selected by DuckDB.
-
-    pyarrow's ``take``/``filter`` would import ``pyarrow.compute`` (~50 ms of a run) for this.
-    """
-    from .engine import arrow_array, arrow_table, fetch_arrow
-
-    con.register("__lvl", table.append_column("__pos", arrow_array(np.arange(table.num_rows, dtype=np.int64))))
-    con.register("__keep", arrow_table({"pos": np.asarray(idx, dtype=np.int64)}))
-    try:
-        return fetch_arrow(con.execute(
-            "SELECT * EXCLUDE (__pos) FROM __lvl WHERE __pos IN (SELECT pos FROM __keep) ORDER BY __pos"))
-    finally:
-        con.unregister("__lvl")
-        con.unregister("__keep")
-
-
-def _noisy_level(cfg: ReportConfig, con: Any, cells: Any, plan: DPPlan) -> tuple[dict[str, Any], int]:
+def _noisy_level(cfg: ReportConfig, cells: Any, plan: DPPlan) -> tuple[dict[str, Any], int]:
     """Selection and noise for one table level's cells; returns output columns and rows published.
 
     ``cells``: keys ``__d{i}``, ``__units``, ``__rows`` and per sum/mean metric ``__s{i}`` (DOUBLE)
-    and ``__c{i}``, without nulls; the released rows are selected on ``con`` (:func:`_rows_at`).
+    and ``__c{i}``, without nulls. The released rows are taken by position from ``cells`` itself
+    (:func:`engine.take_rows`), so each noisy value stays on the cell whose true value it was drawn
+    from; no engine result order is relied on.
     """
-    from .engine import np_column
+    from .engine import np_column, take_rows
 
     keys = [dim_key(i) for i in range(len(cfg.dims))]
     n = cells.num_rows
@@ -501,7 +490,7 @@ def _noisy_level(cfg: ReportConfig, con: Any, cells: Any, plan: DPPlan) -> tuple
     else:
         keep = np.arange(n)
         noisy_units = None
-    sub = _rows_at(con, cells, keep)
+    sub = take_rows(cells, keep)
     out: dict[str, Any] = {}
     for i, d in enumerate(cfg.dims):
         out[d.name] = sub.column(keys[i])

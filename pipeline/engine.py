@@ -37,7 +37,10 @@ def connect(
     if temp_directory:
         path = cfg.resolve(temp_directory) if cfg is not None else temp_directory
         config["temp_directory"] = str(path)
-    # outputs are ORDER BY'd explicitly; not preserving insertion order saves memory on big scans
+    # Not preserving insertion order saves memory on big scans. It also means a result fetched to
+    # Arrow may come back in another order than its ORDER BY (measured with DuckDB 2.0): nothing
+    # relies on the order of a fetched result. Rows are paired by key or by position in a table
+    # Python holds (take_rows), and published order is set in Python (sort_table).
     config["preserve_insertion_order"] = "false"
     return duckdb.connect(":memory:", config=config)
 
@@ -103,3 +106,35 @@ def arrow_table(columns: dict[str, Any]) -> Any:
 
     arrays = [c if isinstance(c, pa.Array | pa.ChunkedArray) else arrow_array(c) for c in columns.values()]
     return pa.Table.from_arrays(arrays, names=list(columns))
+
+
+def take_rows(table: Any, idx: Any) -> Any:
+    """Rows ``idx`` (positions) of the Arrow ``table``, in the order of ``idx``.
+
+    Positions index a table Python already holds, so values computed from that table's columns
+    stay paired with their rows. Never select rows through a query whose output order is not
+    controlled (see :func:`connect`).
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    return table.take(pa.Array.from_buffers(pa.int64(), len(idx), [None, pa.py_buffer(np.ascontiguousarray(idx, dtype=np.int64))]))
+
+
+def sort_table(table: Any, keys: list[str]) -> Any:
+    """``table`` sorted by ``keys`` ascending, nulls first, ties kept in their current order.
+
+    The published order of every release: computed here, in Python, from the values alone, so it
+    does not depend on how the engine happened to return the rows. Text compares by its UTF-8
+    bytes, dates and numbers by value.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if table.num_rows < 2 or not keys:
+        return table
+    if int(pa.__version__.split(".")[0]) >= 25:  # null placement per key (the global option is deprecated)
+        order = pc.sort_indices(table, sort_keys=[(k, "ascending", "at_start") for k in keys])
+    else:  # pragma: no cover - older pyarrow
+        order = pc.sort_indices(table, sort_keys=[(k, "ascending") for k in keys], null_placement="at_start")
+    return table.take(order)

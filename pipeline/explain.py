@@ -27,6 +27,7 @@ GATE_CHECKS = {
     "identifier_values": "no value equal to a source identifier",
     "quasi_identifier": "no dimension behaves like a quasi-identifier",
     "min_units": "every row has ≥ k units (recomputed)",
+    "noise": "noisy values lie within their noise of the true cells",
 }
 
 

@@ -13,7 +13,12 @@ published and refuses (:class:`PrivacyRefusal`, exit 3) when:
 - ``min_units`` (threshold mode): a published row aggregates fewer than ``min_units`` distinct
   units, recomputed from the source by joining the published keys back to it; a remainder row
   is recomputed as every source row of its level whose keys are not published (at least
-  ``min_units`` units and two withheld keys); rows with an unknown level fail.
+  ``min_units`` units and two withheld keys); rows with an unknown level fail;
+- ``noise`` (DP mode, during a run): a published row matches no computed cell; a published value
+  lies farther from the true (bounded) value it was drawn from than its mechanism's noise reaches
+  with probability ``noise.GATE_TAIL`` (1e-12); or the spread of a metric's deviations over its
+  cells is that unlikely under its mechanism (too small: a missing noise draw; too large: a wrong
+  scale or values on the wrong cells). The true values stay in the engine: only counts come out.
 The result records which checks ran and what they found (counts only, never values).
 """
 
@@ -88,6 +93,7 @@ def run_gate(
     checks: tuple[str, ...] | None = None,
     unit_pairs: str | None = None,
     cell_units: str | None = None,
+    dp_truth: tuple[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run every gate check on ``report`` (Parquet bytes). Returns the record; raises on failure.
 
@@ -100,6 +106,9 @@ def run_gate(
 
     With ``con``/``source`` (the run's connection and ``__src`` view) the source-dependent checks
     run too; without them (re-checking an old release with no source) they are recorded as skipped.
+    ``dp_truth`` (DP runs only) is ``(table, release plan)``: the run's true cell table (``__dp_cells``)
+    and the mechanisms that drew the noise, for the ``noise`` check (skipped without it: the true
+    values are never stored).
     """
     import pyarrow.parquet as pq
 
@@ -183,6 +192,13 @@ def run_gate(
                 result["checks"]["min_units"] = {"ok": small == 0, "rows_below": small, "recomputed": False}
                 if small:
                     failures.append(f"{small} published row(s) show fewer than min_units={cfg.min_units} units")
+        if want("noise") and cfg.privacy is not None:
+            if dp_truth is not None and con is not None:
+                found_noise, why = _noise_check(cfg, gcon, table, *dp_truth)
+                result["checks"]["noise"] = found_noise
+                failures += why
+            else:
+                result["checks"]["noise"] = {"skipped": "the true values exist only during a run"}
     finally:
         try:
             gcon.unregister("__gate_report")
@@ -542,3 +558,158 @@ def is_identifier_like(value: str) -> str | None:
         if luhn_ok(m.group(0)):
             return "card_number"
     return None
+
+
+# ----- DP: published noise against the true values it was drawn from -----------------------------
+
+
+def _noise_check(cfg: ReportConfig, con: Any, table: pa.Table, truth: str, rplan: Any) -> tuple[dict[str, Any], list[str]]:
+    """Compare every published DP value with the true value of its own cell (joined by level and
+    dimension values, never by position). Returns the record and failure messages.
+
+    Per (level, metric), with Z the mechanism's noise and T its ``GATE_TAIL`` tail bound:
+    - far: |published − true| > T (+ rounding), impossible but with probability GATE_TAIL per value.
+      Clamping at zero and to the bounds only moves a value towards its true value, so it never
+      trips this. Means: |mean − μ| <= (T_sum + |μ − mid|·T_count) / (count − T_count) when
+      count − T_count >= 1 (else anything within the bounds).
+    - spread: over every cell, the number of deviations beyond the median t of |Z| on the side
+      clamping never touches (above for values clamped at zero from below) is binomial with
+      P(Z > t) = P(|Z| > t)/2 (symmetric noise; rounding widens it to an interval); a Chernoff
+      surprise above ln(1/GATE_TAIL) in either direction refuses (too few: noise missing or too
+      small; too many: too large or values on the wrong cells). Not for means (their per-cell
+      distribution is not one mechanism's).
+    - consistent (``consistent: true``) counts and sums are projected: the projection is a
+      contraction in the inverse-variance norm and the true values are consistent, so
+      Σ (published − true)² / var <= Σ T² / var, checked per metric over every level.
+    """
+    import math
+
+    from .noise import GATE_TAIL, Mechanism, abs_exceed_probability, binomial_surprise, tail_bound
+    from .plan import dim_key
+    from .suppression import level_name_case
+
+    if not re.fullmatch(r"__[a-z_]+", truth):
+        raise ValueError(f"dp_truth must name a pipeline temp table, not {truth!r}")
+    has_level = "level" in table.column_names
+    on = [f"r.{ident(d.name)} IS NOT DISTINCT FROM t.{dim_key(i)}" for i, d in enumerate(cfg.dims)]
+    on.append("r.level = t.__lname" if has_level else "t.__level = 0")
+    t_cols = ["__units", "__rows"] + [f"__{c}{i}" for i, m in enumerate(cfg.metrics) if m.column is not None for c in "sc"]
+    picked = ", ".join(f"CAST(coalesce(t.{c}, 0) AS DOUBLE) AS __t{c}" for c in t_cols)
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE __gate_truth AS SELECT r.*, t.__level AS __tlevel, {picked} "
+        f"FROM __gate_report r LEFT JOIN (SELECT {level_name_case(cfg)} AS __lname, * FROM {truth}) t ON {' AND '.join(on)}"
+    )
+    failures: list[str] = []
+    record: dict[str, Any] = {"tail_probability": GATE_TAIL, "values_checked": 0, "beyond_tail": 0,
+                              "spread_tests": 0, "spread_failures": 0}
+    surprise_limit = math.log(1.0 / GATE_TAIL)
+    try:
+        n_rows, unmatched = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE __tlevel IS NULL) FROM __gate_truth").fetchall()[0]
+        record["unmatched_rows"] = int(unmatched)
+        if unmatched or n_rows != table.num_rows:
+            failures.append(f"{unmatched} published row(s) match no computed cell (keys or level changed after noise)")
+        far_metrics: list[str] = []
+        spread_metrics: list[str] = []
+        wnorm: dict[str, list[float]] = {}
+        for lv, plan in rplan.levels:
+            where = "r.level = $1" if has_level else "TRUE"
+            base = [lv.name] if has_level else []
+            for i, m in enumerate(cfg.metrics):
+                pub = f"CAST(r.{ident(m.name)} AS DOUBLE)"
+                parts = plan.metrics.get(m.name, {})
+                if m.agg == "mean":
+                    lo, hi = m.bounds or (0.0, 0.0)
+                    ts, tc = tail_bound(parts["sum"]), tail_bound(parts["count"])
+                    mu = f"(r.__t__s{i} / r.__t__c{i})"
+                    # $1 = T_sum, $2 = T_count, $3 = mid, $4 = hi - lo
+                    tol = (f"CASE WHEN r.__t__c{i} - $2 >= 1 THEN ($1 + abs({mu} - $3) * $2) / (r.__t__c{i} - $2) "
+                           "ELSE $4 END + 1e-4")
+                    level_cond = "r.level = $5" if has_level else "TRUE"
+                    far = con.execute(
+                        f"SELECT count(*), count(*) FILTER (WHERE abs({pub} - {mu}) > {tol}) FROM __gate_truth r "
+                        f"WHERE {level_cond} AND r.__t__c{i} > 0",
+                        [ts, tc, (lo + hi) / 2.0, hi - lo, *base],
+                    ).fetchall()[0]
+                    record["values_checked"] += int(far[0])
+                    if far[1]:
+                        record["beyond_tail"] += int(far[1])
+                        far_metrics.append(m.name)
+                    continue
+                eligible = 0.0  # spread test over cells with a true value above this
+                if m.agg == "count_units" and plan.selection is not None:
+                    mech: Mechanism = plan.selection
+                    true = "r.__t__units"
+                    # published only when the noisy count passed the threshold: that noise is conditioned
+                    # on selection, except where the true count exceeds the threshold by the tail bound
+                    eligible = max(int(plan.selection.threshold or 0), int(cfg.min_units)) + tail_bound(mech)
+                else:
+                    mech = parts["sum" if m.agg == "sum" else "count"]
+                    true = {"count": "r.__t__rows", "count_units": "r.__t__units"}.get(m.agg, f"r.__t__s{i}")
+                projected = cfg.consistent and m.agg in ("count", "sum")
+                rounding = 0.005 if (m.agg == "sum" and not cfg.consistent) else 0.0
+                big_t = tail_bound(mech)
+                if projected:
+                    from .consistency import _variance
+
+                    var = _variance(plan, m.name)
+                    n, sq = con.execute(
+                        f"SELECT count(*), coalesce(sum(({pub} - {true}) ^ 2), 0) FROM __gate_truth r WHERE {where}", base
+                    ).fetchall()[0]
+                    acc = wnorm.setdefault(m.name, [0.0, 0.0, 0])
+                    acc[0] += float(sq) / var
+                    acc[1] += int(n) * (big_t * big_t) / var
+                    acc[2] += int(n)
+                    record["values_checked"] += int(n)
+                    continue
+                # the spread test reads one side of the deviation: the side clamping never touches
+                # (clamping at 0 from below only lowers deviations that were already below zero)
+                lo_b, hi_b = m.bounds or (0.0, 0.0)
+                side = -1.0 if (m.agg == "sum" and lo_b < 0 and hi_b <= 0 and not cfg.consistent) else 1.0
+                t_cut = _median_abs(mech)
+                p_hi = abs_exceed_probability(mech, max(t_cut - rounding, 0.0)) / 2.0  # symmetric noise
+                p_lo = abs_exceed_probability(mech, t_cut + rounding) / 2.0
+                k = 1 + len(base)
+                if eligible:  # selection changes the odds by at most GATE_TAIL on these cells
+                    p_lo, p_hi = max(p_lo - GATE_TAIL, 0.0), min(p_hi + GATE_TAIL, 1.0)
+                n, n_far, n_elig, n_over = con.execute(
+                    f"SELECT count(*), count(*) FILTER (WHERE abs({pub} - {true}) > ${k} + ${k + 1}), "
+                    f"count(*) FILTER (WHERE {true} >= ${k + 4}), "
+                    f"count(*) FILTER (WHERE {true} >= ${k + 4} AND ${k + 3} * ({pub} - {true}) > ${k + 2}) "
+                    f"FROM __gate_truth r WHERE {where}",
+                    [*base, big_t, rounding + 1e-9, t_cut, side, eligible if eligible else -math.inf],
+                ).fetchall()[0]
+                record["values_checked"] += int(n)
+                if n_far:
+                    record["beyond_tail"] += int(n_far)
+                    far_metrics.append(m.name)
+                n = n_elig
+                if n:
+                    record["spread_tests"] += 1
+                    if binomial_surprise(int(n_over), int(n), p_lo, p_hi) > surprise_limit:
+                        record["spread_failures"] += 1
+                        spread_metrics.append(
+                            f"{m.name}{'' if lv.index == 0 else ' (' + lv.name + ')'}: {int(n_over)} of {int(n)} "
+                            f"deviations beyond {t_cut:.4g}, expected {p_lo * n:.0f}-{p_hi * n:.0f}")
+        for name, (stat, bound, _) in wnorm.items():
+            if stat > bound * (1 + 1e-9):
+                record["beyond_tail"] += 1
+                far_metrics.append(name + " (consistent)")
+        if far_metrics:
+            failures.append(
+                f"{record['beyond_tail']} published value(s) lie beyond the {GATE_TAIL:g} tail of the noise around "
+                f"the true values they were drawn from ({', '.join(dict.fromkeys(far_metrics))}): misaligned, "
+                "unnoised or mis-scaled values")
+        if spread_metrics:
+            failures.append("the published noise does not have its mechanism's spread (" + "; ".join(spread_metrics) + ")")
+    finally:
+        con.execute("DROP TABLE IF EXISTS __gate_truth")
+    record["ok"] = not failures
+    return record, failures
+
+
+def _median_abs(mech: Any) -> float:
+    """A t near the median of |Z| for the mechanism's noise (the spread test's cut)."""
+    from .noise import tail_bound
+
+    return tail_bound(mech, 0.5)

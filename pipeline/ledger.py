@@ -167,7 +167,8 @@ class Ledger:
                     rows = [] if con is None else con.execute(
                         f"SELECT {', '.join((*HASHED_FIELDS, 'entry_hash', 'mac'))} FROM entries ORDER BY seq"
                     ).fetchall()
-                self._entries = [Entry(*r) for r in rows]
+                # ordered here by seq: a fetched result's order is not relied on
+                self._entries = sorted((Entry(*r) for r in rows), key=lambda e: e.seq)
             return list(self._entries)
 
     # ----- verification ------------------------------------------------------------------------

@@ -363,18 +363,26 @@ def metric_output_expr(m: MetricConfig, i: int) -> str:
 
 
 def published_select_sql(cfg: ReportConfig, *, where: str = "NOT __suppressed") -> Query:
-    """Final output rows: dimension columns (by output name), metrics, ``level`` when totals exist.
+    """Final output rows: ``__level`` (for ordering, dropped before writing), dimension columns (by
+    output name), metrics, ``level`` when totals exist.
 
-    Rows are ordered by level then dimensions (NULLS FIRST) so the same cells always give the same
-    bytes.
+    No ORDER BY: the engine does not promise to return rows in it (see :func:`engine.connect`);
+    the published order is set in Python by :func:`published_order`.
     """
-    cols = []
+    cols = ["__level"]
     if cfg.totals:
         cols.append("__level_name AS level")
     for i, d in enumerate(cfg.dims):
         cols.append(f"{dim_key(i)} AS {ident(d.name)}")
     for i, m in enumerate(cfg.metrics):
         cols.append(f"{metric_output_expr(m, i)} AS {ident(m.name)}")
-    order = ["__level"] + [f"{dim_key(i)} NULLS FIRST" for i in range(len(cfg.dims))]
-    sql = f"SELECT {', '.join(cols)} FROM __cells WHERE {where} ORDER BY {', '.join(order)}"
+    sql = f"SELECT {', '.join(cols)} FROM __cells WHERE {where}"
     return Query(sql)
+
+
+def published_order(cfg: ReportConfig) -> list[str]:
+    """The sort keys of every published table: level (full table first, then margins in config
+    order), remainder rows last within their level, then the dimension values in config order,
+    ascending, nulls first. Keys are unique per row, so the order is total and the same cells
+    always give the same bytes."""
+    return ["__level"] + (["is_remainder"] if cfg.remainder else []) + [d.name for d in cfg.dims]

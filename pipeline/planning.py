@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import ConfigError, SourceError
+from .noise import discrete_gaussian_sf, discrete_laplace_sf
 
 if TYPE_CHECKING:
     from .config import ReportConfig
@@ -42,37 +43,6 @@ SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)  # E|N(0, 1)|
 
 
 # ----- noise distributions (pure, vectorised) ----------------------------------------------------
-
-
-def discrete_laplace_sf(m: np.ndarray, scale: float) -> np.ndarray:
-    """P(Z >= m) for integer ``m`` and Z ~ discrete Laplace, P(Z = z) ∝ exp(-|z| / scale)."""
-    m = np.asarray(m, dtype=np.float64)
-    q = math.exp(-1.0 / scale)
-    with np.errstate(over="ignore", under="ignore"):
-        upper = np.power(q, np.maximum(m, 1.0)) / (1.0 + q)  # m >= 1
-        lower = 1.0 - np.power(q, np.maximum(1.0 - m, 1.0)) / (1.0 + q)  # m <= 0
-    return np.where(m >= 1, upper, lower)
-
-
-def discrete_gaussian_sf(m: np.ndarray, sigma: float) -> np.ndarray:
-    """P(Z >= m) for integer ``m`` and Z ~ discrete Gaussian, P(Z = z) ∝ exp(-z² / (2σ²)).
-
-    Exact summation of the normalised mass over ±(12σ + 10); beyond σ = 10⁴ the continuous normal
-    with a continuity correction (its error there is far below anything a plan can show).
-    """
-    m = np.asarray(m, dtype=np.float64)
-    if sigma > 1e4:
-        from scipy.stats import norm
-
-        return norm.sf((m - 0.5) / sigma)
-    half = int(math.ceil(12 * sigma)) + 10
-    z = np.arange(-half, half + 1, dtype=np.float64)
-    mass = np.exp(-(z * z) / (2.0 * sigma * sigma))
-    mass /= mass.sum()
-    sf = np.cumsum(mass[::-1])[::-1]  # sf[i] = P(Z >= z[i])
-    idx = np.clip(m + half, 0, 2 * half + 1).astype(np.int64)
-    sf = np.append(sf, 0.0)  # index 2·half+1: beyond the support
-    return sf[idx]
 
 
 def publish_probability(units: np.ndarray, mech: Mechanism, threshold: int) -> np.ndarray:

@@ -129,10 +129,12 @@ def apply_remainder(cfg: ReportConfig, con: duckdb.DuckDBPyConnection) -> dict[s
 
 
 def published_select_sql(cfg: ReportConfig) -> Query:
-    """Output rows with remainders: ``level``, ``is_remainder``, dimensions, metrics.
+    """Output rows with remainders: ``__level`` (for ordering, dropped before writing), ``level``,
+    ``is_remainder``, dimensions, metrics.
 
-    Published cells and margins come first within each level (ordered by dimension values, NULLS
-    FIRST), then that level's remainder row, so the same cells always give the same bytes.
+    No ORDER BY (the engine does not promise it; see :func:`engine.connect`): the published order
+    (:func:`plan.published_order`) puts a level's published cells first, ordered by dimension
+    values, then its remainder row.
     """
     dims = [ident(d.name) for d in cfg.dims]
     metrics = [f"{metric_output_expr(m, i)} AS {ident(m.name)}" for i, m in enumerate(cfg.metrics)]
@@ -144,6 +146,5 @@ def published_select_sql(cfg: ReportConfig) -> Query:
         f"SELECT {', '.join(cells)} FROM __cells WHERE NOT __suppressed "
         f"UNION ALL SELECT {', '.join(rem)} FROM __remainder"
     )
-    order = ["__level", "is_remainder"] + [f"{d} NULLS FIRST" for d in dims]
-    out = ["level", "is_remainder"] + dims + [ident(m.name) for m in cfg.metrics]
-    return Query(f"SELECT {', '.join(out)} FROM ({body}) ORDER BY {', '.join(order)}")
+    out = ["__level", "level", "is_remainder"] + dims + [ident(m.name) for m in cfg.metrics]
+    return Query(f"SELECT {', '.join(out)} FROM ({body})")

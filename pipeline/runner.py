@@ -23,6 +23,7 @@ from .plan import (
     cells_direct_sql,
     cells_from_per_unit_sql,
     per_unit_sql,
+    published_order,
     published_select_sql,
     quality_from_cells_sql,
     quality_from_per_unit_sql,
@@ -186,9 +187,9 @@ def _run_threshold(
             if cfg.remainder:
                 from .remainder import published_select_sql as select_with_remainders
 
-                table = fetch_arrow(execute(con, select_with_remainders(cfg)))
+                table = collect_published(cfg, fetch_arrow(execute(con, select_with_remainders(cfg))))
             else:
-                table = fetch_arrow(execute(con, published_select_sql(cfg)))
+                table = collect_published(cfg, fetch_arrow(execute(con, published_select_sql(cfg))))
         privacy = {
             "mode": "threshold",
             "min_units": cfg.min_units,
@@ -216,6 +217,15 @@ def _run_threshold(
             quality=quality, cells=cell_counts, privacy=privacy, summary_html=summary_html,
             before_publish=record, unit_pairs="__per_unit" if need_per_unit else None, cell_units="__cells",
         )
+
+
+def collect_published(cfg: ReportConfig, table: Any) -> Any:
+    """The published table in its documented order (:func:`plan.published_order`), without the
+    ``__level`` sort key. The order is computed here from the values, never taken from the engine."""
+    from .engine import sort_table
+
+    table = sort_table(table, published_order(cfg))
+    return table.drop_columns(["__level"])
 
 
 def software() -> dict[str, str]:
@@ -291,15 +301,19 @@ def finish_release(
     before_publish: Any = None,
     unit_pairs: str | None = None,
     cell_units: str | None = None,
+    dp_truth: tuple[str, Any] | None = None,
 ) -> Release:
-    """Gate, stage, (ledger-commit,) publish. The gate re-reads the written bytes and fails closed."""
+    """Gate, stage, (ledger-commit,) publish. The gate re-reads the written bytes and fails closed.
+
+    ``dp_truth`` (DP mode): the true cell table and the release plan, for the gate's noise check."""
     from .gate import run_gate
 
     provenance = build_provenance(cfg, run_id, source, table, quality=quality, cells=cells, privacy=privacy)
     with stages.stage("write"):
         report = parquet_bytes(table, provenance)
     with stages.stage("gate"):
-        gate_result = run_gate(cfg, report, con=con, source=source, unit_pairs=unit_pairs, cell_units=cell_units)
+        gate_result = run_gate(cfg, report, con=con, source=source, unit_pairs=unit_pairs, cell_units=cell_units,
+                               dp_truth=dp_truth)
     manifest = dict(provenance)
     manifest["created_utc"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     manifest["report_file"] = {

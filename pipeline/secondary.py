@@ -124,12 +124,22 @@ def load_system(cfg: ReportConfig, con: duckdb.DuckDBPyConnection) -> TableSyste
         f"CAST(row_number() OVER (ORDER BY {order}) - 1 AS BIGINT) AS __pos, rowid AS __rid, "
         f"__level, {', '.join(keys)}, __units, __reason IS NOT NULL AS __sup FROM __cells"
     )
-    got = con.execute("SELECT __rid, __level, __units, __sup FROM __vars ORDER BY __pos").fetchnumpy()
+    # each value is placed at its own __pos: the engine's output order is never relied on
+    got = con.execute("SELECT __pos, __rid, __level, __units, __sup FROM __vars").fetchnumpy()
+    pos = np.asarray(got["__pos"], dtype=np.int64)
+    if not np.array_equal(np.sort(pos), np.arange(len(pos))):  # pragma: no cover - row_number() is 0..n-1
+        raise PrivacyRefusal("secondary suppression: cell positions are not a permutation; nothing published")
+
+    def placed(col: str, dtype: Any) -> np.ndarray:
+        out = np.empty(len(pos), dtype=dtype)
+        out[pos] = np.asarray(got[col], dtype=dtype)
+        return out
+
     system = TableSystem(
-        rowids=np.asarray(got["__rid"], dtype=np.int64),
-        level=np.asarray(got["__level"], dtype=np.int64),
-        units=np.asarray(got["__units"], dtype=np.int64),
-        suppressed=np.asarray(got["__sup"], dtype=bool).copy(),
+        rowids=placed("__rid", np.int64),
+        level=placed("__level", np.int64),
+        units=placed("__units", np.int64),
+        suppressed=placed("__sup", bool),
     )
     for lv in levels(cfg)[1:]:
         keep = [i for i, d in enumerate(cfg.dims) if d.name in lv.dims]
@@ -137,7 +147,7 @@ def load_system(cfg: ReportConfig, con: duckdb.DuckDBPyConnection) -> TableSyste
         for head, members in _grouped_pairs(
             con,
             f"SELECT m.__pos AS a, c.__pos AS b FROM __vars m JOIN __vars c ON {on} "
-            f"WHERE m.__level = {int(lv.index)} AND c.__level = 0 ORDER BY m.__pos, c.__pos",
+            f"WHERE m.__level = {int(lv.index)} AND c.__level = 0",
         ):
             system.add_equation(head, members)
     eq_of_head = {h: e for e, h in enumerate(system.head)}
@@ -152,7 +162,7 @@ def load_system(cfg: ReportConfig, con: duckdb.DuckDBPyConnection) -> TableSyste
             for parent, kids in _grouped_pairs(
                 con,
                 f"SELECT c.__pos AS a, f.__pos AS b FROM __vars c JOIN __vars f ON {on} "
-                f"WHERE c.__level = {int(coarse.index)} AND f.__level = {int(fine.index)} ORDER BY c.__pos, f.__pos",
+                f"WHERE c.__level = {int(coarse.index)} AND f.__level = {int(fine.index)}",
             ):
                 system.children.setdefault(eq_of_head[parent], []).append(
                     np.array([eq_of_head[int(x)] for x in kids], dtype=np.int64)
@@ -161,10 +171,12 @@ def load_system(cfg: ReportConfig, con: duckdb.DuckDBPyConnection) -> TableSyste
 
 
 def _grouped_pairs(con: Any, sql: str) -> Iterator[tuple[int, Any]]:
-    """Rows (a, b) of ``sql``, ordered by a, grouped as (a, array of its b's)."""
+    """Rows (a, b) of ``sql``, sorted by (a, b) here (not by the engine), grouped as (a, array of its b's)."""
     pairs = con.execute(sql).fetchnumpy()
     heads = np.asarray(pairs["a"], dtype=np.int64)
     members = np.asarray(pairs["b"], dtype=np.int64)
+    order = np.lexsort((members, heads))
+    heads, members = heads[order], members[order]
     if len(heads) == 0:
         return
     cut = np.flatnonzero(np.diff(heads)) + 1
