@@ -83,12 +83,20 @@ def _engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--no-source", is_flag=True, help="Check the config alone, without opening the source schema.")
+@click.option("--output", "output", type=click.Path(file_okay=False), help="Output folder a run would use (overrides output.dir).")
 @handle_errors
-def validate(config: str, no_source: bool) -> None:
-    """Validate CONFIG and the source (columns, types; CSV files are checked line by line inside DuckDB)."""
+def validate(config: str, no_source: bool, output: str | None) -> None:
+    """Validate CONFIG and the source: every check `run` makes before it reads data.
+
+    Config keys, source columns and types (CSV files are checked line by line inside DuckDB), the
+    output location, and in DP mode the budget split and the ledger (verified, and with budget
+    left for one more release). Exit codes as for `run`.
+    """
     from .config import load_config
+    from .runner import preflight
 
     cfg = load_config(config)
+    preflight(cfg, output_dir=output)
     if not no_source:
         from .engine import connect
         from .sources import check_columns, open_source
@@ -97,9 +105,19 @@ def validate(config: str, no_source: bool) -> None:
         try:
             src = open_source(con, cfg)
             check_columns(cfg, src.schema)
+            source_id = src.source_id
         finally:
             con.close()
-    click.echo(f"ok: {config} is a valid {cfg.mode}-mode report {cfg.report!r}")
+    else:
+        from .sources import default_source_id
+
+        source_id = default_source_id(cfg)
+    extra = ""
+    if cfg.mode == "dp":
+        from .dp_runner import budget_preflight
+
+        extra = "; " + budget_preflight(cfg, source_id)
+    click.echo(f"ok: {config} is a valid {cfg.mode}-mode report {cfg.report!r}{extra}")
 
 
 @main.command()
@@ -313,6 +331,11 @@ def _ledger_args(ledger: str | None, config: str | None) -> tuple[Path, dict | N
         ledger = os.environ.get("ANONYMIZE_LEDGER")
     if ledger is None:
         raise ConfigError("give --ledger PATH or --config CONFIG (or set ANONYMIZE_LEDGER)")
+    from .config import url_problem
+
+    problem = url_problem(ledger)
+    if problem:
+        raise ConfigError(f"--ledger: {problem}")
     return Path(ledger), limits
 
 

@@ -45,6 +45,28 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+def url_problem(value: str | None) -> str | None:
+    """Why a path setting is refused when it is a URL (``s3://…``, ``https://…``), else None.
+
+    Object storage is not supported yet: a URL must not silently become a local folder named
+    ``s3:`` (output) or a confusing glob error (source)."""
+    if value is None or not URL_SCHEME.match(value):
+        return None
+    scheme = value.split("://", 1)[0]
+    return (f"{value!r} is a URL ({scheme}://); object storage and remote paths are not supported yet: "
+            "copy or mount the files and give a local path")
+
+
+def _local_path(v: str | None) -> str | None:
+    problem = url_problem(v)
+    if problem:
+        raise ValueError(problem)
+    return v
+
+
 class CsvOptions(_Model):
     """Options passed to DuckDB's CSV reader (types are never guessed silently: see docs)."""
 
@@ -58,6 +80,8 @@ class SourceConfig(_Model):
     table: str | None = Field(None, description="Table name when path is a .duckdb file.")
     format: Literal["auto", "parquet", "csv", "json", "duckdb"] = "auto"
     csv: CsvOptions | None = None
+
+    _path_is_local = field_validator("path")(_local_path)
 
     @model_validator(mode="after")
     def _table_only_for_duckdb(self) -> SourceConfig:
@@ -169,6 +193,8 @@ class PrivacyConfig(_Model):
         description="Share of epsilon (and rho) spent on partition selection and the unit count.",
     )
 
+    _partitions_local = field_validator("public_partitions")(_local_path)
+
     @field_validator("epsilon")
     @classmethod
     def _finite(cls, v: float) -> float:
@@ -197,6 +223,8 @@ class BudgetConfig(_Model):
         description="Name of the population the budget belongs to; defaults to the resolved source path.",
     )
 
+    _ledger_local = field_validator("ledger")(_local_path)
+
 
 class DominanceConfig(_Model):
     n: int = Field(1, ge=1)
@@ -213,11 +241,15 @@ class DominanceConfig(_Model):
 class OutputConfig(_Model):
     dir: str = Field("reports", min_length=1)
 
+    _dir_local = field_validator("dir")(_local_path)
+
 
 class EngineConfig(_Model):
     threads: int | None = Field(None, ge=1)
     memory_limit: str | None = Field(None, pattern=r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
     temp_directory: str | None = None
+
+    _temp_local = field_validator("temp_directory")(_local_path)
 
 
 class ReportConfig(_Model):
@@ -231,7 +263,14 @@ class ReportConfig(_Model):
     filter: dict[str, FilterValue] = Field(default_factory=dict)
     dimensions: list[Annotated[DimensionConfig, Field()] | str] = Field(min_length=1)
     metrics: list[MetricConfig] = Field(min_length=1)
-    min_units: int = Field(ge=2)
+    min_units: int | None = Field(
+        None,
+        ge=2,
+        description="k: fewest distinct privacy units a published row may aggregate (threshold mode); in DP mode "
+        "with private partition selection, the fewest noisy units a published cell may show. Required, except "
+        "in DP mode with privacy.public_partitions, where it is refused (listed cells are published whatever "
+        "their size).",
+    )
     totals: list[list[str]] | None = None
     dominance: DominanceConfig | None = None
     remainder: bool = False
@@ -251,6 +290,8 @@ class ReportConfig(_Model):
     _config_path: Path | None = PrivateAttr(default=None)
 
     # ----- validation -------------------------------------------------------------------------
+    _history_local = field_validator("history")(_local_path)
+
     @field_validator("report")
     @classmethod
     def _report_name(cls, v: str) -> str:
@@ -327,6 +368,16 @@ class ReportConfig(_Model):
                     f"metric {m.name!r}: with private partition selection the unit count is the selection's "
                     "own noisy count; set its share with privacy.selection_share instead",
                 )
+        public = self.privacy is not None and self.privacy.public_partitions is not None
+        if public and self.min_units is not None:
+            raise _KeyError(
+                ("min_units",),
+                "min_units has no effect with privacy.public_partitions: the listed cells are published whatever "
+                "their size (their noise protects each person); remove min_units, or remove public_partitions to "
+                "select cells privately (min_units then applies to the noisy unit count)",
+            )
+        if not public and self.min_units is None:
+            raise _KeyError(("min_units",), "required key is missing (the fewest distinct people a published row may aggregate)")
         if self.privacy is not None and self.dominance is not None:
             raise _KeyError(("dominance",), "dominance is a threshold-mode rule; DP mode bounds contributions instead")
         if self.privacy is not None and self.remainder:
@@ -366,6 +417,12 @@ class ReportConfig(_Model):
     @property
     def dims(self) -> list[DimensionConfig]:
         return list(self.dimensions)  # type: ignore[arg-type]
+
+    @property
+    def k(self) -> int:
+        """``min_units`` where it applies; 2 (the smallest k) in DP mode with public partitions, where
+        no threshold applies to cells and only the gate's quasi-identifier rule needs a floor."""
+        return int(self.min_units) if self.min_units is not None else 2
 
     @property
     def mode(self) -> str:

@@ -26,6 +26,7 @@ from .errors import ConfigError, ReleaseError
 from .noise import (
     Mechanism,
     add_noise,
+    publication_threshold,
     rho_for_epsilon,
     scale_for_budget,
     selection_mechanism,
@@ -201,6 +202,25 @@ def release_plan(cfg: ReportConfig) -> ReleasePlan:
     )
 
 
+def budget_preflight(cfg: ReportConfig, source_id: str) -> str:
+    """What ``run`` checks of the budget before reading data, without spending or creating files:
+    the plan fits the configured ε and δ, the ledger (when it exists) verifies, and one more
+    release fits the limits. Returns a short description; raises as ``run`` would."""
+    from .ledger import Ledger
+
+    assert cfg.budget is not None and cfg.ledger_path is not None
+    plan = release_plan(cfg)
+    limits = {"epsilon_limit": cfg.budget.epsilon_limit, "delta_limit": cfg.budget.delta_limit}
+    ledger = Ledger(cfg.ledger_path)
+    if not ledger.path.exists():
+        return f"a release spends ε={plan.epsilon:.4g} of the limit {limits['epsilon_limit']:g} (no ledger yet)"
+    with ledger.locked():
+        ledger.verify()
+        view = ledger.check_budget(source_id, plan.epsilon, plan.delta, limits)
+    left = limits["epsilon_limit"] - view["epsilon_spent_before"]
+    return f"a new release spends ε={plan.epsilon:.4g}; ε={left:.4g} of {limits['epsilon_limit']:g} left"
+
+
 def derive_seed(secret: bytes, *parts: str) -> int:
     """A 62-bit seed from the ledger secret and the run identity (never from published data)."""
     msg = "\x1f".join(parts).encode()
@@ -282,10 +302,6 @@ def run_dp(
             }
             manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode()
             _rewrite(staged, MANIFEST_FILE, manifest_bytes)
-            if "summary.html" in staged.files:  # show the budget now that it is known (never blocks)
-                from .summary import refresh_summary
-
-                refresh_summary(staged, manifest, table, _rewrite)
             if final.exists():
                 staged.discard()
                 raise ReleaseError(f"{final} already exists but the ledger has no entry for it; move it away and rerun")
@@ -484,7 +500,7 @@ def _noisy_level(cfg: ReportConfig, cells: Any, plan: DPPlan) -> tuple[dict[str,
     units = np_column(cells, "__units").astype(np.int64)
     if plan.selection is not None:
         noisy_units = add_noise(units, plan.selection)
-        threshold = max(int(plan.selection.threshold or 0), int(cfg.min_units))
+        threshold = publication_threshold(plan.selection, cfg.min_units)
         keep = np.nonzero(noisy_units >= threshold)[0]
         noisy_units = noisy_units[keep]
     else:

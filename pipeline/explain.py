@@ -56,14 +56,24 @@ def num(v: Any) -> str:
     return str(v)
 
 
+def readable(name: str) -> str:
+    """A column name for people: ``order_value_total`` → ``Order value total``."""
+    text = " ".join(w for w in str(name).replace("_", " ").split())
+    return text[:1].upper() + text[1:] if text else str(name)
+
+
 def _share(part: int | float | None, whole: int | float | None) -> str:
     if not whole:
         return "—"
     return f"{100.0 * float(part or 0) / float(whole):.1f}%"
 
 
-def sections(manifest: dict[str, Any], path: Path | None = None) -> list[Section]:
-    """The explanation of one release as sections (see the module docstring for what is shown)."""
+def sections(manifest: dict[str, Any], path: Path | None = None, *, public: bool = False) -> list[Section]:
+    """The explanation of one release as sections (see the module docstring for what is shown).
+
+    ``public`` (the forwarded ``summary.html``): only what describes the published table and its
+    protection. Operator facts stay out: paths, the source id, row counts, software, the budget
+    and ledger, timings."""
     m = manifest
     cells = m.get("cells", {}) or {}
     rows = m.get("rows", {}) or {}
@@ -75,24 +85,25 @@ def sections(manifest: dict[str, Any], path: Path | None = None) -> list[Section
     desc = (m.get("config") or {}).get("description")
     if desc:
         overview.append(["description", str(desc)])
-    overview += [
-        ["mode", str(m.get("mode"))],
-        ["created", str(m.get("created_utc", "?"))],
-        ["software", f"{soft.get('name')} {soft.get('version')}"
-                     + (f" · duckdb {soft['duckdb']}" if soft.get("duckdb") else "")
-                     + (f" · opendp {soft['opendp']}" if dp and soft.get("opendp") else "")],
-    ]
-    if path is not None:
+    overview += [["mode", str(m.get("mode"))], ["created", str(m.get("created_utc", "?"))]]
+    if not public:
+        overview.append(["software", f"{soft.get('name')} {soft.get('version')}"
+                         + (f" · duckdb {soft['duckdb']}" if soft.get("duckdb") else "")
+                         + (f" · opendp {soft['opendp']}" if dp and soft.get("opendp") else "")])
+    if path is not None and not public:
         overview.append(["path", str(path)])
     src = m.get("source", {}) or {}
-    overview.append(["source", f"{src.get('format')} · {len(src.get('files', []) or [])} file(s) · id {src.get('source_id')}"])
-    if "rows_selected" in rows:
+    if not public:
+        overview.append(["source", f"{src.get('format')} · {len(src.get('files', []) or [])} file(s) · id {src.get('source_id')}"])
+    if public:
+        pass  # row counts are operator facts
+    elif "rows_selected" in rows:
         overview.append(["rows", f"selected {num(rows.get('rows_selected'))} · aggregated {num(rows.get('rows_aggregated'))} · "
                                  f"dropped (no privacy unit) {num(rows.get('rows_dropped_null_unit'))}"])
     elif rows.get("withheld"):  # DP releases withhold exact counts: they are not covered by the guarantee
         overview.append(["rows", str(rows["withheld"])])
     invalid = {k: v for k, v in (rows.get("invalid_values_dropped") or {}).items() if v}
-    if invalid:
+    if invalid and not public:
         overview.append(["invalid values", ", ".join(f"{k}: {num(v)}" for k, v in invalid.items()) + " (NaN/±inf, dropped)"])
     if computed is not None:
         overview.append(["cells", f"computed {num(computed)} · published {num(cells.get('cells_published'))} "
@@ -128,7 +139,7 @@ def sections(manifest: dict[str, Any], path: Path | None = None) -> list[Section
     if dp:
         out.append(_mechanisms_section(priv))
         budget = m.get("budget") or {}
-        if budget:
+        if budget and not public:
             line = (f"this release ε {num(priv.get('epsilon_spent'))} · δ {num(priv.get('delta_spent'))}; "
                     f"source total ε {num(budget.get('epsilon_spent'))} of {num(budget.get('epsilon_limit'))} "
                     f"(left {num(budget.get('epsilon_left'))}) · δ {num(budget.get('delta_spent'))} of "
@@ -152,7 +163,7 @@ def sections(manifest: dict[str, Any], path: Path | None = None) -> list[Section
         out.append(Section(f"release gate: {verdict}", table, ["check", "result", "what it checks", "found"],
                            ["the gate re-reads the written report and refuses the release on any failure"]))
     t = dict(sorted((m.get("timings_s") or {}).items(), key=lambda kv: _stage_rank(kv[0])))
-    if t:
+    if t and not public:
         out.append(Section("timings", [["stages", " · ".join(f"{k} {v:.2f}s" for k, v in t.items())],
                                        ["total", f"{sum(t.values()):.2f}s"]]))
     return out
@@ -252,10 +263,11 @@ STYLE = (
 )
 
 
-def explain_html(manifest: dict[str, Any], path: Path | None = None) -> str:
-    """HTML tables of the same sections (self-contained: inline style, no scripts, no external assets)."""
+def explain_html(manifest: dict[str, Any], path: Path | None = None, *, public: bool = False) -> str:
+    """HTML tables of the same sections (self-contained: inline style, no scripts, no external assets);
+    ``public`` as for :func:`sections`."""
     parts = [STYLE, "<div class='anx'>"]
-    for s in sections(manifest, path):
+    for s in sections(manifest, path, public=public):
         parts.append(f"<h4>{html.escape(s.title)}</h4><table>")
         if s.headers is None:
             for k, v in s.rows:

@@ -350,7 +350,7 @@ def _quasi_identifiers(
     if not hi_n or not dims:
         return found
     by_dim: dict[int, tuple[int, int]] = {}
-    if hi_n >= 2 * cfg.min_units:
+    if hi_n >= 2 * cfg.k:
         stats = con.execute(
             f"SELECT j, count(*), count(*) FILTER (WHERE lo = hi) FROM ("
             f"SELECT {which} AS j, {lo_hi} FROM ({stat_rows}) GROUP BY GROUPING SETS ({sets})"
@@ -359,12 +359,12 @@ def _quasi_identifiers(
         ).fetchall()
         by_dim = {int(j): (int(n), int(single)) for j, n, single in stats}
     # bounds that cannot decide the size rule or a ratio rule: count the units exactly
-    undecided = lo_n < 2 * cfg.min_units <= hi_n or any(
+    undecided = lo_n < 2 * cfg.k <= hi_n or any(
         lo_n * QI_DISTINCT_RATIO < n <= hi_n * QI_DISTINCT_RATIO for n, _ in by_dim.values()
     )
     if lo_n != hi_n and undecided:
         lo_n = hi_n = exact_units()
-    if hi_n < 2 * cfg.min_units:
+    if hi_n < 2 * cfg.k:
         return found
     for j, d in dims:
         n_values, single = by_dim.get(j, (0, 0))
@@ -584,7 +584,14 @@ def _noise_check(cfg: ReportConfig, con: Any, table: pa.Table, truth: str, rplan
     """
     import math
 
-    from .noise import GATE_TAIL, Mechanism, abs_exceed_probability, binomial_surprise, tail_bound
+    from .noise import (
+        GATE_TAIL,
+        Mechanism,
+        abs_exceed_probability,
+        binomial_surprise,
+        publication_threshold,
+        tail_bound,
+    )
     from .plan import dim_key
     from .suppression import level_name_case
 
@@ -642,7 +649,7 @@ def _noise_check(cfg: ReportConfig, con: Any, table: pa.Table, truth: str, rplan
                     true = "r.__t__units"
                     # published only when the noisy count passed the threshold: that noise is conditioned
                     # on selection, except where the true count exceeds the threshold by the tail bound
-                    eligible = max(int(plan.selection.threshold or 0), int(cfg.min_units)) + tail_bound(mech)
+                    eligible = publication_threshold(mech, cfg.min_units) + tail_bound(mech)
                 else:
                     mech = parts["sum" if m.agg == "sum" else "count"]
                     true = {"count": "r.__t__rows", "count_units": "r.__t__units"}.get(m.agg, f"r.__t__s{i}")

@@ -145,7 +145,12 @@ def plan_report(
     }
 
 
-def _candidate_ks(cfg: ReportConfig, given: list[int] | None) -> list[int]:
+def _candidate_ks(cfg: ReportConfig, given: list[int] | None) -> list[int | None]:
+    if cfg.min_units is None:  # DP with public partitions: no k applies
+        if given:
+            raise ConfigError("--min-units has no effect with privacy.public_partitions (listed cells are published "
+                              "whatever their size)")
+        return [None]
     if given:
         bad = [k for k in given if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 2]
         if bad:
@@ -322,9 +327,11 @@ def _plan_dp(
             "reference_cells": int(reference.sum()), "candidates": candidates, "notes": notes}
 
 
-def _threshold(plan: Any, k: int) -> int | None:
+def _threshold(plan: Any, k: int | None) -> int | None:
     """The noisy-unit-count threshold a release applies at one level (None with public partitions)."""
-    return None if plan.selection is None else max(int(plan.selection.threshold or 0), int(k))
+    from .noise import publication_threshold
+
+    return None if plan.selection is None else publication_threshold(plan.selection, k)
 
 
 def _publish_probabilities(rplan: Any, k: int, units: np.ndarray, level: np.ndarray) -> np.ndarray:
@@ -415,6 +422,10 @@ def _dp_candidate(
 # ----- text --------------------------------------------------------------------------------------
 
 
+def _k(c: dict) -> str:
+    return "—" if c.get("min_units") is None else str(c["min_units"])
+
+
 def _pct(x: float | None) -> str:
     if x is None:
         return "—"
@@ -474,12 +485,12 @@ def format_plan(result: dict[str, Any]) -> str:
         for c in cands:
             mark = "* " if c.get("configured") else "  "
             if "error" in c:
-                table.append([mark + eps_label(c), str(c["min_units"]), "—", "error: " + c["error"], "—"]
+                table.append([mark + eps_label(c), _k(c), "—", "error: " + c["error"], "—"]
                              + ["—"] * len(names))
                 continue
             table.append([
                 mark + eps_label(c) + (" !" if c.get("exceeds_budget_limit") else ""),
-                str(c["min_units"]),
+                _k(c),
                 "—" if c["threshold"] is None else str(c["threshold"]),
                 f"{c['expected_cells_published']:,.1f}",
                 _pct(c["expected_published_share"]),
@@ -506,7 +517,7 @@ def format_plan(result: dict[str, Any]) -> str:
             out.append(f"median relative error on the same {result['reference_cells']:,} cells "
                        "(those likely published with the configured setting):")
             table = [
-                [("* " if c.get("configured") else "  ") + eps_label(c), str(c["min_units"])]
+                [("* " if c.get("configured") else "  ") + eps_label(c), _k(c)]
                 + [_pct(c["metrics"][n]["median_relative_error_reference"]) for n in names]
                 for c in cands if "metrics" in c
             ]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import ReportConfig
+from .config import ReportConfig, url_problem
 from .engine import fetch_arrow
 from .errors import ConfigError, PipelineError, ReleaseError, SourceError
 from .plan import (
@@ -40,7 +40,7 @@ from .release import (
     sha256,
     stage,
 )
-from .sources import Source, check_columns, first_line, open_source, source_paths_for_output_check
+from .sources import Source, check_columns, first_line, open_source, output_read_back
 from .sql import Query
 
 
@@ -60,8 +60,7 @@ def run_report(
 
     from .engine import connect
 
-    out = Path(output_dir).resolve() if output_dir else cfg.output_dir
-    _check_output_location(cfg, out, key="--output" if output_dir else "output.dir")
+    out = preflight(cfg, output_dir=output_dir, temp_directory=temp_directory)
     final = release_dir(out, cfg.report, run_id)
     stages = Stages(verbose=verbose)
     con = connect(cfg, threads=threads, memory_limit=memory_limit, temp_directory=temp_directory)
@@ -83,14 +82,36 @@ def run_report(
         con.close()
 
 
+def preflight(
+    cfg: ReportConfig, *, output_dir: str | Path | None = None, temp_directory: str | Path | None = None
+) -> Path:
+    """The checks a run makes on its settings before it opens any data (``validate`` runs them
+    too, so that it never says ok where ``run`` then refuses). Returns the output folder.
+
+    Raises ConfigError for URL flags, an output folder the source could read back, and a
+    ``public_partitions`` file that does not exist."""
+    for flag, value in (("--output", output_dir), ("--temp-dir", temp_directory)):
+        problem = url_problem(str(value)) if value is not None else None
+        if problem:
+            raise ConfigError(f"{flag}: {problem}")
+    out = Path(output_dir).resolve() if output_dir else cfg.output_dir
+    _check_output_location(cfg, out, key="--output" if output_dir else "output.dir")
+    if cfg.privacy is not None and cfg.privacy.public_partitions is not None:
+        path = cfg.resolve(cfg.privacy.public_partitions)
+        if not path.is_file():
+            raise ConfigError(f"privacy.public_partitions: file not found ({path})")
+    return out
+
+
 def _check_output_location(cfg: ReportConfig, out: Path, *, key: str = "output.dir") -> None:
+    """Refuse an output folder from which a release could be read back by this config's source."""
     where = f"{cfg.config_path}: " if cfg.config_path and key == "output.dir" else ""
-    for folder in source_paths_for_output_check(cfg):
-        if out == folder or folder in out.parents:
-            raise ConfigError(
-                f"{where}{key} {out} is inside the source folder {folder}; releases must not be written "
-                "where source data is read (they could be read back as input): choose a folder outside it"
-            )
+    why = output_read_back(cfg, out)
+    if why:
+        raise ConfigError(
+            f"{where}{key} {out}: {why}; releases must not be written where the source reads "
+            "(they could be read back as input): choose a folder outside it"
+        )
 
 
 def execute(con: Any, q: Query) -> Any:

@@ -181,8 +181,9 @@ def open_source(con: duckdb.DuckDBPyConnection, cfg: ReportConfig) -> Source:
         raise SourceError(f"source {cfg.source.path!r}: cannot read as {fmt}: {first_line(exc)}") from None
     src_files = [SourceFile(n, s, m, rows.get(n)) for (n, s, m) in stats]
     fp = hashlib.sha256()
-    for f in src_files:
-        fp.update(f"{f.path}\x00{f.size_bytes}\x00{f.mtime_ns}\x00{f.rows}\n".encode())
+    # the file's identity, not its spelling: configs/../data/x and data/x (or a symlink) are one file
+    for f in sorted(src_files, key=lambda f: os.path.realpath(f.path)):
+        fp.update(f"{os.path.realpath(f.path)}\x00{f.size_bytes}\x00{f.mtime_ns}\x00{f.rows}\n".encode())
     return Source(
         format=fmt,
         files=src_files,
@@ -445,19 +446,53 @@ def filter_value_problem(value: Any, duck_type: str) -> str | None:
     return f"columns of type {duck_type} cannot be filtered on"
 
 
-def source_paths_for_output_check(cfg: ReportConfig) -> list[Path]:
-    """Folders holding source data: the output dir must not be inside any of them."""
+# Files a release writes under the output folder: <output>/<report>/<run id or staging>/<name>
+RELEASE_FILE_NAMES = ("report.parquet", "manifest.json", "summary.html", "manifest.json.tmp", "summary.html.tmp")
+
+
+def output_read_back(cfg: ReportConfig, out: Path) -> str | None:
+    """Why a release under ``out`` could be read back as input by this config's source, or None.
+
+    - a folder source reads every file beneath it: the output must not be inside it;
+    - a glob source: refused when the pattern can match a file a release writes
+      (``<out>/<report>/<any run id>/report.parquet``, ``manifest.json``, ``summary.html``; the run
+      id is treated as matching any pattern part, so the answer holds for every run id);
+    - a single file (or a DuckDB database file) reads only itself: any output folder is fine.
+    """
     raw = str(cfg.resolve(cfg.source.path))
-    base = raw
+    out = out.resolve()
     if glob.has_magic(raw):
-        # the folder part before the first wildcard
-        parts = Path(raw).parts
-        keep = []
-        for p in parts:
-            if glob.has_magic(p):
-                break
-            keep.append(p)
-        base = str(Path(*keep)) if keep else os.sep
-    p = Path(base)
-    folder = p if p.is_dir() else p.parent
-    return [folder.resolve()]
+        pattern = Path(os.path.abspath(raw)).parts
+        for name in RELEASE_FILE_NAMES:
+            target: list[str | None] = [*out.parts, cfg.report, None, name]
+            if _glob_can_match(pattern, target):
+                return f"the source glob {cfg.source.path!r} would match the release's {name}"
+        return None
+    p = Path(raw)
+    if p.is_dir():
+        folder = p.resolve()
+        if out == folder or folder in out.parents:
+            return f"it is inside the source folder {folder}, whose files are all read"
+    return None
+
+
+def _glob_can_match(pattern: tuple[str, ...], target: list[str | None]) -> bool:
+    """Whether glob ``pattern`` (path parts; ``**`` spans any number of folders, as with
+    ``recursive=True``) matches ``target``; a ``None`` part stands for any name."""
+    import fnmatch
+    from functools import cache
+
+    @cache
+    def match(i: int, j: int) -> bool:
+        if i == len(pattern):
+            return j == len(target)
+        part = pattern[i]
+        if part == "**":
+            return any(match(i + 1, k) for k in range(j, len(target) + 1))
+        if j == len(target):
+            return False
+        name = target[j]
+        ok = name is None or (fnmatch.fnmatchcase(name, part) if glob.has_magic(part) else name == part)
+        return ok and match(i + 1, j + 1)
+
+    return match(0, 0)

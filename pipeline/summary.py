@@ -7,6 +7,10 @@ Guarantees:
 - Self-contained: inline CSS and inline SVG charts; no scripts, fonts, images or other external
   assets, so it renders the same offline, in a mail attachment or behind a strict CSP.
 - Every text from data or config is HTML-escaped.
+- It is the page that gets forwarded: it shows the published table and how it is protected, and no
+  operator facts (no paths, source id, row counts, budget left, ledger or timings: those stay in
+  ``manifest.json`` and ``anonymize explain``). Every sentence on it holds for the release it
+  describes (threshold, DP with private selection, DP with public partitions).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import html
 import math
 from typing import Any
 
-from .explain import REASONS, explain_html, num
+from .explain import REASONS, explain_html, num, readable
 
 PALETTE = {
     "published": "#2f855a",
@@ -130,6 +134,77 @@ def bar_chart_svg(labels: list[str], values: list[float], errors: list[float | N
     return "".join(out)
 
 
+SERIES = ("#3b6ea5", "#dd6b20", "#2f855a", "#805ad5", "#d53f8c", "#718096")
+
+
+def line_chart_svg(xs: list[str], series: list[tuple[str, list[float | None]]], *, width: int = 900,
+                   title: str = "") -> str:
+    """One line per series over the ordered x labels (a gap where a value is missing); inline SVG."""
+    if not xs or not series:
+        return ""
+    legend_rows = -(-len(series) // 3)
+    left, right, top, plot_h = 70, 40, 12, 230
+    height = top + plot_h + 30 + 18 * legend_rows
+    plot_w = width - left - right
+    vals = [v for _, ys in series for v in ys if v is not None]
+    if not vals:
+        return ""
+    hi = _nice_max(max(max(vals), 0.0))
+    lo = -_nice_max(-min(vals)) if min(vals) < 0 else 0.0
+    span = hi - lo or 1.0
+
+    def sx(i: int) -> float:
+        return left + (plot_w * i / (len(xs) - 1) if len(xs) > 1 else plot_w / 2)
+
+    def sy(v: float) -> float:
+        return top + plot_h * (hi - v) / span
+
+    out = [f"<svg viewBox='0 0 {width} {height}' width='100%' role='img' aria-label='{_esc(title)}' "
+           f"xmlns='http://www.w3.org/2000/svg' font-family='system-ui,sans-serif' font-size='12'>"]
+    for i in range(5):
+        gv = lo + span * i / 4
+        out.append(f"<line x1='{left}' y1='{sy(gv):.1f}' x2='{width - right}' y2='{sy(gv):.1f}' stroke='#e2e8f0'/>")
+        out.append(f"<text x='{left - 8}' y='{sy(gv) + 4:.1f}' text-anchor='end' fill='#718096'>{_esc(compact(gv))}</text>")
+    step = max(1, math.ceil(len(xs) / 12))
+    for i in range(0, len(xs), step):
+        out.append(f"<text x='{sx(i):.1f}' y='{top + plot_h + 18}' text-anchor='middle' fill='#718096'>{_esc(xs[i])}</text>")
+    for k, (name, ys) in enumerate(series):
+        color = SERIES[k % len(SERIES)]
+        run: list[str] = []
+        runs: list[list[str]] = []
+        for i, v in enumerate(ys):
+            if v is None:
+                if run:
+                    runs.append(run)
+                run = []
+                continue
+            run.append(f"{sx(i):.1f},{sy(float(v)):.1f}")
+        if run:
+            runs.append(run)
+        for r in runs:
+            if len(r) == 1:
+                x, y = r[0].split(",")
+                out.append(f"<circle cx='{x}' cy='{y}' r='2.5' fill='{color}'><title>{_esc(name)}</title></circle>")
+            else:
+                out.append(f"<polyline points='{' '.join(r)}' fill='none' stroke='{color}' stroke-width='2'>"
+                           f"<title>{_esc(name)}</title></polyline>")
+        lx = left + (k % 3) * 280
+        ly = top + plot_h + 44 + (k // 3) * 18
+        out.append(f"<rect x='{lx}' y='{ly - 9}' width='10' height='10' fill='{color}'/>"
+                   f"<text x='{lx + 14}' y='{ly}' fill='#2d3748'>{_esc(name if len(name) <= 36 else name[:35] + '…')}</text>")
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _time_dimensions(manifest: dict[str, Any]) -> list[str]:
+    """Output names of the dimensions with a ``grain`` (time buckets), from the recorded config."""
+    out = []
+    for d in (manifest.get("config") or {}).get("dimensions", []) or []:
+        if isinstance(d, dict) and d.get("grain"):
+            out.append(str(d.get("as") or d.get("column")))
+    return out
+
+
 def _column(t: Any, name: str) -> list[Any]:
     return t.column(name).to_pylist() if name in t.column_names else []
 
@@ -152,7 +227,6 @@ def summary_html(manifest: dict[str, Any], table: Any, *, top: int = 15) -> str:
     dims: list[str] = list(cols.get("dimensions", []))
     metrics: list[str] = list(cols.get("metrics", []))
     priv = manifest.get("privacy", {}) or {}
-    rows = manifest.get("rows", {}) or {}
     dp = manifest.get("mode") == "dp"
     first = metrics[0] if metrics else None
 
@@ -176,14 +250,15 @@ def summary_html(manifest: dict[str, Any], table: Any, *, top: int = 15) -> str:
         errors = [float(cis[i]) if cis and cis[i] is not None else None for i in order] if cis else None
         return bar_chart_svg(labels, values, errors, title=title)
 
-    top_chart = chart(idx_cells, first, f"top cells by {first}", top) if first and idx_cells else ""
+    top_chart = chart(idx_cells, first, f"top cells by {readable(first)}", top) if first and idx_cells else ""
 
     # a table of the same top cells with every metric
     top_table = ""
     if first and idx_cells:
         vals = met_vals[first]
         order = sorted(idx_cells, key=lambda i: -(float(vals[i]) if vals[i] is not None else -math.inf))[:top]
-        head = "".join(f"<th>{_esc(d)}</th>" for d in dims) + "".join(f"<th class='r'>{_esc(m)}</th>" for m in metrics)
+        head = "".join(f"<th title='{_esc(d)}'>{_esc(readable(d))}</th>" for d in dims) + "".join(
+            f"<th class='r' title='{_esc(m)}'>{_esc(readable(m))}</th>" for m in metrics)
         body = []
         for i in order:
             tds = "".join(f"<td>{_esc('—' if dim_vals[d][i] is None else dim_vals[d][i])}</td>" for d in dims)
@@ -218,12 +293,51 @@ def summary_html(manifest: dict[str, Any], table: Any, *, top: int = 15) -> str:
                 if v is None:
                     continue
                 ci = ci_vals[m][i] if ci_vals[m] else None
-                parts.append(f"<div class='kpi small'><b>{_esc(compact(float(v)))}</b>{_esc(m)}"
+                parts.append(f"<div class='kpi small'><b>{_esc(compact(float(v)))}</b>{_esc(readable(m))}"
                              + (f"<span class='pm'> ± {_esc(compact(float(ci)))}</span>" if ci is not None else "")
                              + "</div>")
             blocks.insert(0, "<h3>grand total</h3>" + "".join(parts))
         if blocks:
-            margin_html = f"<section><h2>Margins by {_esc(first)}</h2>{''.join(blocks)}</section>"
+            margin_html = f"<section><h2>Margins by {_esc(readable(first))}</h2>{''.join(blocks)}</section>"
+
+    # a trend over the first time dimension: the margin over it alone when published, else the
+    # largest series of the other dimensions (published cells only; a gap is a withheld cell)
+    trend_html = ""
+    times = [t for t in _time_dimensions(manifest) if t in dims]
+    if first and times and idx_cells:
+        tdim = times[0]
+        others = [d for d in dims if d != tdim]
+        tvals = dim_vals[tdim]
+        margin_name = "by_" + tdim
+        m_idx = [i for i in range(n) if levels and levels[i] == margin_name]
+        vals = met_vals[first]
+        if m_idx:
+            src_idx, label_of = m_idx, (lambda i: "all")
+            note = f"the published margin by {readable(tdim)}"
+        else:
+            src_idx = idx_cells
+
+            def label_of(i: int) -> str:
+                return _label([dim_vals[d][i] for d in others]) if others else "all"
+
+            note = "published cells only; a gap is a withheld cell"
+        xs = sorted({tvals[i] for i in src_idx if tvals[i] is not None}, key=str)
+        totals: dict[str, float] = {}
+        points: dict[str, dict[Any, float]] = {}
+        for i in src_idx:
+            if tvals[i] is None or vals[i] is None:
+                continue
+            lab = label_of(i)
+            points.setdefault(lab, {})[tvals[i]] = float(vals[i])
+            totals[lab] = totals.get(lab, 0.0) + float(vals[i])
+        names = sorted(totals, key=lambda k: -totals[k])[:6]
+        series = [(lab, [points[lab].get(x) for x in xs]) for lab in names]
+        if len(xs) >= 2 and series:
+            svg = line_chart_svg([str(x) for x in xs], series, title=f"{readable(first)} by {readable(tdim)}")
+            trend_html = (f"<section><h2>{_esc(readable(first))} by {_esc(readable(tdim))}</h2>{svg}"
+                          f"<p class='note'>{_esc(note)}"
+                          + (f"; the {len(names)} largest series" if len(totals) > len(names) else "")
+                          + (" (noisy values; see the error bars above)" if dp else "") + ".</p></section>")
 
     # legend of the share bar
     legend = [f"<span><i style='background:{PALETTE['published']}'></i>published {published:,} ({share:.1%})</span>"]
@@ -235,10 +349,18 @@ def summary_html(manifest: dict[str, Any], table: Any, *, top: int = 15) -> str:
             legend.append(f"<span><i style='background:{PALETTE.get(reason, '#718096')}'></i>{_esc(label)}: "
                           f"{int(v):,} ({pct:.1%})</span>")
 
+    public_cells = bool(priv.get("public_partitions"))
     if dp:
         badge = f"differential privacy · ε = {num(priv.get('epsilon'))} · δ = {num(priv.get('delta'))} · {_esc(priv.get('noise'))} noise"
         promise = ("Every number carries calibrated random noise (OpenDP); the red whiskers show the 95% "
-                   "interval of that noise. Cells are chosen privately, so small groups never appear.")
+                   "interval of that noise. ")
+        if public_cells:
+            promise += ("The cells shown were listed in advance and are published whatever their size, so a "
+                        "small cell's numbers are mostly noise; no one person's presence changes any number by "
+                        "more than the noise hides.")
+        else:
+            promise += ("A cell appears only when its noisy count of people passes a threshold, so a cell of "
+                        "just a few people appears only with a negligible probability (δ).")
     else:
         badge = f"threshold · every row covers ≥ {num(priv.get('min_units'))} people"
         promise = (f"Every published row aggregates at least {num(priv.get('min_units'))} distinct people; smaller "
@@ -246,13 +368,8 @@ def summary_html(manifest: dict[str, Any], table: Any, *, top: int = 15) -> str:
     kpis = [(f"{published:,}", "cells published")]
     if exact:
         kpis += [(f"{withheld:,}", "cells withheld"), (f"{share:.1%}", "published share")]
-    if rows.get("rows_aggregated") is not None:
-        kpis.append((compact(float(rows["rows_aggregated"])), "rows aggregated"))
-    budget = manifest.get("budget") or {}
     if dp:
         kpis.append((num(priv.get("epsilon_spent")), "ε spent by this release"))
-    if dp and budget:
-        kpis.append((f"{num(budget.get('epsilon_left'))} / {num(budget.get('epsilon_limit'))}", "ε left in budget"))
     kpi_html = "".join(f"<div class='kpi'><b>{_esc(v)}</b>{_esc(k)}</div>" for v, k in kpis)
     if exact:
         share_section = (f"<section><h2>Published vs withheld cells</h2>{share_bar_svg(cells)}"
@@ -293,23 +410,14 @@ footer{{color:#718096;font-size:12px;margin-top:22px}} code{{font-size:12px}}
 <span class="badge">{badge}</span></header>
 <div class="kpis">{kpi_html}</div>
 {share_section}
-<section><h2>Top {min(top, len(idx_cells))} cells by {_esc(first)}</h2>
+<section><h2>Top {min(top, len(idx_cells))} cells by {_esc(readable(first or ''))}</h2>
 {top_chart or '<p>No published cells.</p>'}
 <p class="note">Only published cells are shown.{err_note}</p>
 {top_table}</section>
 {margin_html}
-<section><h2>Run facts</h2>{explain_html(manifest)}</section>
+{trend_html}
+<section><h2>About this release</h2>{explain_html(manifest, public=True)}</section>
 <footer>Generated by anonymize-pipeline from the published report and its manifest only · aggregates, no personal data ·
 {_esc(manifest.get('created_utc', ''))}</footer>
 </main></body></html>
 """
-
-
-def refresh_summary(staged: Any, manifest: dict[str, Any], table: Any, rewrite: Any) -> None:
-    """Re-render a staged release's summary.html from its final manifest (e.g. with the budget
-    known). A rendering error keeps the earlier page: the summary never blocks a release."""
-    try:
-        page = summary_html(manifest, table).encode()
-    except Exception:  # noqa: BLE001 - a convenience page must not fail a release
-        return
-    rewrite(staged, "summary.html", page)

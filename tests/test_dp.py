@@ -43,6 +43,8 @@ def crafted(path: Path, *, heavy_rows: int = 0, tiny_cells: int = 50) -> Path:
 
 
 def dp_config(folder: Path, src: str, **kw) -> Path:
+    if (kw.get("privacy") or {}).get("public_partitions"):
+        kw.setdefault("min_units", None)  # listed cells are published whatever their size: no k
     base = dict(
         source={"path": src}, identifiers=["user_id"], filter=None, dimensions=["city"], min_units=2,
         metrics=[{"name": "rows", "agg": "count"}, {"name": "units", "agg": "count_units"},

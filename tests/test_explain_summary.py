@@ -177,5 +177,44 @@ def test_summary_html_dp_has_error_bars(dp_release: tuple[Path, Path]) -> None:
     assert [c for c in re.findall(r"<title>([^<]*)</title></text>", chart)] == [r[0] for r in rows]
     assert all(f"{r[1]:,} ± " in chart for r in rows)
     assert "differential privacy · ε = 1" in page and "tiny" not in page
-    assert "<b>99 / 100</b>ε left in budget" in page  # rendered after the ledger entry was written
+    # the forwarded page holds no operator facts: no paths, ledger, budget left, timings
+    _no_operator_facts(page, path)
     assert "cells withheld" not in page and "rows aggregated" not in page  # exact counts are not DP
+
+
+def _no_operator_facts(page: str, path: Path) -> None:
+    m = open_release(path).manifest
+    text = html.unescape(page)
+    for fact in [str(path), str(path.parent.parent.parent), m["source"]["source_id"], "ledger", "left in budget",
+                 "timings", "rows aggregated", "selected ", "duckdb "]:
+        assert fact not in text, fact
+    for f in m["source"]["files"]:
+        assert f["path"] not in text
+
+
+def test_summary_threshold_has_no_operator_facts_and_readable_names(threshold_release: Path) -> None:
+    page = (threshold_release / "summary.html").read_text()
+    _no_operator_facts(page, threshold_release)
+    assert "Order value total" in page and ">order_value_total<" not in page  # header titles keep the raw name
+    # the report has a month dimension: a trend chart over it
+    assert "<h2>Events by Month</h2>" in page and "<polyline" in page.split("<h2>Events by Month</h2>")[1].split("</svg>")[0]
+
+
+def test_summary_public_partitions_says_what_is_true(tmp_path: Path) -> None:
+    """Listed cells are published whatever their size: the page must not claim small groups never appear."""
+    (tmp_path / "data").mkdir()
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT 'city' || (i % 3) AS city, i AS user_id FROM range(300) r(i)")
+    con.execute(f"COPY t TO '{tmp_path / 'data' / 'd.parquet'}' (FORMAT parquet)")
+    (tmp_path / "data" / "cells.csv").write_text("city\ncity0\ncity1\ncity2\nempty_city\n")
+    cfg = write_config(
+        tmp_path, source={"path": "data/d.parquet"}, identifiers=["user_id"], filter=None, dimensions=["city"],
+        min_units=None, metrics=[{"name": "rows", "agg": "count"}],
+        privacy={"epsilon": 1.0, "delta": 0.0, "public_partitions": "data/cells.csv"},
+        budget={"ledger": "state/ledger.duckdb", "epsilon_limit": 10.0},
+    )
+    path = run_report(load_config(cfg), "p1").path
+    page = html.unescape((path / "summary.html").read_text())
+    assert "small groups never appear" not in page and "chosen privately" not in page
+    assert "listed in advance" in page and "whatever their size" in page
+    _no_operator_facts((path / "summary.html").read_text(), path)

@@ -162,17 +162,43 @@ def test_report_name_with_path_parts_is_refused(root: Path, name: str) -> None:
     assert_refused(run(simple_config(root, report=name)), root, 2, "report", "a-z, 0-9 and _")
 
 
-def test_output_dir_inside_source_folder_is_refused(root: Path) -> None:
+def test_output_dir_inside_a_folder_source_is_refused(root: Path) -> None:
+    """A folder source reads every file beneath it: a release there would be read back."""
     good_source(root)
-    assert_refused(run(simple_config(root, output={"dir": "data/reports"})), root, 2, "output.dir", "inside the source folder")
+    cfg = simple_config(root, source={"path": "data"}, output={"dir": "data/reports"})
+    assert_refused(run(cfg), root, 2, "output.dir", "inside the source folder")
     assert not (root / "data" / "reports").exists()
+    assert_refused(run_cli("validate", cfg), root, 2, "output.dir", "inside the source folder")
 
 
-def test_output_flag_inside_source_folder_is_refused(root: Path) -> None:
+def test_output_flag_inside_a_folder_source_is_refused(root: Path) -> None:
     good_source(root)
-    res = run(simple_config(root), "--output", str(root / "data" / "out"))
+    res = run(simple_config(root, source={"path": "data"}), "--output", str(root / "data" / "out"))
     assert_refused(res, root, 2, "--output", "inside the source folder")
     assert not (root / "data" / "out").exists()
+
+
+@pytest.mark.parametrize("pattern", ["data/**/*.parquet", "data/*/*/*/*.parquet", "data/**", "data/*/*/*/*.json"])
+def test_output_a_source_glob_could_read_back_is_refused(root: Path, pattern: str) -> None:
+    good_source(root)
+    cfg = simple_config(root, source={"path": pattern}, output={"dir": "data/reports"})
+    assert_refused(run(cfg), root, 2, "output.dir", "would match the release")
+    assert_refused(run_cli("validate", cfg), root, 2, "output.dir", "would match the release")
+
+
+@pytest.mark.parametrize("source", ["data/e.parquet", "data/*.parquet", "data/*/x/*/*.parquet"])
+def test_output_beside_a_source_that_cannot_read_it_is_allowed(root: Path, source: str) -> None:
+    """A single file reads only itself, and a glob that cannot match a release file cannot read one
+    back: the output may sit beside them (the old rule forbade any output under data/)."""
+    good_source(root)
+    res = run(simple_config(root, source={"path": source}, output={"dir": "data/reports"}))
+    if source.endswith("*/x/*/*.parquet"):  # matches no source file either
+        assert res.exit_code == 1 and "matches no files" in res.stderr
+        return
+    assert res.exit_code == 0, res.stderr
+    assert (root / "data" / "reports" / "t_report" / "r1" / "report.parquet").is_file()
+    again = run(simple_config(root, source={"path": source}, output={"dir": "data/reports"}))
+    assert again.exit_code == 0 and "identical" in again.stdout  # the release was not read back as input
 
 
 def test_filter_on_missing_column_is_refused(root: Path) -> None:

@@ -56,9 +56,9 @@ def dp_source(path: Path, *, heavy_rows: int = 0) -> list[int]:
 def dp_cfg(folder: Path, *, noise: str = "laplace", **kw: object) -> Path:
     privacy = {"epsilon": 1.0, "delta": 1e-6, "max_groups_per_unit": 1, "max_rows_per_group": 1, "noise": noise}
     privacy.update(kw.pop("privacy", {}))  # type: ignore[arg-type]
+    kw.setdefault("min_units", None if privacy.get("public_partitions") else 2)
     return write_config(
         folder, source={"path": "data/d.parquet"}, identifiers=["user_id"], filter=None, dimensions=["city"],
-        min_units=2,
         metrics=[{"name": "rows", "agg": "count"}, {"name": "units", "agg": "count_units"},
                  {"name": "amount", "agg": "sum", "column": "amount", "bounds": [0, 10]},
                  {"name": "amount_avg", "agg": "mean", "column": "amount", "bounds": [0, 10]}],

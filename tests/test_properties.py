@@ -162,7 +162,7 @@ def test_budget_weights_never_spend_more_than_configured(
         privacy["public_partitions"] = "cells.csv"
     cfg = config_from_dict({
         "report": "w", "source": {"path": "e.parquet"}, "privacy_unit": "user_id", "dimensions": ["city"],
-        "metrics": metrics, "min_units": 5, "privacy": privacy, **({"totals": [[]]} if totals else {}),
+        "metrics": metrics, **({} if public else {"min_units": 5}), "privacy": privacy, **({"totals": [[]]} if totals else {}),
         "budget": {"ledger": "l.duckdb", "epsilon_limit": 100, "delta_limit": 1e-3},
     })
     plan = release_plan(cfg)
