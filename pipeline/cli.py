@@ -62,7 +62,29 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Cli(click.Group):
+    """The command group, with click's usage errors in the same one-line form as every other error
+    (``anonymize: usage error: <what> (see `anonymize run --help`)``, exit 2)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D401 - click's entry point
+        kwargs["standalone_mode"] = False
+        try:
+            rv = super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            no_args = getattr(click.exceptions, "NoArgsIsHelpError", ())
+            if no_args and isinstance(exc, no_args) and exc.ctx is not None:  # bare `anonymize`: the help
+                click.echo(exc.ctx.get_help())
+                sys.exit(0)
+            where = exc.ctx.command_path if exc.ctx is not None else "anonymize"
+            _fail("usage error", f"{exc.format_message()} (see `{where} --help`)", 2)
+        except click.exceptions.Abort:
+            _fail("interrupted", "stopped by the user; nothing was published", 130)
+        except click.ClickException as exc:
+            _fail("error", exc.format_message(), exc.exit_code)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="anonymize-pipeline", prog_name="anonymize")
 def main() -> None:
     """Publish aggregate statistics with no personal data: k-thresholds, or differential privacy.
@@ -104,7 +126,7 @@ def validate(config: str, no_source: bool, output: str | None) -> None:
         con = connect(cfg)
         try:
             src = open_source(con, cfg)
-            check_columns(cfg, src.schema)
+            check_columns(cfg, src.schema, con, src)
             source_id = src.source_id
         finally:
             con.close()

@@ -288,6 +288,7 @@ class ReportConfig(_Model):
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _config_path: Path | None = PrivateAttr(default=None)
+    _lines: dict = PrivateAttr(default_factory=dict)
 
     # ----- validation -------------------------------------------------------------------------
     _history_local = field_validator("history")(_local_path)
@@ -436,6 +437,12 @@ class ReportConfig(_Model):
     def config_path(self) -> Path | None:
         return self._config_path
 
+    def where(self, *loc: Any) -> str:
+        """``"<config file>, line N: <key>"`` for a config key path (line when the YAML had it)."""
+        line = _line_for(self._lines, tuple(loc))
+        name = str(self._config_path) if self._config_path else "config"
+        return f"{name}" + (f", line {line}" if line else "") + f": {_format_loc(tuple(loc))}"
+
     def resolve(self, p: str) -> Path:
         """A path from the config, resolved against the config file's folder."""
         path = Path(p).expanduser()
@@ -550,31 +557,109 @@ def _message(err: dict) -> str:
 def config_from_dict(
     data: Any, *, base_dir: Path | str = ".", source_name: str = "<dict>", lines: dict | None = None
 ) -> ReportConfig:
-    """Validate a plain mapping as a report config; raises :class:`ConfigError` on the first problem."""
+    """Validate a plain mapping as a report config; raises :class:`ConfigError` listing every problem.
+
+    Each problem names the key and, where the YAML parser knows it, the line; an unknown key or an
+    invalid choice comes with the closest valid one ("did you mean `min_units`?")."""
     lines = lines or {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source_name}: the config must be a YAML mapping of keys to values")
     try:
         cfg = ReportConfig.model_validate(dict(data))
     except ValidationError as exc:
-        errors = exc.errors()
-        # Prefer the most specific error; union alternatives produce several for one key.
-        err = _pick_error(errors)
-        loc = _clean_loc(tuple(err.get("loc", ())))
-        cause = (err.get("ctx") or {}).get("error")
-        if isinstance(cause, _KeyError):
-            loc = cause.loc
-        line = _line_for(lines, loc)
-        where = f"{source_name}" + (f", line {line}" if line else "")
-        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 and not _same_key(errors) else ""
-        raise ConfigError(f"{where}: {_format_loc(loc)}: {_message(err)}{more}") from None
+        problems = _problems(exc.errors(), lines)
+        if len(problems) == 1:
+            raise ConfigError(f"{source_name}{problems[0]}") from None
+        listed = "; ".join(p.removeprefix(", ").removeprefix(": ") for p in problems)
+        raise ConfigError(f"{source_name}: {len(problems)} problems: {listed}") from None
     cfg._base_dir = Path(base_dir).resolve()
+    cfg._lines = dict(lines)
     return cfg
 
 
-def _same_key(errors: list[dict]) -> bool:
-    locs = {tuple(p for p in _clean_loc(tuple(e.get("loc", ())))) for e in errors}
-    return len(locs) == 1
+def _problems(errors: list[dict], lines: dict) -> list[str]:
+    """One text per config key with errors (union alternatives give several errors for one key:
+    the most specific is kept), in file order: ``", line 7: min_unit: unknown key …"``."""
+    by_loc: dict[tuple, list[dict]] = {}
+    for e in errors:
+        loc = _clean_loc(tuple(e.get("loc", ())))
+        cause = (e.get("ctx") or {}).get("error")
+        if isinstance(cause, _KeyError):
+            loc = cause.loc
+        by_loc.setdefault(loc, []).append(e)
+    # a union member's errors under a deeper key make the bare key's own alternatives noise
+    for loc in list(by_loc):
+        if any(other[: len(loc)] == loc and len(other) > len(loc) for other in by_loc):
+            if all(e.get("type") != "value_error" for e in by_loc[loc]):
+                del by_loc[loc]
+    out = []
+    for loc, errs in by_loc.items():
+        err = _pick_error(errs)
+        line = _line_for(lines, loc)
+        where = f", line {line}" if line else ""
+        out.append((line or 10**9, f"{where}: {_format_loc(loc)}: {_message(err, loc)}"))
+    return [text for _, text in sorted(out, key=lambda t: t[0])]
+
+
+def did_you_mean(word: Any, choices: Any) -> str:
+    """`` (did you mean `x`?)`` for the closest of ``choices`` to ``word``, or ``""``."""
+    import difflib
+
+    options = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(word), options, n=1, cutoff=0.6)
+    if not close:
+        lowered = {o.lower(): o for o in options}
+        close = [lowered[str(word).lower()]] if str(word).lower() in lowered else []
+    return f" (did you mean `{close[0]}`?)" if close and close[0] != str(word) else ""
+
+
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    """The valid keys of the mapping at ``loc`` (a config path), from the models; [] when unknown."""
+    import typing
+
+    def models_in(annotation: Any) -> list[type[BaseModel]]:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return [annotation]
+        return [m for a in typing.get_args(annotation) for m in models_in(a)]
+
+    model: type[BaseModel] | None = ReportConfig
+    skip_key = False
+    for part in loc:
+        if model is None:
+            return []
+        if isinstance(part, int):
+            continue
+        if skip_key:  # a free-form mapping key (a filter's column name)
+            skip_key = False
+            continue
+        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+        if field is None:
+            return []
+        found = models_in(field.annotation)
+        skip_key = typing.get_origin(field.annotation) is dict
+        if skip_key:
+            found = models_in(typing.get_args(field.annotation)[1])
+        model = found[0] if found else None
+    if model is None:
+        return []
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _message(err: dict, loc: tuple[Any, ...] = ()) -> str:
+    msg = str(err.get("msg", "invalid"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    kind = err.get("type")
+    if kind == "extra_forbidden":
+        hint = did_you_mean(loc[-1], _keys_at(loc[:-1])) if loc else ""
+        msg = "unknown key" + (hint or " (check spelling; see the config reference in the README)")
+    elif kind == "missing":
+        msg = "required key is missing"
+    elif kind in ("literal_error", "enum"):
+        expected = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+        msg += did_you_mean(err.get("input"), expected) if expected else ""
+    return msg
 
 
 def _pick_error(errors: list[dict]) -> dict:
@@ -590,7 +675,8 @@ def load_config(path: str | Path) -> ReportConfig:
     """Read and validate a YAML report config. Raises :class:`ConfigError` (never a traceback)."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{p}: config file not found")
+        what = "is a folder, not a config file" if p.is_dir() else "config file not found"
+        raise ConfigError(f"{p}: {what} (looked for {p.expanduser().resolve()})")
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

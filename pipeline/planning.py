@@ -124,7 +124,7 @@ def plan_report(
     con = connect(cfg)
     try:
         source = open_source(con, cfg)
-        check_columns(cfg, source.schema)
+        check_columns(cfg, source.schema, con, source)
         if cfg.mode == "dp":
             body = _plan_dp(cfg, con, source, eps, ks, shares)
         else:

@@ -68,7 +68,7 @@ def run_report(
     try:
         with stages.stage("load"):
             source = open_source(con, cfg)
-            check_columns(cfg, source.schema)
+            check_columns(cfg, source.schema, con, source)
             known = [f.rows for f in source.files]
             stages.count(f"in {len(known)} file(s)", sum(known) if None not in known else None)
         if cfg.mode == "dp":

@@ -363,50 +363,56 @@ def is_temporal(duck_type: str) -> bool:
     return duck_type.upper().startswith(("DATE", "TIMESTAMP"))
 
 
-def check_columns(cfg: ReportConfig, schema: dict[str, str]) -> None:
-    """Every column the config reads exists in the source with a usable type (ConfigError if not)."""
-    where = str(cfg.config_path) if cfg.config_path else "config"
+def check_columns(cfg: ReportConfig, schema: dict[str, str], con: Any = None, source: Source | None = None) -> None:
+    """Every column the config reads exists in the source with a usable type (ConfigError if not).
+
+    Errors name the config file, line and key, and the closest source column ("did you mean").
+    With ``con`` and ``source``, a metric column that holds text is described by its first value that
+    is not a number and where it is (file and line for CSV, file and row for Parquet)."""
+    from .config import did_you_mean
+
     avail = ", ".join(list(schema)[:20]) + (" …" if len(schema) > 20 else "")
 
-    def missing(key: str, col: str) -> ConfigError:
-        hint = ""
+    def missing(loc: tuple[Any, ...], col: str) -> ConfigError:
+        hint = did_you_mean(col, schema)
         if len(schema) == 1 and detect_format(cfg) == "csv":
-            hint = "; the CSV was read as a single column: set source.csv.delimiter"
+            hint += "; the CSV was read as a single column: set source.csv.delimiter"
         return ConfigError(
-            f"{where}: {key}: column {col!r} is not in the source {cfg.source.path!r} (columns: {avail}){hint}"
+            f"{cfg.where(*loc)}: column {col!r} is not in the source {cfg.source.path!r}{hint} (columns: {avail})"
         )
 
     if cfg.privacy_unit not in schema:
-        raise missing("privacy_unit", cfg.privacy_unit)
+        raise missing(("privacy_unit",), cfg.privacy_unit)
     for i, d in enumerate(cfg.dims):
         if d.column not in schema:
-            raise missing(f"dimensions[{i}]", d.column)
+            raise missing(("dimensions", i), d.column)
         t = schema[d.column]
         if d.grain and not (is_temporal(t) or t.upper() == "VARCHAR"):
             raise ConfigError(
-                f"{where}: dimensions[{i}]: column {d.column!r} has type {t}; grain {d.grain} needs a date or timestamp"
+                f"{cfg.where('dimensions', i)}: column {d.column!r} has type {t}; grain {d.grain} needs a date or timestamp"
             )
     for i, m in enumerate(cfg.metrics):
         for key, col in (("column", m.column), ("multiply_by", m.multiply_by)):
             if col is None:
                 continue
             if col not in schema:
-                raise missing(f"metrics[{i}].{key}", col)
+                raise missing(("metrics", i, key), col)
             if schema[col].upper() == "VARCHAR":
-                # text where numbers belong is a data problem (e.g. 'N/A'): refused, never coerced
+                # text where numbers belong is a data problem: refused, never coerced
+                example = text_value_example(con, cfg, source, col) if con is not None and source is not None else ""
                 raise SourceError(
-                    f"source {cfg.source.path!r}: metrics[{i}].{key}: column {col!r} holds text, not numbers "
-                    "(values such as 'N/A'); fix the source: write missing values as empty, or point the "
-                    "metric at a numeric column"
+                    f"source {cfg.source.path!r}: {cfg.where('metrics', i, key)}: column {col!r} holds text, not "
+                    f"numbers{example}; fix the source: write missing values as empty, or point the metric at a "
+                    "numeric column"
                 )
             if not is_numeric(schema[col]):
                 raise ConfigError(
-                    f"{where}: metrics[{i}].{key}: column {col!r} has type {schema[col]}, not a number; "
+                    f"{cfg.where('metrics', i, key)}: column {col!r} has type {schema[col]}, not a number; "
                     "point the metric at a numeric column"
                 )
     for col, spec in cfg.filter.items():
         if col not in schema:
-            raise missing(f"filter.{col}", col)
+            raise missing(("filter", col), col)
         values = [spec] if not isinstance(spec, list | RangeFilter) else spec
         if isinstance(spec, RangeFilter):
             values = [*(spec.in_ or []), *(spec.not_in or []), *(v for v in (spec.min, spec.max) if v is not None)]
@@ -414,8 +420,65 @@ def check_columns(cfg: ReportConfig, schema: dict[str, str]) -> None:
             problem = filter_value_problem(v, schema[col])
             if problem:
                 raise ConfigError(
-                    f"{where}: filter.{col}: value {v!r} does not fit column {col!r} of type {schema[col]}: {problem}"
+                    f"{cfg.where('filter', col)}: value {v!r} does not fit column {col!r} of type {schema[col]}: {problem}"
                 )
+
+
+def text_value_example(con: Any, cfg: ReportConfig, source: Source, col: str) -> str:
+    """`` (e.g. 'N/A' in FILE, line 3; 12 such lines)``: the first value of ``col`` that is not a
+    number, and where. An operator-facing error only (never a release); at most 40 characters of
+    the value leave DuckDB, and nothing when the column is an identifier (config validation forbids
+    that for metrics, so this is a second lock)."""
+    import duckdb
+
+    if col in {cfg.privacy_unit, *cfg.identifiers}:
+        return ""
+    names = [f.path for f in source.files]
+    try:
+        if source.format == "csv":
+            con.read_csv(names, **dict(_csv_kwargs(cfg), ignore_errors=True, store_rejects=True,
+                                       rejects_scan="__num_scans", rejects_table="__num_errors", rejects_limit=1000,
+                                       dtype={col: "DOUBLE"})).create_view("__num_check", replace=True)
+            try:
+                con.execute(f"SELECT count({ident(col)}) FROM __num_check").fetchall()  # converts every value
+                rows = con.execute(
+                    "SELECT s.file_path, e.line, e.error_message, (SELECT count(*) FROM __num_errors WHERE column_name = $1) "
+                    "FROM __num_errors e JOIN __num_scans s USING (scan_id, file_id) WHERE e.column_name = $1 "
+                    "ORDER BY s.file_path, e.line LIMIT 1", [col]).fetchall()
+            finally:
+                con.execute("DROP VIEW IF EXISTS __num_check")
+                con.execute("DROP TABLE IF EXISTS __num_errors")
+                con.execute("DROP TABLE IF EXISTS __num_scans")
+            if not rows:
+                return ""
+            path, line, message, n = rows[0]
+            m = re.search(r'Could not convert string "(.*)" to', str(message))
+            value = m.group(1) if m else "?"
+            where = f"{path}, line {line}"
+        elif source.format == "parquet":
+            c = ident(col)
+            rows = con.execute(
+                f"SELECT filename, file_row_number, CAST({c} AS VARCHAR), count(*) OVER () FROM read_parquet($1, "
+                f"filename = true, file_row_number = true) WHERE {c} IS NOT NULL AND TRY_CAST({c} AS DOUBLE) IS NULL "
+                "ORDER BY filename, file_row_number LIMIT 1", [names]).fetchall()
+            if not rows:
+                return ""
+            path, row, value, n = rows[0]
+            where = f"{path}, row {int(row) + 1}"
+        else:
+            c = ident(col)
+            rows = con.execute(
+                f"SELECT CAST({c} AS VARCHAR), count(*) OVER () FROM {SOURCE_VIEW} WHERE {c} IS NOT NULL AND "
+                f"TRY_CAST({c} AS DOUBLE) IS NULL LIMIT 1").fetchall()
+            if not rows:
+                return ""
+            value, n = rows[0]
+            where = ""
+    except duckdb.Error:
+        return ""
+    shown = str(value) if len(str(value)) <= 40 else str(value)[:39] + "…"
+    more = f"; {int(n)} such values" if int(n) > 1 else ""
+    return f" (e.g. {shown!r}" + (f" in {where}" if where else "") + f"{more})"
 
 
 def filter_value_problem(value: Any, duck_type: str) -> str | None:

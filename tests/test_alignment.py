@@ -97,8 +97,9 @@ def test_dp_values_sit_on_their_own_cells(tmp_path: Path, one_cell_people: Path,
                 assert dev <= 10 * ci + 1e-6, (run, metric, row, true)  # 10 half-widths: p < 1e-13
                 inside += dev <= ci + 1e-9
             share = inside / len(table)
-            # the nominal 95% (discrete samplers round, so a little either way); misaligned: ~20%
-            assert 0.88 <= share <= 0.995, (run, metric, share)
+            # the nominal 95% (discrete samplers round, so a little either way; a mean's first-order
+            # half-width is conservative, so more); values on other cells: ~20%
+            assert 0.88 <= share <= (1.0 if metric == "value_avg" else 0.995), (run, metric, share)
 
 
 def test_unit_counts_correlate_with_their_cells(tmp_path: Path, one_cell_people: Path) -> None:
