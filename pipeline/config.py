@@ -38,6 +38,8 @@ RESERVED_OUTPUT_NAMES = {"level", "is_remainder"}
 # |bounds| limit: clamped values are summed as DECIMAL(38,6) (integer part < 1e32), so 1e14 rows fit
 MAX_BOUND = 1e18
 Grain = Literal["day", "week", "month", "quarter", "year"]
+# Per-release epsilon above this is refused unless privacy.allow_large_epsilon (docs/PRIVACY.md)
+EPSILON_CEILING = 10.0
 Scalar = str | int | float | bool
 
 
@@ -192,6 +194,11 @@ class PrivacyConfig(_Model):
         lt=1,
         description="Share of epsilon (and rho) spent on partition selection and the unit count.",
     )
+    allow_large_epsilon: bool = Field(
+        False,
+        description=f"Accept a per-release epsilon above {EPSILON_CEILING:g} (refused otherwise: the guarantee says "
+        "little there).",
+    )
 
     _partitions_local = field_validator("public_partitions")(_local_path)
 
@@ -201,6 +208,18 @@ class PrivacyConfig(_Model):
         if not math.isfinite(v):
             raise ValueError("epsilon must be a finite number")
         return v
+
+    @model_validator(mode="after")
+    def _ceiling(self) -> PrivacyConfig:
+        if self.epsilon > EPSILON_CEILING and not self.allow_large_epsilon:
+            raise _KeyError(
+                ("privacy", "epsilon"),
+                f"epsilon {self.epsilon:g} per release is above {EPSILON_CEILING:g}, where differential privacy "
+                f"promises little (e^ε ≈ {math.exp(min(self.epsilon, 700)):.3g}: what a reader believes about one "
+                "person may shift by that factor); lower it, or set privacy.allow_large_epsilon: true to accept "
+                "it knowingly",
+            )
+        return self
 
     @model_validator(mode="after")
     def _gaussian_needs_delta(self) -> PrivacyConfig:

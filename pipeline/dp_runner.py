@@ -263,6 +263,7 @@ def run_dp(
             _expand_public(cfg, con)
     with stages.stage("noise"):
         table, cells = noisy_table(cfg, con, plan)
+        signal = noise_to_value(cfg, table)
     if public:
         cells["public_partitions"] = n_public
     privacy = {
@@ -277,6 +278,8 @@ def run_dp(
         "composition": "basic (sum of ε and δ)" if cfg.privacy.noise == "laplace" else "zCDP (sum of ρ), converted to (ε, δ) by OpenDP",
         "neighbouring": "add or remove all rows of one privacy unit",
         **plan.as_manifest(),
+        "noise_to_value": signal,
+        "noise_dominated": sorted(k for k, v in signal.items() if v["noise_dominated"]),
     }
 
     # exact counts are not DP: kept with the ledger entry for operators, never published
@@ -483,6 +486,35 @@ def noisy_table(cfg: ReportConfig, con: Any, plan: ReleasePlan) -> tuple[Any, di
     if cfg.totals:
         table = table.drop_columns(["__level"])
     return table, counts
+
+
+# A metric whose typical 95% noise half-width exceeds its typical value is flagged (docs/PRIVACY.md)
+NOISE_DOMINATED = 1.0
+
+
+def noise_to_value(cfg: ReportConfig, table: Any) -> dict[str, dict[str, Any]]:
+    """Per metric, the median over the published full-table rows of ``ci95 / |value|`` and whether it
+    exceeds :data:`NOISE_DOMINATED` ("noise-dominated": the numbers are mostly noise). Computed from
+    the published values only (post-processing; reveals nothing new)."""
+    from .engine import np_column
+
+    rows = table
+    if "level" in table.column_names:
+        import pyarrow.compute as pc
+
+        rows = table.filter(pc.equal(table.column("level"), "cell"))
+    out: dict[str, dict[str, Any]] = {}
+    for m in cfg.metrics:
+        if f"{m.name}_ci95" not in rows.column_names or rows.num_rows == 0:
+            continue
+        value = np.abs(np_column(rows, m.name).astype(np.float64))
+        ci = np_column(rows, f"{m.name}_ci95").astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(value > 0, ci / np.where(value > 0, value, 1.0), np.inf)
+        med = float(np.median(ratio))
+        out[m.name] = {"median_ci95_over_value": med if math.isfinite(med) else None,
+                       "noise_dominated": bool(med > NOISE_DOMINATED)}
+    return out
 
 
 def _noisy_level(cfg: ReportConfig, cells: Any, plan: DPPlan) -> tuple[dict[str, Any], int]:

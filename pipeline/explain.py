@@ -62,6 +62,17 @@ def readable(name: str) -> str:
     return text[:1].upper() + text[1:] if text else str(name)
 
 
+def noise_dominated_text(priv: dict[str, Any]) -> str:
+    """The warning for metrics whose typical noise exceeds their typical value (DP manifests)."""
+    ratios = priv.get("noise_to_value") or {}
+    parts = []
+    for name in priv.get("noise_dominated") or []:
+        r = (ratios.get(name) or {}).get("median_ci95_over_value")
+        parts.append(f"{name} (typical ± {num(r)}× the value)" if r is not None else f"{name} (most published values are 0: the noise swamps them)")
+    return ("; ".join(parts) + ": these numbers are mostly noise. Raise ε or the metric's budget_weight, narrow "
+            "its bounds, or publish coarser cells")
+
+
 def _share(part: int | float | None, whole: int | float | None) -> str:
     if not whole:
         return "—"
@@ -122,6 +133,8 @@ def sections(manifest: dict[str, Any], path: Path | None = None, *, public: bool
                                     f"with ≤ {priv.get('max_rows_per_group')} rows each"])
         if priv.get("composition"):
             overview.append(["composition", str(priv.get("composition"))])
+        if priv.get("noise_dominated"):
+            overview.append(["noise-dominated", noise_dominated_text(priv)])
     else:
         overview.append(["privacy", f"threshold mode: every published row has ≥ {priv.get('min_units')} distinct units"])
     out = [Section("release", overview)]

@@ -233,7 +233,11 @@ def release_plan_for(cfg: ReportConfig, epsilon: float, selection_share: float |
     from .dp_runner import release_plan
 
     assert cfg.privacy is not None
+    from .config import EPSILON_CEILING
+
     over: dict[str, Any] = {"privacy": {"epsilon": float(epsilon)}}
+    if epsilon > EPSILON_CEILING:  # a what-if may look past the ceiling; the result flags it
+        over["privacy"]["allow_large_epsilon"] = True
     if selection_share is not None:
         over["privacy"]["selection_share"] = float(selection_share)
     if cfg.budget is not None and epsilon > cfg.budget.epsilon_limit:
@@ -379,6 +383,15 @@ def _dp_candidate(
                 err = expected_abs_difference(plan.noise, parts["sum"].scale, (true - mid) * parts["count"].scale)
                 err = np.where(c > 0, err / np.where(c > 0, c, 1.0), np.inf)
         per_cell = m.agg == "mean"  # a mean's noise depends on its cell's count (the *_ci95 column)
+        if per_cell:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                c_ = np.asarray(cells[f"c{i}"], dtype=np.float64)
+                hw = (parts["sum"].ci95_half_width + np.abs(true - mid) * parts["count"].ci95_half_width)
+                hw = np.where(c_ > 0, hw / np.where(c_ > 0, c_, 1.0), np.inf)
+        else:
+            hw = np.full(n, mech.ci95_half_width)
+        ratio = _median_relative(hw[likely], true[likely])
+        from .dp_runner import NOISE_DOMINATED
         own = [plan.selection] if m.agg == "count_units" and plan.selection is not None else list(parts.values())
         metrics[m.name] = {
             # this metric's share of the full table's budget (ε for Laplace, ρ for Gaussian; the
@@ -388,6 +401,9 @@ def _dp_candidate(
             "ci95_half_width": None if per_cell else mech.ci95_half_width,
             "median_relative_error": _median_relative(err[likely], true[likely]),
             "median_relative_error_reference": _median_relative(err[reference], true[reference]),
+            # as the release will flag it (dp_runner.noise_to_value), on the cells likely published
+            "median_ci95_over_value": ratio,
+            "noise_dominated": bool(likely.any()) and (ratio is None or ratio > NOISE_DOMINATED),
         }
     expected = float(prob.sum())
     out: dict[str, Any] = {
@@ -416,6 +432,10 @@ def _dp_candidate(
         }
     if cfg.budget is not None and epsilon > cfg.budget.epsilon_limit:
         out["exceeds_budget_limit"] = True
+    from .config import EPSILON_CEILING
+
+    if epsilon > EPSILON_CEILING and not (cfg.privacy is not None and cfg.privacy.allow_large_epsilon):
+        out["above_epsilon_ceiling"] = True
     return out
 
 
@@ -489,7 +509,8 @@ def format_plan(result: dict[str, Any]) -> str:
                              + ["—"] * len(names))
                 continue
             table.append([
-                mark + eps_label(c) + (" !" if c.get("exceeds_budget_limit") else ""),
+                mark + eps_label(c) + (" !" if c.get("exceeds_budget_limit") else "")
+                + (" ^" if c.get("above_epsilon_ceiling") else ""),
                 _k(c),
                 "—" if c["threshold"] is None else str(c["threshold"]),
                 f"{c['expected_cells_published']:,.1f}",
@@ -522,8 +543,17 @@ def format_plan(result: dict[str, Any]) -> str:
                 for c in cands if "metrics" in c
             ]
             out += _table([head, "min_units"] + names, table)
+        flagged = [f"{n} (±{c['metrics'][n]['median_ci95_over_value'] or float('inf'):.3g}× the value)"
+                   for c in cands if c.get("configured") and "metrics" in c for n in names
+                   if c["metrics"][n].get("noise_dominated")]
+        if flagged:
+            out.append("")
+            out.append("noise-dominated at the configured setting (median 95% half-width above the value): "
+                       + ", ".join(flagged))
         if any(c.get("exceeds_budget_limit") for c in cands):
             out.append("! exceeds budget.epsilon_limit")
+        if any(c.get("above_epsilon_ceiling") for c in cands):
+            out.append("^ above the per-release ceiling ε = 10: refused unless privacy.allow_large_epsilon")
     out.append("")
     out.append("* = configured setting")
     for note in result.get("notes", []):

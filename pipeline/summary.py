@@ -19,7 +19,7 @@ import html
 import math
 from typing import Any
 
-from .explain import REASONS, explain_html, num, readable
+from .explain import REASONS, explain_html, noise_dominated_text, num, readable
 
 PALETTE = {
     "published": "#2f855a",
@@ -365,6 +365,8 @@ def summary_html(manifest: dict[str, Any], table: Any, *, top: int = 15) -> str:
         badge = f"threshold · every row covers ≥ {num(priv.get('min_units'))} people"
         promise = (f"Every published row aggregates at least {num(priv.get('min_units'))} distinct people; smaller "
                    "groups (and cells that would reveal them) are withheld and only counted.")
+    if dp and priv.get("noise_dominated"):
+        promise += " Caution: " + noise_dominated_text(priv) + "."
     kpis = [(f"{published:,}", "cells published")]
     if exact:
         kpis += [(f"{withheld:,}", "cells withheld"), (f"{share:.1%}", "published share")]
