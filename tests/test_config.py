@@ -96,7 +96,7 @@ def test_with_overrides_revalidates(tmp_path: Path) -> None:
     cfg2 = cfg.with_overrides(min_units=100)
     assert cfg2.min_units == 100 and cfg.min_units == 10
     assert cfg2.base_dir == cfg.base_dir
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="min_units: Input should be greater than or equal to 2"):
         cfg.with_overrides(min_units=1)
 
 

@@ -16,7 +16,7 @@ from pipeline import load_config, run_report
 from pipeline.dp_runner import dp_plan
 from pipeline.errors import LedgerError, PrivacyRefusal
 from pipeline.ledger import Ledger
-from pipeline.noise import add_noise, selection_mechanism, vector_mechanism
+from pipeline.noise import add_noise, publication_threshold, selection_mechanism, vector_mechanism
 
 from .conftest import release_dirs, run_cli, write_config
 
@@ -102,14 +102,14 @@ def test_tiny_cells_never_published_over_many_runs(tmp_path: Path) -> None:
     plan = dp_plan(cfg)
     sel = plan.selection
     assert sel is not None and sel.threshold is not None and sel.threshold > 5
-    b, t = sel.scale, max(sel.threshold, cfg.min_units)
+    b, t = sel.scale, publication_threshold(sel, cfg.min_units)  # the pipeline's own rule
     expected = 200 * 50 * sum(math.exp(-(t - u) / b) / (1 + math.exp(-1 / b)) for u in range(1, 6))
     assert expected < 1e-4
     # 200 runs x 250 tiny cells through the real OpenDP sampler
     units = np.tile(np.array([1, 2, 3, 4, 5], dtype=np.int64), 50)
     released = 0
     for _ in range(200):
-        released += int((add_noise(units, sel) >= max(sel.threshold, cfg.min_units)).sum())
+        released += int((add_noise(units, sel) >= t).sum())
     assert released == 0
 
 
@@ -346,7 +346,7 @@ def test_kill_at_each_stage_then_retry(dp_project: Path, stage: str) -> None:
 def test_refused_run_writes_nothing_through_api(dp_project: Path) -> None:
     cfg = load_config(dp_config(dp_project, "data/c.parquet", budget=budget(limit=1.0)))
     run_report(cfg, "one")
-    with pytest.raises(PrivacyRefusal):
+    with pytest.raises(PrivacyRefusal, match="privacy budget exhausted"):
         run_report(cfg, "two")
     assert [p.name for p in release_dirs(dp_project / "reports")] == ["one"]
 

@@ -185,7 +185,7 @@ def test_unit_pairs_must_name_a_pipeline_table(tmp_path: Path) -> None:
     con = connect(cfg)
     try:
         src = open_source(con, cfg)
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="must name a pipeline temp table"):
             _quasi_identifiers(cfg, con, src.schema, unit_pairs="t; DROP TABLE x")
     finally:
         con.close()
