@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "__version__",
@@ -40,33 +40,33 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .config import ReportConfig
-    from .release import Release
+    from .config.models import ReportConfig
+    from .releases.store import Release
 
 
 def load_config(path: Any) -> ReportConfig:
     """Load and validate a YAML report config (raises ConfigError with file, key and line)."""
-    from .config import load_config as _load
+    from .config.models import load_config as _load
 
     return _load(path)
 
 
 def run_report(cfg: ReportConfig, run_id: str, **kwargs: Any) -> Release:
     """Run a report and publish it atomically; same guarantees and ledger as ``anonymize run``."""
-    from .runner import run_report as _run
+    from .flows.run import run_report as _run
 
     return _run(cfg, run_id, **kwargs)
 
 
 def open_release(path: Any) -> Release:
     """Read a published release folder back (table + manifest)."""
-    from .release import open_release as _open
+    from .releases.store import open_release as _open
 
     return _open(path)
 
 
 def plan_report(cfg: ReportConfig, **kwargs: Any) -> Any:
     """What-if planning (internal only, never a release, never spends budget)."""
-    from .planning import plan_report as _plan
+    from .flows.whatif import plan_report as _plan
 
     return _plan(cfg, **kwargs)

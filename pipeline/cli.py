@@ -114,14 +114,14 @@ def validate(config: str, no_source: bool, output: str | None) -> None:
     output location, and in DP mode the budget split and the ledger (verified, and with budget
     left for one more release). Exit codes as for `run`.
     """
-    from .config import load_config
-    from .runner import preflight
+    from .config.models import load_config
+    from .flows.run import preflight
 
     cfg = load_config(config)
     preflight(cfg, output_dir=output)
     if not no_source:
-        from .engine import connect
-        from .sources import check_columns, open_source
+        from .engines.duckdb.connection import connect
+        from .engines.duckdb.sources import check_columns, open_source
 
         con = connect(cfg)
         try:
@@ -131,12 +131,12 @@ def validate(config: str, no_source: bool, output: str | None) -> None:
         finally:
             con.close()
     else:
-        from .sources import default_source_id
+        from .engines.duckdb.sources import default_source_id
 
         source_id = default_source_id(cfg)
     extra = ""
     if cfg.mode == "dp":
-        from .dp_runner import budget_preflight
+        from .flows.dp import budget_preflight
 
         extra = "; " + budget_preflight(cfg, source_id)
     click.echo(f"ok: {config} is a valid {cfg.mode}-mode report {cfg.report!r}{extra}")
@@ -155,9 +155,9 @@ def validate(config: str, no_source: bool, output: str | None) -> None:
 def run(config: str, run_id: str, output: str | None, quiet: bool, verbose: bool, no_summary: bool,
         threads: int | None, memory_limit: str | None, temp_dir: str | None) -> None:
     """Run CONFIG and publish <output>/<report>/<run id>/ atomically."""
-    from .config import load_config
-    from .release import check_run_id
-    from .runner import run_report
+    from .config.models import load_config
+    from .flows.run import run_report
+    from .releases.store import check_run_id
 
     check_run_id(run_id)
     cfg = load_config(config)
@@ -215,9 +215,9 @@ def demo(workdir: str, rows: int, users: int, run_id: str) -> None:
     """Generate sample events, run configs/demo.yaml, print where the report is."""
     from importlib import resources
 
-    from .config import load_config
+    from .config.models import load_config
+    from .flows.run import run_report
     from .generate import generate_events
-    from .runner import run_report
 
     root = Path(workdir)
     cfg_path = root / "configs" / DEMO_CONFIG
@@ -242,8 +242,8 @@ def demo(workdir: str, rows: int, users: int, run_id: str) -> None:
 @handle_errors
 def explain(release_dir: str) -> None:
     """Print a readable account of a release: what ran, what was suppressed and why, budget."""
-    from .explain import print_explain
-    from .release import open_release
+    from .releases.explain import print_explain
+    from .releases.store import open_release
 
     rel = open_release(release_dir)
     print_explain(rel.manifest, rel.path)
@@ -256,8 +256,8 @@ def explain(release_dir: str) -> None:
 @handle_errors
 def check(release_dir: str, config: str | None) -> None:
     """Run the release gate on an existing release and explain the verdict (exit 3 if it fails)."""
-    from .checking import check_release
     from .errors import PrivacyRefusal
+    from .flows.check import check_release
 
     try:
         verdict = check_release(release_dir, config)
@@ -282,8 +282,8 @@ def plan(
     config: str, min_units: tuple[int, ...], epsilons: tuple[float, ...], shares: tuple[float, ...], as_json: bool
 ) -> None:
     """What-if: cells published and expected error for candidate settings. INTERNAL ONLY; spends no budget."""
-    from .config import load_config
-    from .planning import format_plan, plan_report
+    from .config.models import load_config
+    from .flows.whatif import format_plan, plan_report
 
     cfg = load_config(config)
     result = plan_report(cfg, min_units=list(min_units) or None, epsilons=list(epsilons) or None,
@@ -295,7 +295,7 @@ def plan(
 @click.option("--out", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
 def schema(out: str | None) -> None:
     """Print the JSON Schema of report configs (for editor validation)."""
-    from .config import json_schema
+    from .config.models import json_schema
 
     text = json.dumps(json_schema(), indent=2) + "\n"
     if out:
@@ -316,7 +316,7 @@ def budget() -> None:
 @handle_errors
 def budget_show(ledger: str | None, config: str | None, as_json: bool) -> None:
     """Print epsilon/delta spent and left per source."""
-    from .ledger import Ledger, format_spend
+    from .state.ledger import Ledger, format_spend
 
     path, limits = _ledger_args(ledger, config)
     rows = Ledger(path).spend(limits=limits)
@@ -329,7 +329,7 @@ def budget_show(ledger: str | None, config: str | None, as_json: bool) -> None:
 @handle_errors
 def budget_verify(ledger: str | None, config: str | None) -> None:
     """Check the ledger's hash chain; exit 3 if an entry was edited, deleted or reordered."""
-    from .ledger import Ledger
+    from .state.ledger import Ledger
 
     path, _ = _ledger_args(ledger, config)
     n = Ledger(path).verify()
@@ -341,7 +341,7 @@ def _ledger_args(ledger: str | None, config: str | None) -> tuple[Path, dict | N
 
     limits = None
     if config:
-        from .config import load_config
+        from .config.models import load_config
 
         cfg = load_config(config)
         if cfg.budget is None:
@@ -353,7 +353,7 @@ def _ledger_args(ledger: str | None, config: str | None) -> tuple[Path, dict | N
         ledger = os.environ.get("ANONYMIZE_LEDGER")
     if ledger is None:
         raise ConfigError("give --ledger PATH or --config CONFIG (or set ANONYMIZE_LEDGER)")
-    from .config import url_problem
+    from .config.models import url_problem
 
     problem = url_problem(ledger)
     if problem:

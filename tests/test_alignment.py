@@ -223,7 +223,7 @@ def test_gate_refuses_values_on_the_wrong_cells(tmp_path: Path, one_cell_people:
     unit counts that selected them. Nothing is published and nothing is spent."""
     import numpy as np
 
-    import pipeline.engine as engine
+    import pipeline.engines.duckdb.connection as engine
 
     take = engine.take_rows
 
@@ -244,7 +244,7 @@ def test_gate_refuses_a_metric_published_without_noise(
     almost never does over thousands of cells."""
     import numpy as np
 
-    import pipeline.dp_runner as dp_runner
+    import pipeline.flows.dp as dp_runner
 
     draw = dp_runner.add_noise
     monkeypatch.setattr(dp_runner, "add_noise", lambda v, m: (
@@ -259,7 +259,7 @@ def test_gate_refuses_noise_of_the_wrong_scale(
     """Noise drawn at a scale other than the one recorded (and accounted for in the ledger)."""
     import dataclasses
 
-    import pipeline.dp_runner as dp_runner
+    import pipeline.flows.dp as dp_runner
 
     draw = dp_runner.add_noise
     monkeypatch.setattr(dp_runner, "add_noise", lambda v, m: (

@@ -13,10 +13,15 @@ import numpy as np
 import pytest
 
 from pipeline import load_config, run_report
-from pipeline.dp_runner import dp_plan
 from pipeline.errors import LedgerError, PrivacyRefusal
-from pipeline.ledger import Ledger
-from pipeline.noise import add_noise, publication_threshold, selection_mechanism, vector_mechanism
+from pipeline.flows.dp import dp_plan
+from pipeline.privacy.mechanisms import (
+    add_noise,
+    publication_threshold,
+    selection_mechanism,
+    vector_mechanism,
+)
+from pipeline.state.ledger import Ledger
 
 from .conftest import release_dirs, run_cli, write_config
 
@@ -125,9 +130,9 @@ def test_heavy_user_moves_count_by_at_most_linf(tmp_path: Path) -> None:
     crafted(tmp_path / "data" / "with.parquet", heavy_rows=100_000)
     crafted(tmp_path / "data" / "without.parquet")
     # bounded (pre-noise) aggregates, computed by the pipeline's bounding SQL
-    from pipeline.bounding import dp_cells_sql, dp_pairs_sql
-    from pipeline.engine import connect
-    from pipeline.sources import open_source
+    from pipeline.engines.duckdb.bounding import dp_cells_sql, dp_pairs_sql
+    from pipeline.engines.duckdb.connection import connect
+    from pipeline.engines.duckdb.sources import open_source
 
     def bounded(src: str) -> tuple[int, int, float]:
         cfg = load_config(dp_config(tmp_path, src))
@@ -174,7 +179,7 @@ def test_noise_scale_matches_epsilon() -> None:
 def test_noise_keeps_cell_order_across_chunks_and_refuses_non_finite() -> None:
     """Chunked, threaded sampling returns each cell's own value plus noise, in input order."""
     from pipeline.errors import ReleaseError
-    from pipeline.noise import CHUNK
+    from pipeline.privacy.mechanisms import CHUNK
 
     n = 2 * CHUNK + 123  # several chunks on every worker count
     mech = vector_mechanism("c", "laplace", integer=True, sensitivity=1, scale=1.0)
@@ -191,7 +196,7 @@ def test_noise_keeps_cell_order_across_chunks_and_refuses_non_finite() -> None:
 
 
 def test_selection_threshold_is_smallest_meeting_delta() -> None:
-    from pipeline.noise import threshold_loss
+    from pipeline.privacy.mechanisms import threshold_loss
 
     sel = selection_mechanism("laplace", l0=3, budget=0.5, delta=1e-6)
     assert sel.delta <= 1e-6
@@ -371,10 +376,10 @@ def test_shipped_dp_configs_publish(name: str, tmp_path: Path) -> None:
 
 def test_released_count_spread_matches_configured_epsilon(dp_project: Path) -> None:
     """Released counts (the real release code path, repeated) spread as the configured ε implies."""
-    from pipeline.bounding import dp_cells_sql, dp_pairs_sql
-    from pipeline.dp_runner import load_public_partitions, noisy_table, release_plan
-    from pipeline.engine import connect
-    from pipeline.sources import open_source
+    from pipeline.engines.duckdb.bounding import dp_cells_sql, dp_pairs_sql
+    from pipeline.engines.duckdb.connection import connect
+    from pipeline.engines.duckdb.sources import open_source
+    from pipeline.flows.dp import load_public_partitions, noisy_table, release_plan
 
     (dp_project / "data" / "public.csv").write_text("city\nbig\n")
     cfg = load_config(dp_config(dp_project, "data/c.parquet", privacy={**PRIVACY, "public_partitions": "data/public.csv"}))
@@ -440,9 +445,9 @@ def test_consistent_margins_add_up(dp_project: Path) -> None:
 @pytest.mark.parametrize("g", [1, 2, 3, 5])
 def test_l0_bounding_keeps_the_g_cells_with_smallest_hash(tmp_path: Path, g: int) -> None:
     """The window-free L0 SQL equals an independent window-function selection."""
-    from pipeline.bounding import dp_cells_sql, dp_pairs_sql
-    from pipeline.engine import connect
-    from pipeline.sources import open_source
+    from pipeline.engines.duckdb.bounding import dp_cells_sql, dp_pairs_sql
+    from pipeline.engines.duckdb.connection import connect
+    from pipeline.engines.duckdb.sources import open_source
 
     (tmp_path / "data").mkdir()
     con0 = duckdb.connect()
@@ -466,10 +471,10 @@ def test_l0_bounding_keeps_the_g_cells_with_smallest_hash(tmp_path: Path, g: int
 
 def test_dp_quality_counts_invalid_values_for_metrics_sharing_a_column(tmp_path: Path) -> None:
     """A sum and a mean of one column share a value column in the pairs; both report its NaN/inf rows."""
-    from pipeline.bounding import dp_pairs_sql, dp_quality_sql
-    from pipeline.engine import connect
-    from pipeline.runner import aggregate_quality
-    from pipeline.sources import open_source
+    from pipeline.engines.duckdb.bounding import dp_pairs_sql, dp_quality_sql
+    from pipeline.engines.duckdb.connection import connect
+    from pipeline.engines.duckdb.sources import open_source
+    from pipeline.flows.run import aggregate_quality
 
     (tmp_path / "data").mkdir()
     con0 = duckdb.connect()

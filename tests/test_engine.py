@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.engine import arrow_array, arrow_table, fetch_arrow, np_column
+from pipeline.engines.duckdb.connection import arrow_array, arrow_table, fetch_arrow, np_column
 
 
 @pytest.mark.parametrize("typ", ["BIGINT", "INTEGER", "UTINYINT", "DOUBLE", "FLOAT", "BOOLEAN"])
@@ -48,7 +48,7 @@ def test_prefetch_imports_in_background_and_swallows_failures() -> None:
 
     code = (
         "import sys\n"
-        "from pipeline.prefetch import prefetch\n"
+        "from pipeline.flows.prefetch import prefetch\n"
         "assert 'scipy.sparse.csgraph' not in sys.modules\n"
         "t = prefetch('no_such_module_for_prefetch', 'json')\n"
         "t.join(30)\n"

@@ -17,8 +17,8 @@ import duckdb
 import pytest
 
 from pipeline import load_config, open_release, run_report
-from pipeline.dp_runner import release_plan
-from pipeline.explain import explain_text, render_rich, sections
+from pipeline.flows.dp import release_plan
+from pipeline.releases.explain import explain_text, render_rich, sections
 
 from .conftest import run_cli, write_config
 

@@ -19,7 +19,7 @@ import pytest
 
 from pipeline import load_config
 from pipeline.errors import PrivacyRefusal
-from pipeline.gate import is_identifier_like, luhn_ok, run_gate
+from pipeline.flows.gate import is_identifier_like, luhn_ok, run_gate
 
 from .conftest import release_dirs, run_cli, write_config
 

@@ -17,12 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline import load_config, run_report
-from pipeline.engine import connect
+from pipeline.engines.duckdb.cells import cells_direct_sql, cells_from_per_unit_sql, per_unit_sql
+from pipeline.engines.duckdb.connection import connect
+from pipeline.engines.duckdb.sources import open_source
 from pipeline.errors import PrivacyRefusal
-from pipeline.gate import _identifier_value_hits, _quasi_identifiers
-from pipeline.plan import cells_direct_sql, cells_from_per_unit_sql, per_unit_sql
-from pipeline.runner import execute
-from pipeline.sources import open_source
+from pipeline.flows.gate import _identifier_value_hits, _quasi_identifiers
+from pipeline.flows.run import execute
 
 from .conftest import write_config
 
@@ -139,7 +139,7 @@ def test_quasi_identifiers_same_from_source_and_unit_pairs(tmp_path: Path, dims:
 def test_quasi_identifiers_same_from_dp_pre_bounding_cells(tmp_path: Path, dims: list) -> None:
     """DP mode's per-cell statistics before bounding (``__dp_pre``) give the source's verdicts and
     each cell's exact distinct units, while L0 bounding drops cells: emptied cells are no candidates."""
-    from pipeline.bounding import dp_cells_sql, dp_pairs_sql
+    from pipeline.engines.duckdb.bounding import dp_cells_sql, dp_pairs_sql
 
     (tmp_path / "data").mkdir()
     con0 = duckdb.connect()
@@ -238,7 +238,7 @@ def test_quasi_identifier_verdicts_agree_on_random_tables(tmp_path_factory: pyte
 def test_recount_with_margins_matches_a_brute_force_recount(tmp_path: Path) -> None:
     """Margin rows proven by a published full-table cell skip the source scan; the rest are
     recounted. Either way the rows below min_units are exactly those a plain recount finds."""
-    from pipeline.gate import _recomputed_min_units
+    from pipeline.flows.gate import _recomputed_min_units
 
     cfg = _cfg(tmp_path, dimensions=["rare", "kind"], min_units=5, totals=[["rare"], ["kind"], []])
     rows = [  # (level, rare, kind)
@@ -292,7 +292,7 @@ def test_recount_with_margins_matches_brute_force_on_random_reports(tmp_path_fac
     """Property: whatever rows a report holds at whatever level, the gate's recount (one shared scan,
     margin rows proven by published cells, the rest recounted) finds exactly the rows that a plain
     per-row distinct count over the source puts below k."""
-    from pipeline.gate import _recomputed_min_units
+    from pipeline.flows.gate import _recomputed_min_units
 
     rows, report, k = data
     folder = tmp_path_factory.mktemp("rc")

@@ -183,7 +183,7 @@ def test_gate_compares_dimension_values_with_the_privacy_unit_even_when_not_list
 def test_gate_finds_identifiers_inside_longer_text(tmp_path: Path, value: str) -> None:
     """Guarantee: the gate's pattern check searches inside values (a value that merely *contains* an
     e-mail, phone or IP address is refused), the same way the documented patterns read."""
-    from pipeline.gate import is_identifier_like
+    from pipeline.flows.gate import is_identifier_like
 
     assert is_identifier_like(value)  # the documented patterns find it...
     _parquet(tmp_path / "data" / "e.parquet", f"""
@@ -199,10 +199,10 @@ def test_gate_refuses_a_remainder_of_one_withheld_row(tmp_path: Path) -> None:
     published as a 'remainder' is that row). The report below publishes cells A and B and a
     remainder covering the single other cell C, which has enough people: only the two-row rule
     can refuse it."""
-    from pipeline.engine import connect
-    from pipeline.gate import run_gate
-    from pipeline.release import parquet_bytes
-    from pipeline.sources import open_source
+    from pipeline.engines.duckdb.connection import connect
+    from pipeline.engines.duckdb.sources import open_source
+    from pipeline.flows.gate import run_gate
+    from pipeline.releases.store import parquet_bytes
 
     _parquet(tmp_path / "data" / "e.parquet", """
         SELECT c.city, c.city || CAST(i AS VARCHAR) AS user_id FROM (VALUES ('A'), ('B'), ('C')) c(city), range(20) r(i)""")
@@ -262,7 +262,7 @@ def test_ledger_splice_from_another_chain_with_the_same_secret_is_detected(tmp_p
     """Guarantee: entries form a chain (each names its predecessor's hash). Two ledgers sharing a
     secret (a copied state folder) both hold validly MAC'd entries; replacing ledger A's first
     entry by B's keeps every MAC and A's head record valid, and only the chain shows the splice."""
-    from pipeline.ledger import Ledger
+    from pipeline.state.ledger import Ledger
 
     cfg_a = load_config(_dp_cfg(tmp_path, "state/a.duckdb"))
     run_report(cfg_a, "a1")

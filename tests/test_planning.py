@@ -16,10 +16,9 @@ import pytest
 from scipy import stats
 
 from pipeline import load_config, plan_report, run_report
-from pipeline.dp_runner import dp_plan
 from pipeline.errors import ConfigError
-from pipeline.noise import add_noise
-from pipeline.planning import (
+from pipeline.flows.dp import dp_plan
+from pipeline.flows.whatif import (
     NOTICE,
     discrete_gaussian_sf,
     discrete_laplace_sf,
@@ -27,6 +26,7 @@ from pipeline.planning import (
     expected_abs_noise,
     format_plan,
 )
+from pipeline.privacy.mechanisms import add_noise
 
 from .conftest import ROOT, run_cli, write_config
 
@@ -311,7 +311,7 @@ def test_noise_tails_against_scipy() -> None:
     w /= w.sum()
     assert discrete_gaussian_sf(m, sigma) == pytest.approx([w[z >= x].sum() for x in m], abs=1e-12)
     # E|noise| of the discrete samplers, by direct summation of the pmf
-    from pipeline.noise import Mechanism
+    from pipeline.privacy.mechanisms import Mechanism
 
     for b in (0.5, 2.0, 40.0):
         z = np.arange(-4000, 4001)
@@ -336,7 +336,7 @@ def test_noise_tails_against_scipy() -> None:
 
 
 def test_dp_margins_use_each_levels_mechanism(dp_folder: tuple[Path, list[int]]) -> None:
-    from pipeline.dp_runner import release_plan
+    from pipeline.flows.dp import release_plan
 
     folder, units = dp_folder
     cfg = load_config(dp_cfg(folder, totals=[[]]))

@@ -169,8 +169,8 @@ def test_budget_weights_never_spend_more_than_configured(
 ) -> None:
     """Whatever the weights and selection share: the release spends at most the configured ε and
     δ (OpenDP's own accounting of every mechanism), and metrics' budgets follow their weights."""
-    from pipeline.config import config_from_dict
-    from pipeline.dp_runner import release_plan
+    from pipeline.config.models import config_from_dict
+    from pipeline.flows.dp import release_plan
 
     names = ["rows", "units", "amount", "avg"]
     metrics = [{"name": "rows", "agg": "count"}, {"name": "units", "agg": "count_units"},

@@ -314,7 +314,7 @@ def determined_by_rationals(n: int, equations: list[tuple[int, list[int]]], with
 
 def random_table_system(rng: Any) -> tuple[Any, list[tuple[int, list[int]]]]:
     """A random small table with random margins, built as a pipeline TableSystem."""
-    from pipeline.secondary import TableSystem
+    from pipeline.privacy.secondary import TableSystem
 
     nd = int(rng.integers(2, 4))
     shape = [int(rng.integers(2, 4)) for _ in range(nd)]
@@ -355,7 +355,7 @@ def random_table_system(rng: Any) -> tuple[Any, list[tuple[int, list[int]]]]:
 
 @pytest.mark.parametrize("path", ["numpy", "numpy-small-chunks", "sparse"])
 def test_exact_check_agrees_with_rational_arithmetic(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pipeline.secondary as secondary
+    import pipeline.privacy.secondary as secondary
 
     if path == "sparse":
         monkeypatch.setattr(secondary, "DENSE_LIMIT", 0)

@@ -98,10 +98,10 @@ def test_metrics_sharing_a_column_keep_their_own_bounds(project: Path, totals) -
 def test_margin_cells_match_independent_truth(project: Path, dominance) -> None:
     """Every computed cell of every level (published or not) equals a plain DuckDB GROUP BY: with
     dominance the margins regroup per unit, without it they add up the full-table cells."""
-    from pipeline.engine import connect
-    from pipeline.plan import cells_from_per_unit_sql, per_unit_sql
-    from pipeline.runner import execute
-    from pipeline.sources import open_source
+    from pipeline.engines.duckdb.cells import cells_from_per_unit_sql, per_unit_sql
+    from pipeline.engines.duckdb.connection import connect
+    from pipeline.engines.duckdb.sources import open_source
+    from pipeline.flows.run import execute
 
     cfg = load_config(write_config(project, totals=[[], ["city"], ["category"]], dominance=dominance))
     src = project / "data" / "events.parquet"
@@ -267,9 +267,9 @@ def test_clamped_sums_are_exact_with_narrow_and_wide_value_types(hi: float) -> N
     way the sum is the exact DECIMAL(38,6) total of the values rounded to 6 decimals."""
     from decimal import Decimal
 
-    from pipeline.config import MetricConfig
-    from pipeline.plan import clamp_expr
-    from pipeline.sql import Params
+    from pipeline.config.models import MetricConfig
+    from pipeline.engines.duckdb.cells import clamp_expr
+    from pipeline.engines.duckdb.sql import Params
 
     m = MetricConfig(name="v", agg="sum", column="x", bounds=(-hi, hi))
     params = Params()

@@ -24,11 +24,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .config import ReportConfig
-from .errors import LedgerError
-from .plan import dim_key, levels
-from .sql import literal
-from .statefiles import file_lock, load_or_create_secret
+from ..config.models import ReportConfig
+from ..engines.duckdb.cells import dim_key, levels
+from ..engines.duckdb.sql import literal
+from ..errors import LedgerError
+from .files import file_lock, load_or_create_secret
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS releases (

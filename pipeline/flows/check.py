@@ -17,9 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .config import ReportConfig, config_from_dict, load_config
-from .errors import ConfigError, PipelineError, PrivacyRefusal, SourceError
-from .release import MANIFEST_FILE, open_release, sha256
+from ..config.models import ReportConfig, config_from_dict, load_config
+from ..errors import ConfigError, PipelineError, PrivacyRefusal, SourceError
+from ..releases.store import MANIFEST_FILE, open_release, sha256
 
 CHECKS: dict[str, str] = {
     "columns": "only declared dimension, metric, interval and level columns",
@@ -42,9 +42,9 @@ def check_release(release_dir: str | Path, config_path: str | Path | None = None
     """
     import duckdb
 
-    from .engine import connect
+    from ..engines.duckdb.connection import connect
+    from ..engines.duckdb.sources import first_line, open_source
     from .gate import run_gate
-    from .sources import first_line, open_source
 
     rel = open_release(release_dir)
     manifest = rel.manifest
@@ -151,7 +151,7 @@ def _base_dir(data: dict[str, Any], manifest: dict[str, Any]) -> Path | None:
     The manifest keeps the absolute paths of the source files; the config's (relative) source
     path resolved against the right folder must name one of them.
     """
-    from .sources import resolve_files
+    from ..engines.duckdb.sources import resolve_files
 
     files = [f.get("path") for f in (manifest.get("source") or {}).get("files", []) if f.get("path")]
     if not files:

@@ -15,11 +15,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .config import ReportConfig, url_problem
-from .engine import fetch_arrow
-from .errors import ConfigError, PipelineError, ReleaseError, SourceError
-from .plan import (
+from .._version import __version__
+from ..config.models import ReportConfig, url_problem
+from ..engines.duckdb.cells import (
     cells_direct_sql,
     cells_from_per_unit_sql,
     per_unit_sql,
@@ -28,8 +26,18 @@ from .plan import (
     quality_from_cells_sql,
     quality_from_per_unit_sql,
 )
-from .progress import Stages, fault_point
-from .release import (
+from ..engines.duckdb.connection import fetch_arrow
+from ..engines.duckdb.sources import (
+    Source,
+    check_columns,
+    first_line,
+    open_source,
+    output_read_back,
+)
+from ..engines.duckdb.sql import Query
+from ..errors import ConfigError, PipelineError, ReleaseError, SourceError
+from ..progress import Stages, fault_point
+from ..releases.store import (
     MANIFEST_FILE,
     REPORT_FILE,
     Release,
@@ -40,8 +48,6 @@ from .release import (
     sha256,
     stage,
 )
-from .sources import Source, check_columns, first_line, open_source, output_read_back
-from .sql import Query
 
 
 def run_report(
@@ -58,7 +64,7 @@ def run_report(
     """Run one report and publish it atomically. Raises a :class:`PipelineError` subclass on failure."""
     import duckdb
 
-    from .engine import connect
+    from ..engines.duckdb.connection import connect
 
     out = preflight(cfg, output_dir=output_dir, temp_directory=temp_directory)
     final = release_dir(out, cfg.report, run_id)
@@ -72,7 +78,7 @@ def run_report(
             known = [f.rows for f in source.files]
             stages.count(f"in {len(known)} file(s)", sum(known) if None not in known else None)
         if cfg.mode == "dp":
-            from .dp_runner import run_dp
+            from .dp import run_dp
 
             return run_dp(cfg, run_id, con, source, final, stages, summary_html=summary_html)
         return _run_threshold(cfg, run_id, con, source, final, stages, summary_html=summary_html)
@@ -172,8 +178,8 @@ def _run_threshold(
 ) -> Release:
     import contextlib
 
-    from . import suppression
-    from .difference import History, history_path
+    from ..engines.duckdb import suppression
+    from ..state.history import History, history_path
 
     hpath = history_path(cfg)
     hist = History(hpath) if hpath is not None else None
@@ -191,22 +197,24 @@ def _run_threshold(
         with stages.stage("suppress"):
             execute(con, suppression.primary_sql(cfg))
             if hist is not None:
-                from .difference import apply_difference_check
+                from ..state.history import apply_difference_check
 
                 apply_difference_check(cfg, con, hist, release_id, source.source_id)
             if cfg.totals:
-                from .secondary import apply_secondary_suppression
+                from ..privacy.secondary import apply_secondary_suppression
 
                 apply_secondary_suppression(cfg, con)
             con.execute(suppression.finalize_sql())
             cell_counts = suppression.counts(con)
             if cfg.remainder:
-                from .remainder import apply_remainder
+                from ..engines.duckdb.remainder import apply_remainder
 
                 cell_counts.update(apply_remainder(cfg, con))
         with stages.stage("collect"):
             if cfg.remainder:
-                from .remainder import published_select_sql as select_with_remainders
+                from ..engines.duckdb.remainder import (
+                    published_select_sql as select_with_remainders,
+                )
 
                 table = collect_published(cfg, fetch_arrow(execute(con, select_with_remainders(cfg))))
             else:
@@ -229,7 +237,7 @@ def _run_threshold(
 
         def record() -> None:
             if hist is not None:
-                from .difference import record_release
+                from ..state.history import record_release
 
                 record_release(cfg, con, hist, release_id, source.source_id, run_id)
 
@@ -243,7 +251,7 @@ def _run_threshold(
 def collect_published(cfg: ReportConfig, table: Any) -> Any:
     """The published table in its documented order (:func:`plan.published_order`), without the
     ``__level`` sort key. The order is computed here from the values, never taken from the engine."""
-    from .engine import sort_table
+    from ..engines.duckdb.connection import sort_table
 
     table = sort_table(table, published_order(cfg))
     return table.drop_columns(["__level"])
@@ -350,7 +358,7 @@ def finish_release(
     existing = existing_report_sha(final)
     if existing is not None and ledger_commit is None:
         if existing == manifest["report_file"]["sha256"]:
-            from .release import open_release
+            from ..releases.store import open_release
 
             rel = open_release(final)
             rel.status = "unchanged"
@@ -360,7 +368,7 @@ def finish_release(
             "releases are never overwritten: use a new --run-id"
         )
     if summary_html:
-        from .summary import summary_html as render
+        from ..releases.summary import summary_html as render
 
         try:
             files["summary.html"] = render(manifest, table).encode()

@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 REPORT_NAME = re.compile(r"^[a-z0-9_]+$")
 OUTPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

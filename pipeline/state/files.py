@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import LedgerError
+from ..errors import LedgerError
 
 LOCK_TIMEOUT_S = float(os.environ.get("ANONYMIZE_LEDGER_LOCK_TIMEOUT", "600"))
 SECRET_BYTES = 32

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .config import ReportConfig
-from .engine import arrow_array, arrow_table, np_column
+from ..config.models import ReportConfig
+from ..engines.duckdb.connection import arrow_array, arrow_table, np_column
 
 
 def make_consistent(cfg: ReportConfig, parts: list[tuple[Any, Any, Any]]) -> list[Any]:

@@ -179,7 +179,7 @@ def add_noise(values: np.ndarray, mech: Mechanism) -> np.ndarray:
     if not mech.integer and not np.isfinite(data).all():
         # OpenDP does not check its input domain when invoked (a NaN comes back as a number);
         # aggregates are built from finite clamped values, so this is a bug: refuse, never publish
-        from .errors import ReleaseError
+        from ..errors import ReleaseError
 
         raise ReleaseError(f"{mech.name}: a non-finite aggregate reached the noise stage; nothing was published")
     workers = _workers()

@@ -21,9 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from .config import MetricConfig, ReportConfig
-from .errors import ConfigError, ReleaseError
-from .noise import (
+from ..config.models import MetricConfig, ReportConfig
+from ..engines.duckdb.cells import Level, dim_key, dimension_expr, levels
+from ..engines.duckdb.sources import Source, first_line
+from ..engines.duckdb.sql import ident
+from ..errors import ConfigError, ReleaseError
+from ..privacy.mechanisms import (
     Mechanism,
     add_noise,
     publication_threshold,
@@ -33,11 +36,16 @@ from .noise import (
     vector_mechanism,
     zcdp_to_approx_epsilon,
 )
-from .plan import Level, dim_key, dimension_expr, levels
-from .progress import Stages, fault_point
-from .release import MANIFEST_FILE, REPORT_FILE, Release, StagedRelease, publish, sha256, stage
-from .sources import Source, first_line
-from .sql import ident
+from ..progress import Stages, fault_point
+from ..releases.store import (
+    MANIFEST_FILE,
+    REPORT_FILE,
+    Release,
+    StagedRelease,
+    publish,
+    sha256,
+    stage,
+)
 
 INTERNAL_FILE = "internal.json"  # exact run statistics, stored in the ledger only
 
@@ -206,7 +214,7 @@ def budget_preflight(cfg: ReportConfig, source_id: str) -> str:
     """What ``run`` checks of the budget before reading data, without spending or creating files:
     the plan fits the configured ε and δ, the ledger (when it exists) verifies, and one more
     release fits the limits. Returns a short description; raises as ``run`` would."""
-    from .ledger import Ledger
+    from ..state.ledger import Ledger
 
     assert cfg.budget is not None and cfg.ledger_path is not None
     plan = release_plan(cfg)
@@ -230,8 +238,8 @@ def derive_seed(secret: bytes, *parts: str) -> int:
 def run_dp(
     cfg: ReportConfig, run_id: str, con: Any, source: Source, final: Path, stages: Stages, *, summary_html: bool
 ) -> Release:
-    from .ledger import Ledger
-    from .runner import aggregate_quality, execute, finish_release
+    from ..state.ledger import Ledger
+    from .run import aggregate_quality, execute, finish_release
 
     assert cfg.privacy is not None and cfg.budget is not None and cfg.ledger_path is not None
     ledger = Ledger(cfg.ledger_path)
@@ -247,7 +255,7 @@ def run_dp(
     seed_pairs = derive_seed(secret, "rows", source.source_id, cfg.report, run_id)
     seed_cells = derive_seed(secret, "cells", source.source_id, cfg.report, run_id)
     public = cfg.privacy.public_partitions is not None
-    from .bounding import dp_cells_sql, dp_pairs_sql, dp_quality_sql
+    from ..engines.duckdb.bounding import dp_cells_sql, dp_pairs_sql, dp_quality_sql
     from .prefetch import AFTER_AGGREGATION, prefetch
 
     prefetch(*AFTER_AGGREGATION)  # loads while DuckDB bounds contributions
@@ -351,7 +359,7 @@ def _rewrite(staged: StagedRelease, name: str, data: bytes) -> None:
 
 def restore(ledger: Any, entry: Any, final: Path) -> Release:
     """A recorded release: confirm the visible copy, or publish the recorded bytes (no new spend)."""
-    from .release import existing_report_sha, open_release
+    from ..releases.store import existing_report_sha, open_release
 
     current = existing_report_sha(final)
     if current is not None:
@@ -437,7 +445,7 @@ def noisy_table(cfg: ReportConfig, con: Any, plan: ReleasePlan) -> tuple[Any, di
     Arrow tables are built with :mod:`engine`'s buffer helpers, never ``pa.array``/``pa.table``:
     those import pandas (~0.3 s) just to check their argument's type.
     """
-    from .engine import arrow_array, arrow_table, fetch_arrow
+    from ..engines.duckdb.connection import arrow_array, arrow_table, fetch_arrow
 
     keys = [dim_key(i) for i in range(len(cfg.dims))]
     ingredients = ["CAST(__units AS BIGINT) AS __units", "CAST(coalesce(__rows, 0) AS BIGINT) AS __rows"]
@@ -457,7 +465,7 @@ def noisy_table(cfg: ReportConfig, con: Any, plan: ReleasePlan) -> tuple[Any, di
             counts["suppressed_selection"] = counts.get("suppressed_selection", 0) + sub.num_rows - n_pub
     tables = [t for _, t, _ in levels_out]
     if cfg.consistent and cfg.totals:
-        from .consistency import make_consistent
+        from ..privacy.consistency import make_consistent
 
         tables = make_consistent(cfg, levels_out)
     import numpy as np
@@ -471,7 +479,7 @@ def noisy_table(cfg: ReportConfig, con: Any, plan: ReleasePlan) -> tuple[Any, di
     counts["cells_suppressed"] = counts["cells_computed"] - counts["cells_published"]
     table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
     if cfg.totals:  # the level's name added in the engine; rows are paired within this one result
-        from .suppression import level_name_case
+        from ..engines.duckdb.suppression import level_name_case
 
         con.register("__noisy", table)
         try:
@@ -480,7 +488,7 @@ def noisy_table(cfg: ReportConfig, con: Any, plan: ReleasePlan) -> tuple[Any, di
         finally:
             con.unregister("__noisy")
     # deterministic row order (level, then dimensions), computed in Python, never taken from the engine
-    from .engine import sort_table
+    from ..engines.duckdb.connection import sort_table
 
     table = sort_table(table, (["__level"] if cfg.totals else []) + [d.name for d in cfg.dims])
     if cfg.totals:
@@ -496,7 +504,7 @@ def noise_to_value(cfg: ReportConfig, table: Any) -> dict[str, dict[str, Any]]:
     """Per metric, the median over the published full-table rows of ``ci95 / |value|`` and whether it
     exceeds :data:`NOISE_DOMINATED` ("noise-dominated": the numbers are mostly noise). Computed from
     the published values only (post-processing; reveals nothing new)."""
-    from .engine import np_column
+    from ..engines.duckdb.connection import np_column
 
     rows = table
     if "level" in table.column_names:
@@ -525,7 +533,7 @@ def _noisy_level(cfg: ReportConfig, cells: Any, plan: DPPlan) -> tuple[dict[str,
     (:func:`engine.take_rows`), so each noisy value stays on the cell whose true value it was drawn
     from; no engine result order is relied on.
     """
-    from .engine import np_column, take_rows
+    from ..engines.duckdb.connection import np_column, take_rows
 
     keys = [dim_key(i) for i in range(len(cfg.dims))]
     n = cells.num_rows

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from .config import ReportConfig
+from ...config.models import ReportConfig
 
 if TYPE_CHECKING:
     import duckdb

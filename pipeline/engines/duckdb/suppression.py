@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .config import ReportConfig
-from .plan import levels
+from ...config.models import ReportConfig
+from .cells import levels
 from .sql import Params, Query
 
 if TYPE_CHECKING:

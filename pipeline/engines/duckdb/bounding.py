@@ -15,8 +15,8 @@ and per sum/mean metric ``__s{i}`` (sum of clamped values) and ``__c{i}`` (their
 
 from __future__ import annotations
 
-from .config import ReportConfig
-from .plan import (
+from ...config.models import ReportConfig
+from .cells import (
     REGROUP_COLS,
     bad_value_counts,
     base_select,
@@ -106,7 +106,7 @@ def dp_cells_sql(cfg: ReportConfig, seed: int) -> list[Query]:
     and largest unit ``__umin``/``__umax`` (for the release gate; never noised or published).
     Returns the statements to run in order.
     """
-    from .plan import levels
+    from .cells import levels
 
     assert cfg.privacy is not None
     params = Params()

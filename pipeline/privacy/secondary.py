@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import ReportConfig
-from .errors import PrivacyRefusal
-from .plan import dim_key, levels
+from ..config.models import ReportConfig
+from ..engines.duckdb.cells import dim_key, levels
+from ..errors import PrivacyRefusal
 
 if TYPE_CHECKING:
     import duckdb

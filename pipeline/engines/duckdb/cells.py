@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import DimensionConfig, MetricConfig, RangeFilter, ReportConfig
+from ...config.models import DimensionConfig, MetricConfig, RangeFilter, ReportConfig
 from .sql import Params, Query, ident
 
 # Clamped values are summed as DECIMAL so totals are exact and independent of thread scheduling:

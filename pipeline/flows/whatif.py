@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ConfigError, SourceError
-from .noise import discrete_gaussian_sf, discrete_laplace_sf
+from ..errors import ConfigError, SourceError
+from ..privacy.mechanisms import discrete_gaussian_sf, discrete_laplace_sf
 
 if TYPE_CHECKING:
-    from .config import ReportConfig
-    from .noise import Mechanism
+    from ..config.models import ReportConfig
+    from ..privacy.mechanisms import Mechanism
 
 NOTICE = "INTERNAL ONLY — not a release, no budget spent"
 PLANNING_SEED = 0x5EED_0F_91A7  # bounding seed for planning only; releases derive theirs from the ledger secret
@@ -115,8 +115,8 @@ def plan_report(
     """
     import duckdb
 
-    from .engine import connect
-    from .sources import check_columns, first_line, open_source
+    from ..engines.duckdb.connection import connect
+    from ..engines.duckdb.sources import check_columns, first_line, open_source
 
     ks = _candidate_ks(cfg, min_units)
     eps = _candidate_epsilons(cfg, epsilons)
@@ -191,8 +191,8 @@ def _candidate_shares(cfg: ReportConfig, given: list[float] | None) -> list[floa
 
 
 def _plan_threshold(cfg: ReportConfig, con: Any, source: Any, ks: list[int]) -> dict[str, Any]:
-    from . import suppression
-    from .runner import aggregate, execute
+    from ..engines.duckdb import suppression
+    from .run import aggregate, execute
 
     need_per_unit = bool(cfg.totals) or cfg.dominance is not None
     quality = aggregate(cfg, con, source, need_per_unit=need_per_unit)
@@ -230,10 +230,10 @@ def release_plan_for(cfg: ReportConfig, epsilon: float, selection_share: float |
     config; ``budget.epsilon_limit`` is raised on that copy when a candidate exceeds it (planning
     spends nothing; the result flags such candidates).
     """
-    from .dp_runner import release_plan
+    from .dp import release_plan
 
     assert cfg.privacy is not None
-    from .config import EPSILON_CEILING
+    from ..config.models import EPSILON_CEILING
 
     over: dict[str, Any] = {"privacy": {"epsilon": float(epsilon)}}
     if epsilon > EPSILON_CEILING:  # a what-if may look past the ceiling; the result flags it
@@ -248,9 +248,9 @@ def release_plan_for(cfg: ReportConfig, epsilon: float, selection_share: float |
 def _plan_dp(
     cfg: ReportConfig, con: Any, source: Any, epsilons: list[float], ks: list[int], shares: list[float]
 ) -> dict[str, Any]:
-    from .bounding import dp_cells_sql, dp_pairs_sql, dp_quality_sql
-    from .dp_runner import load_public_partitions
-    from .runner import aggregate_quality, execute
+    from ..engines.duckdb.bounding import dp_cells_sql, dp_pairs_sql, dp_quality_sql
+    from .dp import load_public_partitions
+    from .run import aggregate_quality, execute
 
     p = cfg.privacy
     assert p is not None
@@ -263,7 +263,7 @@ def _plan_dp(
     for q in stmts if isinstance(stmts, list) else [stmts]:
         execute(con, q)
     if public:
-        from .dp_runner import _expand_public
+        from .dp import _expand_public
 
         _expand_public(cfg, con)
     cols = [c[0] for c in con.execute("DESCRIBE __dp_cells").fetchall()]
@@ -333,7 +333,7 @@ def _plan_dp(
 
 def _threshold(plan: Any, k: int | None) -> int | None:
     """The noisy-unit-count threshold a release applies at one level (None with public partitions)."""
-    from .noise import publication_threshold
+    from ..privacy.mechanisms import publication_threshold
 
     return None if plan.selection is None else publication_threshold(plan.selection, k)
 
@@ -391,7 +391,7 @@ def _dp_candidate(
         else:
             hw = np.full(n, mech.ci95_half_width)
         ratio = _median_relative(hw[likely], true[likely])
-        from .dp_runner import NOISE_DOMINATED
+        from .dp import NOISE_DOMINATED
         own = [plan.selection] if m.agg == "count_units" and plan.selection is not None else list(parts.values())
         metrics[m.name] = {
             # this metric's share of the full table's budget (ε for Laplace, ρ for Gaussian; the
@@ -432,7 +432,7 @@ def _dp_candidate(
         }
     if cfg.budget is not None and epsilon > cfg.budget.epsilon_limit:
         out["exceeds_budget_limit"] = True
-    from .config import EPSILON_CEILING
+    from ..config.models import EPSILON_CEILING
 
     if epsilon > EPSILON_CEILING and not (cfg.privacy is not None and cfg.privacy.allow_large_epsilon):
         out["above_epsilon_ceiling"] = True

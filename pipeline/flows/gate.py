@@ -29,15 +29,15 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
-from .errors import PrivacyRefusal
-from .plan import Level, dimension_expr, filter_sql, levels
-from .sql import Params, ident
+from ..engines.duckdb.cells import Level, dimension_expr, filter_sql, levels
+from ..engines.duckdb.sql import Params, ident
+from ..errors import PrivacyRefusal
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from .config import ReportConfig
-    from .sources import Source
+    from ..config.models import ReportConfig
+    from ..engines.duckdb.sources import Source
 
 # Patterns are deliberately broad: a false alarm blocks a release, a miss leaks a person.
 PATTERNS: dict[str, str] = {
@@ -584,7 +584,9 @@ def _noise_check(cfg: ReportConfig, con: Any, table: pa.Table, truth: str, rplan
     """
     import math
 
-    from .noise import (
+    from ..engines.duckdb.cells import dim_key
+    from ..engines.duckdb.suppression import level_name_case
+    from ..privacy.mechanisms import (
         GATE_TAIL,
         Mechanism,
         abs_exceed_probability,
@@ -592,8 +594,6 @@ def _noise_check(cfg: ReportConfig, con: Any, table: pa.Table, truth: str, rplan
         publication_threshold,
         tail_bound,
     )
-    from .plan import dim_key
-    from .suppression import level_name_case
 
     if not re.fullmatch(r"__[a-z_]+", truth):
         raise ValueError(f"dp_truth must name a pipeline temp table, not {truth!r}")
@@ -657,7 +657,7 @@ def _noise_check(cfg: ReportConfig, con: Any, table: pa.Table, truth: str, rplan
                 rounding = 0.005 if (m.agg == "sum" and not cfg.consistent) else 0.0
                 big_t = tail_bound(mech)
                 if projected:
-                    from .consistency import _variance
+                    from ..privacy.consistency import _variance
 
                     var = _variance(plan, m.name)
                     n, sq = con.execute(
@@ -717,6 +717,6 @@ def _noise_check(cfg: ReportConfig, con: Any, table: pa.Table, truth: str, rplan
 
 def _median_abs(mech: Any) -> float:
     """A t near the median of |Z| for the mechanism's noise (the spread test's cut)."""
-    from .noise import tail_bound
+    from ..privacy.mechanisms import tail_bound
 
     return tail_bound(mech, 0.5)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, ReleaseError
+from ..errors import ConfigError, ReleaseError
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import LedgerError, PrivacyRefusal
-from .statefiles import file_lock, load_or_create_secret
+from ..errors import LedgerError, PrivacyRefusal
+from .files import file_lock, load_or_create_secret
 
 GENESIS = "0" * 64
 SCHEMA = """
@@ -294,7 +294,7 @@ class Ledger:
             )
             h = e.compute_hash()
             e = Entry(**{**e.__dict__, "entry_hash": h, "mac": self._mac(h)})
-            from .progress import fault_point
+            from ..progress import fault_point
 
             self._entries = None  # re-read after this write, whatever happens to it
             with self._db(write=True) as con:

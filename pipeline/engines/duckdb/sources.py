@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import CsvOptions, RangeFilter, ReportConfig
-from .errors import ConfigError, SourceError
+from ...config.models import CsvOptions, RangeFilter, ReportConfig
+from ...errors import ConfigError, SourceError
 from .sql import ident, literal
 
 if TYPE_CHECKING:
@@ -369,7 +369,7 @@ def check_columns(cfg: ReportConfig, schema: dict[str, str], con: Any = None, so
     Errors name the config file, line and key, and the closest source column ("did you mean").
     With ``con`` and ``source``, a metric column that holds text is described by its first value that
     is not a number and where it is (file and line for CSV, file and row for Parquet)."""
-    from .config import did_you_mean
+    from ...config.models import did_you_mean
 
     avail = ", ".join(list(schema)[:20]) + (" …" if len(schema) > 20 else "")
 

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .config import ReportConfig
-from .plan import (
+from ...config.models import ReportConfig
+from .cells import (
     dim_key,
     levels,
     metric_output_expr,
@@ -84,8 +84,8 @@ def apply_remainder(cfg: ReportConfig, con: duckdb.DuckDBPyConnection) -> dict[s
     Needs ``__cells`` with final ``__suppressed`` flags and ``__per_unit``. Guarantees the four
     conditions of the module docstring for every row it puts into ``__remainder``.
     """
-    from .runner import execute
-    from .secondary import analyse, load_system
+    from ...flows.run import execute
+    from ...privacy.secondary import analyse, load_system
 
     system = load_system(cfg, con)
     lvls = levels(cfg)
