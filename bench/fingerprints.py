@@ -43,6 +43,22 @@ def _seeded_noise() -> None:
 
     import pipeline
 
+    # seeded draws go to cells by position: fetch the DP candidate cells in key order (a real run
+    # draws independent noise per cell, whatever order the engine returns them in)
+    try:
+        conn = importlib.import_module("pipeline.engines.duckdb.connection")
+    except ImportError:  # the layout before issue 14
+        conn = importlib.import_module("pipeline.engine")
+    fetch = conn.fetch_arrow
+
+    def fetch_sorted(result: Any) -> Any:
+        t = fetch(result)
+        if "__units" in t.column_names:
+            t = conn.sort_table(t, [c for c in t.column_names if c.startswith("__d")] + ["__units"])
+        return t
+
+    conn.fetch_arrow = fetch_sorted
+
     for info in pkgutil.walk_packages(pipeline.__path__, "pipeline."):
         if info.name.endswith((".cli", "__main__")):
             continue
