@@ -7,7 +7,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.engines.duckdb.connection import arrow_array, arrow_table, fetch_arrow, np_column
+from pipeline.engines.duckdb.connection import fetch_arrow
+from pipeline.tables import arrow_array, arrow_table, np_column
 
 
 @pytest.mark.parametrize("typ", ["BIGINT", "INTEGER", "UTINYINT", "DOUBLE", "FLOAT", "BOOLEAN"])

@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from ..config.models import MetricConfig, ReportConfig
-from ..engines.duckdb.cells import Level, dim_key, dimension_expr, levels
+from ..engines.duckdb.cells import dim_key, dimension_expr
 from ..engines.duckdb.sources import Source, first_line
 from ..engines.duckdb.sql import ident
 from ..errors import ConfigError, ReleaseError
+from ..privacy.levels import Level, levels
 from ..privacy.mechanisms import (
     Mechanism,
     add_noise,
@@ -430,7 +431,7 @@ def _expand_public(cfg: ReportConfig, con: Any) -> None:
     cols = [c[0] for c in con.execute("DESCRIBE __dp_cells").fetchall() if c[0] not in keys and c[0] != "__level"]
     selects = []
     for lv in levels(cfg):
-        keep = [i for i, d in enumerate(cfg.dims) if d.name in lv.dims]
+        keep = lv.kept(cfg)
         proj = ", ".join([keys[i] if i in keep else f"NULL AS {keys[i]}" for i in range(len(keys))])
         pub = f"(SELECT DISTINCT {proj} FROM __public)"
         on = " AND ".join([f"p.{k} IS NOT DISTINCT FROM c.{k}" for k in keys] + [f"c.__level = {lv.index}"])
@@ -445,7 +446,8 @@ def noisy_table(cfg: ReportConfig, con: Any, plan: ReleasePlan) -> tuple[Any, di
     Arrow tables are built with :mod:`engine`'s buffer helpers, never ``pa.array``/``pa.table``:
     those import pandas (~0.3 s) just to check their argument's type.
     """
-    from ..engines.duckdb.connection import arrow_array, arrow_table, fetch_arrow
+    from ..engines.duckdb.connection import fetch_arrow
+    from ..tables import arrow_array, arrow_table
 
     keys = [dim_key(i) for i in range(len(cfg.dims))]
     ingredients = ["CAST(__units AS BIGINT) AS __units", "CAST(coalesce(__rows, 0) AS BIGINT) AS __rows"]
@@ -488,7 +490,7 @@ def noisy_table(cfg: ReportConfig, con: Any, plan: ReleasePlan) -> tuple[Any, di
         finally:
             con.unregister("__noisy")
     # deterministic row order (level, then dimensions), computed in Python, never taken from the engine
-    from ..engines.duckdb.connection import sort_table
+    from ..tables import sort_table
 
     table = sort_table(table, (["__level"] if cfg.totals else []) + [d.name for d in cfg.dims])
     if cfg.totals:
@@ -504,7 +506,7 @@ def noise_to_value(cfg: ReportConfig, table: Any) -> dict[str, dict[str, Any]]:
     """Per metric, the median over the published full-table rows of ``ci95 / |value|`` and whether it
     exceeds :data:`NOISE_DOMINATED` ("noise-dominated": the numbers are mostly noise). Computed from
     the published values only (post-processing; reveals nothing new)."""
-    from ..engines.duckdb.connection import np_column
+    from ..tables import np_column
 
     rows = table
     if "level" in table.column_names:
@@ -533,7 +535,7 @@ def _noisy_level(cfg: ReportConfig, cells: Any, plan: DPPlan) -> tuple[dict[str,
     (:func:`engine.take_rows`), so each noisy value stays on the cell whose true value it was drawn
     from; no engine result order is relied on.
     """
-    from ..engines.duckdb.connection import np_column, take_rows
+    from ..tables import np_column, take_rows
 
     keys = [dim_key(i) for i in range(len(cfg.dims))]
     n = cells.num_rows

@@ -29,9 +29,10 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..engines.duckdb.cells import Level, dimension_expr, filter_sql, levels
+from ..engines.duckdb.cells import dimension_expr, filter_sql
 from ..engines.duckdb.sql import Params, ident
 from ..errors import PrivacyRefusal
+from ..privacy.levels import Level, levels
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -425,7 +426,7 @@ def _recount(cfg: ReportConfig, con: Any, schema: dict[str, str], table: pa.Tabl
     margins = [lv for lv in todo if lv.index > 0]
 
     def kept(lv: Level) -> list[int]:
-        return [i for i, d in enumerate(cfg.dims) if d.name in lv.dims]
+        return lv.kept(cfg)
 
     def at_level(params: Params, lv: Level) -> str:
         return (f"r.level = {params.add(lv.name)}" if has_level else "TRUE") + f" AND NOT {is_rem}"

@@ -251,7 +251,7 @@ def _run_threshold(
 def collect_published(cfg: ReportConfig, table: Any) -> Any:
     """The published table in its documented order (:func:`plan.published_order`), without the
     ``__level`` sort key. The order is computed here from the values, never taken from the engine."""
-    from ..engines.duckdb.connection import sort_table
+    from ..tables import sort_table
 
     table = sort_table(table, published_order(cfg))
     return table.drop_columns(["__level"])

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..config.models import ReportConfig
-from ..engines.duckdb.connection import arrow_array, arrow_table, np_column
+from ..tables import arrow_array, arrow_table, np_column
 
 
 def make_consistent(cfg: ReportConfig, parts: list[tuple[Any, Any, Any]]) -> list[Any]:

@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..config.models import ReportConfig
-from ..engines.duckdb.cells import dim_key, levels
+from ..engines.duckdb.cells import dim_key
 from ..errors import PrivacyRefusal
+from .levels import levels
 
 if TYPE_CHECKING:
     import duckdb
@@ -142,7 +143,7 @@ def load_system(cfg: ReportConfig, con: duckdb.DuckDBPyConnection) -> TableSyste
         suppressed=placed("__sup", bool),
     )
     for lv in levels(cfg)[1:]:
-        keep = [i for i, d in enumerate(cfg.dims) if d.name in lv.dims]
+        keep = lv.kept(cfg)
         on = " AND ".join(f"c.{keys[i]} IS NOT DISTINCT FROM m.{keys[i]}" for i in keep) or "TRUE"
         for head, members in _grouped_pairs(
             con,

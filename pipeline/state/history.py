@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config.models import ReportConfig
-from ..engines.duckdb.cells import dim_key, levels
+from ..engines.duckdb.cells import dim_key
 from ..engines.duckdb.sql import literal
 from ..errors import LedgerError
+from ..privacy.levels import levels
 from .files import file_lock, load_or_create_secret
 
 SCHEMA = """
@@ -68,7 +69,7 @@ def cell_key_expr(cfg: ReportConfig) -> str:
     """SQL for a cell's comparable key: level name plus ``name=value`` of its kept dimensions."""
     parts = []
     for lv in levels(cfg):
-        keep = [i for i, d in enumerate(cfg.dims) if d.name in lv.dims]
+        keep = lv.kept(cfg)
         items = " || '\x1f' || ".join(
             f"{literal(cfg.dims[i].name + '=')} || coalesce(CAST({dim_key(i)} AS VARCHAR), '\x1d')" for i in keep
         ) or "''"
@@ -80,7 +81,7 @@ def candidate_units_sql(cfg: ReportConfig, salt_hex: str) -> str:
     """``__cand_units``: (cell_key, unit hash) for every cell still publishable in ``__cells``."""
     selects = []
     for lv in levels(cfg):
-        keep = [i for i, d in enumerate(cfg.dims) if d.name in lv.dims]
+        keep = lv.kept(cfg)
         on = " AND ".join(f"p.{dim_key(i)} IS NOT DISTINCT FROM c.{dim_key(i)}" for i in keep) or "TRUE"
         selects.append(
             f"SELECT DISTINCT c.__cell_key AS cell_key, left(sha256({literal(salt_hex)} || CAST(p.__u AS VARCHAR)), 16) AS uh "

@@ -106,7 +106,7 @@ def dp_cells_sql(cfg: ReportConfig, seed: int) -> list[Query]:
     and largest unit ``__umin``/``__umax`` (for the release gate; never noised or published).
     Returns the statements to run in order.
     """
-    from .cells import levels
+    from ...privacy.levels import levels
 
     assert cfg.privacy is not None
     params = Params()
@@ -145,7 +145,7 @@ def dp_cells_sql(cfg: ReportConfig, seed: int) -> list[Query]:
     first = Query(f"CREATE OR REPLACE TEMP TABLE __dp_bounded AS {kept}", tuple(params.values))
     selects = []
     for lv in levels(cfg):
-        keep = [i for i, d in enumerate(cfg.dims) if d.name in lv.dims]
+        keep = lv.kept(cfg)
         cols = [f"{lv.index} AS __level"] + [keys[i] if i in keep else f"NULL AS {keys[i]}" for i in range(len(keys))]
         units = "count(*)" if lv.index == 0 else "count(DISTINCT __u)"
         group = f" GROUP BY {', '.join(keys[i] for i in keep)}" if keep else ""

@@ -13,9 +13,8 @@ Stage tables (all DuckDB temp tables, never pulled into Python):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ...config.models import DimensionConfig, MetricConfig, RangeFilter, ReportConfig
+from ...privacy.levels import levels
 from .sql import Params, Query, ident
 
 # Clamped values are summed as DECIMAL so totals are exact and independent of thread scheduling:
@@ -25,27 +24,6 @@ from .sql import Params, Query, ident
 SUM_TYPE = "DECIMAL(38,6)"
 NARROW_VALUE_TYPE = "DECIMAL(18,6)"
 NARROW_VALUE_LIMIT = 1e12  # |value| < 1e12 keeps value · 1e6 < 9.2e18, inside a 64-bit integer
-
-
-@dataclass(frozen=True)
-class Level:
-    """One table level: the full table (all dimensions) or a margin over a subset of them."""
-
-    index: int
-    dims: tuple[str, ...]  # output names of the dimensions kept at this level
-
-    @property
-    def name(self) -> str:
-        return "cell" if self.index == 0 else ("total" if not self.dims else "by_" + "_".join(self.dims))
-
-
-def levels(cfg: ReportConfig) -> list[Level]:
-    """Level 0 is the full table; then one level per ``totals`` entry, in config order."""
-    out = [Level(0, tuple(d.name for d in cfg.dims))]
-    for i, lv in enumerate(cfg.totals or []):
-        names = [d.name for d in cfg.dims if d.name in lv]  # keep the dimension order
-        out.append(Level(i + 1, tuple(names)))
-    return out
 
 
 def dim_key(i: int) -> str:
@@ -259,7 +237,7 @@ def cells_from_per_unit_sql(cfg: ReportConfig, *, dominance_n: int = 0) -> Query
     selects = []
     full = None  # the full-table select, reused by margins without dominance
     for lv in levels(cfg):
-        keep = [i for i, d in enumerate(cfg.dims) if d.name in lv.dims]
+        keep = lv.kept(cfg)
         keys = [dim_key(i) for i in keep]
         cols = [f"{lv.index} AS __level"]
         for i in range(nd):

@@ -31,14 +31,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...config.models import ReportConfig
-from .cells import (
-    dim_key,
-    levels,
-    metric_output_expr,
-    regroup_cols,
-    unit_regroup_aggs,
-    with_shared_values,
-)
+from ...privacy.levels import levels
+from .cells import dim_key, metric_output_expr, regroup_cols, unit_regroup_aggs, with_shared_values
 from .sql import Params, Query, ident
 from .suppression import level_name_case, reason_case
 
@@ -59,7 +53,7 @@ def candidates_sql(cfg: ReportConfig, level_indexes: list[int]) -> Query:
     selects = []
     for index in level_indexes:
         lv = lv_by_index[index]
-        keep = [i for i, d in enumerate(cfg.dims) if d.name in lv.dims]
+        keep = lv.kept(cfg)
         on = " AND ".join(f"p.{dim_key(i)} IS NOT DISTINCT FROM w.{dim_key(i)}" for i in keep) or "TRUE"
         keys = ", ".join(dim_key(i) for i in keep) or "1 AS __one"
         inner, outer = unit_regroup_aggs(cfg, dominance_n=dom_n, prefix="p.")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ...config.models import ReportConfig
-from .cells import levels
+from ...privacy.levels import levels
 from .sql import Params, Query
 
 if TYPE_CHECKING:
