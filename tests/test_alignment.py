@@ -223,7 +223,7 @@ def test_gate_refuses_values_on_the_wrong_cells(tmp_path: Path, one_cell_people:
     unit counts that selected them. Nothing is published and nothing is spent."""
     import numpy as np
 
-    import pipeline.engines.duckdb.connection as engine
+    import pipeline.tables as engine
 
     take = engine.take_rows
 

@@ -14,13 +14,9 @@ import pytest
 
 from pipeline import load_config, run_report
 from pipeline.errors import LedgerError, PrivacyRefusal
-from pipeline.flows.dp import dp_plan
-from pipeline.privacy.mechanisms import (
-    add_noise,
-    publication_threshold,
-    selection_mechanism,
-    vector_mechanism,
-)
+from pipeline.privacy.budget import level_budget
+from pipeline.privacy.mechanisms import add_noise, selection_mechanism, vector_mechanism
+from pipeline.privacy.rules import publication_threshold
 from pipeline.state.ledger import Ledger
 
 from .conftest import release_dirs, run_cli, write_config
@@ -104,7 +100,7 @@ def test_tiny_cells_never_published_over_many_runs(tmp_path: Path) -> None:
     import math
 
     cfg = load_config(dp_config(tmp_path, "data/c.parquet", privacy={**PRIVACY, "delta": 1e-9}))
-    plan = dp_plan(cfg)
+    plan = level_budget(cfg)
     sel = plan.selection
     assert sel is not None and sel.threshold is not None and sel.threshold > 5
     b, t = sel.scale, publication_threshold(sel, cfg.min_units)  # the pipeline's own rule
@@ -152,7 +148,7 @@ def test_heavy_user_moves_count_by_at_most_linf(tmp_path: Path) -> None:
     # ~1e-6 (OpenDP cannot be seeded, so the bound must make a false failure negligible); an
     # unbounded heavy user would move it by 100,000, far beyond b·ln(1e6) ≈ 250
     cfg = load_config(dp_config(tmp_path, "data/with.parquet"))
-    scale = dp_plan(cfg).metrics["rows"]["count"].scale
+    scale = level_budget(cfg).metrics["rows"]["count"].scale
     rel = run_report(cfg, "h")
     released = int(rel.table.set_index("city").loc["big", "rows"])
     assert abs(released - r0) <= PRIVACY["max_rows_per_group"] + scale * np.log(1e6)
@@ -259,7 +255,7 @@ def test_dp_margins_are_published_with_levels(dp_project: Path) -> None:
 
 def test_gaussian_mode_spends_within_budget(dp_project: Path) -> None:
     cfg = load_config(dp_config(dp_project, "data/c.parquet", privacy={**PRIVACY, "noise": "gaussian"}))
-    plan = dp_plan(cfg)
+    plan = level_budget(cfg)
     assert plan.epsilon <= 1.0 + 1e-9 and plan.delta <= 1e-6 * (1 + 1e-9) and plan.rho > 0
     rel = run_report(cfg, "g")
     assert list(rel.table["city"]) == ["big"]
@@ -379,11 +375,12 @@ def test_released_count_spread_matches_configured_epsilon(dp_project: Path) -> N
     from pipeline.engines.duckdb.bounding import dp_cells_sql, dp_pairs_sql
     from pipeline.engines.duckdb.connection import connect
     from pipeline.engines.duckdb.sources import open_source
-    from pipeline.flows.dp import load_public_partitions, noisy_table, release_plan
+    from pipeline.flows.dp import load_public_partitions, noisy_table
+    from pipeline.privacy.budget import budget_split
 
     (dp_project / "data" / "public.csv").write_text("city\nbig\n")
     cfg = load_config(dp_config(dp_project, "data/c.parquet", privacy={**PRIVACY, "public_partitions": "data/public.csv"}))
-    plan = release_plan(cfg)
+    plan = budget_split(cfg)
     con = connect(cfg)
     source = open_source(con, cfg)
     load_public_partitions(cfg, con, source)
@@ -408,8 +405,8 @@ def test_budget_weights_split_the_metrics_budget(dp_project: Path) -> None:
                {"name": "amount", "agg": "sum", "column": "amount", "bounds": [0, 10]},
                {"name": "avg", "agg": "mean", "column": "amount", "bounds": [0, 10], "budget_weight": 0.5}]
     cfg = load_config(dp_config(dp_project, "data/c.parquet", metrics=metrics))
-    plan = dp_plan(cfg)
-    equal = dp_plan(load_config(dp_config(dp_project, "data/c.parquet")))
+    plan = level_budget(cfg)
+    equal = level_budget(load_config(dp_config(dp_project, "data/c.parquet")))
     # selection (and unit counts) keep half of ε = 1; the other half splits 3 : 1 : 0.5
     assert plan.selection.scale == equal.selection.scale
     rows, amount = plan.metrics["rows"]["count"], plan.metrics["amount"]["sum"]

@@ -1,7 +1,7 @@
 """`anonymize explain`, Release.explain() and summary.html, checked against the published files.
 
 The truth here is what was published: row counts and top cells are recomputed from
-report.parquet with DuckDB, noise scales from the config with dp_plan; the renderers must agree
+report.parquet with DuckDB, noise scales from the config with level_budget; the renderers must agree
 with those and must never show a value that is not in the report.
 """
 
@@ -17,7 +17,7 @@ import duckdb
 import pytest
 
 from pipeline import load_config, open_release, run_report
-from pipeline.flows.dp import release_plan
+from pipeline.privacy.budget import budget_split
 from pipeline.releases.explain import explain_text, render_rich, sections
 
 from .conftest import run_cli, write_config
@@ -91,7 +91,7 @@ def test_explain_piped_is_plain_and_counts_match_report(threshold_release: Path)
 def test_explain_dp_mechanisms_and_budget(dp_release: tuple[Path, Path]) -> None:
     path, cfg_path = dp_release
     text = run_cli("explain", path).output
-    plan = release_plan(load_config(cfg_path)).levels[0][1]
+    plan = budget_split(load_config(cfg_path)).levels[0][1]
     assert plan.selection is not None
     body = text.split("noise mechanisms (OpenDP)")[1].split("\n\n")[0]
     sel_row = re.search(r"partition selection\s+Laplace \(int\)\s+(\S+)\s+(\S+)\s+(\S+)\s+ε (\S+)", body)

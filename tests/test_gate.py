@@ -19,7 +19,8 @@ import pytest
 
 from pipeline import load_config
 from pipeline.errors import PrivacyRefusal
-from pipeline.flows.gate import is_identifier_like, luhn_ok, run_gate
+from pipeline.flows.gate import run_gate
+from pipeline.privacy.identifiers import is_identifier_like, luhn_ok
 
 from .conftest import release_dirs, run_cli, write_config
 

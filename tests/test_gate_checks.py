@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from pipeline import load_config, run_report
 from pipeline.engines.duckdb.cells import cells_direct_sql, cells_from_per_unit_sql, per_unit_sql
 from pipeline.engines.duckdb.connection import connect
+from pipeline.engines.duckdb.gate import identifier_value_hits, quasi_identifiers
 from pipeline.engines.duckdb.sources import open_source
 from pipeline.errors import PrivacyRefusal
-from pipeline.flows.gate import _identifier_value_hits, _quasi_identifiers
 from pipeline.flows.run import execute
 
 from .conftest import write_config
@@ -60,7 +60,7 @@ def _hits(cfg, table: pa.Table) -> list[tuple[str, str]]:
     try:
         src = open_source(con, cfg)
         con.register("__gate_report", table)
-        return _identifier_value_hits(cfg, con, src.schema, table)
+        return identifier_value_hits(cfg, con, src.schema, table)
     finally:
         con.close()
 
@@ -118,13 +118,13 @@ def test_quasi_identifiers_same_from_source_and_unit_pairs(tmp_path: Path, dims:
     try:
         src = open_source(con, cfg)
         execute(con, per_unit_sql(cfg, src.schema))
-        from_source = _quasi_identifiers(cfg, con, src.schema)
-        from_pairs = _quasi_identifiers(cfg, con, src.schema, unit_pairs="__per_unit")
+        from_source = quasi_identifiers(cfg, con, src.schema)
+        from_pairs = quasi_identifiers(cfg, con, src.schema, unit_pairs="__per_unit")
         # the run's cell table (min/max unit per cell), both ways threshold mode builds it
         execute(con, cells_from_per_unit_sql(cfg))
-        from_cells_pu = _quasi_identifiers(cfg, con, src.schema, unit_pairs="__per_unit", cell_units="__cells")
+        from_cells_pu = quasi_identifiers(cfg, con, src.schema, unit_pairs="__per_unit", cell_units="__cells")
         execute(con, cells_direct_sql(cfg, src.schema))
-        from_cells = _quasi_identifiers(cfg, con, src.schema, cell_units="__cells")
+        from_cells = quasi_identifiers(cfg, con, src.schema, cell_units="__cells")
     finally:
         con.close()
     assert from_source == from_pairs == from_cells_pu == from_cells
@@ -161,8 +161,8 @@ def test_quasi_identifiers_same_from_dp_pre_bounding_cells(tmp_path: Path, dims:
         execute(con, dp_pairs_sql(cfg, src.schema, 11, public=False))
         for q in dp_cells_sql(cfg, 12):
             execute(con, q)
-        from_source = _quasi_identifiers(cfg, con, src.schema)
-        from_pre = _quasi_identifiers(cfg, con, src.schema, unit_pairs="__dp_pairs", cell_units="__dp_pre")
+        from_source = quasi_identifiers(cfg, con, src.schema)
+        from_pre = quasi_identifiers(cfg, con, src.schema, unit_pairs="__dp_pairs", cell_units="__dp_pre")
         keys = ", ".join(f"__d{i}" for i in range(len(dims)))
         pre = con.execute(f"SELECT {keys}, __units, __umin, __umax FROM __dp_pre ORDER BY ALL").fetchall()
         truth = con.execute(
@@ -186,7 +186,7 @@ def test_unit_pairs_must_name_a_pipeline_table(tmp_path: Path) -> None:
     try:
         src = open_source(con, cfg)
         with pytest.raises(ValueError, match="must name a pipeline temp table"):
-            _quasi_identifiers(cfg, con, src.schema, unit_pairs="t; DROP TABLE x")
+            quasi_identifiers(cfg, con, src.schema, unit_pairs="t; DROP TABLE x")
     finally:
         con.close()
 
@@ -225,11 +225,11 @@ def test_quasi_identifier_verdicts_agree_on_random_tables(tmp_path_factory: pyte
     con = connect(cfg)
     try:
         src = open_source(con, cfg)
-        from_source = _quasi_identifiers(cfg, con, src.schema)
+        from_source = quasi_identifiers(cfg, con, src.schema)
         execute(con, per_unit_sql(cfg, src.schema))
-        from_pairs = _quasi_identifiers(cfg, con, src.schema, unit_pairs="__per_unit")
+        from_pairs = quasi_identifiers(cfg, con, src.schema, unit_pairs="__per_unit")
         execute(con, cells_direct_sql(cfg, src.schema))
-        from_cells = _quasi_identifiers(cfg, con, src.schema, cell_units="__cells")
+        from_cells = quasi_identifiers(cfg, con, src.schema, cell_units="__cells")
     finally:
         con.close()
     assert from_source == from_pairs == from_cells
@@ -238,7 +238,7 @@ def test_quasi_identifier_verdicts_agree_on_random_tables(tmp_path_factory: pyte
 def test_recount_with_margins_matches_a_brute_force_recount(tmp_path: Path) -> None:
     """Margin rows proven by a published full-table cell skip the source scan; the rest are
     recounted. Either way the rows below min_units are exactly those a plain recount finds."""
-    from pipeline.flows.gate import _recomputed_min_units
+    from pipeline.engines.duckdb.gate import recomputed_min_units
 
     cfg = _cfg(tmp_path, dimensions=["rare", "kind"], min_units=5, totals=[["rare"], ["kind"], []])
     rows = [  # (level, rare, kind)
@@ -261,7 +261,7 @@ def test_recount_with_margins_matches_a_brute_force_recount(tmp_path: Path) -> N
     try:
         source = open_source(con, cfg)
         con.register("__gate_report", table)
-        found = _recomputed_min_units(cfg, con, source.schema, table)
+        found = recomputed_min_units(cfg, con, source.schema, table)
         assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = '__gate_full'").fetchall()[0][0] == 0
     finally:
         con.close()
@@ -292,7 +292,7 @@ def test_recount_with_margins_matches_brute_force_on_random_reports(tmp_path_fac
     """Property: whatever rows a report holds at whatever level, the gate's recount (one shared scan,
     margin rows proven by published cells, the rest recounted) finds exactly the rows that a plain
     per-row distinct count over the source puts below k."""
-    from pipeline.flows.gate import _recomputed_min_units
+    from pipeline.engines.duckdb.gate import recomputed_min_units
 
     rows, report, k = data
     folder = tmp_path_factory.mktemp("rc")
@@ -317,7 +317,7 @@ def test_recount_with_margins_matches_brute_force_on_random_reports(tmp_path_fac
     try:
         source = open_source(gcon, cfg)
         gcon.register("__gate_report", table)
-        found = _recomputed_min_units(cfg, gcon, source.schema, table)
+        found = recomputed_min_units(cfg, gcon, source.schema, table)
     finally:
         gcon.close()
     assert found == {"rows_below": truth, "remainder_bad": 0, "malformed": 0}

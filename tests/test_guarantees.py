@@ -183,7 +183,7 @@ def test_gate_compares_dimension_values_with_the_privacy_unit_even_when_not_list
 def test_gate_finds_identifiers_inside_longer_text(tmp_path: Path, value: str) -> None:
     """Guarantee: the gate's pattern check searches inside values (a value that merely *contains* an
     e-mail, phone or IP address is refused), the same way the documented patterns read."""
-    from pipeline.flows.gate import is_identifier_like
+    from pipeline.privacy.identifiers import is_identifier_like
 
     assert is_identifier_like(value)  # the documented patterns find it...
     _parquet(tmp_path / "data" / "e.parquet", f"""

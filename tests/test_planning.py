@@ -17,7 +17,6 @@ from scipy import stats
 
 from pipeline import load_config, plan_report, run_report
 from pipeline.errors import ConfigError
-from pipeline.flows.dp import dp_plan
 from pipeline.flows.whatif import (
     NOTICE,
     discrete_gaussian_sf,
@@ -26,6 +25,7 @@ from pipeline.flows.whatif import (
     expected_abs_noise,
     format_plan,
 )
+from pipeline.privacy.budget import level_budget
 from pipeline.privacy.mechanisms import add_noise
 
 from .conftest import ROOT, run_cli, write_config
@@ -161,7 +161,7 @@ def test_dp_expected_cells_match_scipy_and_opendp(dp_folder: tuple[Path, list[in
     assert result["bounding"]["cells_computed"] == N_CELLS
     assert result["bounding"]["rows_kept_share"] == 1.0
     for c in result["candidates"]:
-        plan = dp_plan(cfg, epsilon=c["epsilon"])
+        plan = level_budget(cfg, epsilon=c["epsilon"])
         sel = plan.selection
         assert sel is not None and c["threshold"] == max(sel.threshold, 2)
         assert c["epsilon_spent"] == pytest.approx(plan.epsilon)
@@ -170,7 +170,7 @@ def test_dp_expected_cells_match_scipy_and_opendp(dp_folder: tuple[Path, list[in
         assert c["expected_cells_published"] == pytest.approx(truth, rel=1e-9, abs=1e-12)
     # and the real OpenDP sampler, many times over the same cells
     c = next(c for c in result["candidates"] if c["epsilon"] == 1.0)
-    sel = dp_plan(cfg).selection
+    sel = level_budget(cfg).selection
     reps = 2000
     noisy = add_noise(np.tile(u, reps), sel).reshape(reps, N_CELLS)
     published = (noisy >= c["threshold"]).sum(axis=1)
@@ -183,7 +183,7 @@ def test_dp_relative_errors_match_opendp_monte_carlo(dp_folder: tuple[Path, list
     folder, units = dp_folder
     cfg = load_config(dp_cfg(folder))
     c = plan_report(cfg, epsilons=[1.0])["candidates"][0]
-    plan = dp_plan(cfg)
+    plan = level_budget(cfg)
     u = np.array(units, dtype=np.int64)
     likely = stats.dlaplace.sf(c["threshold"] - u - 1, 1.0 / plan.selection.scale) >= 0.5
     assert c["cells_likely_published"] == int(likely.sum()) > 5
@@ -218,7 +218,7 @@ def test_dp_gaussian_expected_cells_match_opendp(dp_folder: tuple[Path, list[int
     folder, units = dp_folder
     cfg = load_config(dp_cfg(folder, noise="gaussian"))
     c = plan_report(cfg, epsilons=[1.0])["candidates"][0]
-    sel = dp_plan(cfg).selection
+    sel = level_budget(cfg).selection
     u = np.array(units)
     reps = 1000
     noisy = add_noise(np.tile(u, reps), sel).reshape(reps, N_CELLS)
@@ -252,7 +252,7 @@ def test_dp_public_partitions_publish_all(dp_folder: tuple[Path, list[int]]) -> 
     cfg = load_config(dp_cfg(folder, privacy={"public_partitions": "data/public.csv"}))
     c = plan_report(cfg, epsilons=[1.0])["candidates"][0]
     assert c["threshold"] is None and c["expected_cells_published"] == 3.0
-    assert c["metrics"]["units"]["scale"] == dp_plan(cfg).metrics["units"]["count"].scale
+    assert c["metrics"]["units"]["scale"] == level_budget(cfg).metrics["units"]["count"].scale
 
 
 def test_cli_plan_dp_text(dp_folder: tuple[Path, list[int]]) -> None:
@@ -276,12 +276,12 @@ def test_dp_selection_share_candidates_match_release_plans(dp_folder: tuple[Path
     u = np.array(units)
     for c in cands:
         other = load_config(dp_cfg(folder, privacy={"selection_share": c["selection_share"]}))
-        sel = dp_plan(other).selection
+        sel = level_budget(other).selection
         assert c["selection_scale"] == sel.scale and c["threshold"] == max(sel.threshold, 2)
         truth = stats.dlaplace.sf(c["threshold"] - u - 1, 1.0 / sel.scale).sum()
         assert c["expected_cells_published"] == pytest.approx(truth, rel=1e-9, abs=1e-12)
         # the metrics share what selection leaves: a larger share means noisier metrics
-        assert c["metrics"]["rows"]["scale"] == dp_plan(other).metrics["rows"]["count"].scale
+        assert c["metrics"]["rows"]["scale"] == level_budget(other).metrics["rows"]["count"].scale
         budgets = {n: v["budget"] for n, v in c["metrics"].items()}
         assert budgets["units"] == pytest.approx(c["selection_share"])  # the selection's own count
         assert budgets["rows"] == pytest.approx((1 - c["selection_share"]) / 3)  # rows, amount, amount_avg
@@ -336,12 +336,12 @@ def test_noise_tails_against_scipy() -> None:
 
 
 def test_dp_margins_use_each_levels_mechanism(dp_folder: tuple[Path, list[int]]) -> None:
-    from pipeline.flows.dp import release_plan
+    from pipeline.privacy.budget import budget_split
 
     folder, units = dp_folder
     cfg = load_config(dp_cfg(folder, totals=[[]]))
     c = plan_report(cfg, epsilons=[1.0])["candidates"][0]
-    rp = release_plan(cfg)
+    rp = budget_split(cfg)
     assert len(rp.levels) == 2 and c["epsilon_spent"] == pytest.approx(rp.epsilon)
     cell_plan, total_plan = rp.levels[0][1], rp.levels[1][1]
     lv = c["levels"]

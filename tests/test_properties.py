@@ -170,7 +170,7 @@ def test_budget_weights_never_spend_more_than_configured(
     """Whatever the weights and selection share: the release spends at most the configured ε and
     δ (OpenDP's own accounting of every mechanism), and metrics' budgets follow their weights."""
     from pipeline.config.models import config_from_dict
-    from pipeline.flows.dp import release_plan
+    from pipeline.privacy.budget import budget_split
 
     names = ["rows", "units", "amount", "avg"]
     metrics = [{"name": "rows", "agg": "count"}, {"name": "units", "agg": "count_units"},
@@ -188,7 +188,7 @@ def test_budget_weights_never_spend_more_than_configured(
         "metrics": metrics, **({} if public else {"min_units": 5}), "privacy": privacy, **({"totals": [[]]} if totals else {}),
         "budget": {"ledger": "l.duckdb", "epsilon_limit": 100, "delta_limit": 1e-3},
     })
-    plan = release_plan(cfg)
+    plan = budget_split(cfg)
     assert plan.epsilon <= epsilon * (1 + 1e-9) and plan.delta <= 1e-6 * (1 + 1e-9)
     if noise != "laplace":
         return

@@ -11,32 +11,21 @@ Guarantees (the math is in docs/PRIVACY.md):
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..config.models import MetricConfig, ReportConfig
+from ..config.models import ReportConfig
 from ..engines.duckdb.cells import dim_key, dimension_expr
 from ..engines.duckdb.sources import Source, first_line
 from ..engines.duckdb.sql import ident
 from ..errors import ConfigError, ReleaseError
-from ..privacy.levels import Level, levels
-from ..privacy.mechanisms import (
-    Mechanism,
-    add_noise,
-    publication_threshold,
-    rho_for_epsilon,
-    scale_for_budget,
-    selection_mechanism,
-    vector_mechanism,
-    zcdp_to_approx_epsilon,
-)
+from ..privacy.budget import BudgetSplit, LevelBudget, budget_split, derive_seed
+from ..privacy.levels import levels
+from ..privacy.mechanisms import add_noise
+from ..privacy.rules import noise_to_value, publication_threshold
 from ..progress import Stages, fault_point
 from ..releases.store import (
     MANIFEST_FILE,
@@ -51,166 +40,6 @@ from ..releases.store import (
 INTERNAL_FILE = "internal.json"  # exact run statistics, stored in the ledger only
 
 
-@dataclass
-class DPPlan:
-    """Every noisy query of one release, with scales and the loss OpenDP reports for each."""
-
-    noise: str
-    selection: Mechanism | None
-    metrics: dict[str, dict[str, Mechanism]] = field(default_factory=dict)
-    epsilon: float = 0.0
-    delta: float = 0.0
-    rho: float | None = None
-
-    def mechanisms(self) -> list[Mechanism]:
-        out = [self.selection] if self.selection else []
-        for parts in self.metrics.values():
-            out += list(parts.values())
-        return out
-
-    def as_manifest(self) -> dict[str, Any]:
-        per_metric: dict[str, Any] = {}
-        for name, parts in self.metrics.items():
-            entry: dict[str, Any] = {"mechanisms": {k: v.as_dict() for k, v in parts.items()}}
-            if len(parts) > 1:  # a mean (noisy centred sum / noisy count): its error depends on the cell
-                entry |= {"scale": None, "ci95_half_width": None, "ci95": f"per cell: column {name}_ci95"}
-            else:
-                main = next(iter(parts.values()))
-                entry |= {"scale": main.scale, "ci95_half_width": main.ci95_half_width}
-            per_metric[name] = entry
-        return {
-            "selection": self.selection.as_dict() if self.selection else None,
-            "metrics": per_metric,
-            "epsilon_spent": self.epsilon,
-            "delta_spent": self.delta,
-            "rho": self.rho,
-        }
-
-
-def _value_scale(m: MetricConfig) -> tuple[float, float]:
-    lo, hi = m.bounds or (0.0, 0.0)
-    return max(abs(lo), abs(hi)), (hi - lo) / 2.0
-
-
-def dp_plan(
-    cfg: ReportConfig, *, epsilon: float | None = None, delta: float | None = None, margin: bool = False
-) -> DPPlan:
-    """Split one table level's budget across partition selection and metrics (pure; no data).
-
-    ``margin`` marks a ``totals`` level: there one unit's bounded rows may all fall into one cell,
-    so Gaussian L2 sensitivities of counts and sums are ``g·r·…`` instead of ``√g·r·…``
-    (L1 sensitivities and the selection's are the same as for the full table).
-    """
-    p = cfg.privacy
-    assert p is not None
-    eps = float(epsilon if epsilon is not None else p.epsilon)
-    target_delta = float(delta if delta is not None else p.delta)
-    g, r = int(p.max_groups_per_unit), int(p.max_rows_per_group)
-    public = p.public_partitions is not None
-    noisy = [m for m in cfg.metrics if not (m.agg == "count_units" and not public)]
-    selection_needed = not public
-    noise = p.noise
-    if noise == "laplace":
-        budget_total, delta_sel = eps, target_delta
-    else:
-        delta_sel = target_delta / 2 if selection_needed else 0.0
-        budget_total = rho_for_epsilon(eps, target_delta - delta_sel)
-    if selection_needed:
-        sel_budget = budget_total * (p.selection_share if noisy else 1.0)
-    else:
-        sel_budget = 0.0
-    weights = {m.name: float(m.budget_weight or 1.0) for m in noisy}
-    total_weight = sum(weights.values())
-
-    def budget_of(m: MetricConfig) -> float:
-        # the metrics' budget, split by weight (equal by default)
-        return (budget_total - sel_budget) * weights[m.name] / total_weight
-
-    def sens(l1_unit: float, *, units: bool = False) -> float:
-        # l1_unit: one unit's largest contribution to one cell of the full table
-        if noise == "laplace" or (margin and not units):
-            return g * l1_unit
-        return math.sqrt(g) * l1_unit
-
-    plan = DPPlan(noise=noise, selection=None)
-    if selection_needed:
-        plan.selection = selection_mechanism(noise, l0=g, budget=sel_budget, delta=delta_sel)
-    for m in noisy:
-        parts: dict[str, Mechanism] = {}
-        per_metric = budget_of(m)
-        if m.agg == "count":
-            s = sens(r)
-            parts["count"] = vector_mechanism(m.name, noise, integer=True, sensitivity=s,
-                                              scale=scale_for_budget(noise, s, per_metric))
-        elif m.agg == "count_units":
-            s = sens(1, units=True)
-            parts["count"] = vector_mechanism(m.name, noise, integer=True, sensitivity=s,
-                                              scale=scale_for_budget(noise, s, per_metric))
-        elif m.agg == "sum":
-            s = sens(r * _value_scale(m)[0])
-            parts["sum"] = vector_mechanism(m.name, noise, integer=False, sensitivity=s,
-                                            scale=scale_for_budget(noise, s, per_metric))
-        else:  # mean = mid + noisy centred sum / noisy count, half the metric's budget each
-            s_sum = sens(r * _value_scale(m)[1])
-            s_cnt = sens(r)
-            parts["sum"] = vector_mechanism(m.name + ".centred_sum", noise, integer=False, sensitivity=s_sum,
-                                            scale=scale_for_budget(noise, s_sum, per_metric / 2))
-            parts["count"] = vector_mechanism(m.name + ".count", noise, integer=True, sensitivity=s_cnt,
-                                              scale=scale_for_budget(noise, s_cnt, per_metric / 2))
-        plan.metrics[m.name] = parts
-    mechs = plan.mechanisms()
-    if noise == "laplace":
-        plan.epsilon = sum(x.epsilon for x in mechs)
-        plan.delta = sum(x.delta for x in mechs)
-    else:
-        rho = sum(x.rho for x in mechs)
-        delta_conv = target_delta - delta_sel
-        plan.rho = rho
-        plan.epsilon = zcdp_to_approx_epsilon(rho, delta_conv)
-        plan.delta = sum(x.delta for x in mechs) + delta_conv
-    # what the mechanisms say must fit what the config allows (tiny float slack only)
-    if plan.epsilon > eps * (1 + 1e-9) or plan.delta > target_delta * (1 + 1e-9):
-        raise ConfigError(
-            f"privacy: the mechanisms would spend ε={plan.epsilon:.6g}, δ={plan.delta:.3g}, more than "
-            f"configured (ε={eps}, δ={target_delta}); report this as a bug"
-        )
-    return plan
-
-
-@dataclass
-class ReleasePlan:
-    """One DPPlan per table level (full table, then ``totals`` margins); budgets add up (basic)."""
-
-    levels: list[tuple[Level, DPPlan]]
-    epsilon: float
-    delta: float
-    rho: float | None
-
-    def as_manifest(self) -> dict[str, Any]:
-        first = self.levels[0][1].as_manifest()
-        out = {**first, "epsilon_spent": self.epsilon, "delta_spent": self.delta, "rho": self.rho}
-        if len(self.levels) > 1:
-            out["levels"] = {lv.name: p.as_manifest() for lv, p in self.levels}
-            out["level_split"] = "equal share of ε and δ per level, basic composition across levels"
-        return out
-
-
-def release_plan(cfg: ReportConfig) -> ReleasePlan:
-    """The whole release's plan: ε and δ split equally over the full table and each margin."""
-    p = cfg.privacy
-    assert p is not None
-    lvls = levels(cfg)
-    n = len(lvls)
-    plans = [(lv, dp_plan(cfg, epsilon=p.epsilon / n, delta=p.delta / n, margin=lv.index > 0)) for lv in lvls]
-    rhos = [pl.rho for _, pl in plans if pl.rho is not None]
-    return ReleasePlan(
-        levels=plans,
-        epsilon=sum(pl.epsilon for _, pl in plans),
-        delta=sum(pl.delta for _, pl in plans),
-        rho=sum(rhos) if rhos else None,
-    )
-
-
 def budget_preflight(cfg: ReportConfig, source_id: str) -> str:
     """What ``run`` checks of the budget before reading data, without spending or creating files:
     the plan fits the configured ε and δ, the ledger (when it exists) verifies, and one more
@@ -218,7 +47,7 @@ def budget_preflight(cfg: ReportConfig, source_id: str) -> str:
     from ..state.ledger import Ledger
 
     assert cfg.budget is not None and cfg.ledger_path is not None
-    plan = release_plan(cfg)
+    plan = budget_split(cfg)
     limits = {"epsilon_limit": cfg.budget.epsilon_limit, "delta_limit": cfg.budget.delta_limit}
     ledger = Ledger(cfg.ledger_path)
     if not ledger.path.exists():
@@ -230,12 +59,6 @@ def budget_preflight(cfg: ReportConfig, source_id: str) -> str:
     return f"a new release spends ε={plan.epsilon:.4g}; ε={left:.4g} of {limits['epsilon_limit']:g} left"
 
 
-def derive_seed(secret: bytes, *parts: str) -> int:
-    """A 62-bit seed from the ledger secret and the run identity (never from published data)."""
-    msg = "\x1f".join(parts).encode()
-    return int.from_bytes(hmac.new(secret, msg, hashlib.sha256).digest()[:8], "big") >> 2
-
-
 def run_dp(
     cfg: ReportConfig, run_id: str, con: Any, source: Source, final: Path, stages: Stages, *, summary_html: bool
 ) -> Release:
@@ -245,7 +68,7 @@ def run_dp(
     assert cfg.privacy is not None and cfg.budget is not None and cfg.ledger_path is not None
     ledger = Ledger(cfg.ledger_path)
     limits = {"epsilon_limit": cfg.budget.epsilon_limit, "delta_limit": cfg.budget.delta_limit}
-    plan = release_plan(cfg)
+    plan = budget_split(cfg)
     with stages.stage("ledger"), ledger.locked():
         ledger.verify()
         existing = ledger.find(source.source_id, cfg.report, run_id)
@@ -440,7 +263,7 @@ def _expand_public(cfg: ReportConfig, con: Any) -> None:
     con.execute("CREATE OR REPLACE TEMP TABLE __dp_cells AS " + " UNION ALL BY NAME ".join(selects))
 
 
-def noisy_table(cfg: ReportConfig, con: Any, plan: ReleasePlan) -> tuple[Any, dict[str, int]]:
+def noisy_table(cfg: ReportConfig, con: Any, plan: BudgetSplit) -> tuple[Any, dict[str, int]]:
     """Noisy published table (pyarrow) and cell counts. Only cell aggregates are read from DuckDB.
 
     Arrow tables are built with :mod:`engine`'s buffer helpers, never ``pa.array``/``pa.table``:
@@ -498,36 +321,7 @@ def noisy_table(cfg: ReportConfig, con: Any, plan: ReleasePlan) -> tuple[Any, di
     return table, counts
 
 
-# A metric whose typical 95% noise half-width exceeds its typical value is flagged (docs/PRIVACY.md)
-NOISE_DOMINATED = 1.0
-
-
-def noise_to_value(cfg: ReportConfig, table: Any) -> dict[str, dict[str, Any]]:
-    """Per metric, the median over the published full-table rows of ``ci95 / |value|`` and whether it
-    exceeds :data:`NOISE_DOMINATED` ("noise-dominated": the numbers are mostly noise). Computed from
-    the published values only (post-processing; reveals nothing new)."""
-    from ..tables import np_column
-
-    rows = table
-    if "level" in table.column_names:
-        import pyarrow.compute as pc
-
-        rows = table.filter(pc.equal(table.column("level"), "cell"))
-    out: dict[str, dict[str, Any]] = {}
-    for m in cfg.metrics:
-        if f"{m.name}_ci95" not in rows.column_names or rows.num_rows == 0:
-            continue
-        value = np.abs(np_column(rows, m.name).astype(np.float64))
-        ci = np_column(rows, f"{m.name}_ci95").astype(np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(value > 0, ci / np.where(value > 0, value, 1.0), np.inf)
-        med = float(np.median(ratio))
-        out[m.name] = {"median_ci95_over_value": med if math.isfinite(med) else None,
-                       "noise_dominated": bool(med > NOISE_DOMINATED)}
-    return out
-
-
-def _noisy_level(cfg: ReportConfig, cells: Any, plan: DPPlan) -> tuple[dict[str, Any], int]:
+def _noisy_level(cfg: ReportConfig, cells: Any, plan: LevelBudget) -> tuple[dict[str, Any], int]:
     """Selection and noise for one table level's cells; returns output columns and rows published.
 
     ``cells``: keys ``__d{i}``, ``__units``, ``__rows`` and per sum/mean metric ``__s{i}`` (DOUBLE)

@@ -12,7 +12,7 @@ INTERNAL ONLY. Guarantees:
   margins and difference checks against earlier releases can only withhold more, so
   ``cells_published`` is then an upper bound.
 - DP mode: contribution bounding runs in DuckDB with the pipeline's SQL and a fixed planning seed
-  (not a release seed); noise scales come from :func:`pipeline.dp_runner.dp_plan` for each
+  (not a release seed); noise scales come from :func:`pipeline.dp_runner.level_budget` for each
   candidate epsilon, exactly as a release would use them. The expected number of published cells
   is the sum over cells of the probability that the noisy unit count reaches
   ``max(selection threshold, min_units)`` (discrete Laplace / discrete Gaussian tails, in closed
@@ -222,15 +222,15 @@ def _plan_threshold(cfg: ReportConfig, con: Any, source: Any, ks: list[int]) -> 
     return {"rows": quality, "candidates": rows, "notes": notes}
 
 
-def release_plan_for(cfg: ReportConfig, epsilon: float, selection_share: float | None = None) -> Any:
+def budget_split_for(cfg: ReportConfig, epsilon: float, selection_share: float | None = None) -> Any:
     """The release plan (every level's mechanisms) a run would use with ``privacy.epsilon = epsilon``
     (and ``privacy.selection_share``, when given).
 
-    Built by the release code itself (:func:`pipeline.dp_runner.release_plan`) on a copy of the
+    Built by the release code itself (:func:`pipeline.dp_runner.budget_split`) on a copy of the
     config; ``budget.epsilon_limit`` is raised on that copy when a candidate exceeds it (planning
     spends nothing; the result flags such candidates).
     """
-    from .dp import release_plan
+    from ..privacy.budget import budget_split
 
     assert cfg.privacy is not None
     from ..config.models import EPSILON_CEILING
@@ -242,7 +242,7 @@ def release_plan_for(cfg: ReportConfig, epsilon: float, selection_share: float |
         over["privacy"]["selection_share"] = float(selection_share)
     if cfg.budget is not None and epsilon > cfg.budget.epsilon_limit:
         over["budget"] = {"epsilon_limit": float(epsilon)}
-    return release_plan(cfg.with_overrides(**over))
+    return budget_split(cfg.with_overrides(**over))
 
 
 def _plan_dp(
@@ -296,7 +296,7 @@ def _plan_dp(
 
     def plan_for(e: float, share: float) -> Any:  # Gaussian plans take a while (zCDP conversion): build each once
         if (e, share) not in plans:
-            plans[e, share] = release_plan_for(cfg, e, share)
+            plans[e, share] = budget_split_for(cfg, e, share)
         return plans[e, share]
 
     try:
@@ -333,7 +333,7 @@ def _plan_dp(
 
 def _threshold(plan: Any, k: int | None) -> int | None:
     """The noisy-unit-count threshold a release applies at one level (None with public partitions)."""
-    from ..privacy.mechanisms import publication_threshold
+    from ..privacy.rules import publication_threshold
 
     return None if plan.selection is None else publication_threshold(plan.selection, k)
 
@@ -391,7 +391,7 @@ def _dp_candidate(
         else:
             hw = np.full(n, mech.ci95_half_width)
         ratio = _median_relative(hw[likely], true[likely])
-        from .dp import NOISE_DOMINATED
+        from ..privacy.rules import NOISE_DOMINATED
         own = [plan.selection] if m.agg == "count_units" and plan.selection is not None else list(parts.values())
         metrics[m.name] = {
             # this metric's share of the full table's budget (ε for Laplace, ρ for Gaussian; the

@@ -26,7 +26,7 @@ from ..tables import arrow_array, arrow_table, np_column
 
 
 def make_consistent(cfg: ReportConfig, parts: list[tuple[Any, Any, Any]]) -> list[Any]:
-    """``parts``: (Level, pyarrow table of that level's published rows, its DPPlan). Returns tables."""
+    """``parts``: (Level, pyarrow table of that level's published rows, its LevelBudget). Returns tables."""
     from scipy.sparse import csr_matrix, diags
     from scipy.sparse.linalg import spsolve
 
@@ -65,7 +65,7 @@ def make_consistent(cfg: ReportConfig, parts: list[tuple[Any, Any, Any]]) -> lis
             continue
         y = np.concatenate([np_column(t, m.name).astype(np.float64) for _, t, _ in parts])
         var = np.concatenate([
-            np.full(t.num_rows, _variance(plan, m.name)) for _, t, plan in parts
+            np.full(t.num_rows, variance(plan, m.name)) for _, t, plan in parts
         ])
         v = diags(var)
         lhs = (a @ v @ a.T).tocsc()
@@ -76,7 +76,8 @@ def make_consistent(cfg: ReportConfig, parts: list[tuple[Any, Any, Any]]) -> lis
     return [arrow_table(c) for c in out_cols]
 
 
-def _variance(plan: Any, metric: str) -> float:
+def variance(plan: Any, metric: str) -> float:
+    """The noise variance of ``metric`` at one level (the projection's weight)."""
     mech = next(iter(plan.metrics[metric].values()))
     if mech.noise == "laplace":
         return 2.0 * mech.scale**2

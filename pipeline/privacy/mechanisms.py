@@ -149,13 +149,6 @@ def selection_mechanism(noise: str, *, l0: int, budget: float, delta: float) -> 
     return Mechanism("partition_selection", noise, True, sens, scale, rho=loss, delta=d, threshold=hi)
 
 
-def publication_threshold(selection: Mechanism, min_units: int | None) -> int:
-    """The noisy unit count a cell must reach to be published under private partition selection:
-    the selection mechanism's threshold, and ``min_units`` when it is higher (post-processing).
-    The one place this rule is written: the release, the gate and ``plan`` call it."""
-    return max(int(selection.threshold or 0), int(min_units or 0))
-
-
 # ----- drawing noise ---------------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ from ..engines.duckdb.cells import dim_key
 from ..engines.duckdb.sql import literal
 from ..errors import LedgerError
 from ..privacy.levels import levels
+from ..privacy.rules import difference_window
 from .files import file_lock, load_or_create_secret
 
 SCHEMA = """
@@ -105,7 +106,7 @@ def apply_difference_check(cfg: ReportConfig, con: Any, hist: History, release_i
     except duckdb.Error as exc:
         raise LedgerError(f"cannot open the release history {hist.path}: {str(exc).splitlines()[0]}") from None
     try:
-        k = int(cfg.min_units)
+        lo, hi = difference_window(cfg)  # the rule (privacy.rules): 1 .. k - 1
         close = con.execute(
             """
             WITH prev AS (
@@ -124,9 +125,9 @@ def apply_difference_check(cfg: ReportConfig, con: Any, hist: History, release_i
                 GROUP BY ALL
             )
             SELECT DISTINCT a.cell_key FROM a JOIN b USING (cell_key) LEFT JOIN i USING (release_id, cell_key)
-            WHERE a.na + b.nb - 2 * coalesce(i.ni, 0) BETWEEN 1 AND $3 - 1
+            WHERE a.na + b.nb - 2 * coalesce(i.ni, 0) BETWEEN $3 AND $4
             """,
-            [source_id, release_id, k],
+            [source_id, release_id, lo, hi],
         ).fetchall()
     finally:
         con.execute("DETACH __hist")

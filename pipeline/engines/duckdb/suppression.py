@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from ...config.models import ReportConfig
 from ...privacy.levels import levels
+from ...privacy.rules import k_threshold
 from .sql import Params, Query
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def reason_case(cfg: ReportConfig, params: Params) -> str:
     Reads ``__units`` and, with dominance, ``__top{i}``, ``__top2_{i}``, ``__abs{i}`` (see
     :func:`plan.cells_from_per_unit_sql`); any table with those columns can be judged the same way.
     """
-    k = params.add(int(cfg.min_units))
+    k = params.add(k_threshold(cfg))  # the k rule (privacy.rules)
     reasons = [f"WHEN __units < {k} THEN 'k'"]
     dom = cfg.dominance
     if dom is not None:
