@@ -201,7 +201,7 @@ def _run_threshold(
 
                 apply_difference_check(cfg, con, hist, release_id, source.source_id)
             if cfg.totals:
-                from ..privacy.secondary import apply_secondary_suppression
+                from ..engines.duckdb.secondary import apply_secondary_suppression
 
                 apply_secondary_suppression(cfg, con)
             con.execute(suppression.finalize_sql())

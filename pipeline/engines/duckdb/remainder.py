@@ -8,27 +8,16 @@ metrics aggregate every withheld row of that level (primary and secondary suppre
 so the published rows of a level plus its remainder add up to the level's full total. All other
 rows have ``is_remainder = false``.
 
-A level's remainder row is published only when all of these hold (otherwise it is withheld too,
-and counted in the manifest as ``remainder_rows_withheld``):
-1. at least two rows of the level are withheld: one withheld row alone is never released as a
-   remainder (it would be that row);
-2. it aggregates at least ``min_units`` distinct units, counted inside DuckDB over the union of
-   the withheld rows' units (``__per_unit``), not by adding the rows' counts;
-3. it passes the dominance rule when one is configured (per-unit totals over that union);
-4. together with every published cell, margin and already accepted remainder, it determines no
-   withheld value: the remainder adds the equation "remainder = sum of the withheld rows of its
-   level" and the exact check of :mod:`secondary` must still find nothing determined. When the
-   grand total is published that equation is already implied (total minus the published rows of
-   the level), so the check is skipped: it could not find anything new.
-Levels are decided in level order; an accepted remainder is part of the system for the next.
-Only aggregate rows cross into Python (positions and unit counts; never row-level data).
+Which remainder rows are published is decided by :mod:`pipeline.privacy.remainder` (at least two
+withheld rows, ``min_units`` and dominance over the union of their units, and no withheld value
+pinned); this module builds the candidates in DuckDB (distinct units over the union, judged by
+the same k and dominance SQL as cells) and writes the accepted ones. Only aggregate rows cross
+into Python (positions and unit counts; never row-level data).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from ...config.models import ReportConfig
 from ...privacy.levels import levels
@@ -73,43 +62,23 @@ def candidates_sql(cfg: ReportConfig, level_indexes: list[int]) -> Query:
 
 
 def apply_remainder(cfg: ReportConfig, con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """Decide the remainder rows (``__remainder`` temp table); return counts for the manifest.
+    """Build the remainder candidates in DuckDB, let :func:`pipeline.privacy.remainder.choose` decide,
+    and write the accepted ones to the ``__remainder`` temp table; return counts for the manifest.
 
-    Needs ``__cells`` with final ``__suppressed`` flags and ``__per_unit``. Guarantees the four
-    conditions of the module docstring for every row it puts into ``__remainder``.
+    Needs ``__cells`` with final ``__suppressed`` flags and ``__per_unit``. Every row put into
+    ``__remainder`` meets the four conditions of the module docstring.
     """
-    from ...flows.run import execute
-    from ...privacy.secondary import analyse, load_system
+    from ...privacy.remainder import choose, eligible_levels
+    from .secondary import load_system
 
     system = load_system(cfg, con)
-    lvls = levels(cfg)
-    members = {lv.index: np.flatnonzero(system.suppressed & (system.level == lv.index)) for lv in lvls}
-    eligible = [lv.index for lv in lvls if len(members[lv.index]) >= 2]
-    counts = {"remainder_rows_published": 0, "remainder_rows_withheld": 0}
-    accepted: list[int] = []
-    # with the grand total published, every remainder is already implied (the total minus the
-    # published rows of its level, through that level's margin equations): nothing new to check
-    total_levels = [lv.index for lv in lvls if lv.index > 0 and not lv.dims]
-    implied = bool(total_levels) and bool(np.any(
-        (system.level == total_levels[0]) & ~system.suppressed
-    ))
+    eligible = eligible_levels(cfg, system)
+    reasons: dict[int, str | None] = {}
     if eligible:
-        execute(con, candidates_sql(cfg, eligible))
+        q = candidates_sql(cfg, eligible)
+        con.execute(q.sql, list(q.params))
         reasons = dict(con.execute("SELECT __level, __reason FROM __rem_cand").fetchall())
-        for index in eligible:
-            if reasons.get(index) is not None:
-                counts["remainder_rows_withheld"] += 1
-                continue
-            if implied:
-                accepted.append(index)
-                continue
-            system.add_equation(-1, members[index])
-            if analyse(system):  # the remainder would pin a withheld value: keep it back
-                system.remove_last_equation()
-                counts["remainder_rows_withheld"] += 1
-                continue
-            accepted.append(index)
-    counts["remainder_rows_withheld"] += sum(1 for lv in lvls if len(members[lv.index]) == 1)
+    accepted, counts = choose(cfg, system, reasons)
     # same ingredient columns as __cells (an empty table when no level qualifies)
     con.execute("CREATE OR REPLACE TEMP TABLE __remainder AS SELECT * FROM "
                 + ("__rem_cand" if eligible else "__cells") + " WHERE FALSE")
@@ -118,7 +87,6 @@ def apply_remainder(cfg: ReportConfig, con: duckdb.DuckDBPyConnection) -> dict[s
             "INSERT INTO __remainder SELECT * FROM __rem_cand WHERE __level IN "
             f"({', '.join(str(int(i)) for i in accepted)})"
         )
-    counts["remainder_rows_published"] = len(accepted)
     return counts
 
 

@@ -1,0 +1,109 @@
+"""The table's linear structure read out of DuckDB for secondary suppression, and the result written back.
+
+Only aggregate cell keys' positions and unit counts come out (never row-level data); the linear
+algebra and the choice of complements are engine-free (:mod:`pipeline.privacy.secondary`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ...config.models import ReportConfig
+from ...errors import PrivacyRefusal
+from ...privacy.levels import levels
+from ...privacy.secondary import TableSystem, protect
+from .cells import dim_key
+
+if TYPE_CHECKING:
+    import duckdb
+
+
+def load_system(cfg: ReportConfig, con: duckdb.DuckDBPyConnection) -> TableSystem:
+    """Read the structure of ``__cells`` (keys stay in DuckDB; only positions and counts come out).
+
+    Variables are numbered by (level, dimension values NULLS FIRST), so the numbering, and every
+    choice made from it, does not depend on physical row order.
+    """
+    nd = len(cfg.dims)
+    keys = [dim_key(i) for i in range(nd)]
+    order = ", ".join(["__level"] + [f"{k} NULLS FIRST" for k in keys])
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE __vars AS SELECT "
+        f"CAST(row_number() OVER (ORDER BY {order}) - 1 AS BIGINT) AS __pos, rowid AS __rid, "
+        f"__level, {', '.join(keys)}, __units, __reason IS NOT NULL AS __sup FROM __cells"
+    )
+    # each value is placed at its own __pos: the engine's output order is never relied on
+    got = con.execute("SELECT __pos, __rid, __level, __units, __sup FROM __vars").fetchnumpy()
+    pos = np.asarray(got["__pos"], dtype=np.int64)
+    if not np.array_equal(np.sort(pos), np.arange(len(pos))):  # pragma: no cover - row_number() is 0..n-1
+        raise PrivacyRefusal("secondary suppression: cell positions are not a permutation; nothing published")
+
+    def placed(col: str, dtype: Any) -> np.ndarray:
+        out = np.empty(len(pos), dtype=dtype)
+        out[pos] = np.asarray(got[col], dtype=dtype)
+        return out
+
+    system = TableSystem(
+        rowids=placed("__rid", np.int64),
+        level=placed("__level", np.int64),
+        units=placed("__units", np.int64),
+        suppressed=placed("__sup", bool),
+    )
+    for lv in levels(cfg)[1:]:
+        keep = lv.kept(cfg)
+        on = " AND ".join(f"c.{keys[i]} IS NOT DISTINCT FROM m.{keys[i]}" for i in keep) or "TRUE"
+        for head, members in _grouped_pairs(
+            con,
+            f"SELECT m.__pos AS a, c.__pos AS b FROM __vars m JOIN __vars c ON {on} "
+            f"WHERE m.__level = {int(lv.index)} AND c.__level = 0",
+        ):
+            system.add_equation(head, members)
+    eq_of_head = {h: e for e, h in enumerate(system.head)}
+    margin_levels = levels(cfg)[1:]
+    for coarse in margin_levels:
+        for fine in margin_levels:
+            if not set(coarse.dims) < set(fine.dims):
+                continue
+            on = " AND ".join(
+                f"c.{keys[i]} IS NOT DISTINCT FROM f.{keys[i]}" for i, d in enumerate(cfg.dims) if d.name in coarse.dims
+            ) or "TRUE"
+            for parent, kids in _grouped_pairs(
+                con,
+                f"SELECT c.__pos AS a, f.__pos AS b FROM __vars c JOIN __vars f ON {on} "
+                f"WHERE c.__level = {int(coarse.index)} AND f.__level = {int(fine.index)}",
+            ):
+                system.children.setdefault(eq_of_head[parent], []).append(
+                    np.array([eq_of_head[int(x)] for x in kids], dtype=np.int64)
+                )
+    return system
+
+
+def _grouped_pairs(con: Any, sql: str) -> Iterator[tuple[int, Any]]:
+    """Rows (a, b) of ``sql``, sorted by (a, b) here (not by the engine), grouped as (a, array of its b's)."""
+    pairs = con.execute(sql).fetchnumpy()
+    heads = np.asarray(pairs["a"], dtype=np.int64)
+    members = np.asarray(pairs["b"], dtype=np.int64)
+    order = np.lexsort((members, heads))
+    heads, members = heads[order], members[order]
+    if len(heads) == 0:
+        return
+    cut = np.flatnonzero(np.diff(heads)) + 1
+    for h, m in zip(np.split(heads, cut), np.split(members, cut), strict=True):
+        yield int(h[0]), m
+
+
+def apply_secondary_suppression(cfg: ReportConfig, con: duckdb.DuckDBPyConnection) -> int:
+    """Mark complementary suppressions in ``__cells`` (``__reason = 'secondary'``). Returns how many.
+
+    Afterwards no withheld row of ``__cells`` is determined by the published rows (see module doc).
+    """
+    system = load_system(cfg, con)
+    newly = protect(system)
+    if newly:
+        con.execute("CREATE OR REPLACE TEMP TABLE __secondary (rid BIGINT)")
+        con.executemany("INSERT INTO __secondary VALUES (?)", [[int(system.rowids[v])] for v in sorted(newly)])
+        con.execute("UPDATE __cells SET __reason = 'secondary' WHERE rowid IN (SELECT rid FROM __secondary)")
+    return len(newly)
