@@ -131,7 +131,7 @@ def validate(config: str, no_source: bool, output: str | None) -> None:
         finally:
             con.close()
     else:
-        from .engines.duckdb.sources import default_source_id
+        from .engines.base import default_source_id
 
         source_id = default_source_id(cfg)
     extra = ""

@@ -57,3 +57,8 @@ class ReleaseError(PipelineError):
 
     exit_code = 1
     kind = "release error"
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else exc.__class__.__name__

@@ -43,7 +43,8 @@ def check_release(release_dir: str | Path, config_path: str | Path | None = None
     import duckdb
 
     from ..engines.duckdb.connection import connect
-    from ..engines.duckdb.sources import first_line, open_source
+    from ..engines.duckdb.sources import open_source
+    from ..errors import first_line
     from .gate import run_gate
 
     rel = open_release(release_dir)
@@ -151,7 +152,7 @@ def _base_dir(data: dict[str, Any], manifest: dict[str, Any]) -> Path | None:
     The manifest keeps the absolute paths of the source files; the config's (relative) source
     path resolved against the right folder must name one of them.
     """
-    from ..engines.duckdb.sources import resolve_files
+    from ..engines.base import resolve_files
 
     files = [f.get("path") for f in (manifest.get("source") or {}).get("files", []) if f.get("path")]
     if not files:

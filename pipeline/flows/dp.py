@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from ..config.models import ReportConfig
+from ..engines.base import Source
 from ..engines.duckdb.cells import dim_key, dimension_expr
-from ..engines.duckdb.sources import Source, first_line
 from ..engines.duckdb.sql import ident
-from ..errors import ConfigError, ReleaseError
+from ..errors import ConfigError, ReleaseError, first_line
 from ..privacy.budget import BudgetSplit, LevelBudget, budget_split, derive_seed
 from ..privacy.levels import levels
 from ..privacy.mechanisms import add_noise

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from ..config.models import ReportConfig
-    from ..engines.duckdb.sources import Source
+    from ..engines.base import Source
 
 
 def run_gate(

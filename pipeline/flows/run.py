@@ -17,6 +17,7 @@ from typing import Any
 
 from .._version import __version__
 from ..config.models import ReportConfig, url_problem
+from ..engines.base import Source
 from ..engines.duckdb.cells import (
     cells_direct_sql,
     cells_from_per_unit_sql,
@@ -27,21 +28,16 @@ from ..engines.duckdb.cells import (
     quality_from_per_unit_sql,
 )
 from ..engines.duckdb.connection import fetch_arrow
-from ..engines.duckdb.sources import (
-    Source,
-    check_columns,
-    first_line,
-    open_source,
-    output_read_back,
-)
+from ..engines.duckdb.sources import check_columns, open_source
 from ..engines.duckdb.sql import Query
-from ..errors import ConfigError, PipelineError, ReleaseError, SourceError
+from ..errors import ConfigError, PipelineError, ReleaseError, SourceError, first_line
 from ..progress import Stages, fault_point
 from ..releases.store import (
     MANIFEST_FILE,
     REPORT_FILE,
     Release,
     existing_report_sha,
+    output_read_back,
     parquet_bytes,
     publish,
     release_dir,
@@ -197,7 +193,7 @@ def _run_threshold(
         with stages.stage("suppress"):
             execute(con, suppression.primary_sql(cfg))
             if hist is not None:
-                from ..state.history import apply_difference_check
+                from ..engines.duckdb.difference import apply_difference_check
 
                 apply_difference_check(cfg, con, hist, release_id, source.source_id)
             if cfg.totals:
@@ -237,7 +233,7 @@ def _run_threshold(
 
         def record() -> None:
             if hist is not None:
-                from ..state.history import record_release
+                from ..engines.duckdb.difference import record_release
 
                 record_release(cfg, con, hist, release_id, source.source_id, run_id)
 

@@ -116,7 +116,8 @@ def plan_report(
     import duckdb
 
     from ..engines.duckdb.connection import connect
-    from ..engines.duckdb.sources import check_columns, first_line, open_source
+    from ..engines.duckdb.sources import check_columns, open_source
+    from ..errors import first_line
 
     ks = _candidate_ks(cfg, min_units)
     eps = _candidate_epsilons(cfg, epsilons)

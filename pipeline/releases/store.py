@@ -12,6 +12,7 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import io
 import json
@@ -28,6 +29,8 @@ from ..errors import ConfigError, ReleaseError
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
+
+    from ..config.models import ReportConfig
 
 REPORT_FILE = "report.parquet"
 MANIFEST_FILE = "manifest.json"
@@ -238,3 +241,58 @@ def open_release(path: str | Path) -> Release:
     except (OSError, json.JSONDecodeError) as exc:
         raise ReleaseError(f"{p / MANIFEST_FILE}: unreadable manifest: {exc}") from None
     return Release(p, manifest, status="existing")
+
+
+# ----- where releases may be written ---------------------------------------------------------
+
+
+# Files a release writes under the output folder: <output>/<report>/<run id or staging>/<name>
+RELEASE_FILE_NAMES = ("report.parquet", "manifest.json", "summary.html", "manifest.json.tmp", "summary.html.tmp")
+
+
+def output_read_back(cfg: ReportConfig, out: Path) -> str | None:
+    """Why a release under ``out`` could be read back as input by this config's source, or None.
+
+    - a folder source reads every file beneath it: the output must not be inside it;
+    - a glob source: refused when the pattern can match a file a release writes
+      (``<out>/<report>/<any run id>/report.parquet``, ``manifest.json``, ``summary.html``; the run
+      id is treated as matching any pattern part, so the answer holds for every run id);
+    - a single file (or a DuckDB database file) reads only itself: any output folder is fine.
+    """
+    raw = str(cfg.resolve(cfg.source.path))
+    out = out.resolve()
+    if glob.has_magic(raw):
+        pattern = Path(os.path.abspath(raw)).parts
+        for name in RELEASE_FILE_NAMES:
+            target: list[str | None] = [*out.parts, cfg.report, None, name]
+            if _glob_can_match(pattern, target):
+                return f"the source glob {cfg.source.path!r} would match the release's {name}"
+        return None
+    p = Path(raw)
+    if p.is_dir():
+        folder = p.resolve()
+        if out == folder or folder in out.parents:
+            return f"it is inside the source folder {folder}, whose files are all read"
+    return None
+
+
+def _glob_can_match(pattern: tuple[str, ...], target: list[str | None]) -> bool:
+    """Whether glob ``pattern`` (path parts; ``**`` spans any number of folders, as with
+    ``recursive=True``) matches ``target``; a ``None`` part stands for any name."""
+    import fnmatch
+    from functools import cache
+
+    @cache
+    def match(i: int, j: int) -> bool:
+        if i == len(pattern):
+            return j == len(target)
+        part = pattern[i]
+        if part == "**":
+            return any(match(i + 1, k) for k in range(j, len(target) + 1))
+        if j == len(target):
+            return False
+        name = target[j]
+        ok = name is None or (fnmatch.fnmatchcase(name, part) if glob.has_magic(part) else name == part)
+        return ok and match(i + 1, j + 1)
+
+    return match(0, 0)

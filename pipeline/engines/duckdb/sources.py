@@ -17,17 +17,15 @@ Guarantees:
 from __future__ import annotations
 
 import datetime as dt
-import glob
 import hashlib
 import math
 import os
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...config.models import CsvOptions, RangeFilter, ReportConfig
-from ...errors import ConfigError, SourceError
+from ...errors import ConfigError, SourceError, first_line
+from ..base import Source, SourceFile, default_source_id, detect_format, resolve_files
 from .sql import ident, literal
 
 if TYPE_CHECKING:
@@ -39,87 +37,6 @@ NUMERIC_TYPES = (
     "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "REAL", "DECIMAL",
 )
 TEMPORAL_TYPES = ("DATE", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS")
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    path: str
-    size_bytes: int
-    mtime_ns: int
-    rows: int | None = None
-
-
-@dataclass
-class Source:
-    """What was opened: format, files, schema (column → DuckDB type) and a fingerprint."""
-
-    format: str
-    files: list[SourceFile]
-    schema: dict[str, str]
-    table: str | None = None
-    source_id: str = ""
-    fingerprint: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def manifest_entry(self, *, exact_counts: bool = True) -> dict[str, Any]:
-        """Source description for a manifest; without ``exact_counts`` (DP mode) sizes and row
-        counts are left out, since they are exact statistics of the data."""
-        files = [{"path": f.path, "size_bytes": f.size_bytes, "rows": f.rows} for f in self.files]
-        if not exact_counts:
-            files = [{"path": f.path} for f in self.files]
-        return {
-            "format": self.format,
-            "source_id": self.source_id,
-            "fingerprint": self.fingerprint,
-            "table": self.table,
-            "files": files,
-        }
-
-
-def detect_format(cfg: ReportConfig) -> str:
-    if cfg.source.format != "auto":
-        return cfg.source.format
-    p = cfg.source.path.lower()
-    if p.endswith((".duckdb", ".db")):
-        return "duckdb"
-    if p.endswith((".csv", ".csv.gz", ".tsv", ".txt")):
-        return "csv"
-    if p.endswith((".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz")):
-        return "json"
-    return "parquet"
-
-
-def resolve_files(cfg: ReportConfig) -> list[Path]:
-    """The concrete files the source path names (globs expanded, sorted). Raises if none."""
-    raw = str(cfg.resolve(cfg.source.path))
-    if glob.has_magic(raw):
-        files = sorted(Path(p) for p in glob.glob(raw, recursive=True) if Path(p).is_file())
-        if not files:
-            raise SourceError(
-                f"source.path {cfg.source.path!r}: the glob matches no files ({raw}); "
-                "check the pattern (paths are relative to the config file) and that the export ran"
-            )
-        return files
-    p = Path(raw)
-    if p.is_dir():
-        files = sorted(x for x in p.rglob("*") if x.is_file() and not x.name.startswith((".", "_")))
-        if not files:
-            raise SourceError(f"source.path {cfg.source.path!r}: the folder {raw} holds no files")
-        return files
-    if not p.exists():
-        raise SourceError(
-            f"source.path {cfg.source.path!r}: file not found ({raw}); "
-            "check the path (relative to the config file) and that the export ran"
-        )
-    return [p]
-
-
-def default_source_id(cfg: ReportConfig) -> str:
-    """The budget's population key: explicit ``budget.source_id`` or the resolved source path."""
-    if cfg.budget and cfg.budget.source_id:
-        return cfg.budget.source_id
-    sid = str(cfg.resolve(cfg.source.path).resolve())
-    return sid + (f"#{cfg.source.table}" if cfg.source.table else "")
 
 
 def open_source(con: duckdb.DuckDBPyConnection, cfg: ReportConfig) -> Source:
@@ -350,11 +267,6 @@ def _csv_checks(
     return checked
 
 
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else exc.__class__.__name__
-
-
 def is_numeric(duck_type: str) -> bool:
     return duck_type.upper().startswith(NUMERIC_TYPES)
 
@@ -507,55 +419,3 @@ def filter_value_problem(value: Any, duck_type: str) -> str | None:
     if t == "VARCHAR" or t.startswith("ENUM"):
         return None if isinstance(value, str) else "the column holds text: quote the value so YAML keeps it as text"
     return f"columns of type {duck_type} cannot be filtered on"
-
-
-# Files a release writes under the output folder: <output>/<report>/<run id or staging>/<name>
-RELEASE_FILE_NAMES = ("report.parquet", "manifest.json", "summary.html", "manifest.json.tmp", "summary.html.tmp")
-
-
-def output_read_back(cfg: ReportConfig, out: Path) -> str | None:
-    """Why a release under ``out`` could be read back as input by this config's source, or None.
-
-    - a folder source reads every file beneath it: the output must not be inside it;
-    - a glob source: refused when the pattern can match a file a release writes
-      (``<out>/<report>/<any run id>/report.parquet``, ``manifest.json``, ``summary.html``; the run
-      id is treated as matching any pattern part, so the answer holds for every run id);
-    - a single file (or a DuckDB database file) reads only itself: any output folder is fine.
-    """
-    raw = str(cfg.resolve(cfg.source.path))
-    out = out.resolve()
-    if glob.has_magic(raw):
-        pattern = Path(os.path.abspath(raw)).parts
-        for name in RELEASE_FILE_NAMES:
-            target: list[str | None] = [*out.parts, cfg.report, None, name]
-            if _glob_can_match(pattern, target):
-                return f"the source glob {cfg.source.path!r} would match the release's {name}"
-        return None
-    p = Path(raw)
-    if p.is_dir():
-        folder = p.resolve()
-        if out == folder or folder in out.parents:
-            return f"it is inside the source folder {folder}, whose files are all read"
-    return None
-
-
-def _glob_can_match(pattern: tuple[str, ...], target: list[str | None]) -> bool:
-    """Whether glob ``pattern`` (path parts; ``**`` spans any number of folders, as with
-    ``recursive=True``) matches ``target``; a ``None`` part stands for any name."""
-    import fnmatch
-    from functools import cache
-
-    @cache
-    def match(i: int, j: int) -> bool:
-        if i == len(pattern):
-            return j == len(target)
-        part = pattern[i]
-        if part == "**":
-            return any(match(i + 1, k) for k in range(j, len(target) + 1))
-        if j == len(target):
-            return False
-        name = target[j]
-        ok = name is None or (fnmatch.fnmatchcase(name, part) if glob.has_magic(part) else name == part)
-        return ok and match(i + 1, j + 1)
-
-    return match(0, 0)
