@@ -374,8 +374,9 @@ def test_released_count_spread_matches_configured_epsilon(dp_project: Path) -> N
     """Released counts (the real release code path, repeated) spread as the configured ε implies."""
     from pipeline.engines.duckdb.bounding import dp_cells_sql, dp_pairs_sql
     from pipeline.engines.duckdb.connection import connect
+    from pipeline.engines.duckdb.public import load_public_partitions
     from pipeline.engines.duckdb.sources import open_source
-    from pipeline.flows.dp import load_public_partitions, noisy_table
+    from pipeline.flows.dp import noisy_table
     from pipeline.privacy.budget import budget_split
 
     (dp_project / "data" / "public.csv").write_text("city\nbig\n")
@@ -471,7 +472,7 @@ def test_dp_quality_counts_invalid_values_for_metrics_sharing_a_column(tmp_path:
     from pipeline.engines.duckdb.bounding import dp_pairs_sql, dp_quality_sql
     from pipeline.engines.duckdb.connection import connect
     from pipeline.engines.duckdb.sources import open_source
-    from pipeline.flows.run import aggregate_quality
+    from pipeline.flows.quality import aggregate_quality
 
     (tmp_path / "data").mkdir()
     con0 = duckdb.connect()

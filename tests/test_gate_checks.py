@@ -18,11 +18,10 @@ from hypothesis import strategies as st
 
 from pipeline import load_config, run_report
 from pipeline.engines.duckdb.cells import cells_direct_sql, cells_from_per_unit_sql, per_unit_sql
-from pipeline.engines.duckdb.connection import connect
+from pipeline.engines.duckdb.connection import connect, execute
 from pipeline.engines.duckdb.gate import identifier_value_hits, quasi_identifiers
 from pipeline.engines.duckdb.sources import open_source
 from pipeline.errors import PrivacyRefusal
-from pipeline.flows.run import execute
 
 from .conftest import write_config
 

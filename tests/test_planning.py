@@ -17,13 +17,12 @@ from scipy import stats
 
 from pipeline import load_config, plan_report, run_report
 from pipeline.errors import ConfigError
-from pipeline.flows.whatif import (
-    NOTICE,
+from pipeline.flows.whatif import NOTICE, format_plan
+from pipeline.privacy.accuracy import (
     discrete_gaussian_sf,
     discrete_laplace_sf,
     expected_abs_difference,
     expected_abs_noise,
-    format_plan,
 )
 from pipeline.privacy.budget import level_budget
 from pipeline.privacy.mechanisms import add_noise

@@ -99,9 +99,8 @@ def test_margin_cells_match_independent_truth(project: Path, dominance) -> None:
     """Every computed cell of every level (published or not) equals a plain DuckDB GROUP BY: with
     dominance the margins regroup per unit, without it they add up the full-table cells."""
     from pipeline.engines.duckdb.cells import cells_from_per_unit_sql, per_unit_sql
-    from pipeline.engines.duckdb.connection import connect
+    from pipeline.engines.duckdb.connection import connect, execute
     from pipeline.engines.duckdb.sources import open_source
-    from pipeline.flows.run import execute
 
     cfg = load_config(write_config(project, totals=[[], ["city"], ["category"]], dominance=dominance))
     src = project / "data" / "events.parquet"

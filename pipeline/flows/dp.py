@@ -19,11 +19,10 @@ import numpy as np
 
 from ..config.models import ReportConfig
 from ..engines.base import Source
-from ..engines.duckdb.cells import dim_key, dimension_expr
+from ..engines.duckdb.cells import dim_key
 from ..engines.duckdb.sql import ident
-from ..errors import ConfigError, ReleaseError, first_line
+from ..errors import ReleaseError
 from ..privacy.budget import BudgetSplit, LevelBudget, budget_split, derive_seed
-from ..privacy.levels import levels
 from ..privacy.mechanisms import add_noise
 from ..privacy.rules import noise_to_value, publication_threshold
 from ..progress import Stages, fault_point
@@ -63,7 +62,7 @@ def run_dp(
     cfg: ReportConfig, run_id: str, con: Any, source: Source, final: Path, stages: Stages, *, summary_html: bool
 ) -> Release:
     from ..state.ledger import Ledger
-    from .run import aggregate_quality, execute, finish_release
+    from .finish import finish_release
 
     assert cfg.privacy is not None and cfg.budget is not None and cfg.ledger_path is not None
     ledger = Ledger(cfg.ledger_path)
@@ -79,20 +78,10 @@ def run_dp(
     seed_pairs = derive_seed(secret, "rows", source.source_id, cfg.report, run_id)
     seed_cells = derive_seed(secret, "cells", source.source_id, cfg.report, run_id)
     public = cfg.privacy.public_partitions is not None
-    from ..engines.duckdb.bounding import dp_cells_sql, dp_pairs_sql, dp_quality_sql
     from .prefetch import AFTER_AGGREGATION, prefetch
 
     prefetch(*AFTER_AGGREGATION)  # loads while DuckDB bounds contributions
-    with stages.stage("bounding"):
-        if public:
-            n_public = load_public_partitions(cfg, con, source)
-        execute(con, dp_pairs_sql(cfg, source.schema, seed_pairs, public=public))
-        quality = aggregate_quality(cfg, con, dp_quality_sql(cfg, source.schema))
-    with stages.stage("aggregate"):
-        for q in dp_cells_sql(cfg, seed_cells):
-            execute(con, q)
-        if public:
-            _expand_public(cfg, con)
+    quality, n_public = bound_contributions(cfg, con, source, seed_pairs, seed_cells, stages)
     with stages.stage("noise"):
         table, cells = noisy_table(cfg, con, plan)
         signal = noise_to_value(cfg, table)
@@ -169,6 +158,40 @@ def run_dp(
     )
 
 
+def bound_contributions(
+    cfg: ReportConfig, con: Any, source: Source, seed_pairs: int, seed_cells: int, stages: Stages | None = None
+) -> tuple[dict[str, Any], int | None]:
+    """The DP bounding sequence, written once (a release and ``plan`` both run it): load the public
+    partitions (if any), bound each person's rows per cell (Linf) into ``__dp_pairs``, count data
+    quality (refusing what must not be coerced), bound each person's cells (L0) into ``__dp_cells``,
+    and expand the public cells to every level. Returns (quality counts, public cells or None)."""
+    import contextlib
+
+    from ..engines.duckdb.bounding import dp_cells_sql, dp_pairs_sql, dp_quality_sql
+    from ..engines.duckdb.connection import execute
+    from ..engines.duckdb.public import expand_public, load_public_partitions
+    from .quality import aggregate_quality
+
+    assert cfg.privacy is not None
+    public = cfg.privacy.public_partitions is not None
+
+    def stage(name: str) -> Any:
+        return stages.stage(name) if stages is not None else contextlib.nullcontext()
+
+    n_public = None
+    with stage("bounding"):
+        if public:
+            n_public = load_public_partitions(cfg, con, source)
+        execute(con, dp_pairs_sql(cfg, source.schema, seed_pairs, public=public))
+        quality = aggregate_quality(cfg, con, dp_quality_sql(cfg, source.schema))
+    with stage("aggregate"):
+        for q in dp_cells_sql(cfg, seed_cells):
+            execute(con, q)
+        if public:
+            expand_public(cfg, con)
+    return quality, n_public
+
+
 def _rewrite(staged: StagedRelease, name: str, data: bytes) -> None:
     import os
 
@@ -203,64 +226,6 @@ def restore(ledger: Any, entry: Any, final: Path) -> Release:
     rel = open_release(final)
     rel.status = "restored"
     return rel
-
-
-def load_public_partitions(cfg: ReportConfig, con: Any, source: Source) -> int:
-    """Load ``privacy.public_partitions`` into ``__public`` keyed like the cells. Returns its size."""
-    import duckdb
-
-    assert cfg.privacy is not None and cfg.privacy.public_partitions is not None
-    path = cfg.resolve(cfg.privacy.public_partitions)
-    if not path.is_file():
-        raise ConfigError(f"privacy.public_partitions: file not found ({path})")
-    try:
-        rel = con.read_csv(str(path)) if path.suffix.lower() in (".csv", ".txt") else con.read_parquet(str(path))
-        rel.create_view("__public_raw", replace=True)
-        cols = [r[0] for r in con.execute("DESCRIBE SELECT * FROM __public_raw").fetchall()]
-    except duckdb.Error as exc:
-        raise ConfigError(f"privacy.public_partitions: cannot read {path}: {first_line(exc)}") from None
-    names = [d.name for d in cfg.dims]
-    missing = [n for n in names if n not in cols]
-    if missing:
-        raise ConfigError(
-            f"privacy.public_partitions: {path} lacks column(s) {', '.join(missing)} (needs one column per dimension: {', '.join(names)})"
-        )
-    key_types = con.execute(
-        "DESCRIBE SELECT " + ", ".join(
-            f"{dimension_expr(d, source.schema.get(d.column, 'VARCHAR'))} AS {dim_key(i)}" for i, d in enumerate(cfg.dims)
-        ) + " FROM __src LIMIT 0"
-    ).fetchall()
-    casts = ", ".join(f"TRY_CAST({ident(n)} AS {t[1]}) AS {dim_key(i)}" for i, (n, t) in enumerate(zip(names, key_types, strict=True)))
-    try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE __public AS SELECT DISTINCT {casts} FROM __public_raw")
-        bad = con.execute(
-            "SELECT count(*) FROM __public_raw r WHERE " + " OR ".join(
-                f"(r.{ident(n)} IS NOT NULL AND TRY_CAST(r.{ident(n)} AS {t[1]}) IS NULL)"
-                for n, t in zip(names, key_types, strict=True))
-        ).fetchall()[0][0]
-    except duckdb.Error as exc:
-        raise ConfigError(f"privacy.public_partitions: {first_line(exc)}") from None
-    if bad:
-        raise ConfigError(f"privacy.public_partitions: {bad} row(s) of {path} do not match the dimension types")
-    return int(con.execute("SELECT count(*) FROM __public").fetchall()[0][0])
-
-
-def _expand_public(cfg: ReportConfig, con: Any) -> None:
-    """Every public cell, empty or not (zeros where no bounded unit contributed).
-
-    Margin levels list the distinct projections of the public cells (public as well).
-    """
-    keys = [dim_key(i) for i in range(len(cfg.dims))]
-    cols = [c[0] for c in con.execute("DESCRIBE __dp_cells").fetchall() if c[0] not in keys and c[0] != "__level"]
-    selects = []
-    for lv in levels(cfg):
-        keep = lv.kept(cfg)
-        proj = ", ".join([keys[i] if i in keep else f"NULL AS {keys[i]}" for i in range(len(keys))])
-        pub = f"(SELECT DISTINCT {proj} FROM __public)"
-        on = " AND ".join([f"p.{k} IS NOT DISTINCT FROM c.{k}" for k in keys] + [f"c.__level = {lv.index}"])
-        sel = ", ".join([f"{lv.index} AS __level"] + [f"p.{k}" for k in keys] + [f"coalesce(c.{c}, 0) AS {c}" for c in cols])
-        selects.append(f"SELECT {sel} FROM {pub} p LEFT JOIN __dp_cells c ON {on}")
-    con.execute("CREATE OR REPLACE TEMP TABLE __dp_cells AS " + " UNION ALL BY NAME ".join(selects))
 
 
 def noisy_table(cfg: ReportConfig, con: Any, plan: BudgetSplit) -> tuple[Any, dict[str, int]]:

@@ -30,68 +30,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ConfigError, SourceError
-from ..privacy.mechanisms import discrete_gaussian_sf, discrete_laplace_sf
+from ..privacy.accuracy import (
+    expected_abs_difference,
+    expected_abs_noise,
+    median_relative,
+    publish_probability,
+)
 
 if TYPE_CHECKING:
     from ..config.models import ReportConfig
-    from ..privacy.mechanisms import Mechanism
 
 NOTICE = "INTERNAL ONLY — not a release, no budget spent"
 PLANNING_SEED = 0x5EED_0F_91A7  # bounding seed for planning only; releases derive theirs from the ledger secret
 LIKELY = 0.5  # a cell is "likely published" when its publication probability is at least this
-SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)  # E|N(0, 1)|
 
 
 # ----- noise distributions (pure, vectorised) ----------------------------------------------------
-
-
-def publish_probability(units: np.ndarray, mech: Mechanism, threshold: int) -> np.ndarray:
-    """Probability per cell that ``units + noise >= threshold`` under the selection mechanism."""
-    need = threshold - np.asarray(units, dtype=np.float64)  # the noise must reach at least this
-    if mech.noise == "laplace":
-        return discrete_laplace_sf(need, mech.scale)
-    return discrete_gaussian_sf(need, mech.scale)
-
-
-def expected_abs_noise(mech: Mechanism) -> float:
-    """E|noise| of one draw: b (Laplace), σ·√(2/π) (Gaussian); exact for the discrete versions
-    used on integer counts (2q/(1 − q²) with q = e^{-1/b}; a normalised sum for the discrete Gaussian)."""
-    scale = float(mech.scale)
-    if mech.noise == "laplace":
-        if not mech.integer:
-            return scale
-        q = math.exp(-1.0 / scale)
-        return 2.0 * q / (1.0 - q * q)
-    if not mech.integer or scale > 1e4:
-        return scale * SQRT_2_OVER_PI
-    half = int(math.ceil(12 * scale)) + 10
-    z = np.arange(-half, half + 1, dtype=np.float64)
-    mass = np.exp(-(z * z) / (2.0 * scale * scale))
-    return float((np.abs(z) * mass).sum() / mass.sum())
-
-
-def expected_abs_difference(noise: str, s1: float, s2: np.ndarray) -> np.ndarray:
-    """E|X − Y| for independent continuous X, Y with scales ``s1`` and ``s2`` (Laplace b or Gaussian σ).
-
-    Laplace: (s1² + s1·s2 + s2²) / (s1 + s2), from P(|X − Y| > w) = (s1²e^{-w/s1} − s2²e^{-w/s2}) / (s1² − s2²).
-    Gaussian: √(2/π)·√(s1² + s2²).
-    """
-    s2 = np.abs(np.asarray(s2, dtype=np.float64))
-    if noise != "laplace":
-        return SQRT_2_OVER_PI * np.sqrt(s1 * s1 + s2 * s2)
-    total = s1 + s2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(total > 0, (s1 * s1 + s1 * s2 + s2 * s2) / np.where(total > 0, total, 1.0), 0.0)
-
-
-def _median_relative(err: np.ndarray, true: np.ndarray) -> float | None:
-    """Median over cells of err/|true| (None when there are no cells or the median is infinite)."""
-    if len(err) == 0:
-        return None
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.where(np.abs(true) > 0, err / np.abs(true), np.inf)
-    med = float(np.median(rel))
-    return med if math.isfinite(med) else None
 
 
 # ----- the plan ----------------------------------------------------------------------------------
@@ -193,7 +147,8 @@ def _candidate_shares(cfg: ReportConfig, given: list[float] | None) -> list[floa
 
 def _plan_threshold(cfg: ReportConfig, con: Any, source: Any, ks: list[int]) -> dict[str, Any]:
     from ..engines.duckdb import suppression
-    from .run import aggregate, execute
+    from ..engines.duckdb.connection import execute
+    from .threshold import aggregate
 
     need_per_unit = bool(cfg.totals) or cfg.dominance is not None
     quality = aggregate(cfg, con, source, need_per_unit=need_per_unit)
@@ -249,24 +204,12 @@ def budget_split_for(cfg: ReportConfig, epsilon: float, selection_share: float |
 def _plan_dp(
     cfg: ReportConfig, con: Any, source: Any, epsilons: list[float], ks: list[int], shares: list[float]
 ) -> dict[str, Any]:
-    from ..engines.duckdb.bounding import dp_cells_sql, dp_pairs_sql, dp_quality_sql
-    from .dp import load_public_partitions
-    from .run import aggregate_quality, execute
+    from .dp import bound_contributions
 
     p = cfg.privacy
     assert p is not None
     public = p.public_partitions is not None
-    if public:
-        load_public_partitions(cfg, con, source)
-    execute(con, dp_pairs_sql(cfg, source.schema, PLANNING_SEED, public=public))
-    quality = aggregate_quality(cfg, con, dp_quality_sql(cfg, source.schema))
-    stmts = dp_cells_sql(cfg, PLANNING_SEED + 1)
-    for q in stmts if isinstance(stmts, list) else [stmts]:
-        execute(con, q)
-    if public:
-        from .dp import _expand_public
-
-        _expand_public(cfg, con)
+    quality, _ = bound_contributions(cfg, con, source, PLANNING_SEED, PLANNING_SEED + 1)
     cols = [c[0] for c in con.execute("DESCRIBE __dp_cells").fetchall()]
     sel = ["CAST(__units AS BIGINT) AS u", "CAST(__rows AS BIGINT) AS r",
            "CAST(__level AS INTEGER) AS lv" if "__level" in cols else "0 AS lv"]
@@ -391,7 +334,7 @@ def _dp_candidate(
                 hw = np.where(c_ > 0, hw / np.where(c_ > 0, c_, 1.0), np.inf)
         else:
             hw = np.full(n, mech.ci95_half_width)
-        ratio = _median_relative(hw[likely], true[likely])
+        ratio = median_relative(hw[likely], true[likely])
         from ..privacy.rules import NOISE_DOMINATED
         own = [plan.selection] if m.agg == "count_units" and plan.selection is not None else list(parts.values())
         metrics[m.name] = {
@@ -400,8 +343,8 @@ def _dp_candidate(
             "budget": sum((x.epsilon if plan.noise == "laplace" else (x.rho or 0.0)) for x in own),
             "scale": None if per_cell else mech.scale,
             "ci95_half_width": None if per_cell else mech.ci95_half_width,
-            "median_relative_error": _median_relative(err[likely], true[likely]),
-            "median_relative_error_reference": _median_relative(err[reference], true[reference]),
+            "median_relative_error": median_relative(err[likely], true[likely]),
+            "median_relative_error_reference": median_relative(err[reference], true[reference]),
             # as the release will flag it (dp_runner.noise_to_value), on the cells likely published
             "median_ci95_over_value": ratio,
             "noise_dominated": bool(likely.any()) and (ratio is None or ratio > NOISE_DOMINATED),

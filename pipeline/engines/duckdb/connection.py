@@ -7,9 +7,10 @@ Precedence: explicit argument (CLI flag) > config ``engine:`` > environment
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...config.models import ReportConfig
+from .sql import Query
 
 if TYPE_CHECKING:
     import duckdb
@@ -65,3 +66,6 @@ def fetch_arrow(result: duckdb.DuckDBPyConnection) -> object:
         return fn()
 
 
+def execute(con: Any, q: Query) -> Any:
+    """Run a built query (its values bound as parameters)."""
+    return con.execute(q.sql, list(q.params)) if q.params else con.execute(q.sql)
