@@ -50,11 +50,15 @@ def _seeded_noise() -> None:
     except ImportError:  # the layout before issue 14
         conn = importlib.import_module("pipeline.engine")
     fetch = conn.fetch_arrow
+    try:
+        sort_table = importlib.import_module("pipeline.tables").sort_table
+    except ImportError:
+        sort_table = conn.sort_table
 
     def fetch_sorted(result: Any) -> Any:
         t = fetch(result)
         if "__units" in t.column_names:
-            t = conn.sort_table(t, [c for c in t.column_names if c.startswith("__d")] + ["__units"])
+            t = sort_table(t, [c for c in t.column_names if c.startswith("__d")] + ["__units"])
         return t
 
     conn.fetch_arrow = fetch_sorted
