@@ -40,13 +40,13 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .config.models import ReportConfig
+    from .config import ReportConfig
     from .releases.store import Release
 
 
 def load_config(path: Any) -> ReportConfig:
     """Load and validate a YAML report config (raises ConfigError with file, key and line)."""
-    from .config.models import load_config as _load
+    from .config import load_config as _load
 
     return _load(path)
 

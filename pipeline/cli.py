@@ -114,7 +114,7 @@ def validate(config: str, no_source: bool, output: str | None) -> None:
     output location, and in DP mode the budget split and the ledger (verified, and with budget
     left for one more release). Exit codes as for `run`.
     """
-    from .config.models import load_config
+    from .config import load_config
     from .flows.run import preflight
 
     cfg = load_config(config)
@@ -155,7 +155,7 @@ def validate(config: str, no_source: bool, output: str | None) -> None:
 def run(config: str, run_id: str, output: str | None, quiet: bool, verbose: bool, no_summary: bool,
         threads: int | None, memory_limit: str | None, temp_dir: str | None) -> None:
     """Run CONFIG and publish <output>/<report>/<run id>/ atomically."""
-    from .config.models import load_config
+    from .config import load_config
     from .flows.run import run_report
     from .releases.store import check_run_id
 
@@ -215,7 +215,7 @@ def demo(workdir: str, rows: int, users: int, run_id: str) -> None:
     """Generate sample events, run configs/demo.yaml, print where the report is."""
     from importlib import resources
 
-    from .config.models import load_config
+    from .config import load_config
     from .flows.run import run_report
     from .generate import generate_events
 
@@ -282,7 +282,7 @@ def plan(
     config: str, min_units: tuple[int, ...], epsilons: tuple[float, ...], shares: tuple[float, ...], as_json: bool
 ) -> None:
     """What-if: cells published and expected error for candidate settings. INTERNAL ONLY; spends no budget."""
-    from .config.models import load_config
+    from .config import load_config
     from .flows.whatif import format_plan, plan_report
 
     cfg = load_config(config)
@@ -295,7 +295,7 @@ def plan(
 @click.option("--out", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
 def schema(out: str | None) -> None:
     """Print the JSON Schema of report configs (for editor validation)."""
-    from .config.models import json_schema
+    from .config import json_schema
 
     text = json.dumps(json_schema(), indent=2) + "\n"
     if out:
@@ -341,7 +341,7 @@ def _ledger_args(ledger: str | None, config: str | None) -> tuple[Path, dict | N
 
     limits = None
     if config:
-        from .config.models import load_config
+        from .config import load_config
 
         cfg = load_config(config)
         if cfg.budget is None:
@@ -353,7 +353,7 @@ def _ledger_args(ledger: str | None, config: str | None) -> tuple[Path, dict | N
         ledger = os.environ.get("ANONYMIZE_LEDGER")
     if ledger is None:
         raise ConfigError("give --ledger PATH or --config CONFIG (or set ANONYMIZE_LEDGER)")
-    from .config.models import url_problem
+    from .config import url_problem
 
     problem = url_problem(ledger)
     if problem:

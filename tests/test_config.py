@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config.models import config_from_dict, json_schema, load_config
+from pipeline.config import config_from_dict, json_schema, load_config
 from pipeline.errors import ConfigError
 
 from .conftest import BASE_CONFIG, run_cli, write_config

@@ -169,7 +169,7 @@ def test_budget_weights_never_spend_more_than_configured(
 ) -> None:
     """Whatever the weights and selection share: the release spends at most the configured ε and
     δ (OpenDP's own accounting of every mechanism), and metrics' budgets follow their weights."""
-    from pipeline.config.models import config_from_dict
+    from pipeline.config import config_from_dict
     from pipeline.privacy.budget import budget_split
 
     names = ["rows", "units", "amount", "avg"]

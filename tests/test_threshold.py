@@ -266,7 +266,7 @@ def test_clamped_sums_are_exact_with_narrow_and_wide_value_types(hi: float) -> N
     way the sum is the exact DECIMAL(38,6) total of the values rounded to 6 decimals."""
     from decimal import Decimal
 
-    from pipeline.config.models import MetricConfig
+    from pipeline.config import MetricConfig
     from pipeline.engines.duckdb.cells import clamp_expr
     from pipeline.engines.duckdb.sql import Params
 

@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -31,6 +30,7 @@ from pydantic import (
 )
 
 from ..errors import ConfigError
+from .problems import KeyProblem, format_loc, line_for, problems
 
 REPORT_NAME = re.compile(r"^[a-z0-9_]+$")
 OUTPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -212,7 +212,7 @@ class PrivacyConfig(_Model):
     @model_validator(mode="after")
     def _ceiling(self) -> PrivacyConfig:
         if self.epsilon > EPSILON_CEILING and not self.allow_large_epsilon:
-            raise _KeyError(
+            raise KeyProblem(
                 ("privacy", "epsilon"),
                 f"epsilon {self.epsilon:g} per release is above {EPSILON_CEILING:g}, where differential privacy "
                 f"promises little (e^ε ≈ {math.exp(min(self.epsilon, 700)):.3g}: what a reader believes about one "
@@ -330,7 +330,7 @@ class ReportConfig(_Model):
         dims: list[DimensionConfig] = self.dimensions  # type: ignore[assignment]
         for i, d in enumerate(dims):
             if d.column in protected:
-                raise _KeyError(
+                raise KeyProblem(
                     ("dimensions", i),
                     f"dimension column {d.column!r} is the privacy unit or an identifier; "
                     "identifiers are never grouped on or published",
@@ -338,14 +338,14 @@ class ReportConfig(_Model):
         for i, m in enumerate(self.metrics):
             for key, col in (("column", m.column), ("multiply_by", m.multiply_by)):
                 if col is not None and col in protected:
-                    raise _KeyError(
+                    raise KeyProblem(
                         ("metrics", i, key),
                         f"metric column {col!r} is the privacy unit or an identifier",
                     )
         for col in self.filter:
             if col in protected:
                 # Filtering on an identifier would let a config single people out.
-                raise _KeyError(("filter", col), f"filter on identifier column {col!r} is not allowed")
+                raise KeyProblem(("filter", col), f"filter on identifier column {col!r} is not allowed")
         names: dict[str, str] = {}
         for i, d in enumerate(dims):
             self._check_output_name(d.name, ("dimensions", i), names)
@@ -356,20 +356,20 @@ class ReportConfig(_Model):
             for i, level in enumerate(self.totals):
                 for name in level:
                     if name not in dim_names:
-                        raise _KeyError(
+                        raise KeyProblem(
                             ("totals", i),
                             f"totals level names {name!r}, which is not a dimension ({', '.join(dim_names)})",
                         )
                 if len(set(level)) != len(level):
-                    raise _KeyError(("totals", i), "totals level repeats a dimension")
+                    raise KeyProblem(("totals", i), "totals level repeats a dimension")
                 if set(level) == set(dim_names):
-                    raise _KeyError(("totals", i), "totals level equals the full table; drop it")
+                    raise KeyProblem(("totals", i), "totals level equals the full table; drop it")
         if self.dominance is not None and not any(m.agg in ("sum", "mean") for m in self.metrics):
-            raise _KeyError(("dominance",), "dominance applies to sum/mean metrics; none configured")
+            raise KeyProblem(("dominance",), "dominance applies to sum/mean metrics; none configured")
         if self.privacy is not None and self.budget is None:
-            raise _KeyError(("budget",), "DP mode (privacy:) needs a budget: block with a ledger")
+            raise KeyProblem(("budget",), "DP mode (privacy:) needs a budget: block with a ledger")
         if self.consistent and (self.privacy is None or self.privacy.public_partitions is None or not self.totals):
-            raise _KeyError(
+            raise KeyProblem(
                 ("consistent",),
                 "consistent: true is DP post-processing of margins: it needs privacy.public_partitions and totals "
                 "(with private partition selection unpublished cells would be misattributed)",
@@ -378,42 +378,42 @@ class ReportConfig(_Model):
             if m.budget_weight is None:
                 continue
             if self.privacy is None:
-                raise _KeyError(
+                raise KeyProblem(
                     ("metrics", i, "budget_weight"),
                     f"metric {m.name!r}: budget_weight splits a DP budget; this report has no privacy: block",
                 )
             if m.agg == "count_units" and self.privacy.public_partitions is None:
-                raise _KeyError(
+                raise KeyProblem(
                     ("metrics", i, "budget_weight"),
                     f"metric {m.name!r}: with private partition selection the unit count is the selection's "
                     "own noisy count; set its share with privacy.selection_share instead",
                 )
         public = self.privacy is not None and self.privacy.public_partitions is not None
         if public and self.min_units is not None:
-            raise _KeyError(
+            raise KeyProblem(
                 ("min_units",),
                 "min_units has no effect with privacy.public_partitions: the listed cells are published whatever "
                 "their size (their noise protects each person); remove min_units, or remove public_partitions to "
                 "select cells privately (min_units then applies to the noisy unit count)",
             )
         if not public and self.min_units is None:
-            raise _KeyError(("min_units",), "required key is missing (the fewest distinct people a published row may aggregate)")
+            raise KeyProblem(("min_units",), "required key is missing (the fewest distinct people a published row may aggregate)")
         if self.privacy is not None and self.dominance is not None:
-            raise _KeyError(("dominance",), "dominance is a threshold-mode rule; DP mode bounds contributions instead")
+            raise KeyProblem(("dominance",), "dominance is a threshold-mode rule; DP mode bounds contributions instead")
         if self.privacy is not None and self.remainder:
-            raise _KeyError(
+            raise KeyProblem(
                 ("remainder",),
                 "remainder rows are a threshold-mode feature (they aggregate suppressed cells); "
                 "DP mode publishes noisy cells, use consistent: true to make margins add up",
             )
         if self.budget is not None and self.privacy is not None:
             if self.privacy.epsilon > self.budget.epsilon_limit:
-                raise _KeyError(
+                raise KeyProblem(
                     ("privacy", "epsilon"),
                     f"epsilon {self.privacy.epsilon} exceeds budget.epsilon_limit {self.budget.epsilon_limit}",
                 )
             if self.privacy.delta > self.budget.delta_limit:
-                raise _KeyError(
+                raise KeyProblem(
                     ("privacy", "delta"),
                     f"delta {self.privacy.delta} exceeds budget.delta_limit {self.budget.delta_limit}",
                 )
@@ -422,15 +422,15 @@ class ReportConfig(_Model):
     @staticmethod
     def _check_output_name(name: str, loc: tuple[Any, ...], seen: dict[str, str]) -> None:
         if not OUTPUT_NAME.fullmatch(name):
-            raise _KeyError(
+            raise KeyProblem(
                 loc,
                 f"output column name {name!r} must match [A-Za-z_][A-Za-z0-9_]*; "
                 "use `as:` to rename a dimension whose source column has other characters",
             )
         if name.lower() in RESERVED_OUTPUT_NAMES or name.startswith("__"):
-            raise _KeyError(loc, f"output column name {name!r} is reserved")
+            raise KeyProblem(loc, f"output column name {name!r} is reserved")
         if name.lower() in seen:
-            raise _KeyError(loc, f"output column name {name!r} is used twice")
+            raise KeyProblem(loc, f"output column name {name!r} is used twice")
         seen[name.lower()] = name
 
     # ----- derived, read-only views ----------------------------------------------------------
@@ -458,9 +458,9 @@ class ReportConfig(_Model):
 
     def where(self, *loc: Any) -> str:
         """``"<config file>, line N: <key>"`` for a config key path (line when the YAML had it)."""
-        line = _line_for(self._lines, tuple(loc))
+        line = line_for(self._lines, tuple(loc))
         name = str(self._config_path) if self._config_path else "config"
-        return f"{name}" + (f", line {line}" if line else "") + f": {_format_loc(tuple(loc))}"
+        return f"{name}" + (f", line {line}" if line else "") + f": {format_loc(tuple(loc))}"
 
     def resolve(self, p: str) -> Path:
         """A path from the config, resolved against the config file's folder."""
@@ -499,78 +499,7 @@ class ReportConfig(_Model):
         return config_from_dict(data, base_dir=self._base_dir, source_name=str(self._config_path or "<overrides>"))
 
 
-class _KeyError(ValueError):
-    """A cross-field error that knows the config key it belongs to."""
-
-    def __init__(self, loc: tuple[Any, ...], message: str) -> None:
-        super().__init__(message)
-        self.loc = loc
-        self.message = message
-
-
 # ----- loading ---------------------------------------------------------------------------------
-
-
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "<root>"
-
-
-def _line_index(node: yaml.Node | None, path: tuple[Any, ...] = (), out: dict | None = None) -> dict:
-    """Map every key path in a composed YAML document to its 1-based line number."""
-    out = {} if out is None else out
-    if node is None:
-        return out
-    out.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = key_node.value
-            out[path + (key,)] = key_node.start_mark.line + 1
-            _line_index(value_node, path + (key,), out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _line_index(item, path + (i,), out)
-    return out
-
-
-def _line_for(lines: dict, loc: tuple[Any, ...]) -> int | None:
-    loc = tuple(p for p in loc if not (isinstance(p, str) and p in _UNION_TAGS))
-    while loc:
-        if loc in lines:
-            return lines[loc]
-        loc = loc[:-1]
-    return None
-
-
-# pydantic inserts union member tags into error locations; they are not config keys
-_UNION_TAGS = {
-    "DimensionConfig", "str", "list[union[str,int,float,bool]]", "RangeFilter",
-    "int", "float", "bool", "function-after[_normalise_dimensions(), list[union[DimensionConfig,str]]]",
-}
-
-
-def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(
-        p for p in loc
-        if not (isinstance(p, str) and (p in _UNION_TAGS or p.startswith(("list[", "function-"))))
-    )
-
-
-def _message(err: dict) -> str:
-    msg = str(err.get("msg", "invalid"))
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if msg.startswith(prefix):
-            msg = msg[len(prefix):]
-    if err.get("type") == "extra_forbidden":
-        msg = "unknown key (check spelling; see the config reference in the README)"
-    elif err.get("type") == "missing":
-        msg = "required key is missing"
-    return msg
 
 
 def config_from_dict(
@@ -586,142 +515,11 @@ def config_from_dict(
     try:
         cfg = ReportConfig.model_validate(dict(data))
     except ValidationError as exc:
-        problems = _problems(exc.errors(), lines)
-        if len(problems) == 1:
-            raise ConfigError(f"{source_name}{problems[0]}") from None
-        listed = "; ".join(p.removeprefix(", ").removeprefix(": ") for p in problems)
-        raise ConfigError(f"{source_name}: {len(problems)} problems: {listed}") from None
+        found = problems(exc.errors(), lines, ReportConfig)
+        if len(found) == 1:
+            raise ConfigError(f"{source_name}{found[0]}") from None
+        listed = "; ".join(p.removeprefix(", ").removeprefix(": ") for p in found)
+        raise ConfigError(f"{source_name}: {len(found)} problems: {listed}") from None
     cfg._base_dir = Path(base_dir).resolve()
     cfg._lines = dict(lines)
     return cfg
-
-
-def _problems(errors: list[dict], lines: dict) -> list[str]:
-    """One text per config key with errors (union alternatives give several errors for one key:
-    the most specific is kept), in file order: ``", line 7: min_unit: unknown key …"``."""
-    by_loc: dict[tuple, list[dict]] = {}
-    for e in errors:
-        loc = _clean_loc(tuple(e.get("loc", ())))
-        cause = (e.get("ctx") or {}).get("error")
-        if isinstance(cause, _KeyError):
-            loc = cause.loc
-        by_loc.setdefault(loc, []).append(e)
-    # a union member's errors under a deeper key make the bare key's own alternatives noise
-    for loc in list(by_loc):
-        if any(other[: len(loc)] == loc and len(other) > len(loc) for other in by_loc):
-            if all(e.get("type") != "value_error" for e in by_loc[loc]):
-                del by_loc[loc]
-    out = []
-    for loc, errs in by_loc.items():
-        err = _pick_error(errs)
-        line = _line_for(lines, loc)
-        where = f", line {line}" if line else ""
-        out.append((line or 10**9, f"{where}: {_format_loc(loc)}: {_message(err, loc)}"))
-    return [text for _, text in sorted(out, key=lambda t: t[0])]
-
-
-def did_you_mean(word: Any, choices: Any) -> str:
-    """`` (did you mean `x`?)`` for the closest of ``choices`` to ``word``, or ``""``."""
-    import difflib
-
-    options = [str(c) for c in choices]
-    close = difflib.get_close_matches(str(word), options, n=1, cutoff=0.6)
-    if not close:
-        lowered = {o.lower(): o for o in options}
-        close = [lowered[str(word).lower()]] if str(word).lower() in lowered else []
-    return f" (did you mean `{close[0]}`?)" if close and close[0] != str(word) else ""
-
-
-def _keys_at(loc: tuple[Any, ...]) -> list[str]:
-    """The valid keys of the mapping at ``loc`` (a config path), from the models; [] when unknown."""
-    import typing
-
-    def models_in(annotation: Any) -> list[type[BaseModel]]:
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            return [annotation]
-        return [m for a in typing.get_args(annotation) for m in models_in(a)]
-
-    model: type[BaseModel] | None = ReportConfig
-    skip_key = False
-    for part in loc:
-        if model is None:
-            return []
-        if isinstance(part, int):
-            continue
-        if skip_key:  # a free-form mapping key (a filter's column name)
-            skip_key = False
-            continue
-        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
-        if field is None:
-            return []
-        found = models_in(field.annotation)
-        skip_key = typing.get_origin(field.annotation) is dict
-        if skip_key:
-            found = models_in(typing.get_args(field.annotation)[1])
-        model = found[0] if found else None
-    if model is None:
-        return []
-    return [f.alias or n for n, f in model.model_fields.items()]
-
-
-def _message(err: dict, loc: tuple[Any, ...] = ()) -> str:
-    msg = str(err.get("msg", "invalid"))
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if msg.startswith(prefix):
-            msg = msg[len(prefix):]
-    kind = err.get("type")
-    if kind == "extra_forbidden":
-        hint = did_you_mean(loc[-1], _keys_at(loc[:-1])) if loc else ""
-        msg = "unknown key" + (hint or " (check spelling; see the config reference in the README)")
-    elif kind == "missing":
-        msg = "required key is missing"
-    elif kind in ("literal_error", "enum"):
-        expected = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
-        msg += did_you_mean(err.get("input"), expected) if expected else ""
-    return msg
-
-
-def _pick_error(errors: list[dict]) -> dict:
-    def score(e: dict) -> tuple[int, int]:
-        loc = _clean_loc(tuple(e.get("loc", ())))
-        # value errors (ours) are most informative; then deeper locations
-        return (1 if e.get("type") == "value_error" else 0, len(loc))
-
-    return max(errors, key=score)
-
-
-def load_config(path: str | Path) -> ReportConfig:
-    """Read and validate a YAML report config. Raises :class:`ConfigError` (never a traceback)."""
-    p = Path(path)
-    if not p.is_file():
-        what = "is a folder, not a config file" if p.is_dir() else "config file not found"
-        raise ConfigError(f"{p}: {what} (looked for {p.expanduser().resolve()})")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{p}: config is not valid UTF-8 (byte {exc.start})") from None
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read config: {exc.strerror}") from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError(f"{p}{line}: YAML syntax error: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: YAML syntax error: {exc}") from None
-    if data is None:
-        raise ConfigError(f"{p}: config is empty")
-    cfg = config_from_dict(data, base_dir=p.resolve().parent, source_name=str(p), lines=_line_index(node))
-    cfg._config_path = p.resolve()
-    return cfg
-
-
-def json_schema() -> dict[str, Any]:
-    """JSON Schema (draft 2020-12) of the report config, generated from the models."""
-    schema = ReportConfig.model_json_schema(by_alias=True)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "anonymize report config"
-    return schema

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config.models import ReportConfig
+from ..config import ReportConfig
 from ..errors import SourceError
 
 

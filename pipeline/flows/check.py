@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..config.models import ReportConfig, config_from_dict, load_config
+from ..config import ReportConfig, config_from_dict, load_config
 from ..errors import ConfigError, PipelineError, PrivacyRefusal, SourceError
 from ..releases.store import MANIFEST_FILE, open_release, sha256
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config.models import ReportConfig
+from ..config import ReportConfig
 from ..engines.base import Source
 from ..engines.duckdb.cells import dim_key
 from ..engines.duckdb.sql import ident

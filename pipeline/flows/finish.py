@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..config.models import ReportConfig
+from ..config import ReportConfig
 from ..engines.base import Source
 from ..errors import ReleaseError, first_line
 from ..progress import Stages, fault_point

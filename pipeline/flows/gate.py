@@ -35,7 +35,7 @@ from ..privacy.rules import allowed_columns
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from ..config.models import ReportConfig
+    from ..config import ReportConfig
     from ..engines.base import Source
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config.models import ReportConfig
+from ..config import ReportConfig
 from ..engines.duckdb.connection import execute
 from ..engines.duckdb.sql import Query
 from ..errors import SourceError

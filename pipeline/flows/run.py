@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config.models import ReportConfig, url_problem
+from ..config import ReportConfig, url_problem
 from ..engines.duckdb.sources import check_columns, open_source
 from ..errors import ConfigError, PipelineError, SourceError, first_line
 from ..progress import Stages

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..config.models import ReportConfig
+from ..config import ReportConfig
 from ..engines.base import Source
 from ..engines.duckdb.cells import (
     cells_direct_sql,

@@ -38,7 +38,7 @@ from ..privacy.accuracy import (
 )
 
 if TYPE_CHECKING:
-    from ..config.models import ReportConfig
+    from ..config import ReportConfig
 
 NOTICE = "INTERNAL ONLY — not a release, no budget spent"
 PLANNING_SEED = 0x5EED_0F_91A7  # bounding seed for planning only; releases derive theirs from the ledger secret
@@ -189,7 +189,7 @@ def budget_split_for(cfg: ReportConfig, epsilon: float, selection_share: float |
     from ..privacy.budget import budget_split
 
     assert cfg.privacy is not None
-    from ..config.models import EPSILON_CEILING
+    from ..config import EPSILON_CEILING
 
     over: dict[str, Any] = {"privacy": {"epsilon": float(epsilon)}}
     if epsilon > EPSILON_CEILING:  # a what-if may look past the ceiling; the result flags it
@@ -376,7 +376,7 @@ def _dp_candidate(
         }
     if cfg.budget is not None and epsilon > cfg.budget.epsilon_limit:
         out["exceeds_budget_limit"] = True
-    from ..config.models import EPSILON_CEILING
+    from ..config import EPSILON_CEILING
 
     if epsilon > EPSILON_CEILING and not (cfg.privacy is not None and cfg.privacy.allow_large_epsilon):
         out["above_epsilon_ceiling"] = True

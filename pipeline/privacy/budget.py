@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config.models import MetricConfig, ReportConfig
+from ..config import MetricConfig, ReportConfig
 from ..errors import ConfigError
 from .levels import Level, levels
 from .mechanisms import (

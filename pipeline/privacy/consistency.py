@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config.models import ReportConfig
+from ..config import ReportConfig
 from ..tables import arrow_array, arrow_table, np_column
 
 

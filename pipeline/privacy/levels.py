@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config.models import ReportConfig
+from ..config import ReportConfig
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..config.models import ReportConfig
+from ..config import ReportConfig
 from .mechanisms import GATE_TAIL, Mechanism, abs_exceed_probability, binomial_surprise, tail_bound
 from .rules import publication_threshold
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config.models import ReportConfig
+from ..config import ReportConfig
 from .levels import levels
 from .secondary import TableSystem, analyse
 

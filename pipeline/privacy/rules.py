@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config.models import ReportConfig
+from ..config import ReportConfig
 from .mechanisms import Mechanism
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._version import __version__
-from ..config.models import ReportConfig
+from ..config import ReportConfig
 from ..engines.base import Source
 
 

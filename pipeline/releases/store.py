@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-    from ..config.models import ReportConfig
+    from ..config import ReportConfig
 
 REPORT_FILE = "report.parquet"
 MANIFEST_FILE = "manifest.json"

@@ -23,7 +23,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..config.models import ReportConfig
+from ..config import ReportConfig
 from .files import file_lock, load_or_create_secret
 
 

@@ -15,7 +15,7 @@ and per sum/mean metric ``__s{i}`` (sum of clamped values) and ``__c{i}`` (their
 
 from __future__ import annotations
 
-from ...config.models import ReportConfig
+from ...config import ReportConfig
 from .cells import (
     REGROUP_COLS,
     bad_value_counts,

@@ -13,7 +13,7 @@ Stage tables (all DuckDB temp tables, never pulled into Python):
 
 from __future__ import annotations
 
-from ...config.models import DimensionConfig, MetricConfig, RangeFilter, ReportConfig
+from ...config import DimensionConfig, MetricConfig, RangeFilter, ReportConfig
 from ...privacy.levels import levels
 from .sql import Params, Query, ident
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from ...config.models import ReportConfig
+from ...config import ReportConfig
 from .sql import Query
 
 if TYPE_CHECKING:

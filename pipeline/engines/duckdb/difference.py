@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from ...config.models import ReportConfig
+from ...config import ReportConfig
 from ...errors import LedgerError
 from ...privacy.levels import levels
 from ...privacy.rules import difference_window

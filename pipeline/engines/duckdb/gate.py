@@ -18,7 +18,7 @@ from .sql import Params, ident
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from ...config.models import ReportConfig
+    from ...config import ReportConfig
 
 
 def pattern_hits(con: Any, cols: list[str]) -> list[tuple[str, str]]:

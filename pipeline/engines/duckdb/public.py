@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...config.models import ReportConfig
+from ...config import ReportConfig
 from ...errors import ConfigError, first_line
 from ...privacy.levels import levels
 from ..base import Source

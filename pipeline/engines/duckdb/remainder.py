@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ...config.models import ReportConfig
+from ...config import ReportConfig
 from ...privacy.levels import levels
 from .cells import dim_key, metric_output_expr, regroup_cols, unit_regroup_aggs, with_shared_values
 from .sql import Params, Query, ident

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...config.models import ReportConfig
+from ...config import ReportConfig
 from ...errors import PrivacyRefusal
 from ...privacy.levels import levels
 from ...privacy.secondary import TableSystem, protect

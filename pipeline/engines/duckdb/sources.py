@@ -23,7 +23,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
-from ...config.models import CsvOptions, RangeFilter, ReportConfig
+from ...config import CsvOptions, RangeFilter, ReportConfig
 from ...errors import ConfigError, SourceError, first_line
 from ..base import Source, SourceFile, default_source_id, detect_format, resolve_files
 from .sql import ident, literal
@@ -281,7 +281,7 @@ def check_columns(cfg: ReportConfig, schema: dict[str, str], con: Any = None, so
     Errors name the config file, line and key, and the closest source column ("did you mean").
     With ``con`` and ``source``, a metric column that holds text is described by its first value that
     is not a number and where it is (file and line for CSV, file and row for Parquet)."""
-    from ...config.models import did_you_mean
+    from ...config import did_you_mean
 
     avail = ", ".join(list(schema)[:20]) + (" …" if len(schema) > 20 else "")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ...config.models import ReportConfig
+from ...config import ReportConfig
 from ...privacy.levels import levels
 from ...privacy.rules import k_threshold
 from .sql import Params, Query
