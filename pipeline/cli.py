@@ -120,13 +120,12 @@ def validate(config: str, no_source: bool, output: str | None) -> None:
     cfg = load_config(config)
     preflight(cfg, output_dir=output)
     if not no_source:
-        from .engines.duckdb.connection import connect
-        from .engines.duckdb.sources import check_columns, open_source
+        from .engines import connect
 
         con = connect(cfg)
         try:
-            src = open_source(con, cfg)
-            check_columns(cfg, src.schema, con, src)
+            src = con.open_source(cfg)
+            con.check_columns(cfg, src)
             source_id = src.source_id
         finally:
             con.close()

@@ -1,4 +1,10 @@
-"""What every engine shares: the description of an opened source, and how a source path names files.
+"""What every engine shares: the Engine interface, the description of an opened source, and how a
+source path names files.
+
+The flows, the gate and ``plan`` talk to an engine only through :class:`Engine`: SQL (the
+builders of :mod:`pipeline.engines.duckdb` are the single source of truth; another engine
+translates them) goes in, :class:`Result` comes out: rows, numpy columns or an Arrow table of
+aggregates, in no guaranteed order.
 
 Guarantees:
 - :func:`resolve_files` lists exactly the files the config names (globs expanded, folders walked,
@@ -13,7 +19,10 @@ from __future__ import annotations
 import glob
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .duckdb.sql import Query
 
 from ..config import ReportConfig
 from ..errors import SourceError
@@ -98,3 +107,45 @@ def default_source_id(cfg: ReportConfig) -> str:
         return cfg.budget.source_id
     sid = str(cfg.resolve(cfg.source.path).resolve())
     return sid + (f"#{cfg.source.table}" if cfg.source.table else "")
+
+
+class Result(Protocol):
+    """A query's result, read once. Its row order is not guaranteed (nothing may rely on it)."""
+
+    @property
+    def description(self) -> Any: ...
+
+    def fetchall(self) -> list[tuple]: ...
+
+    def fetchone(self) -> tuple | None: ...
+
+    def fetchnumpy(self) -> dict[str, Any]: ...
+
+    def arrow(self) -> Any: ...
+
+
+class Engine(Protocol):
+    """An execution engine for one run: temp tables and views live in it; only aggregates leave it."""
+
+    name: str
+    Error: type[Exception]  # the engine's own error class (the flows turn it into SourceError)
+
+    def execute(self, sql: str, params: Any = None) -> Result: ...
+
+    def executemany(self, sql: str, rows: Any) -> None: ...
+
+    def run(self, q: Query) -> Result: ...
+
+    def open_source(self, cfg: ReportConfig) -> Source: ...
+
+    def check_columns(self, cfg: ReportConfig, source: Source) -> None: ...
+
+    def register(self, name: str, table: Any) -> None: ...
+
+    def unregister(self, name: str) -> None: ...
+
+    def query_progress(self) -> float: ...
+
+    def interrupt(self) -> None: ...
+
+    def close(self) -> None: ...

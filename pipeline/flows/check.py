@@ -40,10 +40,7 @@ def check_release(release_dir: str | Path, config_path: str | Path | None = None
     Raises :class:`ReleaseError` when the folder is not a release, :class:`ConfigError` when the
     config cannot be rebuilt, and :class:`PrivacyRefusal` (with ``details``) when any check fails.
     """
-    import duckdb
-
-    from ..engines.duckdb.connection import connect
-    from ..engines.duckdb.sources import open_source
+    from ..engines import connect
     from ..errors import first_line
     from .gate import run_gate
 
@@ -70,12 +67,12 @@ def check_release(release_dir: str | Path, config_path: str | Path | None = None
     try:
         source = None
         try:
-            source = open_source(con, cfg)
+            source = con.open_source(cfg)
             fp = (manifest.get("source") or {}).get("fingerprint")
             same = "unchanged since the release" if fp == source.fingerprint else (
                 "CHANGED since the release (different files, sizes or times): source checks use the current data")
             lines.append(f"source: {cfg.source.path} ({same})")
-        except (SourceError, ConfigError, duckdb.Error) as exc:
+        except (SourceError, ConfigError, con.Error) as exc:
             msg = exc.message if isinstance(exc, PipelineError) else first_line(exc)
             lines.append(f"source: not available ({msg}); source-dependent checks are skipped")
         for name, what in CHECKS.items():

@@ -168,7 +168,6 @@ def bound_contributions(
     import contextlib
 
     from ..engines.duckdb.bounding import dp_cells_sql, dp_pairs_sql, dp_quality_sql
-    from ..engines.duckdb.connection import execute
     from ..engines.duckdb.public import expand_public, load_public_partitions
     from .quality import aggregate_quality
 
@@ -182,11 +181,11 @@ def bound_contributions(
     with stage("bounding"):
         if public:
             n_public = load_public_partitions(cfg, con, source)
-        execute(con, dp_pairs_sql(cfg, source.schema, seed_pairs, public=public))
+        con.run(dp_pairs_sql(cfg, source.schema, seed_pairs, public=public))
         quality = aggregate_quality(cfg, con, dp_quality_sql(cfg, source.schema))
     with stage("aggregate"):
         for q in dp_cells_sql(cfg, seed_cells):
-            execute(con, q)
+            con.run(q)
         if public:
             expand_public(cfg, con)
     return quality, n_public
@@ -234,7 +233,6 @@ def noisy_table(cfg: ReportConfig, con: Any, plan: BudgetSplit) -> tuple[Any, di
     Arrow tables are built with :mod:`engine`'s buffer helpers, never ``pa.array``/``pa.table``:
     those import pandas (~0.3 s) just to check their argument's type.
     """
-    from ..engines.duckdb.connection import fetch_arrow
     from ..tables import arrow_array, arrow_table
 
     keys = [dim_key(i) for i in range(len(cfg.dims))]
@@ -246,7 +244,7 @@ def noisy_table(cfg: ReportConfig, con: Any, plan: BudgetSplit) -> tuple[Any, di
     levels_out = []
     counts = {"cells_computed": 0, "cells_published": 0, "cells_suppressed": 0}
     for lv, lplan in plan.levels:
-        sub = fetch_arrow(con.execute(select, [lv.index]))
+        sub = con.execute(select, [lv.index]).arrow()
         cols, n_pub = _noisy_level(cfg, sub, lplan)
         levels_out.append((lv, arrow_table(cols), lplan))
         counts["cells_computed"] += sub.num_rows
@@ -274,7 +272,7 @@ def noisy_table(cfg: ReportConfig, con: Any, plan: BudgetSplit) -> tuple[Any, di
         con.register("__noisy", table)
         try:
             cols = ", ".join([f"{level_name_case(cfg)} AS level"] + [ident(c) for c in table.column_names])
-            table = fetch_arrow(con.execute(f"SELECT {cols} FROM __noisy"))
+            table = con.execute(f"SELECT {cols} FROM __noisy").arrow()
         finally:
             con.unregister("__noisy")
     # deterministic row order (level, then dimensions), computed in Python, never taken from the engine

@@ -90,9 +90,9 @@ def run_gate(
     gcon = con
     own = False
     if gcon is None:
-        import duckdb
+        from ..engines import connect
 
-        gcon, own = duckdb.connect(":memory:"), True
+        gcon, own = connect(), True
     try:
         gcon.register("__gate_report", table)
         text_cols = [c for c, t in zip(table.column_names, table.schema.types, strict=True) if _is_text(t)]

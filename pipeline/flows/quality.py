@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import ReportConfig
-from ..engines.duckdb.connection import execute
 from ..engines.duckdb.sql import Query
 from ..errors import SourceError
 
@@ -16,8 +15,9 @@ def aggregate_quality(cfg: ReportConfig, con: Any, q: Query) -> dict[str, Any]:
     Refuses (SourceError) when a time dimension holds values that do not parse as timestamps, or
     when every selected row lacks a privacy unit. NaN/±inf metric values are counted (dropped).
     """
-    row = execute(con, q).fetchall()[0]
-    names = [d[0] for d in con.description]
+    result = con.run(q)
+    row = result.fetchall()[0]
+    names = [d[0] for d in result.description]
     values = dict(zip(names, row, strict=True))
     invalid = {}
     for i, m in enumerate(cfg.metrics):

@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import ReportConfig, url_problem
-from ..engines.duckdb.sources import check_columns, open_source
 from ..errors import ConfigError, PipelineError, SourceError, first_line
 from ..progress import Stages
 from ..releases.store import (
@@ -35,9 +34,7 @@ def run_report(
     summary_html: bool = True,
 ) -> Release:
     """Run one report and publish it atomically. Raises a :class:`PipelineError` subclass on failure."""
-    import duckdb
-
-    from ..engines.duckdb.connection import connect
+    from ..engines import connect
 
     out = preflight(cfg, output_dir=output_dir, temp_directory=temp_directory)
     final = release_dir(out, cfg.report, run_id)
@@ -46,8 +43,8 @@ def run_report(
     stages.attach(con)  # live query progress on a terminal only
     try:
         with stages.stage("load"):
-            source = open_source(con, cfg)
-            check_columns(cfg, source.schema, con, source)
+            source = con.open_source(cfg)
+            con.check_columns(cfg, source)
             known = [f.rows for f in source.files]
             stages.count(f"in {len(known)} file(s)", sum(known) if None not in known else None)
         if cfg.mode == "dp":
@@ -57,7 +54,7 @@ def run_report(
         from .threshold import run_threshold
 
         return run_threshold(cfg, run_id, con, source, final, stages, summary_html=summary_html)
-    except duckdb.Error as exc:
+    except con.Error as exc:
         raise SourceError(f"source {cfg.source.path!r}: {first_line(exc)}") from None
     finally:
         con.close()

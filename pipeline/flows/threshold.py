@@ -23,7 +23,6 @@ from ..engines.duckdb.cells import (
     quality_from_cells_sql,
     quality_from_per_unit_sql,
 )
-from ..engines.duckdb.connection import execute, fetch_arrow
 from ..progress import Stages, fault_point
 from ..releases.store import Release
 from .finish import finish_release
@@ -33,12 +32,12 @@ from .quality import aggregate_quality
 def aggregate(cfg: ReportConfig, con: Any, source: Source, *, need_per_unit: bool) -> dict[str, Any]:
     """Build ``__cells`` (and ``__per_unit`` when needed); return data-quality counts."""
     if need_per_unit:
-        execute(con, per_unit_sql(cfg, source.schema))
+        con.run(per_unit_sql(cfg, source.schema))
         fault_point("aggregate.per_unit")
-        execute(con, cells_from_per_unit_sql(cfg, dominance_n=cfg.dominance.n if cfg.dominance else 0))
+        con.run(cells_from_per_unit_sql(cfg, dominance_n=cfg.dominance.n if cfg.dominance else 0))
         q = quality_from_per_unit_sql(cfg, source.schema)
     else:
-        execute(con, cells_direct_sql(cfg, source.schema))
+        con.run(cells_direct_sql(cfg, source.schema))
         q = quality_from_cells_sql(cfg, source.schema)
     return aggregate_quality(cfg, con, q)
 
@@ -65,7 +64,7 @@ def run_threshold(
     # the history stays locked from the check until this release is recorded and published
     with hist.locked() if hist is not None else contextlib.nullcontext():
         with stages.stage("suppress"):
-            execute(con, suppression.primary_sql(cfg))
+            con.run(suppression.primary_sql(cfg))
             if hist is not None:
                 from ..engines.duckdb.difference import apply_difference_check
 
@@ -86,9 +85,9 @@ def run_threshold(
                     published_select_sql as select_with_remainders,
                 )
 
-                table = collect_published(cfg, fetch_arrow(execute(con, select_with_remainders(cfg))))
+                table = collect_published(cfg, con.run(select_with_remainders(cfg)).arrow())
             else:
-                table = collect_published(cfg, fetch_arrow(execute(con, published_select_sql(cfg))))
+                table = collect_published(cfg, con.run(published_select_sql(cfg)).arrow())
         privacy = {
             "mode": "threshold",
             "min_units": cfg.min_units,

@@ -67,10 +67,7 @@ def plan_report(
     candidates (k < 2, ε <= 0, a share outside (0, 1), ``epsilons`` on a threshold-mode config,
     shares without private partition selection) and SourceError when the source cannot be read.
     """
-    import duckdb
-
-    from ..engines.duckdb.connection import connect
-    from ..engines.duckdb.sources import check_columns, open_source
+    from ..engines import connect
     from ..errors import first_line
 
     ks = _candidate_ks(cfg, min_units)
@@ -78,13 +75,13 @@ def plan_report(
     shares = _candidate_shares(cfg, selection_shares)
     con = connect(cfg)
     try:
-        source = open_source(con, cfg)
-        check_columns(cfg, source.schema, con, source)
+        source = con.open_source(cfg)
+        con.check_columns(cfg, source)
         if cfg.mode == "dp":
             body = _plan_dp(cfg, con, source, eps, ks, shares)
         else:
             body = _plan_threshold(cfg, con, source, ks)
-    except duckdb.Error as exc:
+    except con.Error as exc:
         raise SourceError(f"source {cfg.source.path!r}: {first_line(exc)}") from None
     finally:
         con.close()
@@ -147,7 +144,6 @@ def _candidate_shares(cfg: ReportConfig, given: list[float] | None) -> list[floa
 
 def _plan_threshold(cfg: ReportConfig, con: Any, source: Any, ks: list[int]) -> dict[str, Any]:
     from ..engines.duckdb import suppression
-    from ..engines.duckdb.connection import execute
     from .threshold import aggregate
 
     need_per_unit = bool(cfg.totals) or cfg.dominance is not None
@@ -156,7 +152,7 @@ def _plan_threshold(cfg: ReportConfig, con: Any, source: Any, ks: list[int]) -> 
     rows = []
     for k in ks:
         con.execute("CREATE OR REPLACE TEMP TABLE __cells AS SELECT * FROM __plan_cells")
-        execute(con, suppression.primary_sql(cfg.with_overrides(min_units=k)))
+        con.run(suppression.primary_sql(cfg.with_overrides(min_units=k)))
         counts = suppression.counts(con)
         kept, total = con.execute(
             "SELECT coalesce(sum(__rows) FILTER (WHERE __reason IS NULL), 0), coalesce(sum(__rows), 0) "

@@ -1,7 +1,11 @@
-"""DuckDB connection set-up: threads, memory limit and spill directory from config, flags or env.
+"""The DuckDB engine: an in-memory connection configured for one run, behind the Engine interface.
 
-Precedence: explicit argument (CLI flag) > config ``engine:`` > environment
+Precedence of settings: explicit argument (CLI flag) > config ``engine:`` > environment
 (``ANONYMIZE_THREADS``, ``ANONYMIZE_MEMORY_LIMIT``, ``ANONYMIZE_TEMP_DIR``) > DuckDB defaults.
+
+:class:`DuckDBEngine` implements :class:`pipeline.engines.base.Engine`: flows and the gate run SQL
+through ``execute``/``run`` and read results through :class:`DuckDBResult` (rows, numpy, Arrow).
+The DuckDB-specific modules of this package (source readers) may use ``engine.con`` itself.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ def connect(
     threads: int | None = None,
     memory_limit: str | None = None,
     temp_directory: str | None = None,
-) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection configured for one run (never touches the source files)."""
+) -> DuckDBEngine:
+    """An in-memory DuckDB engine configured for one run (it never writes the source files)."""
     import duckdb
 
     eng = cfg.engine if cfg is not None else None
@@ -44,7 +48,89 @@ def connect(
     # Python holds (:func:`pipeline.tables.take_rows`), and published order is set in Python
     # (:func:`pipeline.tables.sort_table`).
     config["preserve_insertion_order"] = "false"
-    return duckdb.connect(":memory:", config=config)
+    return DuckDBEngine(duckdb.connect(":memory:", config=config))
+
+
+def raw(con: Any) -> Any:
+    """The DuckDB connection itself, for this package's source readers (the relational API:
+    ``read_csv``, ``read_parquet``); everything else goes through the engine's SQL interface."""
+    return con.con if isinstance(con, DuckDBEngine) else con
+
+
+class DuckDBResult:
+    """A pending DuckDB result: read it once, as rows, numpy columns or an Arrow table. The row
+    order is whatever the engine returned (never relied on; see :func:`connect`)."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
+
+    def fetchall(self) -> list[tuple]:
+        return self._cursor.fetchall()
+
+    def fetchone(self) -> tuple | None:
+        return self._cursor.fetchone()
+
+    def fetchnumpy(self) -> dict[str, Any]:
+        return self._cursor.fetchnumpy()
+
+    def arrow(self) -> Any:
+        return fetch_arrow(self._cursor)
+
+
+class DuckDBEngine:
+    """The DuckDB implementation of :class:`pipeline.engines.base.Engine` (one in-memory database)."""
+
+    name = "duckdb"
+
+    def __init__(self, con: Any) -> None:
+        import duckdb
+
+        self.con = con
+        self.Error: type[Exception] = duckdb.Error
+
+    def execute(self, sql: str, params: Any = None) -> DuckDBResult:
+        """Run ``sql`` with ``params`` bound to its ``$n`` (or ``?``) placeholders."""
+        return DuckDBResult(self.con.execute(sql, list(params)) if params else self.con.execute(sql))
+
+    def executemany(self, sql: str, rows: Any) -> None:
+        self.con.executemany(sql, rows)
+
+    def run(self, q: Query) -> DuckDBResult:
+        """Run a built query (its values bound as parameters)."""
+        return self.execute(q.sql, q.params)
+
+    def open_source(self, cfg: ReportConfig) -> Any:
+        """The ``__src`` view over the configured source, and its description (files, schema, fingerprint)."""
+        from .sources import open_source
+
+        return open_source(self, cfg)
+
+    def check_columns(self, cfg: ReportConfig, source: Any) -> None:
+        """Every column the config reads exists in the source with a usable type (see sources.check_columns)."""
+        from .sources import check_columns
+
+        check_columns(cfg, source.schema, self, source)
+
+    def register(self, name: str, table: Any) -> None:
+        """Make an Arrow table queryable as ``name`` (zero-copy)."""
+        self.con.register(name, table)
+
+    def unregister(self, name: str) -> None:
+        self.con.unregister(name)
+
+    def query_progress(self) -> float:
+        """The running query's progress in percent (-1 when unknown)."""
+        return float(self.con.query_progress())
+
+    def interrupt(self) -> None:
+        self.con.interrupt()
+
+    def close(self) -> None:
+        self.con.close()
 
 
 def _env_int(name: str) -> int | None:
@@ -67,5 +153,5 @@ def fetch_arrow(result: duckdb.DuckDBPyConnection) -> object:
 
 
 def execute(con: Any, q: Query) -> Any:
-    """Run a built query (its values bound as parameters)."""
-    return con.execute(q.sql, list(q.params)) if q.params else con.execute(q.sql)
+    """Run a built query (its values bound as parameters) on an engine."""
+    return con.run(q)

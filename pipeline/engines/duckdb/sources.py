@@ -43,6 +43,10 @@ def open_source(con: duckdb.DuckDBPyConnection, cfg: ReportConfig) -> Source:
     """Create the ``__src`` view over the configured source and return its description."""
     import duckdb
 
+    from .connection import raw
+
+    con = raw(con)
+
     fmt = detect_format(cfg)
     files = resolve_files(cfg)
     stats = []
@@ -343,8 +347,11 @@ def text_value_example(con: Any, cfg: ReportConfig, source: Source, col: str) ->
     that for metrics, so this is a second lock)."""
     import duckdb
 
+    from .connection import raw
+
     if col in {cfg.privacy_unit, *cfg.identifiers}:
         return ""
+    con = raw(con)
     names = [f.path for f in source.files]
     try:
         if source.format == "csv":
