@@ -5,7 +5,7 @@ Precedence of settings: explicit argument (CLI flag) > config ``engine:`` > envi
 
 :class:`DuckDBEngine` implements :class:`pipeline.engines.base.Engine`: flows and the gate run SQL
 through ``execute``/``run`` and read results through :class:`DuckDBResult` (rows, numpy, Arrow).
-The DuckDB-specific modules of this package (source readers) may use ``engine.con`` itself.
+This package's source readers use ``engine.con`` itself (DuckDB's relational API).
 """
 
 from __future__ import annotations
@@ -49,12 +49,6 @@ def connect(
     # (:func:`pipeline.tables.sort_table`).
     config["preserve_insertion_order"] = "false"
     return DuckDBEngine(duckdb.connect(":memory:", config=config))
-
-
-def raw(con: Any) -> Any:
-    """The DuckDB connection itself, for this package's source readers (the relational API:
-    ``read_csv``, ``read_parquet``); everything else goes through the engine's SQL interface."""
-    return con.con if isinstance(con, DuckDBEngine) else con
 
 
 class DuckDBResult:

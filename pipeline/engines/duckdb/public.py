@@ -26,9 +26,7 @@ def load_public_partitions(cfg: ReportConfig, con: Any, source: Source) -> int:
     path = cfg.resolve(cfg.privacy.public_partitions)
     if not path.is_file():
         raise ConfigError(f"privacy.public_partitions: file not found ({path})")
-    from .connection import raw
-
-    con = raw(con)
+    con = con.con  # the engine's DuckDB connection: this reader uses its relational API
     try:
         rel = con.read_csv(str(path)) if path.suffix.lower() in (".csv", ".txt") else con.read_parquet(str(path))
         rel.create_view("__public_raw", replace=True)

@@ -43,9 +43,7 @@ def open_source(con: duckdb.DuckDBPyConnection, cfg: ReportConfig) -> Source:
     """Create the ``__src`` view over the configured source and return its description."""
     import duckdb
 
-    from .connection import raw
-
-    con = raw(con)
+    con = con.con  # the engine's DuckDB connection: this reader uses its relational API
 
     fmt = detect_format(cfg)
     files = resolve_files(cfg)
@@ -347,11 +345,9 @@ def text_value_example(con: Any, cfg: ReportConfig, source: Source, col: str) ->
     that for metrics, so this is a second lock)."""
     import duckdb
 
-    from .connection import raw
-
     if col in {cfg.privacy_unit, *cfg.identifiers}:
         return ""
-    con = raw(con)
+    con = con.con  # the engine's DuckDB connection (relational API)
     names = [f.path for f in source.files]
     try:
         if source.format == "csv":
