@@ -1,7 +1,7 @@
 """An independent attacker for published tables with margins and remainder rows.
 
 Written for the tests only; it shares no code with ``pipeline/`` (in particular not with
-``pipeline/secondary.py`` or ``pipeline/remainder.py``). It plays the adversary of
+``pipeline/privacy/secondary.py`` or ``pipeline/privacy/remainder.py``). It plays the adversary of
 docs/PRIVACY.md: it knows the table structure (every non-empty full-table cell, taken here from
 the source by plain DuckDB), reads the published table, and sets up the linear system an
 attacker would:

@@ -16,9 +16,9 @@ import pytest
 
 from pipeline import load_config, run_report
 
-from .conftest import SAMPLES, release_dirs, run_cli, write_config
-from .lp_check import REAL_SAMPLE_CASES, attack, pinned
-from .test_secondary import ROOT, level_map, query_arrow, run_crafted
+from ..conftest import SAMPLES, release_dirs, run_cli, write_config
+from ..lp_check import REAL_SAMPLE_CASES, attack, pinned
+from ..privacy.test_secondary import ROOT, level_map, query_arrow, run_crafted
 
 METRICS = [{"name": "events", "agg": "count"}, {"name": "users", "agg": "count_units"}]
 

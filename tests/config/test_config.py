@@ -10,7 +10,7 @@ import pytest
 from pipeline.config import config_from_dict, json_schema, load_config
 from pipeline.errors import ConfigError
 
-from .conftest import BASE_CONFIG, run_cli, write_config
+from ..conftest import BASE_CONFIG, run_cli, write_config
 
 
 def _err(tmp_path: Path, **overrides) -> str:
@@ -134,7 +134,7 @@ def test_cli_validate_missing_source_column(project: Path) -> None:
 
 
 def test_shipped_configs_validate() -> None:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     for path in sorted((root / "configs").glob("*.yaml")):
         load_config(path)  # every shipped config is valid on its own
     packaged = (root / "pipeline" / "resources" / "demo.yaml").read_text()
@@ -143,5 +143,5 @@ def test_shipped_configs_validate() -> None:
 
 def test_published_json_schema_is_current() -> None:
     """configs/report.schema.json is generated from the models (regenerate: anonymize schema --out ...)."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     assert json.loads((root / "configs" / "report.schema.json").read_text()) == json_schema()

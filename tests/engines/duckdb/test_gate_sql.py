@@ -23,7 +23,7 @@ from pipeline.engines.duckdb.gate import identifier_value_hits, quasi_identifier
 from pipeline.engines.duckdb.sources import open_source
 from pipeline.errors import PrivacyRefusal
 
-from .conftest import write_config
+from ...conftest import write_config
 
 
 def _crafted(path: Path) -> Path:

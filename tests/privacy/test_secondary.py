@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 
 from pipeline import load_config, run_report
 
-from .conftest import SAMPLES, write_config
-from .lp_check import REAL_SAMPLE_CASES, Target, attack, pinned
+from ..conftest import SAMPLES, write_config
+from ..lp_check import REAL_SAMPLE_CASES, Target, attack, pinned
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ----- helpers -------------------------------------------------------------------------------

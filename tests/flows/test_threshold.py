@@ -13,7 +13,7 @@ import pytest
 from pipeline import load_config, open_release, run_report
 from pipeline.errors import SourceError
 
-from .conftest import SAMPLES, release_dirs, run_cli, write_config
+from ..conftest import SAMPLES, release_dirs, run_cli, write_config
 
 IDENTIFIER_COLUMNS = ["user_id", "email", "phone", "ip_address", "device_id"]
 
@@ -232,7 +232,7 @@ def test_bad_timestamps_are_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["online_retail_country_month", "adult_census_occupation"])
 def test_real_datasets_publish_with_min_units(name: str, tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     cfg = load_config(root / "configs" / f"{name}.yaml")
     rel = run_report(cfg, "t", output_dir=tmp_path)
     t = rel.table

@@ -22,7 +22,7 @@ from pipeline.errors import PrivacyRefusal
 from pipeline.flows.gate import run_gate
 from pipeline.privacy.identifiers import is_identifier_like, luhn_ok
 
-from .conftest import release_dirs, run_cli, write_config
+from ..conftest import release_dirs, run_cli, write_config
 
 CHECKS = {"columns", "patterns", "identifier_values", "quasi_identifier", "min_units"}
 

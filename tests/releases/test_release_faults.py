@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import release_dirs, write_config
+from ..conftest import release_dirs, write_config
 
 
 def _run(cfg: Path, run_id: str, *, env: dict | None = None, preexec=None) -> subprocess.CompletedProcess:

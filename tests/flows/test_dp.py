@@ -19,7 +19,7 @@ from pipeline.privacy.mechanisms import add_noise, selection_mechanism, vector_m
 from pipeline.privacy.rules import publication_threshold
 from pipeline.state.ledger import Ledger
 
-from .conftest import release_dirs, run_cli, write_config
+from ..conftest import release_dirs, run_cli, write_config
 
 PRIVACY = {"epsilon": 1.0, "delta": 1e-6, "max_groups_per_unit": 2, "max_rows_per_group": 3, "noise": "laplace"}
 
@@ -354,7 +354,7 @@ def test_refused_run_writes_nothing_through_api(dp_project: Path) -> None:
 
 @pytest.mark.parametrize("name", ["online_retail_dp", "demo_dp"])
 def test_shipped_dp_configs_publish(name: str, tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     cfg = load_config(root / "configs" / f"{name}.yaml")
     overrides = {"budget": {"ledger": str(tmp_path / "ledger.duckdb")}}
     if name == "demo_dp":

@@ -20,7 +20,7 @@ from pipeline import load_config, open_release, run_report
 from pipeline.privacy.budget import budget_split
 from pipeline.releases.explain import explain_text, render_rich, sections
 
-from .conftest import run_cli, write_config
+from ..conftest import run_cli, write_config
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 DESCRIPTION = "<b>Cities</b> & categories"

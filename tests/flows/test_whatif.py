@@ -27,7 +27,7 @@ from pipeline.privacy.accuracy import (
 from pipeline.privacy.budget import level_budget
 from pipeline.privacy.mechanisms import add_noise
 
-from .conftest import ROOT, run_cli, write_config
+from ..conftest import ROOT, run_cli, write_config
 
 N_CELLS = 40
 

@@ -8,7 +8,7 @@ import duckdb
 
 from pipeline import load_config, run_report
 
-from .conftest import write_config
+from ..conftest import write_config
 
 
 def make_source(path: Path, extra_users_in_x: int, *, city_c_users: int = 0) -> Path:
