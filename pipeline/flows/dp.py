@@ -230,7 +230,7 @@ def restore(ledger: Any, entry: Any, final: Path) -> Release:
 def noisy_table(cfg: ReportConfig, con: Any, plan: BudgetSplit) -> tuple[Any, dict[str, int]]:
     """Noisy published table (pyarrow) and cell counts. Only cell aggregates are read from DuckDB.
 
-    Arrow tables are built with :mod:`engine`'s buffer helpers, never ``pa.array``/``pa.table``:
+    Arrow tables are built with :mod:`pipeline.tables`' buffer helpers, never ``pa.array``/``pa.table``:
     those import pandas (~0.3 s) just to check their argument's type.
     """
     from ..tables import arrow_array, arrow_table

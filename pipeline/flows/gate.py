@@ -16,7 +16,7 @@ published and refuses (:class:`PrivacyRefusal`, exit 3) when:
   ``min_units`` units and two withheld keys); rows with an unknown level fail;
 - ``noise`` (DP mode, during a run): a published row matches no computed cell; a published value
   lies farther from the true (bounded) value it was drawn from than its mechanism's noise reaches
-  with probability ``noise.GATE_TAIL`` (1e-12); or the spread of a metric's deviations over its
+  with probability ``privacy.mechanisms.GATE_TAIL`` (1e-12); or the spread of a metric's deviations over its
   cells is that unlikely under its mechanism (too small: a missing noise draw; too large: a wrong
   scale or values on the wrong cells). The true values stay in the engine: only counts come out.
 The result records which checks ran and what they found (counts only, never values).

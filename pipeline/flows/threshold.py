@@ -118,7 +118,7 @@ def run_threshold(
 
 
 def collect_published(cfg: ReportConfig, table: Any) -> Any:
-    """The published table in its documented order (:func:`plan.published_order`), without the
+    """The published table in its documented order (:func:`pipeline.engines.duckdb.cells.published_order`), without the
     ``__level`` sort key. The order is computed here from the values, never taken from the engine."""
     from ..tables import sort_table
 

@@ -12,7 +12,7 @@ INTERNAL ONLY. Guarantees:
   margins and difference checks against earlier releases can only withhold more, so
   ``cells_published`` is then an upper bound.
 - DP mode: contribution bounding runs in DuckDB with the pipeline's SQL and a fixed planning seed
-  (not a release seed); noise scales come from :func:`pipeline.dp_runner.level_budget` for each
+  (not a release seed); noise scales come from :func:`pipeline.privacy.budget.level_budget` for each
   candidate epsilon, exactly as a release would use them. The expected number of published cells
   is the sum over cells of the probability that the noisy unit count reaches
   ``max(selection threshold, min_units)`` (discrete Laplace / discrete Gaussian tails, in closed
@@ -178,7 +178,7 @@ def budget_split_for(cfg: ReportConfig, epsilon: float, selection_share: float |
     """The release plan (every level's mechanisms) a run would use with ``privacy.epsilon = epsilon``
     (and ``privacy.selection_share``, when given).
 
-    Built by the release code itself (:func:`pipeline.dp_runner.budget_split`) on a copy of the
+    Built by the release code itself (:func:`pipeline.privacy.budget.budget_split`) on a copy of the
     config; ``budget.epsilon_limit`` is raised on that copy when a candidate exceeds it (planning
     spends nothing; the result flags such candidates).
     """
@@ -341,7 +341,7 @@ def _dp_candidate(
             "ci95_half_width": None if per_cell else mech.ci95_half_width,
             "median_relative_error": median_relative(err[likely], true[likely]),
             "median_relative_error_reference": median_relative(err[reference], true[reference]),
-            # as the release will flag it (dp_runner.noise_to_value), on the cells likely published
+            # as the release will flag it (privacy.rules.noise_to_value), on the cells likely published
             "median_ci95_over_value": ratio,
             "noise_dominated": bool(likely.any()) and (ratio is None or ratio > NOISE_DOMINATED),
         }

@@ -31,7 +31,7 @@ from .sql import Params, Query
 def dp_pairs_sql(cfg: ReportConfig, schema: dict[str, str], seed: int, *, public: bool) -> Query:
     """``__dp_pairs``: one row per (cell, unit) with Linf-bounded rows and sums.
 
-    Value columns are per owning metric (:func:`plan.value_owners`); a metric sharing another's
+    Value columns are per owning metric (:func:`pipeline.engines.duckdb.cells.value_owners`); a metric sharing another's
     column has no columns of its own here.
     """
     assert cfg.privacy is not None
@@ -124,7 +124,7 @@ def dp_cells_sql(cfg: ReportConfig, seed: int) -> list[Query]:
     if not cfg.totals and cfg.privacy.public_partitions is None:
         # one pass over every pair: the bounded aggregates over the kept pairs, and the cell's
         # distinct units with their smallest and largest id before bounding (``__dp_pre``, the
-        # release gate's quasi-identifier statistics; see gate._quasi_identifiers)
+        # release gate's quasi-identifier statistics; see engines.duckdb.gate.quasi_identifiers)
         flag = f"SELECT p.*, {keep} AS __keep FROM {pairs}"
         kept_sums = sums(" FILTER (WHERE __keep)")
         select = (

@@ -1,6 +1,6 @@
 """Validated config → SQL text. Pure functions: no I/O, no connection, easy to unit-test.
 
-The SQL reads only the ``__src`` view (see :mod:`sources`) and projects only the columns the
+The SQL reads only the ``__src`` view (see :mod:`pipeline.engines.duckdb.sources`) and projects only the columns the
 report needs: identifiers other than the privacy unit are never read. Every column name goes
 through :func:`sql.ident`; every value from the config is a bound parameter.
 
@@ -344,7 +344,7 @@ def published_select_sql(cfg: ReportConfig, *, where: str = "NOT __suppressed") 
     """Final output rows: ``__level`` (for ordering, dropped before writing), dimension columns (by
     output name), metrics, ``level`` when totals exist.
 
-    No ORDER BY: the engine does not promise to return rows in it (see :func:`engine.connect`);
+    No ORDER BY: the engine does not promise to return rows in it (see :func:`pipeline.engines.duckdb.connection.connect`);
     the published order is set in Python by :func:`published_order`.
     """
     cols = ["__level"]

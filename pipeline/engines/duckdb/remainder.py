@@ -94,8 +94,8 @@ def published_select_sql(cfg: ReportConfig) -> Query:
     """Output rows with remainders: ``__level`` (for ordering, dropped before writing), ``level``,
     ``is_remainder``, dimensions, metrics.
 
-    No ORDER BY (the engine does not promise it; see :func:`engine.connect`): the published order
-    (:func:`plan.published_order`) puts a level's published cells first, ordered by dimension
+    No ORDER BY (the engine does not promise it; see :func:`pipeline.engines.duckdb.connection.connect`): the published order
+    (:func:`pipeline.engines.duckdb.cells.published_order`) puts a level's published cells first, ordered by dimension
     values, then its remainder row.
     """
     dims = [ident(d.name) for d in cfg.dims]

@@ -4,9 +4,9 @@ Guarantees (each cell row gets ``__reason``: NULL = publishable, else why it is 
 - ``k``: fewer than ``min_units`` distinct privacy units.
 - ``dominance``: a sum/mean cell whose top ``n`` units hold more than ``max_share`` of the
   absolute total, or that fails the p% rule (total minus the two largest < p% of the largest).
-- ``difference``: see :mod:`difference` (added by the runner when configured).
+- ``difference``: see :mod:`pipeline.engines.duckdb.difference` (added by the threshold flow when configured).
 - ``secondary``: complementary suppression so no withheld cell can be derived from margins
-  (see :mod:`secondary`).
+  (see :mod:`pipeline.privacy.secondary`).
 Counts per reason are reported; which cells were withheld is never reported.
 """
 
@@ -39,7 +39,7 @@ def reason_case(cfg: ReportConfig, params: Params) -> str:
     """SQL ``CASE`` giving a row's primary reason ('k', 'dominance') or NULL, from its ingredients.
 
     Reads ``__units`` and, with dominance, ``__top{i}``, ``__top2_{i}``, ``__abs{i}`` (see
-    :func:`plan.cells_from_per_unit_sql`); any table with those columns can be judged the same way.
+    :func:`pipeline.engines.duckdb.cells.cells_from_per_unit_sql`); any table with those columns can be judged the same way.
     """
     k = params.add(k_threshold(cfg))  # the k rule (privacy.rules)
     reasons = [f"WHEN __units < {k} THEN 'k'"]
