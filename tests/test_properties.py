@@ -174,7 +174,7 @@ def test_budget_weights_never_spend_more_than_configured(
 
     names = ["rows", "units", "amount", "avg"]
     metrics = [{"name": "rows", "agg": "count"}, {"name": "units", "agg": "count_units"},
-               {"name": "amount", "agg": "sum", "column": "amount", "bounds": [0, 100]},
+               {"name": "amount", "agg": "sum", "column": "amount", "bounds": [-10, 100]},
                {"name": "avg", "agg": "mean", "column": "amount", "bounds": [-10, 100]}]
     for m, w in zip(metrics, weights, strict=True):
         if w is not None and (public or m["agg"] != "count_units"):

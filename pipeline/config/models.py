@@ -364,6 +364,20 @@ class ReportConfig(_Model):
                     raise KeyProblem(("totals", i), "totals level repeats a dimension")
                 if set(level) == set(dim_names):
                     raise KeyProblem(("totals", i), "totals level equals the full table; drop it")
+        clamped: dict[tuple[str, str | None], tuple[int, tuple[float, float]]] = {}
+        for i, m in enumerate(self.metrics):
+            if m.column is None or m.bounds is None:
+                continue
+            key = (m.column, m.multiply_by)
+            first = clamped.setdefault(key, (i, tuple(m.bounds)))
+            if first[1] != tuple(m.bounds):
+                what = m.column + (f" × {m.multiply_by}" if m.multiply_by else "")
+                raise KeyProblem(
+                    ("metrics", i, "bounds"),
+                    f"metric {m.name!r} clamps {what} to {list(m.bounds)}, but metrics[{first[0]}] clamps it to "
+                    f"{list(first[1])}: one value published under two bounds reveals how many rows exceed a bound "
+                    "and by how much (the largest contribution, exactly); use the same bounds for every metric of it",
+                )
         if self.dominance is not None and not any(m.agg in ("sum", "mean") for m in self.metrics):
             raise KeyProblem(("dominance",), "dominance applies to sum/mean metrics; none configured")
         if self.privacy is not None and self.budget is None:

@@ -10,6 +10,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..config import ReportConfig, url_problem
@@ -66,19 +67,38 @@ def preflight(
     """The checks a run makes on its settings before it opens any data (``validate`` runs them
     too, so that it never says ok where ``run`` then refuses). Returns the output folder.
 
-    Raises ConfigError for URL flags, an output folder the source could read back, and a
-    ``public_partitions`` file that does not exist."""
+    Raises ConfigError for URL flags, an output folder the source could read back, a state file
+    (ledger, release history) inside the output folder, and a ``public_partitions`` file that does
+    not exist."""
     for flag, value in (("--output", output_dir), ("--temp-dir", temp_directory)):
         problem = url_problem(str(value)) if value is not None else None
         if problem:
             raise ConfigError(f"{flag}: {problem}")
     out = Path(output_dir).resolve() if output_dir else cfg.output_dir
     _check_output_location(cfg, out, key="--output" if output_dir else "output.dir")
+    _check_state_outside_output(cfg, out, key="--output" if output_dir else "output.dir")
     if cfg.privacy is not None and cfg.privacy.public_partitions is not None:
         path = cfg.resolve(cfg.privacy.public_partitions)
         if not path.is_file():
             raise ConfigError(f"privacy.public_partitions: file not found ({path})")
     return out
+
+
+def _check_state_outside_output(cfg: ReportConfig, out: Path, *, key: str) -> None:
+    """Refuse a ledger or release history (and so their secrets, heads and, for the ledger, exact
+    counts and release bytes) under the output folder: whatever ships the releases would ship them."""
+    from ..state.history import history_path
+
+    real_out = Path(os.path.realpath(out))
+    for name, path in (("budget.ledger", cfg.ledger_path), ("history", history_path(cfg))):
+        if path is None:
+            continue
+        real = Path(os.path.realpath(path))
+        if real_out == real or real_out in real.parents:
+            raise ConfigError(
+                f"{name} {path} is inside the {key} folder {out}: state files hold secrets (and the ledger exact "
+                "counts and release bytes) and would ship with the releases; keep them outside it, e.g. in ../state"
+            )
 
 
 def _check_output_location(cfg: ReportConfig, out: Path, *, key: str = "output.dir") -> None:

@@ -258,11 +258,17 @@ def output_read_back(cfg: ReportConfig, out: Path) -> str | None:
       (``<out>/<report>/<any run id>/report.parquet``, ``manifest.json``, ``summary.html``; the run
       id is treated as matching any pattern part, so the answer holds for every run id);
     - a single file (or a DuckDB database file) reads only itself: any output folder is fine.
+    Paths are compared resolved (symlinks followed): a link cannot put a release where the
+    source reads.
     """
     raw = str(cfg.resolve(cfg.source.path))
     out = out.resolve()
     if glob.has_magic(raw):
-        pattern = Path(os.path.abspath(raw)).parts
+        # the fixed folders before the first wildcard resolved as the file system will (symlinks
+        # followed), so that a link to the output's real folder cannot hide a match
+        parts = Path(os.path.abspath(raw)).parts
+        cut = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+        pattern = Path(os.path.realpath(Path(*parts[:cut]))).parts + parts[cut:]
         for name in RELEASE_FILE_NAMES:
             target: list[str | None] = [*out.parts, cfg.report, None, name]
             if _glob_can_match(pattern, target):
