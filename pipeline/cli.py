@@ -173,14 +173,12 @@ def _print_release(rel: Any, quiet: bool) -> None:
         return
     m = rel.manifest
     cells = m.get("cells", {})
+    exact = (rel.internal or {}).get("cells") or {}
+    withheld = (f"{exact['cells_suppressed']} withheld (operator count, not in the release)" if "cells_suppressed" in exact
+                else "withheld count not stated")
     verb = {"published": "published", "unchanged": "already published (identical)", "restored": "restored"}.get(
         rel.status, rel.status)
-    click.echo(
-        f"{verb}: {m.get('report')}/{m.get('run_id')} [{m.get('mode')}] "
-        f"{cells.get('cells_published')} cells published, "
-        + (f"{cells.get('cells_suppressed')} suppressed" if "cells_suppressed" in cells
-           else "suppressed count withheld (not DP)")
-    )
+    click.echo(f"{verb}: {m.get('report')}/{m.get('run_id')} [{m.get('mode')}] {cells.get('cells_published')} cells published, {withheld}")
     budget = m.get("budget")
     if budget:
         click.echo(f"budget: ε spent {budget.get('epsilon_spent'):.4g} of {budget.get('epsilon_limit'):.4g} for {budget.get('source_id')}")

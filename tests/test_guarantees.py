@@ -114,7 +114,7 @@ def test_dominance_top_two_share(tmp_path: Path) -> None:
                            dominance={"n": n, "max_share": 0.6}, report=f"dom{n}")
         rel = run_report(load_config(cfg), "r1")
         assert set(rel.table["city"]) == want, (n, set(rel.table["city"]))
-        assert rel.manifest["cells"].get("suppressed_dominance", 0) == 3 - len(want)
+        assert rel.internal["cells"].get("suppressed_dominance", 0) == 3 - len(want)
 
 
 def test_dominance_p_percent_rule(tmp_path: Path) -> None:

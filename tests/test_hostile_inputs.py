@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from pipeline.state.internal import read_internal
+
 from .conftest import release_dirs, run_cli, write_config
 
 SIMPLE: dict[str, Any] = {
@@ -95,7 +97,9 @@ def published(res: Any, root: Path) -> tuple[Any, dict[str, Any]]:
     """The single release of a successful run: (pyarrow table, manifest)."""
     assert res.exit_code == 0, (res.exit_code, res.stderr)
     (rel,) = release_dirs(root)
-    return pq.read_table(rel / "report.parquet"), json.loads((rel / "manifest.json").read_text())
+    manifest = json.loads((rel / "manifest.json").read_text())
+    # the exact counts of the run are the operator's, kept outside the release (docs/PRIVACY.md)
+    return pq.read_table(rel / "report.parquet"), {**manifest, **read_internal(manifest["internal_counts"])}
 
 
 # ----- config: refused before any data is read (exit 2) ----------------------------------------

@@ -63,3 +63,94 @@ def test_a_source_glob_through_a_symlink_cannot_read_back_releases(tmp_path: Pat
                        output={"dir": "real/reports"})
     _one_line(run_cli("run", cfg, "--run-id", "r1"), 2, "would match the release")
     assert not (real / "reports").exists()
+
+
+# ----- counts around the table -------------------------------------------------------------------
+
+
+def _numbers(obj: object, key: str = "") -> set[float]:
+    """Every number a reader can pick out of a JSON document (values, recursively), except clock
+    readings (timings, the creation time), which carry no count."""
+    out: set[float] = set()
+    if key in ("timings_s", "seconds", "created_utc") or isinstance(obj, bool):
+        return out
+    if isinstance(obj, int | float):
+        out.add(float(obj))
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            out |= _numbers(v, str(k))
+    elif isinstance(obj, list):
+        for v in obj:
+            out |= _numbers(v, key)
+    return out
+
+
+def _text_numbers(text: str) -> set[float]:
+    import re
+
+    text = re.sub(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", " ", text)  # the creation time
+    return {float(x.replace(",", "")) for x in re.findall(r"\d[\d,]*(?:\.\d+)?", text)}
+
+
+def _everything_published(release: Path) -> set[float]:
+    import json
+
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(release / "report.parquet").schema_arrow.metadata or {}
+    found = _numbers(json.loads((release / "manifest.json").read_text()))
+    found |= _numbers({k.decode(): json.loads(v) for k, v in meta.items() if k == b"anonymize.provenance"})
+    if (release / "summary.html").exists():
+        import html as h
+        import re
+
+        page = re.sub(r"<style>.*?</style>", " ", (release / "summary.html").read_text(), flags=re.S)
+        text = re.sub(r"<[^>]+>", " ", h.unescape(page))  # the text a reader sees
+        found |= _text_numbers(text)
+    return found
+
+
+@pytest.mark.parametrize("extra", [{}, {"totals": [[]]}, {"remainder": True}])
+def test_totals_of_the_withheld_part_are_not_stated(tmp_path: Path, extra: dict) -> None:
+    """Three cities of 60 buyers with 3 orders each and one buyer with 13 orders in a fourth: a
+    release that states the rows it read (553) lets a reader subtract the published 540 and get
+    that person's 13. No number in the manifest, the Parquet provenance or the summary page may
+    give the withheld part away: neither the total, nor the withheld rows, nor the withheld cells."""
+    _events(tmp_path / "data" / "e.parquet", """
+        SELECT c * 1000 + u AS user_id, 'city_' || c AS city, CAST(o AS DOUBLE) AS amount
+        FROM range(3) t(c), range(60) s(u), range(3) r(o)
+        UNION ALL SELECT 9999, 'city_9', CAST(o AS DOUBLE) FROM range(13) r(o)""")
+    cfg = write_config(tmp_path, source={"path": "data/e.parquet"}, identifiers=["user_id"], filter=None,
+                       dimensions=["city"], min_units=50, metrics=[{"name": "orders", "agg": "count"},
+                                                                    {"name": "buyers", "agg": "count_units"}], **extra)
+    res = run_cli("run", cfg, "--run-id", "r1", "-q")
+    assert res.exit_code == 0, res.stderr
+    release = tmp_path / "reports" / "t_report" / "r1"
+    numbers = _everything_published(release)
+    assert 180.0 in numbers  # a published cell's orders, shown on the page: the scan sees what a reader sees
+    # the person's rows; and, unless a grand total is published (then secondary suppression keeps a
+    # second cell back, so total − published cells covers two cells), all rows and all people
+    for secret in (13.0, *(() if "totals" in extra else (553.0, 181.0))):
+        assert secret not in numbers, secret
+
+
+def test_a_report_of_one_person_states_nothing_about_them(tmp_path: Path) -> None:
+    """A report filtered to a one-person city publishes no rows; its manifest must not say how many
+    rows that person has (it said rows_selected)."""
+    _events(tmp_path / "data" / "e.parquet", """
+        SELECT u AS user_id, 'big' AS city, 1.0 AS amount FROM range(200) r(u)
+        UNION ALL SELECT 9999, 'lonely', CAST(o AS DOUBLE) FROM range(17) r(o)""")
+    cfg = write_config(tmp_path, source={"path": "data/e.parquet"}, identifiers=["user_id"],
+                       filter={"city": ["lonely"]}, dimensions=["city"], min_units=5,
+                       metrics=[{"name": "orders", "agg": "count"}])
+    assert run_cli("run", cfg, "--run-id", "r1", "-q").exit_code == 0
+    release = tmp_path / "reports" / "t_report" / "r1"
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(release / "report.parquet").num_rows == 0
+    assert 17.0 not in _everything_published(release)
+    # the operator still has the exact counts, outside the release
+    from pipeline import open_release
+
+    assert open_release(release).internal["rows"]["rows_selected"] == 17
+    assert not str(open_release(release).manifest["internal_counts"]).startswith(str(release.parent))

@@ -486,6 +486,17 @@ class ReportConfig(_Model):
         return self.resolve(self.output.dir).resolve()
 
     @property
+    def state_dir(self) -> Path:
+        """Where operator state lives (exact run counts, the default release history): the folder of
+        ``history:`` or ``budget.ledger`` when given, else ``state/`` beside the output folder
+        (never inside it)."""
+        if self.history:
+            return self.resolve(self.history).resolve().parent
+        if self.budget is not None:
+            return self.resolve(self.budget.ledger).resolve().parent
+        return self.output_dir.parent / "state"
+
+    @property
     def ledger_path(self) -> Path | None:
         return self.resolve(self.budget.ledger).resolve() if self.budget else None
 

@@ -27,6 +27,7 @@ from ..releases.store import (
     sha256,
     stage,
 )
+from ..state.internal import internal_path, write_internal
 
 
 def finish_release(
@@ -69,6 +70,9 @@ def finish_release(
     }
     manifest["gate"] = gate_result
     manifest["timings_s"] = stages.timings
+    internal = internal_path(cfg, run_id)
+    manifest["internal_counts"] = str(internal)  # where the operator's exact counts are; not the counts
+    counts = {"rows": quality, "cells": cells, "source": source.manifest_entry(exact_counts=True)}
     files = {REPORT_FILE: report}
 
     existing = existing_report_sha(final)
@@ -95,8 +99,11 @@ def finish_release(
         staged = stage(final, files)
     try:
         fault_point("staged")
+        write_internal(internal, counts)  # before the release is visible
         if ledger_commit is not None:
-            return ledger_commit(staged, manifest)
+            rel = ledger_commit(staged, manifest)
+            rel.internal = counts
+            return rel
         if before_publish is not None:
             before_publish()
         publish(staged)
@@ -104,4 +111,4 @@ def finish_release(
         staged.discard()
         raise
     fault_point("published")
-    return Release(final, manifest, status="published")
+    return Release(final, manifest, status="published", _internal=counts)

@@ -90,7 +90,8 @@ def _check_state_outside_output(cfg: ReportConfig, out: Path, *, key: str) -> No
     from ..state.history import history_path
 
     real_out = Path(os.path.realpath(out))
-    for name, path in (("budget.ledger", cfg.ledger_path), ("history", history_path(cfg))):
+    for name, path in (("budget.ledger", cfg.ledger_path), ("history", history_path(cfg)),
+                       ("the state folder (exact run counts)", cfg.state_dir / "internal")):
         if path is None:
             continue
         real = Path(os.path.realpath(path))

@@ -88,6 +88,14 @@ def sections(manifest: dict[str, Any], path: Path | None = None, *, public: bool
     m = manifest
     cells = m.get("cells", {}) or {}
     rows = m.get("rows", {}) or {}
+    internal = None
+    if not public:  # the operator's exact counts, when this machine keeps them (never in the release)
+        from ..state.internal import read_internal
+
+        internal = read_internal(m.get("internal_counts"))
+        if internal:
+            cells = {**(internal.get("cells") or {}), "internal": True}
+            rows = internal.get("rows") or rows
     priv = m.get("privacy", {}) or {}
     soft = m.get("software", {}) or {}
     dp = m.get("mode") == "dp"
@@ -111,7 +119,7 @@ def sections(manifest: dict[str, Any], path: Path | None = None, *, public: bool
     elif "rows_selected" in rows:
         overview.append(["rows", f"selected {num(rows.get('rows_selected'))} · aggregated {num(rows.get('rows_aggregated'))} · "
                                  f"dropped (no privacy unit) {num(rows.get('rows_dropped_null_unit'))}"])
-    elif rows.get("withheld"):  # DP releases withhold exact counts: they are not covered by the guarantee
+    elif rows.get("withheld"):  # releases state no count of the withheld part
         overview.append(["rows", str(rows["withheld"])])
     invalid = {k: v for k, v in (rows.get("invalid_values_dropped") or {}).items() if v}
     if invalid and not public:
@@ -122,7 +130,7 @@ def sections(manifest: dict[str, Any], path: Path | None = None, *, public: bool
     else:
         overview.append(["cells", f"published {num(cells.get('cells_published'))}"
                                   + (f" (of {num(cells['public_partitions'])} public partitions)" if cells.get("public_partitions") else "")
-                                  + ("; computed and suppressed counts withheld (exact counts are not DP)" if cells.get("withheld") else "")])
+                                  + ("; computed and withheld counts are not stated by the release" if cells.get("withheld") else "")])
     if "remainder_rows_published" in cells:
         overview.append(["remainder rows", f"published {num(cells['remainder_rows_published'])} · withheld "
                                            f"{num(cells.get('remainder_rows_withheld', 0))} (one per level at most; "
@@ -137,7 +145,11 @@ def sections(manifest: dict[str, Any], path: Path | None = None, *, public: bool
             overview.append(["noise-dominated", noise_dominated_text(priv)])
     else:
         overview.append(["privacy", f"threshold mode: every published row has ≥ {priv.get('min_units')} distinct units"])
-    out = [Section("release", overview)]
+    notes_release = []
+    if internal:
+        notes_release.append(f"rows and cell counts are the operator's exact counts ({m.get('internal_counts')}): "
+                             "they are not in the release and must not be shared with it")
+    out = [Section("release", overview, notes=notes_release)]
 
     reasons = {k[len("suppressed_"):]: v for k, v in cells.items() if k.startswith("suppressed_")}
     if computed is not None and (reasons or cells.get("cells_suppressed")):

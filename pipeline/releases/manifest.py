@@ -39,21 +39,28 @@ def columns_entry(cfg: ReportConfig, table: Any) -> dict[str, Any]:
     }
 
 
+# counts of published rows: a reader counts these in the table itself
+PUBLISHED_COUNTS = ("cells_published", "public_partitions", "remainder_rows_published")
+
+
 def build_provenance(
     cfg: ReportConfig, run_id: str, source: Source, table: Any, *, quality: dict, cells: dict, privacy: dict
 ) -> dict[str, Any]:
     """Deterministic facts about a release (no clock time): stored in the Parquet metadata too.
 
-    In DP mode, exact data-dependent counts (rows read/dropped, cells computed/suppressed, file
-    sizes and row counts) are not differentially private, so they are withheld here; the DP
-    runner keeps them with the ledger entry (``internal.json``), never in the release.
+    States no count of the withheld part: rows read, dropped or aggregated, cells computed or
+    withheld (per reason), withheld remainder rows and source row counts are exact statistics that,
+    set against the published rows, reveal what was withheld (in DP mode they are not covered by
+    the guarantee either). They are kept outside the release (:mod:`pipeline.state.internal`).
+    Published counts (cells and remainder rows published, public partitions) stay: a reader counts
+    them in the table anyway.
     """
     dp = cfg.mode == "dp"
-    if dp:
-        withheld = "withheld: exact counts are not covered by the DP guarantee (kept with the ledger entry)"
-        quality = {"withheld": withheld}
-        cells = {k: v for k, v in cells.items() if k in ("cells_published", "public_partitions")}
-        cells["withheld"] = withheld
+    withheld = ("withheld: exact counts are not covered by the DP guarantee (kept outside the release)" if dp else
+                "withheld: exact counts of the withheld part would reveal it (kept outside the release)")
+    quality = {"withheld": withheld}
+    cells = {k: v for k, v in cells.items() if k in PUBLISHED_COUNTS}
+    cells["withheld"] = withheld
     return {
         "format_version": 1,
         "report": cfg.report,
@@ -62,7 +69,7 @@ def build_provenance(
         "software": software(),
         "config_hash": cfg.config_hash(),
         "config": cfg.normalised(),
-        "source": source.manifest_entry(exact_counts=not dp),
+        "source": source.manifest_entry(exact_counts=False),
         "rows": quality,
         "cells": cells,
         "privacy": privacy,

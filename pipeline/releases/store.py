@@ -175,6 +175,21 @@ class Release:
     manifest: dict[str, Any]
     status: str = "published"  # published | unchanged | restored
     _table: pd.DataFrame | None = None
+    _internal: dict[str, Any] | None = None
+
+    @property
+    def internal(self) -> dict[str, Any] | None:
+        """The operator's exact counts of this run (rows, cells per reason, source rows): never part
+        of the release; read from ``manifest['internal_counts']`` when this machine has the file."""
+        if self._internal is None:
+            from ..state.internal import read_internal
+
+            self._internal = read_internal(self.manifest.get("internal_counts"))
+        return self._internal
+
+    @internal.setter
+    def internal(self, value: dict[str, Any] | None) -> None:
+        self._internal = value
 
     @property
     def table(self) -> pd.DataFrame:
@@ -209,7 +224,7 @@ class Release:
         cells = m.get("cells", {})
         return (
             f"Release({m.get('report')}/{m.get('run_id')}, mode={m.get('mode')}, "
-            f"published={cells.get('cells_published')}, suppressed={cells.get('cells_suppressed')}, path={self.path})"
+            f"published={cells.get('cells_published')}, path={self.path})"
         )
 
 

@@ -377,9 +377,10 @@ def summary_html(manifest: dict[str, Any], table: Any, *, top: int = 15) -> str:
         share_section = (f"<section><h2>Published vs withheld cells</h2>{share_bar_svg(cells)}"
                          f"<div class='legend'>{''.join(legend)}</div><p class='note'>{_esc(promise)}</p></section>")
     else:
+        why = ("exact counts are not covered by the differential-privacy guarantee" if dp else
+               "set against the published rows, they would reveal what was withheld")
         share_section = (f"<section><h2>Published cells</h2><p class='note'>{_esc(promise)} How many cells were "
-                         "computed or withheld is not shown: exact counts are not covered by the differential-privacy "
-                         "guarantee, so DP releases do not publish them.</p></section>")
+                         f"computed or withheld is not shown: {why}.</p></section>")
     desc = (manifest.get("config") or {}).get("description")
     title = f"{manifest.get('report')} · {manifest.get('run_id')}"
     err_note = " Whiskers: 95% noise interval (<code>*_ci95</code>)." if dp else ""

@@ -53,7 +53,7 @@ def test_difference_check_suppresses_cell_differing_by_few_units(tmp_path: Path)
     make_source(src, 1)  # the next day one more person appears in pumps
     r2 = run_report(cfg, "day2")
     assert list(r2.table["category"]) == ["tiles"]  # pumps would reveal the new person
-    assert r2.manifest["cells"]["suppressed_difference"] == 1
+    assert r2.internal["cells"]["suppressed_difference"] == 1
     # a rerun of day2 is byte-identical (it is not compared with itself)
     before = r2.report_path.read_bytes()
     assert run_report(cfg, "day2").report_path.read_bytes() == before

@@ -6,7 +6,6 @@ written report also goes through the LP attacker of ``tests/lp_check.py``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import load_config, run_report
+from pipeline import load_config, open_release, run_report
 
 from ..conftest import SAMPLES, release_dirs, run_cli, write_config
 from ..lp_check import REAL_SAMPLE_CASES, attack, pinned
@@ -47,7 +46,7 @@ def test_remainder_aggregates_the_withheld_cells(tmp_path: Path) -> None:
 def test_one_withheld_cell_is_never_a_remainder(tmp_path: Path) -> None:
     table, targets = run_crafted(tmp_path, {("x",): 3, ("z",): 20, ("w",): 30}, ["a"], k=5, totals=None, remainder=True)
     assert remainder_rows(table) == [] and pinned(targets) == []
-    manifest = json.loads(next(tmp_path.rglob("manifest.json")).read_text())
+    manifest = open_release(next(tmp_path.rglob("manifest.json")).parent).internal
     assert manifest["cells"]["remainder_rows_published"] == 0
     assert manifest["cells"]["remainder_rows_withheld"] == 1
 
@@ -72,7 +71,7 @@ def test_remainder_counts_distinct_people_over_the_union(tmp_path: Path) -> None
                        dimensions=["a"], metrics=METRICS, min_units=5, remainder=True)
     rel = run_report(load_config(cfg), "r", summary_html=False)
     assert remainder_rows(pq.read_table(rel.report_path)) == []
-    assert rel.manifest["cells"]["remainder_rows_withheld"] == 1
+    assert rel.internal["cells"]["remainder_rows_withheld"] == 1
 
 
 def test_remainder_that_would_pin_a_margin_is_withheld(tmp_path: Path) -> None:
@@ -83,7 +82,7 @@ def test_remainder_that_would_pin_a_margin_is_withheld(tmp_path: Path) -> None:
     table, targets = run_crafted(tmp_path, units, dims, k=5, totals=totals, remainder=True)
     assert pinned(targets) == []
     assert remainder_rows(table) == []
-    manifest = json.loads(next(tmp_path.rglob("manifest.json")).read_text())
+    manifest = open_release(next(tmp_path.rglob("manifest.json")).parent).internal
     assert manifest["cells"]["remainder_rows_withheld"] == 2  # cell level (would pin), by_a (one row)
     # the attacker confirms the rule was needed: with the remainder row added, by_a['p'] is pinned
     src = tmp_path / "data" / "t.parquet"

@@ -54,7 +54,9 @@ def test_threshold_release_matches_independent_truth(project: Path) -> None:
     assert int(table["buyers"].min()) >= 10
     m = rel.manifest
     assert m["cells"]["cells_published"] == len(truth)
-    assert m["cells"]["cells_computed"] == m["cells"]["cells_published"] + m["cells"]["cells_suppressed"]
+    exact = rel.internal["cells"]  # the operator's copy; the release states no withheld count
+    assert exact["cells_computed"] == exact["cells_published"] + exact["cells_suppressed"]
+    assert set(m["cells"]) == {"cells_published", "withheld"} and set(m["rows"]) == {"withheld"}
     assert m["report_file"]["sha256"] == __import__("hashlib").sha256(rel.report_path.read_bytes()).hexdigest()
     meta = json.loads(pq.read_schema(rel.report_path).metadata[b"anonymize.provenance"])
     assert meta["config_hash"] == m["config_hash"] and meta["cells"] == m["cells"]
@@ -181,7 +183,7 @@ def test_exact_threshold_boundary_and_heavy_user(tmp_path: Path) -> None:
     # the heavy user counts once among units, and its outlier value is clamped to 100 per row
     assert int(t.loc["C", "units"]) == 5 and int(t.loc["C", "rows"]) == 5004
     assert float(t.loc["C", "amount"]) == pytest.approx(5000 * 100 + 4 * 1.0)
-    assert rel.manifest["cells"]["suppressed_k"] == 1
+    assert rel.internal["cells"]["suppressed_k"] == 1
 
 
 def test_null_units_dropped_and_counted(tmp_path: Path) -> None:
@@ -192,7 +194,7 @@ def test_null_units_dropped_and_counted(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, source={"path": "data/n.parquet"}, identifiers=["user_id"], filter=None,
                        dimensions=["city"], metrics=[{"name": "n", "agg": "count"}], min_units=5)
     rel = run_report(load_config(cfg), "x")
-    assert rel.manifest["rows"]["rows_dropped_null_unit"] == 7
+    assert rel.internal["rows"]["rows_dropped_null_unit"] == 7
     assert int(rel.table["n"].iloc[0]) == 23
 
 

@@ -108,7 +108,7 @@ def test_threshold_plan_equals_release_with_dominance(project: Path) -> None:
     rel = run_report(cfg, "p")
     assert plan["suppressed_dominance"] > 0
     for key in ("cells_computed", "cells_published", "suppressed_k", "suppressed_dominance"):
-        assert plan[key] == rel.manifest["cells"][key], key
+        assert plan[key] == rel.internal["cells"][key], key
 
 
 def test_threshold_defaults_and_bad_candidates(project: Path) -> None:

@@ -204,10 +204,10 @@ def test_demo_like_generated_data(project: Path, dims: list[str], cols: str, tot
     table = pq.read_table(rel.report_path)
     truth = query_arrow(DEMO_TRUTH.format(cols=cols, src=project / "data" / "events.parquet"))
     targets = attack(table, truth, dims, "events", level_map(dims, totals))
-    assert rel.manifest["cells"]["cells_suppressed"] == len(targets) > 0
+    assert rel.internal["cells"]["cells_suppressed"] == len(targets) > 0
     assert pinned(targets) == []
     if len(dims) == 2:
-        assert rel.manifest["cells"]["suppressed_secondary"] > 0
+        assert rel.internal["cells"]["suppressed_secondary"] > 0
 
 
 @pytest.mark.parametrize(("name", "metric", "sql"), REAL_SAMPLE_CASES)

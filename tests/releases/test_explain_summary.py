@@ -74,11 +74,13 @@ def test_explain_piped_is_plain_and_counts_match_report(threshold_release: Path)
         assert f"\n{title}\n" in f"\n{text}"
     assert "threshold mode: every published row has ≥ 15 distinct units" in text
     m = open_release(threshold_release).manifest
+    exact = open_release(threshold_release).internal  # explain shows the operator's counts, marked
     n_pub = len(published(threshold_release))  # independent: rows actually in the report
-    computed = m["cells"]["cells_computed"]
+    computed = exact["cells"]["cells_computed"]
     assert f"published {n_pub:,} ({100 * n_pub / computed:.1f}%)" in text
     assert re.search(rf"total suppressed\s+{computed - n_pub:,}\s", text)
-    reasons = {k: v for k, v in m["cells"].items() if k.startswith("suppressed_")}
+    reasons = {k: v for k, v in exact["cells"].items() if k.startswith("suppressed_")}
+    assert "the operator's exact counts" in text and "not in the release" in text
     assert sum(reasons.values()) == computed - n_pub and {"suppressed_k", "suppressed_dominance"} <= set(reasons)
     assert re.search(rf"fewer than 15 distinct units\s+{reasons['suppressed_k']:,}\s", text)
     assert re.search(rf"dominance rule \(few contributors hold most of a sum\)\s+{reasons['suppressed_dominance']:,}\s", text)
@@ -106,9 +108,18 @@ def test_explain_dp_mechanisms_and_budget(dp_release: tuple[Path, Path]) -> None
         assert float(row.group(3).replace(",", "")) == pytest.approx(mech.ci95_half_width, rel=1e-3)
     assert "source total ε 1 of 100 (left 99)" in text
     assert "ledger entry  #1" in text
-    # DP releases withhold exact counts (rows, cells computed/suppressed): explain shows none of them
+    # the operator's exact counts (not DP) are marked as such; the release itself states none: on a
+    # machine without the operator's copy, explain shows none of them
+    assert "the operator's exact counts" in text and "4,006" in text
+    internal = Path(open_release(path).manifest["internal_counts"])
+    moved = internal.with_name("moved.json")
+    internal.rename(moved)
+    try:
+        text = run_cli("explain", path).output
+    finally:
+        moved.rename(internal)
     n_pub = len(published(path))
-    assert f"cells        published {n_pub}; computed and suppressed counts withheld" in text
+    assert f"cells        published {n_pub}; computed and withheld counts are not stated by the release" in text
     assert "suppressed cells by reason" not in text
     for exact in ("4,006", "4006"):  # rows in the source
         assert not re.search(rf"(?<![\d.,]){re.escape(exact)}(?![\d.,])", text), exact
@@ -142,10 +153,9 @@ def test_summary_html_threshold(threshold_release: Path) -> None:
     page = (threshold_release / "summary.html").read_text()
     _self_contained(page)
     assert "&lt;b&gt;Cities&lt;/b&gt;" in page and DESCRIPTION not in page
-    m = open_release(threshold_release).manifest
     n_pub = len(published(threshold_release))
     assert f"<b>{n_pub:,}</b>cells published" in page
-    assert f"<b>{m['cells']['cells_computed'] - n_pub:,}</b>cells withheld" in page
+    assert "cells withheld" not in page and "computed or withheld is not shown" in page  # no count of the withheld part
     # top cells: recomputed from the published file, in the same order
     top = duckdb.sql(
         f"""SELECT city, category, month, events FROM read_parquet('{threshold_release / 'report.parquet'}')
