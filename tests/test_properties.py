@@ -107,13 +107,15 @@ def test_threshold_invariants(rows: list[tuple], k: int, dims: list[str]) -> Non
         ids = {str(r[0]) for r in rows if r[0] is not None} | {r[1] for r in rows}
         for col in dims:
             assert not {str(v) for v in table.column(col).to_pylist()} & ids
-        # independent truth: exactly the cells with >= k distinct non-null units, same counts
+        # independent truth: exactly the cells with >= k distinct non-null units whose amounts (if any)
+        # come from >= k distinct units (the k rule holds for every number), same counts
         con = duckdb.connect()
         con.register("pub", table)
         group = ", ".join(dims)
         on = " AND ".join(f"pub.{d} IS NOT DISTINCT FROM t.{d}" for d in dims)
         truth = (f"SELECT {group}, count(DISTINCT user_id) AS n, count(*) AS r FROM read_parquet('{src}') "
-                 f"WHERE user_id IS NOT NULL GROUP BY {group} HAVING count(DISTINCT user_id) >= {k}")
+                 f"WHERE user_id IS NOT NULL GROUP BY {group} HAVING count(DISTINCT user_id) >= {k} "
+                 f"AND count(DISTINCT user_id) FILTER (WHERE amount IS NOT NULL) NOT BETWEEN 1 AND {k - 1}")
         n_truth, mism = con.execute(
             f"SELECT count(t.n), count(*) FILTER (WHERE pub.units IS DISTINCT FROM t.n OR pub.rows IS DISTINCT FROM t.r) "
             f"FROM pub FULL OUTER JOIN ({truth}) t ON {on}"

@@ -154,3 +154,35 @@ def test_a_report_of_one_person_states_nothing_about_them(tmp_path: Path) -> Non
 
     assert open_release(release).internal["rows"]["rows_selected"] == 17
     assert not str(open_release(release).manifest["internal_counts"]).startswith(str(release.parent))
+
+
+# ----- k holds for every number ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extra", [{}, {"totals": [[]]}, {"remainder": True}])
+def test_a_mean_with_one_contributor_is_not_published(tmp_path: Path, extra: dict) -> None:
+    """60 people in a cell, one of whom has a value (777.25): the cell's mean and sum would be that
+    person's value. Every published sum and mean aggregates at least k people with a value; the
+    other cells (60 people, all with values) are published."""
+    _events(tmp_path / "data" / "e.parquet", """
+        SELECT c * 1000 + u AS user_id, 'city_' || c AS city,
+               CASE WHEN c < 3 THEN CAST(u AS DOUBLE) WHEN u = 0 THEN 777.25 END AS amount
+        FROM range(4) t(c), range(60) s(u)""")
+    cfg = write_config(tmp_path, source={"path": "data/e.parquet"}, identifiers=["user_id"], filter=None,
+                       dimensions=["city"], min_units=10, **extra,
+                       metrics=[{"name": "people", "agg": "count_units"},
+                                {"name": "total", "agg": "sum", "column": "amount", "bounds": [0, 1000]},
+                                {"name": "avg", "agg": "mean", "column": "amount", "bounds": [0, 1000]}])
+    res = run_cli("run", cfg, "--run-id", "r1", "-q")
+    assert res.exit_code == 0, res.stderr
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(tmp_path / "reports" / "t_report" / "r1" / "report.parquet").to_pylist()
+    cells = {r["city"] for r in rows if r.get("level", "cell") == "cell" and not r.get("is_remainder")}
+    # (with a grand total, secondary suppression keeps a second cell back)
+    assert "city_3" not in cells and len(cells & {"city_0", "city_1", "city_2"}) >= 2
+    for r in rows:  # no published number equals the person's value or a sum revealing it
+        assert r["total"] != pytest.approx(777.25) and r["avg"] != pytest.approx(777.25), r
+    from pipeline import open_release
+
+    assert open_release(tmp_path / "reports" / "t_report" / "r1").internal["cells"]["suppressed_k_metric"] == 1

@@ -16,6 +16,7 @@ from typing import Any
 
 REASONS = {
     "k": "fewer than {k} distinct units",
+    "k_metric": "a sum or mean of fewer than {k} people with a value",
     "dominance": "dominance rule (few contributors hold most of a sum)",
     "secondary": "complementary (protects other suppressed cells)",
     "difference": "difference check (against earlier releases)",

@@ -19,7 +19,8 @@ IDENTIFIER_COLUMNS = ["user_id", "email", "phone", "ip_address", "device_id"]
 
 
 def independent_cells(src: Path, min_units: int) -> pd.DataFrame:
-    """Truth, written by hand without the pipeline: cells with >= min_units distinct users."""
+    """Truth, written by hand without the pipeline: cells with >= min_units distinct users, and whose
+    order values (if any) come from >= min_units distinct users (the k rule holds for every number)."""
     return duckdb.sql(
         f"""
         SELECT city, category, CAST(date_trunc('month', event_time) AS DATE) AS month,
@@ -27,6 +28,7 @@ def independent_cells(src: Path, min_units: int) -> pd.DataFrame:
                sum(least(100000, greatest(0, order_value))) AS total
         FROM read_parquet('{src}') WHERE event_type IN ('enquiry', 'call', 'order') AND user_id IS NOT NULL
         GROUP BY ALL HAVING count(DISTINCT user_id) >= {min_units}
+           AND count(DISTINCT user_id) FILTER (WHERE order_value IS NOT NULL) NOT BETWEEN 1 AND {min_units} - 1
         """
     ).df()
 
@@ -99,7 +101,8 @@ def test_metrics_sharing_a_column_match_independent_truth(project: Path, totals)
                sum(least(100, greatest(0, order_value))) AS st,
                avg(least(100, greatest(0, order_value))) FILTER (WHERE order_value IS NOT NULL) AS sa, count(*) AS n
         FROM read_parquet('{src}') WHERE event_type IN ('enquiry', 'call', 'order') AND user_id IS NOT NULL
-        GROUP BY ALL HAVING count(DISTINCT user_id) >= 10"""
+        GROUP BY ALL HAVING count(DISTINCT user_id) >= 10
+           AND count(DISTINCT user_id) FILTER (WHERE order_value IS NOT NULL) NOT BETWEEN 1 AND 9"""
     ).df()
     table["month"] = pd.to_datetime(table["month"].astype(str))
     truth["month"] = pd.to_datetime(truth["month"])

@@ -83,19 +83,22 @@ def test_threshold_counts_match_independent_sql(project: Path) -> None:
     assert result["internal_only"] is True and result["notice"] == NOTICE
     src = project / "data" / "events.parquet"
     truth = duckdb.sql(
-        f"""SELECT count(DISTINCT user_id) AS u, count(*) AS n
+        f"""SELECT count(DISTINCT user_id) AS u, count(*) AS n,
+                   count(DISTINCT user_id) FILTER (WHERE order_value IS NOT NULL) AS v
             FROM read_parquet('{src}') WHERE event_type IN ('enquiry', 'call', 'order') AND user_id IS NOT NULL
             GROUP BY city, category, date_trunc('month', event_time)"""
     ).fetchnumpy()
-    u, n = truth["u"], truth["n"]
+    u, n, v = truth["u"], truth["n"], truth["v"]
     assert [c["min_units"] for c in result["candidates"]] == [2, 10, 40]
     for c in result["candidates"]:
         k = c["min_units"]
+        ok = (u >= k) & ~((v > 0) & (v < k))  # k people per cell, and per sum/mean (people with a value)
         assert c["cells_computed"] == len(u)
-        assert c["cells_published"] == int((u >= k).sum())
+        assert c["cells_published"] == int(ok.sum())
         assert c["suppressed_k"] == int((u < k).sum())
-        assert c["suppressed_share"] == pytest.approx((u < k).mean())
-        assert c["rows_in_published_cells_share"] == pytest.approx(n[u >= k].sum() / n.sum())
+        assert c.get("suppressed_k_metric", 0) == int(((u >= k) & (v > 0) & (v < k)).sum())
+        assert c["suppressed_share"] == pytest.approx(1 - ok.mean())
+        assert c["rows_in_published_cells_share"] == pytest.approx(n[ok].sum() / n.sum())
         assert c["configured"] == (k == 10)
     text = format_plan(result)
     assert text.splitlines()[1] == NOTICE and text.rstrip().endswith(NOTICE)

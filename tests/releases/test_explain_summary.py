@@ -32,7 +32,7 @@ def threshold_release(tmp_path_factory: pytest.TempPathFactory, events_file: Pat
     (folder / "data").mkdir()
     os.symlink(events_file, folder / "data" / "events.parquet")
     cfg = write_config(folder, description=DESCRIPTION, totals=[[], ["city"]],
-                       dominance={"n": 1, "max_share": 0.6}, min_units=15)
+                       dominance={"n": 1, "max_share": 0.6}, min_units=5)
     return run_report(load_config(cfg), "t1").path
 
 
@@ -72,7 +72,7 @@ def test_explain_piped_is_plain_and_counts_match_report(threshold_release: Path)
     assert not ANSI.search(text)  # piped: no colour codes
     for title in ("release", "suppressed cells by reason", "release gate: passed", "timings"):
         assert f"\n{title}\n" in f"\n{text}"
-    assert "threshold mode: every published row has ≥ 15 distinct units" in text
+    assert "threshold mode: every published row has ≥ 5 distinct units" in text
     m = open_release(threshold_release).manifest
     exact = open_release(threshold_release).internal  # explain shows the operator's counts, marked
     n_pub = len(published(threshold_release))  # independent: rows actually in the report
@@ -82,7 +82,7 @@ def test_explain_piped_is_plain_and_counts_match_report(threshold_release: Path)
     reasons = {k: v for k, v in exact["cells"].items() if k.startswith("suppressed_")}
     assert "the operator's exact counts" in text and "not in the release" in text
     assert sum(reasons.values()) == computed - n_pub and {"suppressed_k", "suppressed_dominance"} <= set(reasons)
-    assert re.search(rf"fewer than 15 distinct units\s+{reasons['suppressed_k']:,}\s", text)
+    assert re.search(rf"fewer than 5 distinct units\s+{reasons['suppressed_k']:,}\s", text)
     assert re.search(rf"dominance rule \(few contributors hold most of a sum\)\s+{reasons['suppressed_dominance']:,}\s", text)
     for check in m["gate"]["checks"]:
         assert re.search(rf"\n  {check}\s+pass\s", text)

@@ -68,6 +68,7 @@ def value_slots(cfg: ReportConfig) -> dict[int, int]:
 
 VALUE_COLS = ("__s", "__c", "__bad")  # per-metric columns of the source-reading stages
 REGROUP_COLS = ("__s", "__c")  # per-metric ingredients of a regrouped cell
+CONTRIBUTOR_COLS = ("__cu",)  # per-metric distinct people with a value (threshold mode: the k rule per number)
 DOMINANCE_COLS = ("__top", "__top2_", "__abs")  # per-metric dominance ingredients
 
 
@@ -204,7 +205,8 @@ def unit_regroup_aggs(cfg: ReportConfig, *, dominance_n: int = 0, prefix: str = 
     outer = ["count(*) AS __units", "sum(__n) AS __rows"]
     for i in value_owners(cfg):  # metrics sharing a value column: the caller aliases (with_shared_values)
         inner += [f"sum({prefix}__s{i}) AS __s{i}", f"sum({prefix}__c{i}) AS __c{i}"]
-        outer += [f"sum(__s{i}) AS __s{i}", f"sum(__c{i}) AS __c{i}"]
+        outer += [f"sum(__s{i}) AS __s{i}", f"sum(__c{i}) AS __c{i}",
+                  f"count(*) FILTER (WHERE __c{i} > 0) AS __cu{i}"]  # one row per unit: people with a value
         if dominance_n:
             outer += [
                 f"list_sum(max(abs(__s{i}), {int(dominance_n)})) AS __top{i}",
@@ -221,7 +223,7 @@ UNIT_RANGE = ("min(__u) AS __umin", "max(__u) AS __umax")
 
 def regroup_cols(dominance_n: int) -> tuple[str, ...]:
     """Per-metric columns a regrouping with :func:`unit_regroup_aggs` produces."""
-    return REGROUP_COLS + (DOMINANCE_COLS if dominance_n else ())
+    return REGROUP_COLS + CONTRIBUTOR_COLS + (DOMINANCE_COLS if dominance_n else ())
 
 
 def cells_from_per_unit_sql(cfg: ReportConfig, *, dominance_n: int = 0) -> Query:
@@ -278,13 +280,15 @@ def _margin_from_full(cfg: ReportConfig, index: int, keep: list[int]) -> str:
     summed = ["__rows"] + [f"{c}{i}" for i in value_owners(cfg) for c in REGROUP_COLS]
     sums = [f"sum({c}) AS {c}" for c in summed]
     group = f" GROUP BY {', '.join(keys)}" if keys else ""
-    units = f"SELECT {''.join(k + ', ' for k in keys)}count(DISTINCT __u) AS __units FROM __per_unit WHERE __u IS NOT NULL{group}"
+    contributors = "".join(f", count(DISTINCT __u) FILTER (WHERE __c{i} > 0) AS __cu{i}" for i in value_owners(cfg))
+    units = (f"SELECT {''.join(k + ', ' for k in keys)}count(DISTINCT __u) AS __units{contributors} FROM __per_unit "
+             f"WHERE __u IS NOT NULL{group}")
     totals = f"SELECT {''.join(k + ', ' for k in keys)}{', '.join(sums)} FROM __full{group}"
     on = " AND ".join(f"u.{k} IS NOT DISTINCT FROM t.{k}" for k in keys) or "TRUE"
     cols = [f"{index} AS __level"] + [f"u.{dim_key(i)}" if i in keep else f"NULL AS {dim_key(i)}" for i in range(nd)]
-    cols += ["u.__units"] + [f"t.{c}" for c in summed]
+    cols += ["u.__units"] + [f"u.__cu{i}" for i in value_owners(cfg)] + [f"t.{c}" for c in summed]
     select = f"SELECT {', '.join(cols)} FROM ({units}) u JOIN ({totals}) t ON {on}"
-    return with_shared_values(cfg, select, REGROUP_COLS)
+    return with_shared_values(cfg, select, REGROUP_COLS + CONTRIBUTOR_COLS)
 
 
 def cells_direct_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
@@ -308,10 +312,11 @@ def cells_direct_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
         aggs += [
             f"sum({metric_value(i)}) FILTER (WHERE __u IS NOT NULL) AS __s{i}",
             f"count({metric_value(i)}) FILTER (WHERE __u IS NOT NULL) AS __c{i}",
+            f"count(DISTINCT __u) FILTER (WHERE {metric_value(i)} IS NOT NULL) AS __cu{i}",
         ]
     aggs += bad_value_counts(cfg, schema)
     select = f"SELECT {', '.join(keys + aggs)} FROM ({base}) GROUP BY {', '.join(keys)}"
-    sql = f"CREATE OR REPLACE TEMP TABLE __cells AS {with_shared_values(cfg, select)}"
+    sql = f"CREATE OR REPLACE TEMP TABLE __cells AS {with_shared_values(cfg, select, VALUE_COLS + CONTRIBUTOR_COLS)}"
     return Query(sql, tuple(params.values))
 
 

@@ -2,6 +2,8 @@
 
 Guarantees (each cell row gets ``__reason``: NULL = publishable, else why it is withheld):
 - ``k``: fewer than ``min_units`` distinct privacy units.
+- ``k_metric``: a sum or mean of the row aggregates values of fewer than ``min_units`` distinct
+  people (``__cu{i}``; the others have no value): the whole row is withheld.
 - ``dominance``: a sum/mean cell whose top ``n`` units hold more than ``max_share`` of the
   absolute total, or that fails the p% rule (total minus the two largest < p% of the largest).
 - ``difference``: see :mod:`pipeline.engines.duckdb.difference` (added by the threshold flow when configured).
@@ -61,6 +63,11 @@ def reason_case(cfg: ReportConfig, params: Params) -> str:
                     f"WHEN __abs{i} > 0 AND CAST(__abs{i} - __top2_{i}[1] - coalesce(__top2_{i}[2], 0) AS DOUBLE)"
                     f" < {p} * CAST(__top2_{i}[1] AS DOUBLE) THEN 'dominance'"
                 )
+    # the k rule holds for every number: a sum or mean aggregates at least k people with a value
+    # (a mean over 60 people of whom one has a value is that person's value)
+    for i, m in enumerate(cfg.metrics):
+        if m.column is not None:
+            reasons.append(f"WHEN __cu{i} > 0 AND __cu{i} < {k} THEN 'k_metric'")
     return f"CASE {' '.join(reasons)} ELSE NULL END"
 
 
