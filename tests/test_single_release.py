@@ -186,3 +186,60 @@ def test_a_mean_with_one_contributor_is_not_published(tmp_path: Path, extra: dic
     from pipeline import open_release
 
     assert open_release(tmp_path / "reports" / "t_report" / "r1").internal["cells"]["suppressed_k_metric"] == 1
+
+
+def test_the_gate_recounts_people_with_a_value(tmp_path: Path) -> None:
+    """The gate does not trust the aggregation's per-number rule: a release whose row for the city
+    with one valued person was put back (hash forged to match) fails ``anonymize check``."""
+    import hashlib
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _events(tmp_path / "data" / "e.parquet", """
+        SELECT c * 1000 + u AS user_id, 'city_' || c AS city,
+               CASE WHEN c < 3 THEN CAST(u AS DOUBLE) WHEN u = 0 THEN 777.25 END AS amount
+        FROM range(4) t(c), range(60) s(u)""")
+    cfg = write_config(tmp_path, source={"path": "data/e.parquet"}, identifiers=["user_id"], filter=None,
+                       dimensions=["city"], min_units=10,
+                       metrics=[{"name": "people", "agg": "count_units"},
+                                {"name": "avg", "agg": "mean", "column": "amount", "bounds": [0, 1000]}])
+    assert run_cli("run", cfg, "--run-id", "r1", "-q").exit_code == 0
+    rel = tmp_path / "reports" / "t_report" / "r1"
+    assert run_cli("check", rel).exit_code == 0
+    table = pq.read_table(rel / "report.parquet")
+    row = pa.table({"city": ["city_3"], "people": [60], "avg": [777.25]}, schema=table.schema)
+    pq.write_table(pa.concat_tables([table, row]), rel / "report.parquet")
+    manifest = json.loads((rel / "manifest.json").read_text())
+    manifest["report_file"]["sha256"] = hashlib.sha256((rel / "report.parquet").read_bytes()).hexdigest()
+    (rel / "manifest.json").write_text(json.dumps(manifest))
+    res = run_cli("check", rel)
+    assert res.exit_code == 3, res.output
+    assert "1 published row(s) have a sum or mean over fewer than min_units=10 people with a value" in res.stderr
+
+
+@pytest.mark.parametrize("dominance", [{"n": 1, "max_share": 0.5}, {"p_percent": 10}])
+def test_a_row_count_dominated_by_one_person_is_not_published(tmp_path: Path, dominance: dict) -> None:
+    """60 buyers in a city, one of whom has 5,000 of its 5,059 rows: the published count is that
+    person's activity to within 59. With dominance on, a count is judged like a sum; the other
+    city (60 buyers, one row each) is published."""
+    _events(tmp_path / "data" / "e.parquet", """
+        SELECT c * 1000 + u AS user_id, 'city_' || c AS city, 1.0 AS amount
+        FROM range(2) t(c), range(60) s(u), range(5000) r(j)
+        WHERE j = 0 OR (c = 1 AND u = 0)""")
+    # the truth, independently: city_1's largest person holds 5000 / 5059 of its rows
+    con = duckdb.connect()
+    top = con.execute(f"""SELECT city, max(n) / sum(n) FROM (SELECT city, user_id, count(*) AS n
+        FROM read_parquet('{tmp_path / "data" / "e.parquet"}') GROUP BY ALL) GROUP BY city ORDER BY city""").fetchall()
+    con.close()
+    assert top[0][1] < 0.02 and top[1][1] > 0.98
+    cfg = write_config(tmp_path, source={"path": "data/e.parquet"}, identifiers=["user_id"], filter=None,
+                       dimensions=["city"], min_units=10, dominance=dominance,
+                       metrics=[{"name": "people", "agg": "count_units"}, {"name": "events", "agg": "count"}])
+    res = run_cli("run", cfg, "--run-id", "r1", "-q")
+    assert res.exit_code == 0, res.stderr
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(tmp_path / "reports" / "t_report" / "r1" / "report.parquet").to_pylist()
+    assert rows == [{"city": "city_0", "people": 60, "events": 60}]

@@ -378,8 +378,9 @@ class ReportConfig(_Model):
                     f"{list(first[1])}: one value published under two bounds reveals how many rows exceed a bound "
                     "and by how much (the largest contribution, exactly); use the same bounds for every metric of it",
                 )
-        if self.dominance is not None and not any(m.agg in ("sum", "mean") for m in self.metrics):
-            raise KeyProblem(("dominance",), "dominance applies to sum/mean metrics; none configured")
+        if self.dominance is not None and not any(m.agg in ("sum", "mean", "count") for m in self.metrics):
+            raise KeyProblem(("dominance",), "dominance applies to count, sum and mean metrics; none configured "
+                             "(a count of people cannot be dominated: each counts once)")
         if self.privacy is not None and self.budget is None:
             raise KeyProblem(("budget",), "DP mode (privacy:) needs a budget: block with a ledger")
         if self.consistent and (self.privacy is None or self.privacy.public_partitions is None or not self.totals):

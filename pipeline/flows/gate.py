@@ -11,7 +11,8 @@ published and refuses (:class:`PrivacyRefusal`, exit 3) when:
 - ``quasi_identifier``: a dimension's distinct values number close to the distinct units, or most of
   its values belong to a single unit (in the source);
 - ``min_units`` (threshold mode): a published row aggregates fewer than ``min_units`` distinct
-  units, recomputed from the source by joining the published keys back to it; a remainder row
+  units, or a sum/mean of it the values of 1 to ``min_units - 1`` people, recomputed from the
+  source by joining the published keys back to it; a remainder row
   is recomputed as every source row of its level whose keys are not published (at least
   ``min_units`` units and two withheld keys); rows with an unknown level fail;
 - ``noise`` (DP mode, during a run): a published row matches no computed cell; a published value
@@ -129,7 +130,13 @@ def run_gate(
             if has_source:
                 found = checks_sql.recomputed_min_units(cfg, gcon, source.schema, table)
                 low, rem, bad = found["rows_below"], found["remainder_bad"], found["malformed"]
-                result["checks"]["min_units"] = {"ok": not (low or rem or bad), **found}
+                metric_low = found["metric_below"]
+                result["checks"]["min_units"] = {"ok": not (low or rem or bad or metric_low), **found}
+                if metric_low:
+                    failures.append(
+                        f"{metric_low} published row(s) have a sum or mean over fewer than "
+                        f"min_units={cfg.min_units} people with a value (recomputed from the source)"
+                    )
                 if low:
                     failures.append(
                         f"{low} published row(s) aggregate fewer than min_units={cfg.min_units} "

@@ -200,9 +200,11 @@ def unit_regroup_aggs(cfg: ReportConfig, *, dominance_n: int = 0, prefix: str = 
     """Aggregates to regroup ``__per_unit`` rows: ``inner`` sums one unit's rows (columns read
     with ``prefix``), ``outer`` turns one row per unit into a cell's ingredients (``__units``,
     ``__rows``, ``__s{i}``, ``__c{i}`` and, with ``dominance_n``, ``__top{i}``, ``__top2_{i}``,
-    ``__abs{i}``)."""
+    ``__abs{i}`` per sum/mean metric and ``__topn``/``__top2n`` for the row count)."""
     inner = [f"sum({prefix}__n) AS __n"]
     outer = ["count(*) AS __units", "sum(__n) AS __rows"]
+    if dominance_n:  # dominance of the row count: the largest people's rows
+        outer += [f"list_sum(max(__n, {int(dominance_n)})) AS __topn", "max(__n, 2) AS __top2n"]
     for i in value_owners(cfg):  # metrics sharing a value column: the caller aliases (with_shared_values)
         inner += [f"sum({prefix}__s{i}) AS __s{i}", f"sum({prefix}__c{i}) AS __c{i}"]
         outer += [f"sum(__s{i}) AS __s{i}", f"sum(__c{i}) AS __c{i}",

@@ -186,6 +186,8 @@ def recomputed_min_units(cfg: ReportConfig, con: Any, schema: dict[str, str], ta
 def _recount(cfg: ReportConfig, con: Any, schema: dict[str, str], table: pa.Table) -> dict[str, int]:
     """Rows of the written report that fail the threshold, recomputed from the source.
 
+    - ``metric_below``: level rows with a sum/mean whose column holds a value for at least one
+      but fewer than ``min_units`` of those units (the k rule per number);
     - ``rows_below``: level rows whose keys match fewer than ``min_units`` units in the source
       (full-table rows first; a margin row with a published full-table cell recounted at
       ``min_units`` or more is proven by it, since the margin holds every unit of that cell, and
@@ -196,10 +198,24 @@ def _recount(cfg: ReportConfig, con: Any, schema: dict[str, str], table: pa.Tabl
       also a second remainder row for one level, or one with a dimension value;
     - ``malformed``: rows with an unknown level, or a rolled-up dimension that is not NULL.
     """
-    out = {"rows_below": 0, "remainder_bad": 0, "malformed": 0}
+    out = {"rows_below": 0, "metric_below": 0, "remainder_bad": 0, "malformed": 0}
     if table.num_rows == 0:
         return out
     exprs = [f"{dimension_expr(d, schema.get(d.column, 'VARCHAR'))} AS k{i}" for i, d in enumerate(cfg.dims)]
+    # per sum/mean metric: does the row carry a value (non-null and finite, as it is aggregated)?
+    # Written here, not taken from the aggregation's SQL: the recount stays independent of it.
+    valued = [i for i, m in enumerate(cfg.metrics) if m.column is not None]
+    for i in valued:
+        m = cfg.metrics[i]
+        x = f"TRY_CAST({ident(m.column)} AS DOUBLE)"
+        if m.multiply_by is not None:
+            x = f"({x} * TRY_CAST({ident(m.multiply_by)} AS DOUBLE))"
+        exprs.append(f"CASE WHEN isfinite({x}) THEN TRUE END AS v{i}")
+    cu_aggs = "".join(f", count(DISTINCT s.u) FILTER (WHERE s.v{i}) AS __cu{i}" for i in valued)
+    cu_cols = "".join(f", coalesce(c.__cu{i}, 0) AS __cu{i}" for i in valued)
+    # a row whose sum or mean aggregates the values of 1..k-1 people (the k rule per number)
+    metric_low = " OR ".join(f"(__cu{i} > 0 AND __cu{i} < {int(cfg.min_units)})" for i in valued) or "FALSE"
+    cu_ok = "".join(f" AND __cu{i} >= {int(cfg.min_units)}" for i in valued)
     unit = ident(cfg.privacy_unit)
 
     def source_rows(params: Params) -> str:
@@ -251,10 +267,10 @@ def _recount(cfg: ReportConfig, con: Any, schema: dict[str, str], table: pa.Tabl
         joins = []
         for lv, _ in parts:
             on = " AND ".join(f"r.{ident(cfg.dims[i].name)} IS NOT DISTINCT FROM s.k{i}" for i in kept(lv)) or "TRUE"
-            joins.append(f"SELECT r.__rid, count(DISTINCT s.u) AS __n FROM (SELECT * FROM __rows WHERE __lvl = "
+            joins.append(f"SELECT r.__rid, count(DISTINCT s.u) AS __n{cu_aggs} FROM (SELECT * FROM __rows WHERE __lvl = "
                          f"{lv.index}) r JOIN {s_from} s ON {on} GROUP BY r.__rid")
         ctes.append(f"__counts AS ({' UNION ALL '.join(joins)})")
-        return (f"WITH {', '.join(ctes)} SELECT r.__rid, r.__lvl, {dims_out}, coalesce(c.__n, 0) AS __n "
+        return (f"WITH {', '.join(ctes)} SELECT r.__rid, r.__lvl, {dims_out}, coalesce(c.__n, 0) AS __n{cu_cols} "
                 "FROM __rows r LEFT JOIN __counts c ON r.__rid = c.__rid")
 
     def published_full(params: Params) -> str:
@@ -265,8 +281,9 @@ def _recount(cfg: ReportConfig, con: Any, schema: dict[str, str], table: pa.Tabl
         return f"{at_level(params, lv)} AND NOT {beneath(lv, published_full(params))}"
 
     def unproven(params: Params, lv: Level) -> str:
-        """Margin rows of ``lv`` with published full-table cells beneath, none recounted at >= min_units."""
-        proof = f"(SELECT * FROM __gate_full WHERE __lvl = 0 AND __n >= {params.add(cfg.min_units)})"
+        """Margin rows of ``lv`` with published full-table cells beneath, none recounted at >= min_units
+        (people, and people with a value of each sum/mean: a margin holds at least a cell's)."""
+        proof = f"(SELECT * FROM __gate_full WHERE __lvl = 0 AND __n >= {params.add(cfg.min_units)}{cu_ok})"
         return f"{at_level(params, lv)} AND {beneath(lv, published_full(params))} AND NOT {beneath(lv, proof)}"
 
     def with_rows(where: Any) -> list[Level]:
@@ -290,15 +307,19 @@ def _recount(cfg: ReportConfig, con: Any, schema: dict[str, str], table: pa.Tabl
         out["rows_below"] += con.execute(
             "SELECT count(*) FROM __gate_full WHERE __n < $1", [cfg.min_units]
         ).fetchall()[0][0]
+        out["metric_below"] += con.execute(f"SELECT count(*) FROM __gate_full WHERE {metric_low}").fetchall()[0][0]
         # margin rows whose published cells all recounted below min_units (the release fails on
         # those cells anyway) are recounted too, so that rows_below counts every row below k
         more = with_rows(unproven)
         if more:
             p_more = Params()
             counts = counted(p_more, [(lv, unproven(p_more, lv)) for lv in more])
-            out["rows_below"] += con.execute(
-                f"SELECT count(*) FROM ({counts}) WHERE __n < {p_more.add(cfg.min_units)}", p_more.values
-            ).fetchall()[0][0]
+            below, metric_below = con.execute(
+                f"SELECT count(*) FILTER (WHERE __n < {p_more.add(cfg.min_units)}), count(*) FILTER (WHERE {metric_low}) "
+                f"FROM ({counts})", p_more.values
+            ).fetchall()[0]
+            out["rows_below"] += below
+            out["metric_below"] += metric_below
     for lv in todo:
         keep = kept(lv)
         rolled = [d.name for d in cfg.dims if d.name not in lv.dims]
@@ -329,13 +350,15 @@ def _recount(cfg: ReportConfig, con: Any, schema: dict[str, str], table: pa.Tabl
         match = " AND ".join(f"p.{ident(cfg.dims[i].name)} IS NOT DISTINCT FROM s.k{i}" for i in keep) or "TRUE"
         p_is_rem = "coalesce(p.is_remainder, FALSE)"
         kcols = ", ".join(f"k{i}" for i in keep) or "1"
-        units, n_keys = con.execute(
+        rest_cu = "".join(f", (SELECT count(DISTINCT u) FILTER (WHERE v{i}) FROM rest)" for i in valued)
+        units, n_keys, *cus = con.execute(
             f"WITH rest AS (SELECT * FROM ({src4}) s WHERE NOT EXISTS (SELECT 1 FROM __gate_report p "
             f"WHERE p.level = {lv4} AND NOT {p_is_rem} AND {match})) "
-            f"SELECT (SELECT count(DISTINCT u) FROM rest), (SELECT count(*) FROM (SELECT DISTINCT {kcols} FROM rest))",
+            f"SELECT (SELECT count(DISTINCT u) FROM rest), (SELECT count(*) FROM (SELECT DISTINCT {kcols} FROM rest))"
+            f"{rest_cu}",
             p4.values,
         ).fetchall()[0]
-        if units < cfg.min_units or n_keys < 2:
+        if units < cfg.min_units or n_keys < 2 or any(0 < c < cfg.min_units for c in cus):
             out["remainder_bad"] += n_rem
         else:
             out["remainder_bad"] += max(n_rem - 1, bad_shape)

@@ -4,8 +4,9 @@ Guarantees (each cell row gets ``__reason``: NULL = publishable, else why it is 
 - ``k``: fewer than ``min_units`` distinct privacy units.
 - ``k_metric``: a sum or mean of the row aggregates values of fewer than ``min_units`` distinct
   people (``__cu{i}``; the others have no value): the whole row is withheld.
-- ``dominance``: a sum/mean cell whose top ``n`` units hold more than ``max_share`` of the
-  absolute total, or that fails the p% rule (total minus the two largest < p% of the largest).
+- ``dominance``: a cell whose top ``n`` units hold more than ``max_share`` of a sum/mean's
+  absolute total or of its row count (when a ``count`` is published), or that fails the p% rule
+  on one of them (total minus the two largest < p% of the largest).
 - ``difference``: see :mod:`pipeline.engines.duckdb.difference` (added by the threshold flow when configured).
 - ``secondary``: complementary suppression so no withheld cell can be derived from margins
   (see :mod:`pipeline.privacy.secondary`).
@@ -47,21 +48,25 @@ def reason_case(cfg: ReportConfig, params: Params) -> str:
     reasons = [f"WHEN __units < {k} THEN 'k'"]
     dom = cfg.dominance
     if dom is not None:
-        for i, m in enumerate(cfg.metrics):
-            if m.agg not in ("sum", "mean"):
-                continue
+        # (top n, two largest, absolute total) per dominated number: every sum/mean and, when a
+        # row count is published, the rows (one person's 50,000 of 50,400 rows is their count)
+        ingredients = [(f"__top{i}", f"__top2_{i}", f"__abs{i}")
+                       for i, m in enumerate(cfg.metrics) if m.agg in ("sum", "mean")]
+        if any(m.agg == "count" for m in cfg.metrics):
+            ingredients.append(("__topn", "__top2n", "__rows"))
+        for top, top2, total in ingredients:
             if dom.max_share is not None:
                 share = params.add(float(dom.max_share))
                 reasons.append(
-                    f"WHEN __abs{i} > 0 AND CAST(__top{i} AS DOUBLE) > {share} * CAST(__abs{i} AS DOUBLE) THEN 'dominance'"
+                    f"WHEN {total} > 0 AND CAST({top} AS DOUBLE) > {share} * CAST({total} AS DOUBLE) THEN 'dominance'"
                 )
             else:
                 p = params.add(float(dom.p_percent or 0) / 100.0)
                 # p% rule: the second largest contributor can estimate the largest to within
                 # (total - x1 - x2); sensitive when that is below p% of x1.
                 reasons.append(
-                    f"WHEN __abs{i} > 0 AND CAST(__abs{i} - __top2_{i}[1] - coalesce(__top2_{i}[2], 0) AS DOUBLE)"
-                    f" < {p} * CAST(__top2_{i}[1] AS DOUBLE) THEN 'dominance'"
+                    f"WHEN {total} > 0 AND CAST({total} - {top2}[1] - coalesce({top2}[2], 0) AS DOUBLE)"
+                    f" < {p} * CAST({top2}[1] AS DOUBLE) THEN 'dominance'"
                 )
     # the k rule holds for every number: a sum or mean aggregates at least k people with a value
     # (a mean over 60 people of whom one has a value is that person's value)

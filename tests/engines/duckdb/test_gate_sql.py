@@ -264,7 +264,7 @@ def test_recount_with_margins_matches_a_brute_force_recount(tmp_path: Path) -> N
         assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = '__gate_full'").fetchall()[0][0] == 0
     finally:
         con.close()
-    assert found == {"rows_below": truth, "remainder_bad": 0, "malformed": 0}
+    assert found == {"rows_below": truth, "metric_below": 0, "remainder_bad": 0, "malformed": 0}
 
 
 @st.composite
@@ -272,7 +272,9 @@ def _margin_reports(draw: st.DrawFn) -> tuple[list[tuple], list[tuple], int]:
     """Source rows (user, a, b), a report of random rows at every level (keys that may hold no
     source row at all), and k."""
     n_users = draw(st.integers(1, 25))
-    rows = [(u, draw(st.sampled_from("pqrs")), draw(st.sampled_from("xyz")))
+    # v: a value most people lack (orders among searches), so a cell's mean may have few contributors
+    rows = [(u, draw(st.sampled_from("pqrs")), draw(st.sampled_from("xyz")),
+             draw(st.one_of(st.none(), st.none(), st.floats(0, 100))))
             for u in range(n_users) for _ in range(draw(st.integers(1, 4)))]
     levels = {"cell": (True, True), "by_a": (True, False), "by_b": (False, True), "total": (False, False)}
     report = []
@@ -290,7 +292,8 @@ def test_recount_with_margins_matches_brute_force_on_random_reports(tmp_path_fac
                                                                     data) -> None:
     """Property: whatever rows a report holds at whatever level, the gate's recount (one shared scan,
     margin rows proven by published cells, the rest recounted) finds exactly the rows that a plain
-    per-row distinct count over the source puts below k."""
+    per-row distinct count over the source puts below k, and exactly the rows whose mean aggregates
+    the values of 1 to k - 1 people."""
     from pipeline.engines.duckdb.gate import recomputed_min_units
 
     rows, report, k = data
@@ -298,18 +301,20 @@ def test_recount_with_margins_matches_brute_force_on_random_reports(tmp_path_fac
     (folder / "data").mkdir()
     src = folder / "data" / "m.parquet"
     con = duckdb.connect()
-    con.execute("CREATE TABLE t (user_id BIGINT, a VARCHAR, b VARCHAR)")
-    con.executemany("INSERT INTO t VALUES (?, ?, ?)", rows)
+    con.execute("CREATE TABLE t (user_id BIGINT, a VARCHAR, b VARCHAR, v DOUBLE)")
+    con.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", rows)
     con.execute(f"COPY t TO '{src}' (FORMAT parquet)")
-    truth = 0
+    truth = metric_truth = 0
     for _level, a, b in report:
-        n = con.execute("SELECT count(DISTINCT user_id) FROM t WHERE ($1 IS NULL OR a = $1) AND ($2 IS NULL OR b = $2)",
-                        [a, b]).fetchall()[0][0]
+        n, n_v = con.execute("SELECT count(DISTINCT user_id), count(DISTINCT user_id) FILTER (WHERE v IS NOT NULL) "
+                             "FROM t WHERE ($1 IS NULL OR a = $1) AND ($2 IS NULL OR b = $2)", [a, b]).fetchall()[0]
         truth += n < k
+        metric_truth += 0 < n_v < k
     con.close()
     cfg = load_config(write_config(folder, source={"path": "data/m.parquet"}, identifiers=["user_id"], filter=None,
                                    dimensions=["a", "b"], min_units=k, totals=[["a"], ["b"], []],
-                                   metrics=[{"name": "rows", "agg": "count"}]))
+                                   metrics=[{"name": "rows", "agg": "count"},
+                                            {"name": "v_mean", "agg": "mean", "column": "v", "bounds": [0, 100]}]))
     table = pa.table({"level": [r[0] for r in report], "a": [r[1] for r in report], "b": [r[2] for r in report]},
                      schema=pa.schema([("level", pa.string()), ("a", pa.string()), ("b", pa.string())]))
     gcon = connect(cfg)
@@ -319,4 +324,4 @@ def test_recount_with_margins_matches_brute_force_on_random_reports(tmp_path_fac
         found = recomputed_min_units(cfg, gcon, source.schema, table)
     finally:
         gcon.close()
-    assert found == {"rows_below": truth, "remainder_bad": 0, "malformed": 0}
+    assert found == {"rows_below": truth, "metric_below": metric_truth, "remainder_bad": 0, "malformed": 0}
