@@ -243,3 +243,59 @@ def test_a_row_count_dominated_by_one_person_is_not_published(tmp_path: Path, do
 
     rows = pq.read_table(tmp_path / "reports" / "t_report" / "r1" / "report.parquet").to_pylist()
     assert rows == [{"city": "city_0", "people": 60, "events": 60}]
+
+
+# ----- identifiers however they are spelled ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("column", "stored", "published"), [
+    ("phone", "9876504242", "987-650-4242"),
+    ("phone", "9876504242", "98765.04242"),
+    ("phone", "9876504242", "98 76 50 42 42"),
+    ("user_id", 4242, " 4242"),
+    ("user_id", 4242, "04242"),
+    ("user_id", 4242, "4242.0"),
+    ("device_id", "dev-7f3a9c", "DEV-7F3A9C"),
+    ("device_id", "dev-7f3a9c", "  dev-7f3a9c "),
+])
+def test_an_identifier_in_another_spelling_is_refused(tmp_path: Path, column: str, stored: object,
+                                                      published: str) -> None:
+    """An undeclared column carries one person's declared identifier, formatted differently, as a
+    value shared by 40 people (so the k rule passes): the gate compares normal forms, not spellings."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    users = list(range(4200, 4320))
+    data = {"user_id": users,
+            "phone": [str(9876500000 + u) for u in users],
+            "device_id": [f"dev-{u:x}" for u in users],
+            "contact": [published if u % 3 == 0 else "none" for u in users]}
+    i = users.index(4242)
+    data["phone"][i], data["device_id"][i] = "9876504242", "dev-7f3a9c"
+    assert data[column][i] == stored  # the identifier the published value names is in the source
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.table(data), tmp_path / "data" / "s.parquet")
+    cfg = write_config(tmp_path, source={"path": "data/s.parquet"}, identifiers=["user_id", "phone", "device_id"],
+                       filter=None, dimensions=["contact"], min_units=10,
+                       metrics=[{"name": "people", "agg": "count_units"}])
+    res = run_cli("run", cfg, "--run-id", "r1")
+    assert res.exit_code == 3, res.output
+    assert f"contact = {column}" in res.stderr and res.stderr.count("\n") == 1
+    assert release_dirs(tmp_path) == []
+
+
+def test_ordinary_values_beside_identifiers_are_published(tmp_path: Path) -> None:
+    """The normal forms do not make every value an identifier: short numbers and words that are no
+    one's id, phone or device pass."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    users = list(range(4200, 4320))
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.table({"user_id": users, "phone": [str(9876500000 + u) for u in users],
+                             "band": [["0-10", "11-20", " 21+ "][u % 3] for u in users]}), tmp_path / "data" / "s.parquet")
+    cfg = write_config(tmp_path, source={"path": "data/s.parquet"}, identifiers=["user_id", "phone"],
+                       filter=None, dimensions=["band"], min_units=10,
+                       metrics=[{"name": "people", "agg": "count_units"}])
+    res = run_cli("run", cfg, "--run-id", "r1", "-q")
+    assert res.exit_code == 0, res.stderr

@@ -29,6 +29,15 @@ PATTERNS: dict[str, str] = {
 CARD = r"\b(?:\d[ \-]?){13,19}\b"
 
 
+# The identifier-value check compares *normal forms*, not spellings: a phone published as
+# ``98 76 50 42 42`` or ``98765.04242``, a user id as `` 4242``, ``04242`` or ``4242.0``, a device id
+# upper-cased or padded all name the same person. A value's forms (see :func:`normal_forms`):
+# ``t:`` its text trimmed and case-folded; ``n:`` its number, when it parses as a finite number;
+# ``d:`` its digits alone, when there are at least ``DIGITS_MIN`` of them (phone numbers, long
+# numeric ids; shorter digit runs are too common in ordinary values to mean anything).
+DIGITS_MIN = 7
+
+
 QI_DISTINCT_RATIO = 0.5  # distinct dimension values / distinct units above this → quasi-identifier
 
 
@@ -58,3 +67,19 @@ def is_identifier_like(value: str) -> str | None:
         if luhn_ok(m.group(0)):
             return "card_number"
     return None
+
+
+def normal_forms(value: str) -> set[str]:
+    """The normal forms of ``value`` (the rule above, in Python; the gate computes the same forms in
+    SQL). Two values that share a form are treated as the same identifier."""
+    out = {"t:" + value.strip().casefold()}
+    try:
+        x = float(value.strip())
+    except ValueError:
+        x = None
+    if x is not None and x == x and abs(x) != float("inf"):
+        out.add(f"n:{x!r}")
+    digits = re.sub(r"[^0-9]", "", value)
+    if len(digits) >= DIGITS_MIN:
+        out.add("d:" + digits)
+    return out

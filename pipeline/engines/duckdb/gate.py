@@ -10,7 +10,14 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from ...privacy.identifiers import CARD, PATTERNS, QI_DISTINCT_RATIO, QI_SINGLE_UNIT_SHARE, luhn_ok
+from ...privacy.identifiers import (
+    CARD,
+    DIGITS_MIN,
+    PATTERNS,
+    QI_DISTINCT_RATIO,
+    QI_SINGLE_UNIT_SHARE,
+    luhn_ok,
+)
 from ...privacy.levels import Level, levels
 from .cells import dim_key, dimension_expr, filter_sql
 from .sql import Params, ident
@@ -41,20 +48,33 @@ def pattern_hits(con: Any, cols: list[str]) -> list[tuple[str, str]]:
     return hits
 
 
-# Identifier column types for which ``CAST(x AS VARCHAR)`` parses back to ``x`` with TRY_CAST: the
-# join then compares typed values (DuckDB prunes Parquet row groups by min/max and skips the string
-# conversion of every source row) and re-checks the string equality on the few candidate matches.
-_TYPED_ID_JOIN = (
+_INTEGER_TYPES = (
     "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT",
 )
 
 
-def identifier_value_hits(cfg: ReportConfig, con: Any, schema: dict[str, str], table: pa.Table) -> list[tuple[str, str]]:
-    """(dimension, identifier) pairs where a published value equals a source identifier value.
+def normal_forms_sql(x: str) -> str:
+    """SQL list of the normal forms of the text expression ``x`` (the rule of
+    :mod:`pipeline.privacy.identifiers`: ``t:`` trimmed, case-folded text; ``n:`` the finite number
+    it parses as; ``d:`` its digits when there are at least ``DIGITS_MIN``)."""
+    num = f"TRY_CAST(trim({x}) AS DOUBLE)"
+    digits = f"regexp_replace({x}, '[^0-9]', '', 'g')"
+    return (
+        f"list_filter(['t:' || lower(trim({x})), "
+        f"CASE WHEN isfinite({num}) THEN 'n:' || CAST({num} AS VARCHAR) END, "
+        f"CASE WHEN length({digits}) >= {int(DIGITS_MIN)} THEN 'd:' || {digits} END], lambda f: f IS NOT NULL)"
+    )
 
-    The published values of every dimension go into one small table; each identifier column is then
-    read once (one join per identifier, not per dimension × identifier). Semantics are unchanged:
-    ``CAST(value AS VARCHAR) = CAST(identifier AS VARCHAR)`` over every source row.
+
+def identifier_value_hits(cfg: ReportConfig, con: Any, schema: dict[str, str], table: pa.Table) -> list[tuple[str, str]]:
+    """(dimension, identifier) pairs where a published value and a source identifier value share a
+    normal form (:func:`normal_forms_sql`): however a phone number, id or device id is spelled.
+
+    The published values of every dimension go into one small table of forms; each identifier column
+    is then read once (one join per identifier, not per dimension × identifier). An integer column
+    is joined on its typed values (the integers a published value's number or digits name), which
+    keeps DuckDB's Parquet min/max pruning; any other column's distinct values are put in their
+    normal forms and joined on those.
 
     Time-bucket dimensions (``grain``) are not compared: their values are dates the pipeline
     computes (``date_trunc`` of a column that config validation forbids from being an identifier),
@@ -71,20 +91,29 @@ def identifier_value_hits(cfg: ReportConfig, con: Any, schema: dict[str, str], t
         f"SELECT {i} AS d, CAST({ident(dim)} AS VARCHAR) AS v FROM __gate_report WHERE {ident(dim)} IS NOT NULL"
         for i, dim in enumerate(dims)
     )
-    con.execute(f"CREATE OR REPLACE TEMP TABLE __gate_values AS SELECT DISTINCT d, v FROM ({union})")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE __gate_values AS SELECT DISTINCT d, unnest({normal_forms_sql('v')}) AS f "
+        f"FROM (SELECT DISTINCT d, v FROM ({union}))"
+    )
     hits: set[tuple[str, str]] = set()
     try:
         for idc in ids:
-            col = f"s.{ident(idc)}"
+            col = ident(idc)
             typ = schema[idc].upper()
-            if typ == "VARCHAR":
-                values, on = "__gate_values", f"{col} = g.v"
-            elif typ in _TYPED_ID_JOIN:
-                values = f"(SELECT d, v, TRY_CAST(v AS {typ}) AS t FROM __gate_values WHERE TRY_CAST(v AS {typ}) IS NOT NULL)"
-                on = f"{col} = g.t AND CAST({col} AS VARCHAR) = g.v"
+            if typ in _INTEGER_TYPES:
+                # the integers a published value names: its number (when whole) or its digits
+                named = (
+                    f"SELECT d, TRY_CAST(CASE WHEN f[1] = 'n' THEN TRY_CAST(TRY_CAST(f[3:] AS DOUBLE) AS HUGEINT) "
+                    f"WHEN f[1] = 'd' THEN TRY_CAST(f[3:] AS HUGEINT) END AS {typ}) AS t FROM __gate_values "
+                    "WHERE f[1] IN ('n', 'd')"
+                )
+                sql = (f"SELECT DISTINCT g.d FROM __src s JOIN (SELECT * FROM ({named}) WHERE t IS NOT NULL) g "
+                       f"ON s.{col} = g.t")
             else:
-                values, on = "__gate_values", f"CAST({col} AS VARCHAR) = g.v"
-            for (d,) in con.execute(f"SELECT DISTINCT g.d FROM __src s JOIN {values} g ON {on}").fetchall():
+                forms = (f"SELECT unnest({normal_forms_sql('x')}) AS f FROM "
+                         f"(SELECT DISTINCT CAST({col} AS VARCHAR) AS x FROM __src WHERE {col} IS NOT NULL)")
+                sql = f"SELECT DISTINCT g.d FROM ({forms}) s JOIN __gate_values g ON s.f = g.f"
+            for (d,) in con.execute(sql).fetchall():
                 hits.add((dims[d], idc))
     finally:
         con.execute("DROP TABLE IF EXISTS __gate_values")

@@ -325,3 +325,19 @@ def test_recount_with_margins_matches_brute_force_on_random_reports(tmp_path_fac
     finally:
         gcon.close()
     assert found == {"rows_below": truth, "metric_below": metric_truth, "remainder_bad": 0, "malformed": 0}
+
+
+@given(st.text(alphabet="0123456789 .-+eEaBx_", max_size=16))
+@settings(max_examples=300, deadline=None)
+def test_normal_forms_in_sql_match_the_rule(value: str) -> None:
+    """The gate's SQL normal forms are the documented rule (``privacy.identifiers.normal_forms``):
+    the same text and digit forms, and the same number where one parses."""
+    from pipeline.engines.duckdb.gate import normal_forms_sql
+    from pipeline.privacy.identifiers import normal_forms
+
+    [forms] = duckdb.execute(f"SELECT {normal_forms_sql('$1::VARCHAR')}", [value]).fetchone()
+
+    def split(fs) -> tuple[set[str], set[float]]:  # type: ignore[no-untyped-def]
+        return {f for f in fs if not f.startswith("n:")}, {float(f[2:]) for f in fs if f.startswith("n:")}
+
+    assert split(forms) == split(normal_forms(value))
