@@ -299,3 +299,35 @@ def test_ordinary_values_beside_identifiers_are_published(tmp_path: Path) -> Non
                        metrics=[{"name": "people", "agg": "count_units"}])
     res = run_cli("run", cfg, "--run-id", "r1", "-q")
     assert res.exit_code == 0, res.stderr
+
+
+# ----- DP mode: the gate reveals no more than epsilon --------------------------------------------
+
+
+def test_one_person_cannot_decide_whether_a_dp_release_appears(tmp_path: Path) -> None:
+    """100 buyers over 50 postcodes, and the same plus one buyer with a new postcode: an exact
+    quasi-identifier rule (51 postcodes for 101 people > half) refused the second run, so the
+    presence of one person was read off the exit code. In DP mode both neighbouring data sets get
+    the same kind of outcome: a release (noisy, selected), never a refusal read off exact data."""
+    from pipeline import open_release
+
+    for name, extra in (("a", ""), ("b", " UNION ALL SELECT 999 AS user_id, 'p_new' AS postcode")):
+        folder = tmp_path / name
+        _events(folder / "data" / "e.parquet",
+                f"SELECT u AS user_id, 'p_' || (u % 50) AS postcode FROM range(100) t(u){extra}")
+        # independent truth: the neighbour crosses the exact rule's line, the base does not
+        con = duckdb.connect()
+        n_values, n_people = con.execute(f"SELECT count(DISTINCT postcode), count(DISTINCT user_id) FROM "
+                                         f"read_parquet('{folder / 'data' / 'e.parquet'}')").fetchone()
+        con.close()
+        assert (n_values / n_people > 0.5) == (name == "b")
+        cfg = write_config(folder, source={"path": "data/e.parquet"}, identifiers=["user_id"], filter=None,
+                           dimensions=["postcode"], min_units=2,
+                           metrics=[{"name": "people", "agg": "count_units"}],
+                           privacy={"epsilon": 1.0, "delta": 1e-6, "max_groups_per_unit": 1, "max_rows_per_group": 1},
+                           budget={"ledger": "state/l.duckdb", "epsilon_limit": 10, "delta_limit": 1e-3})
+        res = run_cli("run", cfg, "--run-id", "r1", "-q")
+        assert res.exit_code == 0, res.stderr
+        checks = open_release(folder / "reports" / "t_report" / "r1").manifest["gate"]["checks"]
+        assert "skipped" in checks["quasi_identifier"] and "skipped" in checks["identifier_values"]
+        assert checks["patterns"]["ok"] and checks["columns"]["ok"]

@@ -79,6 +79,10 @@ def check_release(release_dir: str | Path, config_path: str | Path | None = None
             if name == "min_units" and cfg.privacy is not None:
                 lines.append(_line("n/a", name, "DP mode publishes noisy values; no unit threshold"))
                 continue
+            if name in ("identifier_values", "quasi_identifier") and cfg.privacy is not None:
+                lines.append(_line("n/a", name, "DP mode: a verdict read off the exact data would let one "
+                                                "person decide whether a release appears"))
+                continue
             if name == "noise":
                 if cfg.privacy is None:
                     lines.append(_line("n/a", name, "threshold mode publishes exact values; no noise"))

@@ -6,10 +6,12 @@ published and refuses (:class:`PrivacyRefusal`, exit 3) when:
   ``is_remainder`` column;
 - ``patterns``: any text value looks like an identifier (e-mail, phone, IPv4/IPv6, card number
   passing Luhn, Indian PAN, Aadhaar, GSTIN);
-- ``identifier_values``: any published dimension value equals a value of a declared identifier
-  column (or the privacy unit) in the source; checked inside DuckDB by a join;
-- ``quasi_identifier``: a dimension's distinct values number close to the distinct units, or most of
-  its values belong to a single unit (in the source);
+- ``identifier_values`` (threshold mode): a published dimension value shares a normal form with
+  a value of a declared identifier column (or the privacy unit) in the source; a DuckDB join;
+- ``quasi_identifier`` (threshold mode): a dimension's distinct values number close to the
+  distinct units, or most of its values belong to a single unit (in the source);
+  in DP mode both are skipped (``DP_EXACT``): a verdict read off the exact data would let one
+  person decide whether the release appears;
 - ``min_units`` (threshold mode): a published row aggregates fewer than ``min_units`` distinct
   units, or a sum/mean of it the values of 1 to ``min_units - 1`` people, recomputed from the
   source by joining the published keys back to it; a remainder row
@@ -38,6 +40,9 @@ if TYPE_CHECKING:
 
     from ..config import ReportConfig
     from ..engines.base import Source
+
+
+DP_EXACT = "DP mode: its verdict would depend on the exact data, so one person could decide whether a release appears"
 
 
 def run_gate(
@@ -104,8 +109,14 @@ def run_gate(
                 desc = ", ".join(f"{col}: {kind}" for col, kind in sorted(hits))
                 failures.append(f"published values look like identifiers ({desc})")
         has_source = source is not None and con is not None
+        # DP mode: a check whose verdict reads the exact source would let one person decide whether
+        # the release appears at all (a refusal no epsilon covers); only the release and the config
+        # may decide. The columns, patterns and noise checks qualify (noise: see PRIVACY.md).
+        exact_ok = cfg.privacy is None
         if want("identifier_values"):
-            if has_source:
+            if not exact_ok:
+                result["checks"]["identifier_values"] = {"skipped": DP_EXACT}
+            elif has_source:
                 hits2 = checks_sql.identifier_value_hits(cfg, gcon, source.schema, table)
                 result["checks"]["identifier_values"] = {"ok": not hits2, "columns": sorted(hits2)}
                 if hits2:
@@ -116,7 +127,9 @@ def run_gate(
             else:
                 result["checks"]["identifier_values"] = {"skipped": "no source"}
         if want("quasi_identifier"):
-            if has_source:
+            if not exact_ok:
+                result["checks"]["quasi_identifier"] = {"skipped": DP_EXACT}
+            elif has_source:
                 qi = checks_sql.quasi_identifiers(cfg, gcon, source.schema, unit_pairs=unit_pairs, cell_units=cell_units)
                 result["checks"]["quasi_identifier"] = {"ok": not qi, "dimensions": qi}
                 if qi:
