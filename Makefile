@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench mutate clean
 
 $(BIN)/anonymize: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ lint: $(BIN)/anonymize
 
 bench: $(BIN)/anonymize
 	$(BIN)/python -m bench
+
+# mutation testing of the privacy-critical modules (not in CI; hours: see tests/MUTATION.md)
+mutate: $(BIN)/anonymize
+	$(BIN)/python -m pip install --quiet "mutmut>=3.8,<4"
+	$(BIN)/mutmut run --max-children 2 $(ARGS)
+	$(BIN)/mutmut results | grep -c survived || true
 
 clean:
 	rm -rf $(VENV) data reports state demo

@@ -10,7 +10,10 @@ attacker would:
 - a published margin row equals the sum of the full-table cells beneath it;
 - a published remainder row of a level equals the sum of every full-table cell beneath the rows
   of that level that are *not* published;
-- every cell value is non-negative.
+- every cell value is non-negative, and (``floor``, default 1) every existing cell has at least
+  one row: a row count of an existing cell is at least 1;
+- with :func:`attack_sums`, also the clamp bounds of a sum (in every manifest): a cell of ``r``
+  rows sums to between ``lo * r`` and ``hi * r``.
 
 For every withheld value (a suppressed cell, or a suppressed margin row as the sum of its cells)
 it computes the feasible interval with ``scipy.optimize.linprog`` (HiGHS). A withheld value whose
@@ -49,6 +52,13 @@ class Target:
     def pinned(self) -> bool:
         return self.high - self.low <= TOL * max(1.0, abs(self.true_value))
 
+    def narrow(self, interval: float, integer: bool) -> bool:
+        """Narrower than the protection interval ±interval·|value| (needs exact bounds)."""
+        need = 2 * interval * abs(self.true_value)
+        if integer:
+            return math.floor(self.high + TOL) - math.ceil(self.low - TOL) < max(1.0, need)
+        return self.high - self.low < need - TOL * max(1.0, abs(self.true_value)) or self.pinned
+
 
 def _rows(table: Any) -> list[dict]:
     """Rows of a pyarrow Table (or a list of dicts) as dicts."""
@@ -61,8 +71,15 @@ def attack(
     dims: list[str],
     metric: str,
     levels: dict[str, tuple[str, ...]],
+    *,
+    floor: float = 1.0,
+    exact: bool = False,
 ) -> list[Target]:
     """Interval bounds for every withheld value of ``published``.
+
+    ``floor``: the least value of an existing cell (1 for row counts: the cell exists; 0 for a
+    metric that may be zero). ``exact``: LP bounds for every target (for protection intervals),
+    not only for the ones that look pinned.
 
     ``truth``: one row per non-empty full-table cell with the dimension columns and ``value``
     (the true additive metric). ``levels``: level name → dimensions kept ('cell' → all dims).
@@ -140,11 +157,12 @@ def attack(
             equations.append((unknown, remainders[level] - known))
 
     truth_x = np.array([cells[k] for k in hidden], dtype=float)
-    return _intervals(truth_x, equations, targets)
+    return _intervals(truth_x, equations, targets, floor, exact)
 
 
 def _intervals(
-    truth_x: np.ndarray, equations: list[tuple[list[int], float]], targets: list[tuple[str, tuple, list[int], float, float]]
+    truth_x: np.ndarray, equations: list[tuple[list[int], float]], targets: list[tuple[str, tuple, list[int], float, float]],
+    floor: float, exact: bool,
 ) -> list[Target]:
     # connected components of variables through equations: each target is solved on its own
     n = len(truth_x)
@@ -192,7 +210,7 @@ def _intervals(
             for _ in range(2):
                 w = rng.standard_normal(len(vs))
                 for sign in (1.0, -1.0):
-                    res = linprog(sign * w, A_eq=a, b_eq=b, bounds=(0, None), method="highs")
+                    res = linprog(sign * w, A_eq=a, b_eq=b, bounds=(floor, None), method="highs")
                     if res.status == 0:
                         points.append(res.x)
                     elif res.status == 2:
@@ -215,11 +233,11 @@ def _intervals(
             for v in part:
                 c[local[v]] += 1.0
             vals = [float(c @ p) for p in points]
-            if max(vals) - min(vals) > 10 * TOL * max(1.0, abs(truth)):
+            if not exact and max(vals) - min(vals) > 10 * TOL * max(1.0, abs(truth)):
                 low, high = low + min(vals), high + max(vals)  # inner bounds: enough to show width
                 continue
-            lo = linprog(c, A_eq=a, b_eq=b, bounds=(0, None), method="highs")
-            hi = linprog(-c, A_eq=a, b_eq=b, bounds=(0, None), method="highs")
+            lo = linprog(c, A_eq=a, b_eq=b, bounds=(floor, None), method="highs")
+            hi = linprog(-c, A_eq=a, b_eq=b, bounds=(floor, None), method="highs")
             if lo.status == 2 or hi.status == 2:
                 raise AssertionError("the published table is inconsistent (infeasible system)")
             low += lo.fun if lo.status == 0 else -math.inf
@@ -230,6 +248,89 @@ def _intervals(
 
 def pinned(targets: list[Target]) -> list[Target]:
     return [t for t in targets if t.pinned]
+
+
+def narrow(targets: list[Target], interval: float, *, integer: bool = True) -> list[Target]:
+    """Targets (from ``attack(..., exact=True)``) narrower than their protection interval."""
+    return [t for t in targets if t.narrow(interval, integer)]
+
+
+def attack_sums(
+    published: Any, truth: Any, dims: list[str], rows_metric: str, sum_metric: str,
+    levels: dict[str, tuple[str, ...]], lo: float, hi: float,
+) -> list[Target]:
+    """Exact bounds on every withheld *sum* when the reader knows the clamp bounds ``[lo, hi]``.
+
+    ``truth``: one row per non-empty full-table cell with the dimensions, ``rows`` and ``value``
+    (the clamped sum; every row carries a value). Unknowns per hidden cell: rows ``r >= 1`` and
+    sum ``s`` with ``lo * r <= s <= hi * r``; published cells, margins and remainders (rows and
+    sums) give equations as in :func:`attack`.
+    """
+    cells: dict[tuple, tuple[float, float]] = {}
+    for r in _rows(truth):
+        cells[tuple(r[d] for d in dims)] = (float(r["rows"]), float(r["value"]))
+    order = sorted(cells, key=repr)
+    pub: dict[str, dict[tuple, tuple[float, float]]] = defaultdict(dict)
+    rem: dict[str, tuple[float, float]] = {}
+    for r in _rows(published):
+        level = r.get("level") or "cell"
+        vals = (float(r[rows_metric]), float(r[sum_metric]))
+        if r.get("is_remainder"):
+            rem[level] = vals
+        else:
+            pub[level][tuple(r[d] for d in levels[level])] = vals
+    cell_pub = pub.get("cell", {})
+    hidden = [k for k in order if k not in cell_pub]
+    n = len(hidden)
+    var = {k: j for j, k in enumerate(hidden)}  # rows at j, sum at n + j
+    eq_rows: list[dict[int, float]] = []
+    eq_rhs: list[float] = []
+    targets: list[tuple[str, tuple, list[int], float, float]] = []
+    for level, keep in levels.items():
+        idx = [dims.index(d) for d in keep]
+        groups: dict[tuple, list[tuple]] = defaultdict(list)
+        for k in order:
+            groups[tuple(k[i] for i in idx)].append(k)
+        withheld: list[tuple] = []
+        for key, members in groups.items():
+            unknown = [var[k] for k in members if k in var]
+            known = [cell_pub[k] for k in members if k not in var]
+            if key in pub.get(level, {}) and level != "cell":
+                for q in (0, 1):
+                    eq_rows.append({(q * n + j): 1.0 for j in unknown})
+                    eq_rhs.append(pub[level][key][q] - sum(x[q] for x in known))
+            elif key not in pub.get(level, {}):
+                withheld.append(key)
+                targets.append((level, key, unknown, sum(x[1] for x in known), sum(cells[k][1] for k in members)))
+        if level in rem:
+            members = [k for key in withheld for k in groups[key]]
+            unknown = [var[k] for k in members if k in var]
+            known = [cell_pub[k] for k in members if k not in var]
+            for q in (0, 1):
+                eq_rows.append({(q * n + j): 1.0 for j in unknown})
+                eq_rhs.append(rem[level][q] - sum(x[q] for x in known))
+    a_eq = np.zeros((len(eq_rows), 2 * n))
+    for i, row in enumerate(eq_rows):
+        for j, c in row.items():
+            a_eq[i, j] = c
+    a_ub = np.zeros((2 * n, 2 * n))
+    for j in range(n):
+        a_ub[2 * j, j], a_ub[2 * j, n + j] = lo, -1.0  # lo * r - s <= 0
+        a_ub[2 * j + 1, n + j], a_ub[2 * j + 1, j] = 1.0, -hi  # s - hi * r <= 0
+    bounds = [(1.0, None)] * n + [(None, None)] * n
+    out = []
+    for level, key, unknown, known, truth_v in targets:
+        c = np.zeros(2 * n)
+        for j in unknown:
+            c[n + j] = 1.0
+        ends = []
+        for sign in (1.0, -1.0):
+            res = linprog(sign * c, A_ub=a_ub if n else None, b_ub=np.zeros(2 * n) if n else None,
+                          A_eq=a_eq if eq_rows else None, b_eq=eq_rhs if eq_rows else None, bounds=bounds, method="highs")
+            assert res.status in (0, 3), res.message
+            ends.append(sign * res.fun if res.status == 0 else sign * -math.inf)
+        out.append(Target(level, key, truth_v, known + ends[0], known + ends[1]))
+    return out
 
 
 # Real sample data sets with the independent truth of their full-table cells (shared by tests).

@@ -331,3 +331,98 @@ def test_one_person_cannot_decide_whether_a_dp_release_appears(tmp_path: Path) -
         checks = open_release(folder / "reports" / "t_report" / "r1").manifest["gate"]["checks"]
         assert "skipped" in checks["quasi_identifier"] and "skipped" in checks["identifier_values"]
         assert checks["patterns"]["ok"] and checks["columns"]["ok"]
+
+
+# ----- what a reader knows: cells exist, have a row, sums lie within the clamp bounds -----------
+
+
+def _published_and_truth(tmp_path: Path, sql: str, extra: dict, **kw):  # type: ignore[no-untyped-def]
+    """Run a release over the events of ``sql`` (user_id, city, category, amount); return the
+    published rows and, computed here with plain DuckDB, every non-empty cell's rows and clamped sum."""
+    import pyarrow.parquet as pq
+
+    src = _events(tmp_path / "data" / "e.parquet", sql)
+    cfg = write_config(tmp_path, source={"path": "data/e.parquet"}, identifiers=["user_id"], filter=None,
+                       dimensions=["city", "category"], min_units=5, **extra,
+                       metrics=[{"name": "events", "agg": "count"},
+                                {"name": "amount_total", "agg": "sum", "column": "amount", "bounds": [0, 100]}], **kw)
+    res = run_cli("run", cfg, "--run-id", "r1", "-q")
+    assert res.exit_code == 0, res.stderr
+    published = pq.read_table(tmp_path / "reports" / "t_report" / "r1" / "report.parquet").to_pylist()
+    con = duckdb.connect()
+    truth = [dict(zip(("city", "category", "value", "rows"), r, strict=True)) for r in con.execute(
+        f"SELECT city, category, sum(least(greatest(amount, 0), 100)), count(*) FROM read_parquet('{src}') "
+        "GROUP BY ALL").fetchall()]
+    con.close()
+    return published, truth
+
+
+# city A: five categories of 20 people with one row each (published), two of one person with one
+# row at the cap (withheld by k): the city margin minus the published cells is 2 rows and 200
+TWO_LEFT = """
+    SELECT c * 100 + u AS user_id, 'A' AS city, 'x' || c AS category, 10.0 AS amount FROM range(5) t(c), range(20) s(u)
+    UNION ALL SELECT 900 + c, 'A', 'y' || c, 100.0 FROM range(2) t(c)
+    UNION ALL SELECT 1000 + u, 'B', 'x' || (u % 5), 20.0 FROM range(100) s(u)"""
+
+
+def test_margin_minus_its_cells_does_not_pin_the_withheld_ones(tmp_path: Path) -> None:
+    """Guarantee: with margins, every withheld count and sum keeps a feasible range at least ±10%
+    of its value wide for a reader who knows that each existing cell has a row and that sums lie in
+    [lo·rows, hi·rows]. The algebraic check alone published the margin: 2 rows over 2 withheld cells
+    pins both at one row, and 200 over them pins both sums at the cap."""
+    from .lp_check import attack, attack_sums, narrow
+
+    published, truth = _published_and_truth(tmp_path, TWO_LEFT, {"totals": [["city"]], "protection": {"interval": 0.1}})
+    levels = {"cell": ("city", "category"), "by_city": ("city",)}
+    rows_truth = [{**t, "value": t["rows"]} for t in truth]
+    counts = attack(published, rows_truth, ["city", "category"], "events", levels, floor=1.0, exact=True)
+    sums = attack_sums(published, truth, ["city", "category"], "events", "amount_total", levels, 0.0, 100.0)
+    assert counts and sums
+    assert narrow(counts, 0.1) == [] and narrow(sums, 0.1, integer=False) == []
+    assert any(r["city"] == "A" and r.get("level") == "cell" for r in published)  # still useful
+
+
+def test_a_remainder_over_one_row_cells_is_withheld(tmp_path: Path) -> None:
+    """50 withheld one-person cells of one row at the cap: a remainder of 50 rows and 5000 pins
+    every one of them (each has at least one row). The remainder is withheld; with cells of several
+    rows each (nothing pinned) it is published."""
+    from .lp_check import attack, narrow
+
+    many = """
+        SELECT c * 100 + u AS user_id, 'c' || c AS city, 'k' AS category, 10.0 AS amount FROM range(3) t(c), range(60) s(u)
+        UNION ALL SELECT 1000 + c, 'r' || (c // 10), 'k' || (c % 10), 100.0 FROM range(50) t(c)"""
+    protected = {"remainder": True, "protection": {"interval": 0.1}}
+    published, truth = _published_and_truth(tmp_path / "pinned", many, protected)
+    assert [r for r in published if r["is_remainder"]] == []
+    thick = many.replace("FROM range(50) t(c)", "FROM range(50) t(c), range(4) s(j)")
+    published, truth = _published_and_truth(tmp_path / "thick", thick, protected)
+    [rem] = [r for r in published if r["is_remainder"]]
+    assert rem["events"] == 200
+    levels = {"cell": ("city", "category")}
+    rows_truth = [{**t, "value": t["rows"]} for t in truth]
+    assert narrow(attack(published, rows_truth, ["city", "category"], "events", levels, floor=1.0, exact=True), 0.1) == []
+
+
+def test_protection_interval_is_configurable(tmp_path: Path) -> None:
+    """protection.interval: 0 demands only that no withheld value be pinned; a wider interval
+    withholds at least as much. DP mode refuses the key (it protects with noise). Without
+    ``protection`` (the default for now) only the algebraic check runs, and the two-rows margin
+    pins its withheld cells: the gap docs/PRIVACY.md states."""
+    from .lp_check import attack, pinned
+
+    published_plain, truth = _published_and_truth(tmp_path / "plain", TWO_LEFT, {"totals": [["city"]]})
+    rows_truth = [{**t, "value": t["rows"]} for t in truth]
+    levels = {"cell": ("city", "category"), "by_city": ("city",)}
+    assert pinned(attack(published_plain, rows_truth, ["city", "category"], "events", levels, floor=1.0))
+    import pyarrow.parquet as pq
+
+    def published(q: float) -> int:
+        folder = tmp_path / f"q{q}"
+        _published_and_truth(folder, TWO_LEFT, {"totals": [["city"]]}, protection={"interval": q})
+        return pq.read_metadata(folder / "reports" / "t_report" / "r1" / "report.parquet").num_rows
+
+    assert published(0.0) >= published(0.5) >= published(1.0)
+    cfg = write_config(tmp_path, protection={"interval": 0.1}, privacy={"epsilon": 1.0},
+                       budget={"ledger": "state/l.duckdb", "epsilon_limit": 5, "delta_limit": 1e-5})
+    res = run_cli("validate", cfg, "--no-source")
+    assert res.exit_code == 2 and "protection" in res.stderr and "threshold-mode" in res.stderr

@@ -257,6 +257,13 @@ class DominanceConfig(_Model):
         return self
 
 
+class ProtectionConfig(_Model):
+    """How wide the reader's feasible range for every withheld value must be (threshold mode with
+    totals or remainder rows): ``interval: 0.1`` = at least ±10% of the value (docs/PRIVACY.md)."""
+
+    interval: float = Field(0.1, ge=0, le=1)
+
+
 class OutputConfig(_Model):
     dir: str = Field("reports", min_length=1)
 
@@ -293,6 +300,7 @@ class ReportConfig(_Model):
     totals: list[list[str]] | None = None
     dominance: DominanceConfig | None = None
     remainder: bool = False
+    protection: ProtectionConfig | None = None  # opt-in for now: docs/PRIVACY.md, "protection intervals"
     consistent: bool = False
     difference_check: bool = True
     history: str | None = Field(
@@ -415,6 +423,9 @@ class ReportConfig(_Model):
             raise KeyProblem(("min_units",), "required key is missing (the fewest distinct people a published row may aggregate)")
         if self.privacy is not None and self.dominance is not None:
             raise KeyProblem(("dominance",), "dominance is a threshold-mode rule; DP mode bounds contributions instead")
+        if self.privacy is not None and self.protection is not None:
+            raise KeyProblem(("protection",), "protection intervals are a threshold-mode rule (secondary "
+                             "suppression); DP mode protects withheld values with noise")
         if self.privacy is not None and self.remainder:
             raise KeyProblem(
                 ("remainder",),

@@ -10,7 +10,9 @@ A level's remainder row aggregates every withheld row of that level. It is publi
    withheld value: the remainder adds the equation "remainder = sum of the withheld rows of its
    level" and the exact check of :mod:`pipeline.privacy.secondary` must still find nothing
    determined. With the grand total published that equation is already implied (the total minus
-   the published rows of the level), so the check is skipped: it could not find anything new.
+   the published rows of the level), so the check is skipped: it could not find anything new;
+5. with it, every withheld value keeps its protection interval (:mod:`pipeline.privacy.protection`:
+   a remainder of 50 rows over 50 withheld cells, each of which has at least one row, pins them all).
 Levels are decided in level order; an accepted remainder is part of the system for the next.
 """
 
@@ -20,7 +22,17 @@ import numpy as np
 
 from ..config import ReportConfig
 from .levels import levels
+from .protection import CellValues, ProtectionTooLarge, unprotected
 from .secondary import TableSystem, analyse
+
+
+def _narrows(system: TableSystem, values: CellValues, interval: float) -> bool:
+    """Does some withheld value lack its protection interval (condition 5)? Too large to decide
+    counts as yes: a remainder row is optional, so it is withheld rather than the run refused."""
+    try:
+        return bool(unprotected(system, values, interval))
+    except ProtectionTooLarge:
+        return True
 
 
 def _members(cfg: ReportConfig, system: TableSystem) -> dict[int, np.ndarray]:
@@ -33,10 +45,13 @@ def eligible_levels(cfg: ReportConfig, system: TableSystem) -> list[int]:
     return [lv.index for lv in levels(cfg) if len(members[lv.index]) >= 2]
 
 
-def choose(cfg: ReportConfig, system: TableSystem, reasons: dict[int, str | None]) -> tuple[list[int], dict[str, int]]:
+def choose(cfg: ReportConfig, system: TableSystem, reasons: dict[int, str | None],
+           values: CellValues | None) -> tuple[list[int], dict[str, int]]:
     """The levels whose remainder row is published, and the manifest counts.
 
-    ``reasons``: per eligible level, the k/dominance verdict on its candidate (None = passes).
+    ``reasons``: per eligible level, the k/dominance verdict on its candidate (None = passes);
+    ``values``: the cells' additive values, for the protection-interval check (condition 5; None
+    when ``protection`` is not configured).
     Mutates ``system`` (accepted remainders join it as equations)."""
     lvls = levels(cfg)
     members = _members(cfg, system)
@@ -52,8 +67,9 @@ def choose(cfg: ReportConfig, system: TableSystem, reasons: dict[int, str | None
             accepted.append(index)
             continue
         system.add_equation(-1, members[index])
-        if analyse(system):  # the remainder would pin a withheld value: keep it back
-            system.remove_last_equation()
+        narrows = values is not None and cfg.protection is not None and _narrows(system, values, cfg.protection.interval)
+        if analyse(system) or narrows:
+            system.remove_last_equation()  # the remainder would pin or narrow a withheld value: keep it back
             counts["remainder_rows_withheld"] += 1
             continue
         accepted.append(index)

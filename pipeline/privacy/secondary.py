@@ -239,6 +239,12 @@ def _complement(system: TableSystem, var: int, cert: dict[int, int] | None) -> i
     return None
 
 
+def nearest_complement(system: TableSystem, var: int) -> int | None:
+    """The published cell (else margin) nearest to withheld ``var`` through the equations: the
+    complement that widens ``var``'s feasible interval (used by :mod:`pipeline.privacy.protection`)."""
+    return _complement(system, var, None)
+
+
 # ----- the exact check -----------------------------------------------------------------------------
 
 

@@ -510,3 +510,24 @@ def test_check_on_a_dp_release(dp_project: Path) -> None:
     (rel / "manifest.json").write_text(json.dumps(m))
     bad = run_cli("check", rel)
     assert bad.exit_code == 3 and "email" in bad.stderr
+
+
+def test_budget_show_states_the_sum_of_every_release(dp_project: Path) -> None:
+    """Guarantee (a message that must be true): `budget show` and `Ledger.spend` state, per source,
+    the sum of the ε and δ every release's manifest records, and what the limits leave; found
+    by mutation testing: a summary that kept only the last release's ε passed every test."""
+    cfg = dp_config(dp_project, "data/c.parquet")
+    spent_eps = spent_delta = 0.0
+    for run in ("s1", "s2", "s3"):
+        assert run_cli("run", cfg, "--run-id", run).exit_code == 0
+        m = json.loads((dp_project / "reports" / "t_report" / run / "manifest.json").read_text())
+        spent_eps += m["privacy"]["epsilon_spent"]
+        spent_delta += m["privacy"]["delta_spent"]
+    limits = {"epsilon_limit": 10.0, "delta_limit": 1e-4}
+    [row] = Ledger(dp_project / "state" / "ledger.duckdb").spend(limits)
+    assert row["releases"] == 3
+    assert row["epsilon_spent"] == pytest.approx(spent_eps) and row["delta_spent"] == pytest.approx(spent_delta)
+    assert row["epsilon_left"] == pytest.approx(10.0 - spent_eps) and row["delta_left"] == pytest.approx(1e-4 - spent_delta)
+    assert row["last_release"].startswith("t_report/s3 at ")
+    shown = run_cli("budget", "show", "--ledger", dp_project / "state" / "ledger.duckdb")
+    assert shown.exit_code == 0 and f"3 release(s), ε spent {spent_eps:.4g}" in shown.output

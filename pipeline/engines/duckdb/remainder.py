@@ -69,16 +69,17 @@ def apply_remainder(cfg: ReportConfig, con: duckdb.DuckDBPyConnection) -> dict[s
     ``__remainder`` meets the four conditions of the module docstring.
     """
     from ...privacy.remainder import choose, eligible_levels
-    from .secondary import load_system
+    from .secondary import load_system, load_values
 
     system = load_system(cfg, con)
+    values = load_values(cfg, con, system) if cfg.protection is not None else None
     eligible = eligible_levels(cfg, system)
     reasons: dict[int, str | None] = {}
     if eligible:
         q = candidates_sql(cfg, eligible)
         con.execute(q.sql, list(q.params))
         reasons = dict(con.execute("SELECT __level, __reason FROM __rem_cand").fetchall())
-    accepted, counts = choose(cfg, system, reasons)
+    accepted, counts = choose(cfg, system, reasons, values)
     # same ingredient columns as __cells (an empty table when no level qualifies)
     con.execute("CREATE OR REPLACE TEMP TABLE __remainder AS SELECT * FROM "
                 + ("__rem_cand" if eligible else "__cells") + " WHERE FALSE")

@@ -14,8 +14,9 @@ import numpy as np
 from ...config import ReportConfig
 from ...errors import PrivacyRefusal
 from ...privacy.levels import levels
+from ...privacy.protection import CellValues, ValueSlot, protect_intervals
 from ...privacy.secondary import TableSystem, protect
-from .cells import dim_key
+from .cells import dim_key, value_owners
 
 if TYPE_CHECKING:
     import duckdb
@@ -95,13 +96,44 @@ def _grouped_pairs(con: Any, sql: str) -> Iterator[tuple[int, Any]]:
         yield int(h[0]), m
 
 
+def load_values(cfg: ReportConfig, con: duckdb.DuckDBPyConnection, system: TableSystem) -> CellValues:
+    """The additive values of every variable of ``system`` (built by :func:`load_system`, whose
+    ``__vars`` table it reads): rows when a ``count`` is published, and per sum/mean value column
+    its clamped sum and value count with the clamp bounds. Aggregates only; each value is placed at
+    its variable's own position."""
+    has_rows = any(m.agg == "count" for m in cfg.metrics)
+    owners = [j for j in value_owners(cfg) if cfg.metrics[j].bounds is not None]
+    cols = ["v.__pos", "CAST(c.__rows AS DOUBLE) AS r"]
+    cols += [f"CAST(coalesce(c.__s{j}, 0) AS DOUBLE) AS s{j}, CAST(c.__c{j} AS DOUBLE) AS c{j}" for j in owners]
+    got = con.execute(f"SELECT {', '.join(cols)} FROM __vars v JOIN __cells c ON c.rowid = v.__rid").fetchnumpy()
+    pos = np.asarray(got["__pos"], dtype=np.int64)
+    if len(pos) != system.n or not np.array_equal(np.sort(pos), np.arange(system.n)):  # pragma: no cover
+        raise PrivacyRefusal("secondary suppression: cell values do not match the cells; nothing published")
+
+    def placed(col: str) -> np.ndarray:
+        out = np.empty(system.n, dtype=np.float64)
+        out[pos] = np.asarray(got[col], dtype=np.float64)
+        return out
+
+    slots = []
+    for j in owners:
+        lo, hi = (float(b) for b in cfg.metrics[j].bounds)  # type: ignore[union-attr]
+        slots.append(ValueSlot(s=placed(f"s{j}"), c=placed(f"c{j}"), lo=lo, hi=hi))
+    return CellValues(rows=placed("r") if has_rows else None, slots=slots)
+
+
 def apply_secondary_suppression(cfg: ReportConfig, con: duckdb.DuckDBPyConnection) -> int:
     """Mark complementary suppressions in ``__cells`` (``__reason = 'secondary'``). Returns how many.
 
-    Afterwards no withheld row of ``__cells`` is determined by the published rows (see module doc).
+    Afterwards no withheld row of ``__cells`` is determined by the published rows, and every
+    withheld value keeps its protection interval against the reader of
+    :mod:`pipeline.privacy.protection` (see module doc).
     """
     system = load_system(cfg, con)
-    newly = protect(system)
+    if cfg.protection is None:
+        newly = protect(system)  # the algebraic check only (protection intervals are opt-in)
+    else:
+        newly = protect_intervals(system, load_values(cfg, con, system), cfg.protection.interval)
     if newly:
         con.execute("CREATE OR REPLACE TEMP TABLE __secondary (rid BIGINT)")
         con.executemany("INSERT INTO __secondary VALUES (?)", [[int(system.rowids[v])] for v in sorted(newly)])

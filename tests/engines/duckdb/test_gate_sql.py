@@ -335,7 +335,9 @@ def test_normal_forms_in_sql_match_the_rule(value: str) -> None:
     from pipeline.engines.duckdb.gate import normal_forms_sql
     from pipeline.privacy.identifiers import normal_forms
 
-    [forms] = duckdb.execute(f"SELECT {normal_forms_sql('$1::VARCHAR')}", [value]).fetchone()
+    con = duckdb.connect()  # its own connection: a half-fetched result would block the default one
+    [(forms,)] = con.execute(f"SELECT {normal_forms_sql('$1::VARCHAR')}", [value]).fetchall()
+    con.close()
 
     def split(fs) -> tuple[set[str], set[float]]:  # type: ignore[no-untyped-def]
         return {f for f in fs if not f.startswith("n:")}, {float(f[2:]) for f in fs if f.startswith("n:")}
