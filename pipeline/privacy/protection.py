@@ -32,7 +32,6 @@ import numpy as np
 from ..errors import PrivacyRefusal
 from .secondary import TableSystem
 
-DEFAULT_INTERVAL = 0.1  # ±10% of the value
 # ZERO_SUMS: a withheld sum of zero (nobody in the cell has a non-zero value) needs no interval: its
 # required width 2·interval·0 is zero, and what a reader may learn, that a small group holds no
 # value, is documented as a limit in docs/PRIVACY.md (its rows are still protected).
@@ -157,7 +156,7 @@ def unprotected(system: TableSystem, values: CellValues, interval: float) -> dic
             continue  # in no equation: nothing published constrains it from above
         group = twins[tuple(var_eqs[v])]
         mates = group[group != v]
-        for name, truth, _ in quantities:
+        for name, truth in quantities:
             if name.startswith("count"):
                 continue  # value counts are not published: they only constrain the sums
             x = float(truth[v])
@@ -167,7 +166,7 @@ def unprotected(system: TableSystem, values: CellValues, interval: float) -> dic
                 continue
             component(v)
             todo[(root_of[v], name)].append(v)
-    by_q = {name: truth for name, truth, _ in quantities}
+    by_q = dict(quantities)
     exact: dict[int, tuple] = {}  # root → the exact programme over its group (built once)
     for (root, name), targets in sorted(todo.items()):
         truth = by_q[name]
@@ -221,13 +220,13 @@ BATCH_ROUNDS = 12  # tables sought per group and quantity to move many targets a
 FULL_LIMIT = 5_000  # LP columns of the exact programme over a connected group (larger: exposed)
 
 
-def _quantities(values: CellValues) -> list[tuple[str, np.ndarray, int | None]]:
-    """(name, true values, slot) of every LP quantity, in column-block order."""
-    out: list[tuple[str, np.ndarray, int | None]] = []
+def _quantities(values: CellValues) -> list[tuple[str, np.ndarray]]:
+    """(name, true values) of every LP quantity, in column-block order."""
+    out: list[tuple[str, np.ndarray]] = []
     if values.rows is not None:
-        out.append(("rows", np.asarray(values.rows, dtype=float), None))
+        out.append(("rows", np.asarray(values.rows, dtype=float)))
     for i, slot in enumerate(values.slots):
-        out += [(f"count {i}", np.asarray(slot.c, dtype=float), i), (f"sum {i}", np.asarray(slot.s, dtype=float), i)]
+        out += [(f"count {i}", np.asarray(slot.c, dtype=float)), (f"sum {i}", np.asarray(slot.s, dtype=float))]
     return out
 
 
@@ -241,7 +240,7 @@ def _twin_range(v: int, mates: np.ndarray, name: str, values: CellValues) -> tup
         assert r is not None
         floor = values.row_floor()
         give = float(np.sum(r[m] - floor[m]))  # rows the twins can hand over
-        return float(r[v]) - float(r[v] - floor[v]), float(r[v]) + give
+        return float(floor[v]), float(r[v]) + give
     slot = values.slots[int(name.split()[1])]
     s, c, lo, hi = slot.s, slot.c, slot.lo, slot.hi
     # (a) value moves between v and all its twins, value counts unchanged
@@ -265,7 +264,7 @@ def _twin_range(v: int, mates: np.ndarray, name: str, values: CellValues) -> tup
 
 
 def _reader_lp(free: list[int], eqs: list[tuple[np.ndarray, np.ndarray]], var_eqs: dict[int, list[tuple[int, float]]],
-               quantities: list[tuple[str, np.ndarray, int | None]], values: CellValues,
+               quantities: list[tuple[str, np.ndarray]], values: CellValues,
                free_q: set[str]) -> tuple[tuple, dict[str, dict[int, int]]]:
     """The reader's programme with the quantities ``free_q`` of the variables ``free`` unknown and
     everything else fixed at its true value (fixing only narrows the reader's feasible set).
@@ -278,10 +277,10 @@ def _reader_lp(free: list[int], eqs: list[tuple[np.ndarray, np.ndarray]], var_eq
     local = {w: j for j, w in enumerate(free)}
     fa = np.asarray(free, dtype=np.int64)
     n = len(free)
-    names = [nm for nm, _, _ in quantities if nm in free_q]
+    names = [nm for nm, _ in quantities if nm in free_q]
     block = {nm: b for b, nm in enumerate(names)}
     cols = {nm: {w: block[nm] * n + j for w, j in local.items()} for nm in names}
-    truth_of = {nm: t for nm, t, _ in quantities}
+    truth_of = dict(quantities)
     lows = np.zeros(len(names) * n)
     highs = np.full(len(names) * n, np.inf)
     ub_r: list[int] = []
@@ -354,7 +353,7 @@ def _reader_lp(free: list[int], eqs: list[tuple[np.ndarray, np.ndarray]], var_eq
 
 
 def _batch(vs: list[int], targets: list[int], eqs: list[tuple[np.ndarray, np.ndarray]],
-           var_eqs: dict[int, list[tuple[int, float]]], quantities: list[tuple[str, np.ndarray, int | None]],
+           var_eqs: dict[int, list[tuple[int, float]]], quantities: list[tuple[str, np.ndarray]],
            values: CellValues, free_q: set[str], name: str, interval: float, sign: int,
            budget: list[int]) -> dict[int, float]:
     """How far one feasible table moves each target (up for ``sign`` +1, down for -1), each target
@@ -364,7 +363,7 @@ def _batch(vs: list[int], targets: list[int], eqs: list[tuple[np.ndarray, np.nda
     from scipy.optimize import linprog
     from scipy.sparse import csr_matrix, hstack, vstack
 
-    truth = {nm: t for nm, t, _ in quantities}[name]
+    truth = dict(quantities)[name]
     lp, cols = _reader_lp(vs, eqs, var_eqs, quantities, values, free_q)
     a_ub, b_ub, a_eq, b_eq, bounds = lp
     n_x, n_t = a_eq.shape[1], len(targets)
@@ -384,9 +383,7 @@ def _batch(vs: list[int], targets: list[int], eqs: list[tuple[np.ndarray, np.nda
         a_ub2, b_ub2 = rows_y.tocsr(), b_y
     a_eq2 = hstack([a_eq, csr_matrix((a_eq.shape[0], n_t))]).tocsr()
     obj = np.concatenate([np.zeros(n_x), -np.ones(n_t)])
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise ProtectionTooLarge(f"the protection-interval check needs more than {LP_LIMIT} linear programmes")
+    _spend(budget)
     res = linprog(obj, A_ub=a_ub2, b_ub=b_ub2, A_eq=a_eq2, b_eq=b_eq,
                   bounds=list(bounds) + [(0.0, c) for c in caps], method="highs")
     if res.status != 0:
@@ -395,17 +392,22 @@ def _batch(vs: list[int], targets: list[int], eqs: list[tuple[np.ndarray, np.nda
     return {v: float(max(0.0, y[t] - _TOL)) for t, v in enumerate(targets)}
 
 
-def _maximise(lp: tuple, obj: np.ndarray, budget: list[int]) -> float:
-    """max of obj · x over the reader's feasible set ``lp`` (inf when unbounded); counts the budget."""
-    from scipy.optimize import linprog
-
-    a_ub, b_ub, a_eq, rhs, bounds = lp
+def _spend(budget: list[int]) -> None:
+    """Count one programme against ``LP_LIMIT``; refuse (:class:`ProtectionTooLarge`) beyond it."""
     budget[0] -= 1
     if budget[0] < 0:
         raise ProtectionTooLarge(
             f"the protection-interval check needs more than {LP_LIMIT} linear programmes for this "
             "table; publish fewer or coarser totals, or no remainder rows"
         )
+
+
+def _maximise(lp: tuple, obj: np.ndarray, budget: list[int]) -> float:
+    """max of obj · x over the reader's feasible set ``lp`` (inf when unbounded); counts the budget."""
+    from scipy.optimize import linprog
+
+    a_ub, b_ub, a_eq, rhs, bounds = lp
+    _spend(budget)
     res = linprog(-obj, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=rhs, bounds=bounds, method="highs")
     if res.status == 3:
         return math.inf
