@@ -302,11 +302,17 @@ class ReportConfig(_Model):
     remainder: bool = False
     protection: ProtectionConfig | None = None  # opt-in for now: docs/PRIVACY.md, "protection intervals"
     consistent: bool = False
-    difference_check: bool = True
+    difference_check: bool = Field(
+        True,
+        description="Threshold mode: withhold cells that differ from an earlier published cell over the "
+        "same source columns and values by 1 to min_units-1 people (docs/PRIVACY.md, 'Across releases'). "
+        "On by default; false turns it off and the manifest records that.",
+    )
     history: str | None = Field(
         None,
-        description="DuckDB file of keyed unit hashes per published cell, for difference checks "
-        "(threshold mode); default: beside budget.ledger when there is one.",
+        description="DuckDB file of keyed unit hashes and contribution digests per published cell, for "
+        "difference checks (threshold mode); default: release_history.duckdb in the state folder (beside "
+        "budget.ledger, else state/ beside the output folder).",
     )
     output: OutputConfig = Field(default_factory=OutputConfig)
     privacy: PrivacyConfig | None = None

@@ -96,9 +96,11 @@ def run_threshold(
             "totals": cfg.totals or [],
             "secondary_suppression": bool(cfg.totals),
             "difference_check": (
-                {"history": str(hist.path), "rule": "suppress cells whose population differs from an earlier "
-                 "published cell with the same dimension values by 1 to min_units-1 units"}
-                if hist is not None else "off (no history: set `history:` or a budget ledger)"
+                {"history": str(hist.path), "rule": "withhold cells where the people present in only one of "
+                 "this cell and an earlier published cell over the same source columns and values, plus "
+                 "the people whose contribution to a quantity both publish differs, number 1 to "
+                 "min_units-1"}
+                if hist is not None else "off (difference_check: false in the config)"
             ),
         }
         if cfg.remainder:

@@ -1,7 +1,7 @@
 """Difference checks across threshold-mode releases (in the spirit of Ads Data Hub's).
 
-Two releases whose cells have the same dimension values but populations that differ by a few
-people let a reader subtract one from the other. The history file keeps, per published cell of
+Two releases whose cells have the same dimension values but populations (or contributions) that
+differ by a few people let a reader subtract one from the other. The check is on by default. The history file keeps, per published cell of
 every threshold release of a source, keyed hashes of its units (never raw identifiers); a new
 cell whose population differs from an already published cell with the same dimension values by
 at least 1 and fewer than ``min_units`` units is suppressed (reason ``difference``).
@@ -28,14 +28,14 @@ from .files import file_lock, load_or_create_secret
 
 
 def history_path(cfg: ReportConfig) -> Path | None:
-    """Where the release history lives: ``history:`` or beside the budget ledger; None when neither."""
+    """Where the release history lives: ``history:``, else ``release_history.duckdb`` in the state
+    folder (beside the budget ledger, or ``state/`` beside the output folder, never inside it).
+    None only when the config turns the check off explicitly (``difference_check: false``)."""
     if not cfg.difference_check:
         return None
     if cfg.history:
         return cfg.resolve(cfg.history).resolve()
-    if cfg.ledger_path is not None:
-        return cfg.ledger_path.parent / "release_history.duckdb"
-    return None
+    return cfg.state_dir / "release_history.duckdb"
 
 
 class History:

@@ -31,8 +31,9 @@ def cfg_for(folder: Path, src: str, name: str = "r.yaml", **kw) -> Path:
     return write_config(folder, name, **base)
 
 
-def test_different_sources_are_not_compared(tmp_path: Path) -> None:
-    """Releases are compared within one source (population) only."""
+def test_a_new_file_name_is_compared_with_the_old_one(tmp_path: Path) -> None:
+    """Every release in the history is compared, whatever its source id: yesterday's file and
+    today's file are the same population under two names (issue 16)."""
     (tmp_path / "data").mkdir()
     make_source(tmp_path / "data" / "day1.parquet", 0)
     make_source(tmp_path / "data" / "day2.parquet", 1)
@@ -40,7 +41,8 @@ def test_different_sources_are_not_compared(tmp_path: Path) -> None:
     assert sorted(r1.table["category"]) == ["pumps", "tiles"]
     cfg2 = load_config(cfg_for(tmp_path, "data/day2.parquet")).with_overrides(source={"path": "data/day2.parquet"})
     r2 = run_report(cfg2, "d2")
-    assert sorted(r2.table["category"]) == ["pumps", "tiles"]
+    assert sorted(r2.table["category"]) == ["tiles"]  # pumps minus yesterday's pumps = the newcomer
+    assert r2.internal["cells"]["suppressed_difference"] == 1
 
 
 def test_difference_check_suppresses_cell_differing_by_few_units(tmp_path: Path) -> None:

@@ -1,0 +1,178 @@
+"""Attacks across threshold-mode releases (issue 16): a reader holding every earlier release
+subtracts a cell of one from the cell over the same people and dimension values of another.
+
+The attacker below knows nothing of the pipeline's history: it pairs published rows of two
+releases by their dimension *values* (whatever the columns are called), and for every pair whose
+numbers differ, an independent truth computed here from the raw rows with plain DuckDB says how
+many people account for the difference. A pair explained by 1 to k − 1 people is a leak.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+from pipeline import load_config, run_report
+
+from .conftest import write_config
+
+K = 10
+
+
+def events(path: Path, *, buyers: int = 60, orders: dict[int, int] | None = None, extra: int = 0) -> Path:
+    """``buyers`` buyers in city A with two searches each; ``orders`` maps a buyer to their order
+    count; ``extra`` more buyers with one search. Written as Parquet."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (user_id BIGINT, city VARCHAR, event_type VARCHAR, value DOUBLE)")
+    con.execute(f"INSERT INTO t SELECT i, 'A', 'search', 1 FROM range({buyers}) r(i), range(2)")
+    con.execute(f"INSERT INTO t SELECT 1000 + i, 'A', 'search', 1 FROM range({extra}) r(i)")
+    for user, n in (orders or {}).items():
+        con.execute(f"INSERT INTO t SELECT {user}, 'A', 'order', 50 FROM range({n})")
+    con.execute("INSERT INTO t SELECT 5000 + i, 'B', 'search', 1 FROM range(80) r(i)")
+    con.execute(f"COPY t TO '{path}' (FORMAT parquet)")
+    return path
+
+
+def config(folder: Path, name: str, **kw) -> Path:
+    base = dict(report=name.removesuffix(".yaml"), source={"path": "data/events.parquet"}, identifiers=["user_id"],
+                filter=None, dimensions=["city"], metrics=[{"name": "rows", "agg": "count"}], min_units=K,
+                history=None, budget=None, totals=None)
+    base.update(kw)
+    return write_config(folder, name, **base)
+
+
+def published(release) -> list[tuple[tuple, dict]]:
+    """(dimension values, numbers) of every published row, names ignored."""
+    t = pq.read_table(release.report_path).to_pylist()
+    out = []
+    for row in t:
+        dims = tuple(sorted(str(v) for k, v in row.items() if isinstance(v, str) and k != "level"))
+        nums = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        out.append((dims, nums))
+    return out
+
+
+def people_explaining(src: Path, city: str, where_a: str, where_b: str) -> int:
+    """Independent truth: people of ``city`` whose rows selected by ``where_a`` and by ``where_b``
+    differ in number or total value (present in one only counts too)."""
+    con = duckdb.connect()
+    return con.execute(f"""
+        WITH a AS (SELECT user_id, count(*) n, sum(value) s FROM '{src}' WHERE city = ? AND ({where_a}) GROUP BY 1),
+             b AS (SELECT user_id, count(*) n, sum(value) s FROM '{src}' WHERE city = ? AND ({where_b}) GROUP BY 1)
+        SELECT count(*) FROM a FULL JOIN b USING (user_id)
+        WHERE a.n IS DISTINCT FROM b.n OR a.s IS DISTINCT FROM b.s
+    """, [city, city]).fetchone()[0]
+
+
+def leaks(r1, r2, truth) -> list[tuple]:
+    """Pairs of published rows over the same dimension values whose difference ``truth`` (city →
+    people) attributes to 1 .. K-1 people."""
+    found = []
+    for dims1, n1 in published(r1):
+        for dims2, n2 in published(r2):
+            if dims1 == dims2 and dims1 and sorted(n1.values()) != sorted(n2.values()):
+                who = truth(dims1[0])
+                if 1 <= who < K:
+                    found.append((dims1, n1, n2, who))
+    return found
+
+
+def test_same_people_different_contributions_searches_vs_searches_and_orders(tmp_path: Path) -> None:
+    """Attack 1: 'searches' vs 'searches and orders' over the same 60 buyers; one of them ordered."""
+    (tmp_path / "data").mkdir()
+    src = events(tmp_path / "data" / "events.parquet", orders={7: 3})
+    a = run_report(load_config(config(tmp_path, "searches.yaml", filter={"event_type": "search"})), "d1")
+    b = run_report(load_config(config(tmp_path, "activity.yaml", filter={"event_type": {"in": ["search", "order"]}})), "d1")
+
+    def truth(city: str) -> int:
+        return people_explaining(src, city, "event_type = 'search'", "event_type IN ('search', 'order')")
+
+    assert truth("A") == 1  # the attack exists in the data
+    assert leaks(a, b, truth) == []
+    assert "B" in {d[0][0] for d in published(b)}  # an unaffected city is still published
+
+
+def test_cumulative_report_after_one_buyer_orders_once_more(tmp_path: Path) -> None:
+    """Attack 1: the same report re-run after one existing buyer's activity changed (same people)."""
+    (tmp_path / "data").mkdir()
+    src = tmp_path / "data" / "events.parquet"
+    events(src, orders={3: 1})
+    cfg = load_config(config(tmp_path, "r.yaml", metrics=[{"name": "rows", "agg": "count"},
+                                                             {"name": "value", "agg": "sum", "column": "value",
+                                                              "bounds": [0, 100]}]))
+    a = run_report(cfg, "day1")
+    day1 = pq.read_table(src)
+    events(src, orders={3: 2})
+    b = run_report(cfg, "day2")
+    old = tmp_path / "day1.parquet"
+    pq.write_table(day1, old)
+
+    def truth(city: str) -> int:
+        con = duckdb.connect()
+        return con.execute(f"""
+            WITH a AS (SELECT user_id, count(*) n, sum(value) s FROM '{old}' WHERE city = ? GROUP BY 1),
+                 b AS (SELECT user_id, count(*) n, sum(value) s FROM '{src}' WHERE city = ? GROUP BY 1)
+            SELECT count(*) FROM a FULL JOIN b USING (user_id) WHERE a.n IS DISTINCT FROM b.n OR a.s IS DISTINCT FROM b.s
+        """, [city, city]).fetchone()[0]
+
+    assert truth("A") == 1
+    assert leaks(a, b, truth) == []
+    assert b.internal["cells"]["suppressed_difference"] >= 1
+
+
+def test_same_cell_under_a_renamed_dimension_another_order_and_a_glob(tmp_path: Path) -> None:
+    """Attack 2: day 2 (one newcomer) published under another output name, dimension order and
+    source spelling must still be compared with day 1."""
+    (tmp_path / "data").mkdir()
+    src = tmp_path / "data" / "events.parquet"
+    events(src)
+    a = run_report(load_config(config(tmp_path, "a.yaml", dimensions=["city", "event_type"])), "d1")
+    day1 = tmp_path / "day1.parquet"
+    pq.write_table(pq.read_table(src), day1)
+    events(src, extra=1)
+    b = run_report(load_config(config(
+        tmp_path, "b.yaml", source={"path": "data/*.parquet"},
+        dimensions=["event_type", {"column": "city", "as": "town"}])), "d2")
+
+    def truth(city: str) -> int:
+        return duckdb.connect().execute(f"""
+            SELECT count(*) FROM (SELECT DISTINCT user_id FROM '{src}' WHERE city = '{city}') b
+            FULL JOIN (SELECT DISTINCT user_id FROM '{day1}' WHERE city = '{city}') a USING (user_id)
+            WHERE a.user_id IS NULL OR b.user_id IS NULL""").fetchone()[0]  # noqa: S608
+
+    assert truth("A") == 1
+    assert leaks(a, b, lambda dims: truth("A" if "A" in dims else "B")) == []
+
+
+def test_margin_of_one_report_against_the_plain_cell_of_another(tmp_path: Path) -> None:
+    """Attack 3: a day-2 by-city margin against day 1's plain city cell."""
+    (tmp_path / "data").mkdir()
+    src = tmp_path / "data" / "events.parquet"
+    events(src)
+    a = run_report(load_config(config(tmp_path, "a.yaml")), "d1")
+    events(src, extra=1)
+    b = run_report(load_config(config(tmp_path, "b.yaml", dimensions=["city", "event_type"],
+                                      totals=[["city"]])), "d2")
+    rows = [(d, n) for d, n in published(b) if len(d) == 1]  # by-city margin rows: only the city is a string
+    assert ("B",) in dict(rows)  # the unaffected city's margin is published
+    assert ("A",) in dict(published(a))
+    assert ("A",) not in dict(rows)  # day 2's A margin minus day 1's A cell = the newcomer
+
+
+def test_on_by_default_without_history_or_ledger_and_off_is_recorded(tmp_path: Path) -> None:
+    """Attack 4: with no `history:` and no ledger, yesterday vs today must not expose a newcomer."""
+    (tmp_path / "data").mkdir()
+    src = tmp_path / "data" / "events.parquet"
+    events(src)
+    cfg = load_config(config(tmp_path, "r.yaml"))
+    a = run_report(cfg, "day1")
+    events(src, extra=1)
+    b = run_report(cfg, "day2")
+    assert ("A",) in dict(published(a))
+    assert ("A",) not in dict(published(b))  # A today minus A yesterday = the newcomer
+    assert "history" in b.manifest["privacy"]["difference_check"]
+    assert not str(b.manifest["privacy"]["difference_check"]["history"]).startswith(str(cfg.output_dir))
+    off = run_report(load_config(config(tmp_path, "off.yaml", difference_check=False)), "day2")
+    assert off.manifest["privacy"]["difference_check"].startswith("off (difference_check: false")
