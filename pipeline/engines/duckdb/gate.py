@@ -20,7 +20,7 @@ from ...privacy.identifiers import (
 )
 from ...privacy.levels import Level, levels
 from .cells import dim_key, dimension_expr, filter_sql
-from .sql import Params, ident
+from .sql import Params, ident, literal
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -53,17 +53,25 @@ _INTEGER_TYPES = (
 )
 
 
+def _form_exprs(x: str) -> dict[str, str]:
+    """Per kind of normal form, SQL for the form of the text expression ``x`` without its prefix
+    (NULL when ``x`` has no form of that kind): the one place the rule of
+    :mod:`pipeline.privacy.identifiers` is written in SQL."""
+    num = f"TRY_CAST(trim({x}) AS DOUBLE)"
+    digits = f"regexp_replace({x}, '[^0-9]', '', 'g')"
+    return {
+        "t": f"lower(trim({x}))",
+        "n": f"CASE WHEN isfinite({num}) THEN CAST({num} AS VARCHAR) END",
+        "d": f"CASE WHEN length({digits}) >= {int(DIGITS_MIN)} THEN {digits} END",
+    }
+
+
 def normal_forms_sql(x: str) -> str:
     """SQL list of the normal forms of the text expression ``x`` (the rule of
     :mod:`pipeline.privacy.identifiers`: ``t:`` trimmed, case-folded text; ``n:`` the finite number
     it parses as; ``d:`` its digits when there are at least ``DIGITS_MIN``)."""
-    num = f"TRY_CAST(trim({x}) AS DOUBLE)"
-    digits = f"regexp_replace({x}, '[^0-9]', '', 'g')"
-    return (
-        f"list_filter(['t:' || lower(trim({x})), "
-        f"CASE WHEN isfinite({num}) THEN 'n:' || CAST({num} AS VARCHAR) END, "
-        f"CASE WHEN length({digits}) >= {int(DIGITS_MIN)} THEN 'd:' || {digits} END], lambda f: f IS NOT NULL)"
-    )
+    forms = ", ".join(f"'{k}:' || {e}" for k, e in _form_exprs(x).items())
+    return f"list_filter([{forms}], lambda f: f IS NOT NULL)"
 
 
 def identifier_value_hits(cfg: ReportConfig, con: Any, schema: dict[str, str], table: pa.Table) -> list[tuple[str, str]]:
@@ -97,6 +105,7 @@ def identifier_value_hits(cfg: ReportConfig, con: Any, schema: dict[str, str], t
     )
     hits: set[tuple[str, str]] = set()
     try:
+        kinds = {r[0] for r in con.execute("SELECT DISTINCT f[1] FROM __gate_values").fetchall()}
         for idc in ids:
             col = ident(idc)
             typ = schema[idc].upper()
@@ -110,9 +119,20 @@ def identifier_value_hits(cfg: ReportConfig, con: Any, schema: dict[str, str], t
                 sql = (f"SELECT DISTINCT g.d FROM __src s JOIN (SELECT * FROM ({named}) WHERE t IS NOT NULL) g "
                        f"ON s.{col} = g.t")
             else:
-                forms = (f"SELECT unnest({normal_forms_sql('x')}) AS f FROM "
-                         f"(SELECT DISTINCT CAST({col} AS VARCHAR) AS x FROM __src WHERE {col} IS NOT NULL)")
-                sql = f"SELECT DISTINCT g.d FROM ({forms}) s JOIN __gate_values g ON s.f = g.f"
+                # one join per kind of form the published values have: a source value's forms of
+                # other kinds cannot match (the forms are prefixed by kind), so they are not computed
+                # (published city names have text forms only; the digits of 1M phone numbers cost seconds)
+                parts = []
+                for k, expr in _form_exprs("x").items():
+                    if k in kinds:
+                        parts.append(
+                            f"SELECT DISTINCT g.d FROM (SELECT {expr} AS f FROM (SELECT "
+                            f"CAST({col} AS VARCHAR) AS x FROM __src WHERE {col} IS NOT NULL)) s "
+                            f"JOIN (SELECT d, f[3:] AS f FROM __gate_values WHERE f[1] = {literal(k)}) g ON g.f = s.f"
+                        )
+                sql = " UNION ".join(parts)
+            if not sql:
+                continue
             for (d,) in con.execute(sql).fetchall():
                 hits.add((dims[d], idc))
     finally:
