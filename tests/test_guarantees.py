@@ -267,7 +267,7 @@ def test_ledger_splice_from_another_chain_with_the_same_secret_is_detected(tmp_p
     cfg_a = load_config(_dp_cfg(tmp_path, "state/a.duckdb"))
     run_report(cfg_a, "a1")
     shared = tmp_path / "state" / "b.duckdb.secret"
-    shared.write_bytes((tmp_path / "state" / "a.duckdb.secret").read_bytes())
+    shared.write_bytes((tmp_path / "state" / "a.duckdb.secret").read_bytes()[:32])  # the key, not A's state record
     shared.chmod(0o600)
     cfg_b = load_config(_dp_cfg(tmp_path, "state/b.duckdb"))
     run_report(cfg_b, "b1")

@@ -239,7 +239,15 @@ class BudgetConfig(_Model):
     delta_limit: float = Field(0.0, ge=0, lt=1)
     source_id: str | None = Field(
         None,
-        description="Name of the population the budget belongs to; defaults to the resolved source path.",
+        description="Name of the population the budget belongs to; defaults to the resolved source path. "
+        "A release whose source files have the same bytes as files released under another source id "
+        "is refused unless this names that id.",
+    )
+    allow_exact_releases: bool = Field(
+        False,
+        description="Allow threshold-mode (exact) releases of this source's files by configs sharing the "
+        "ledger's folder as their state folder. Off: such a release is refused (exit 3), since exact "
+        "numbers bypass the DP budget.",
     )
 
     _ledger_local = field_validator("ledger")(_local_path)

@@ -68,10 +68,21 @@ def run_dp(
     ledger = Ledger(cfg.ledger_path)
     limits = {"epsilon_limit": cfg.budget.epsilon_limit, "delta_limit": cfg.budget.delta_limit}
     plan = budget_split(cfg)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..state.protected import content_digests, register
+
+    # the population's key (its files' bytes, not their spelling), hashed while DuckDB bounds
+    # contributions (hashlib releases the GIL); checked under the ledger's lock before anything is recorded
+    hashing = ThreadPoolExecutor(max_workers=1)
+    digests_future = hashing.submit(content_digests, [f.path for f in source.files])
+    hashing.shutdown(wait=False)
     with stages.stage("ledger"), ledger.locked():
         ledger.verify()
         existing = ledger.find(source.source_id, cfg.report, run_id)
-        if existing is not None:
+        if existing is not None:  # (registered again: a crash may have come between record and register)
+            register(ledger.path.parent, digests_future.result(), source_id=source.source_id, ledger=ledger.path,
+                     allow_exact=cfg.budget.allow_exact_releases)
             return restore(ledger, existing, final)
         ledger.check_budget(source.source_id, plan.epsilon, plan.delta, limits)
         secret = ledger.secret()
@@ -114,9 +125,13 @@ def run_dp(
             if existing is not None:  # another process won the race for this run id
                 staged.discard()
                 return restore(ledger, existing, final)
+            digests = digests_future.result()
+            ledger.check_population(source.source_id, digests)
             view = ledger.check_budget(source.source_id, plan.epsilon, plan.delta, limits)
             manifest["budget"] = {
                 **view,
+                "exact_releases": "allowed (budget.allow_exact_releases: true)" if cfg.budget.allow_exact_releases
+                else "refused for this source's files (threshold runs sharing this state folder exit 3)",
                 "epsilon_spent": view["epsilon_spent_before"] + plan.epsilon,
                 "delta_spent": view["delta_spent_before"] + plan.delta,
                 "epsilon_left": max(0.0, limits["epsilon_limit"] - view["epsilon_spent_before"] - plan.epsilon),
@@ -141,9 +156,13 @@ def run_dp(
                     "source_fingerprint": source.fingerprint,
                     "config_hash": cfg.config_hash(),
                     "report_sha256": staged.report_sha256,
+                    "content_digests": digests,
                 },
                 {**staged.files, INTERNAL_FILE: internal},
             )
+            # before the release is visible: a crash here leaves the register to the rerun of this run id
+            register(ledger.path.parent, digests, source_id=source.source_id, ledger=ledger.path,
+                     allow_exact=cfg.budget.allow_exact_releases)
             fault_point("ledger.recorded")
             publish(staged)
             fault_point("published")

@@ -50,6 +50,10 @@ def run_threshold(
     from ..engines.duckdb import suppression
     from ..state.history import History, history_path
 
+    from ..state.protected import check_exact_release
+
+    # exact numbers of a population under a DP budget would bypass it: refused unless its ledger allows
+    dp_permissions = check_exact_release(cfg.state_dir, [f.path for f in source.files])
     hpath = history_path(cfg)
     hist = History(hpath) if hpath is not None else None
     release_id = f"{source.source_id}\x1f{cfg.report}\x1f{run_id}"
@@ -103,6 +107,8 @@ def run_threshold(
                 if hist is not None else "off (difference_check: false in the config)"
             ),
         }
+        if dp_permissions:
+            privacy["dp_budgeted_source"] = dp_permissions
         if cfg.remainder:
             privacy["remainder"] = "one row per level aggregating its withheld rows, when safe (docs/PRIVACY.md)"
 

@@ -5,6 +5,9 @@ Guarantees:
   gives up after ``timeout`` seconds with :class:`LedgerError` (never blocks forever).
 - :func:`load_or_create_secret` returns 32 random bytes kept in a file of mode 0600, created
   atomically on first use; it refuses a secret file that others can read.
+- :func:`write_commitment` appends to the secret file (rewritten atomically, mode 0600) a record
+  of the state the secret protects (the ledger's last entry), so deleting or rolling back that
+  state while the secret remains is detectable; :func:`read_commitment` reads it back.
 """
 
 from __future__ import annotations
@@ -65,4 +68,35 @@ def load_or_create_secret(path: Path) -> bytes:
     data = path.read_bytes()
     if len(data) < SECRET_BYTES:
         raise LedgerError(f"{path} is damaged (expected {SECRET_BYTES} bytes)")
+    return data[:SECRET_BYTES]
+
+
+def read_commitment(path: Path) -> dict[str, object] | None:
+    """The state record stored after the secret's bytes (None when there is none yet)."""
+    import json
+
+    if not path.exists():
+        return None
+    tail = path.read_bytes()[SECRET_BYTES:]
+    if not tail.strip():
+        return None
+    try:
+        data = json.loads(tail.decode())
+        if not isinstance(data, dict):
+            raise ValueError
+    except (UnicodeDecodeError, ValueError):
+        raise LedgerError(f"{path} is damaged (its state record is unreadable): restore it from backup") from None
     return data
+
+
+def write_commitment(path: Path, secret: bytes, record: dict[str, object]) -> None:
+    """Rewrite the secret file as the secret followed by ``record`` (atomic, mode 0600, fsynced)."""
+    import json
+
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(secret[:SECRET_BYTES] + b"\n" + json.dumps(record, sort_keys=True).encode() + b"\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -5,7 +5,9 @@ Files (all beside each other):
                         (the release's bytes, so an interrupted publication can be completed
                         with exactly the bytes that were charged for).
 - ``<ledger>.lock``     advisory lock (``flock``): every access holds it, so processes serialise.
-- ``<ledger>.secret``   32 random bytes, mode 0600: keys the entry MACs and the bounding seeds.
+- ``<ledger>.secret``   32 random bytes, mode 0600: keys the entry MACs and the bounding seeds;
+                        followed by a MAC'd record of the last entry (the secret's commitment to
+                        the ledger's state).
 - ``<ledger>.head``     the last entry's sequence number and hash, MAC'd: detects deleted tails.
 
 Guarantees:
@@ -14,8 +16,12 @@ Guarantees:
   publishes the recorded bytes and spends nothing more. Budget is never spent twice for one
   (source, report, run id) and never under-counted.
 - Spend is checked against the limits under the lock, so concurrent runs cannot overspend.
-- ``verify`` detects an edited, deleted or reordered entry (chain + HMAC + head); a ledger that
-  fails verification refuses all further spending.
+- ``verify`` detects an edited, deleted or reordered entry (chain + HMAC + head), and a ledger
+  deleted or rolled back to an earlier copy (with its head) while the secret remains (the
+  secret's commitment); a ledger that fails verification refuses all further spending.
+- A DuckDB file that is not a ledger (other tables, other columns) is refused, never modified.
+- The budget is keyed by the population: :meth:`check_population` refuses a release whose source
+  files have the same bytes as files released under another source id.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LedgerError, PrivacyRefusal
-from .files import file_lock, load_or_create_secret
+from .files import file_lock, load_or_create_secret, read_commitment, write_commitment
 
 GENESIS = "0" * 64
 SCHEMA = """
@@ -52,6 +58,7 @@ CREATE TABLE IF NOT EXISTS entries (
     prev_hash VARCHAR NOT NULL,
     entry_hash VARCHAR NOT NULL,
     mac VARCHAR NOT NULL,
+    content_digests VARCHAR DEFAULT '',
     UNIQUE (source_id, report, run_id)
 );
 CREATE TABLE IF NOT EXISTS release_files (
@@ -65,6 +72,12 @@ HASHED_FIELDS = (
     "seq", "source_id", "report", "run_id", "mode", "epsilon", "delta", "rho",
     "source_fingerprint", "config_hash", "report_sha256", "created_utc", "prev_hash",
 )
+# stored and hashed too, after HASHED_FIELDS, when not empty (entries of earlier versions lack it)
+STORED_FIELDS = (*HASHED_FIELDS, "entry_hash", "mac", "content_digests")
+LEDGER_TABLES = {
+    "entries": {*STORED_FIELDS},
+    "release_files": {"seq", "name", "content"},
+}
 
 
 @dataclass(frozen=True)
@@ -84,9 +97,16 @@ class Entry:
     prev_hash: str
     entry_hash: str = ""
     mac: str = ""
+    content_digests: str = ""  # JSON list of the sha256 of each source file's bytes, sorted
 
     def payload(self) -> bytes:
-        return json.dumps([getattr(self, f) for f in HASHED_FIELDS], separators=(",", ":")).encode()
+        values = [getattr(self, f) for f in HASHED_FIELDS]
+        if self.content_digests:
+            values.append(self.content_digests)
+        return json.dumps(values, separators=(",", ":")).encode()
+
+    def digests(self) -> set[str]:
+        return set(json.loads(self.content_digests)) if self.content_digests else set()
 
     def compute_hash(self) -> str:
         return hashlib.sha256(self.payload()).hexdigest()
@@ -153,10 +173,34 @@ class Ledger:
         except duckdb.Error as exc:
             raise LedgerError(f"cannot open ledger {self.path}: {str(exc).splitlines()[0]}") from None
         try:
+            self._check_tables(con)
             con.execute(SCHEMA)
+            con.execute("ALTER TABLE entries ADD COLUMN IF NOT EXISTS content_digests VARCHAR DEFAULT ''")
             yield con
+        except duckdb.Error as exc:  # a ledger that cannot be read or written is a ledger problem (exit 3)
+            raise LedgerError(f"ledger {self.path}: {str(exc).splitlines()[0]}") from None
         finally:
             con.close()
+
+    def _check_tables(self, con: Any) -> None:
+        """Refuse a DuckDB file that is not a ledger (before anything is created in it)."""
+        cols: dict[str, set[str]] = {}
+        for table, column in con.execute(
+            "SELECT table_name, column_name FROM duckdb_columns() WHERE database_name = current_database()"
+        ).fetchall():
+            cols.setdefault(table, set()).add(column)
+        views = [r[0] for r in con.execute(
+            "SELECT view_name FROM duckdb_views() WHERE database_name = current_database() AND NOT internal").fetchall()]
+        foreign = sorted(set(cols) - set(LEDGER_TABLES)) + sorted(views)
+        legacy = {"content_digests"}  # columns later versions added
+        wrong = sorted(t for t, c in cols.items() if t in LEDGER_TABLES and not (
+            LEDGER_TABLES[t] - legacy <= c <= LEDGER_TABLES[t]))
+        if foreign or wrong:
+            what = ", ".join([*(f"table {t}" for t in foreign), *(f"table {t} with other columns" for t in wrong)])
+            raise LedgerError(
+                f"{self.path} is not a privacy-budget ledger of this tool (it holds {what}): a wrong or "
+                "tampered file; point budget.ledger at the ledger (or at a new path to start one)"
+            )
 
     def entries(self) -> list[Entry]:
         """Every entry in order. Read once per lock hold: while this process holds the lock no
@@ -165,7 +209,7 @@ class Ledger:
             if self._entries is None:
                 with self._db(write=False) as con:
                     rows = [] if con is None else con.execute(
-                        f"SELECT {', '.join((*HASHED_FIELDS, 'entry_hash', 'mac'))} FROM entries ORDER BY seq"
+                        f"SELECT {', '.join(STORED_FIELDS[:-1])}, coalesce(content_digests, '') FROM entries ORDER BY seq"
                     ).fetchall()
                 # ordered here by seq: a fetched result's order is not relied on
                 self._entries = sorted((Entry(*r) for r in rows), key=lambda e: e.seq)
@@ -176,6 +220,14 @@ class Ledger:
         """Check chain, MACs and head. Returns the number of entries; raises LedgerError if tampered."""
         with self.locked():
             entries = self.entries()
+            committed = self._read_commitment()
+            cseq = int(committed.get("seq", 0)) if committed else 0
+            if cseq > len(entries):
+                raise LedgerError(
+                    f"ledger {self.path} holds {len(entries)} entries but its secret records {cseq}: the ledger "
+                    "was deleted or rolled back to an earlier copy, which would spend the budget again; "
+                    "restore the latest ledger from backup (nothing was published)"
+                )
             if not entries:
                 if self.head_path.exists() and self._read_head().get("seq", 0) > 0:
                     raise LedgerError(f"ledger {self.path} lost all its entries (head records some): tampered")
@@ -197,11 +249,30 @@ class Ledger:
                 raise LedgerError(f"ledger {self.path}: entries after {len(entries)} were deleted (head records {hseq}): tampered")
             if hseq and entries[hseq - 1].entry_hash != head.get("entry_hash"):
                 raise LedgerError(f"ledger {self.path}: entry {hseq} does not match the head record: tampered")
+            if cseq and entries[cseq - 1].entry_hash != committed.get("entry_hash"):  # type: ignore[union-attr]
+                raise LedgerError(f"ledger {self.path}: entry {cseq} does not match the secret's record: "
+                                  "replaced by another ledger: tampered")
             if hseq < len(entries):
                 # an entry was committed but the process died before updating the head; entries
                 # only add spend, so bring the head forward
                 self._write_head(entries[-1])
+            if cseq < len(entries):  # likewise (or a ledger from before the secret recorded its state)
+                self._commit(entries[-1])
             return len(entries)
+
+    def _read_commitment(self) -> dict[str, Any] | None:
+        self.secret()  # created (or checked) first
+        record = read_commitment(self.secret_path)
+        if record is None:
+            return None
+        expected = self._mac(f"state:{record.get('seq')}:{record.get('entry_hash')}")
+        if not hmac.compare_digest(expected, str(record.get("mac", ""))):
+            raise LedgerError(f"{self.secret_path}: its record of the ledger's state has an invalid MAC: tampered")
+        return record
+
+    def _commit(self, e: Entry) -> None:
+        write_commitment(self.secret_path, self.secret(), {
+            "seq": e.seq, "entry_hash": e.entry_hash, "mac": self._mac(f"state:{e.seq}:{e.entry_hash}")})
 
     def _read_head(self) -> dict[str, Any]:
         if not self.head_path.exists():
@@ -291,6 +362,7 @@ class Ledger:
                 report_sha256=fields["report_sha256"],
                 created_utc=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
                 prev_hash=prev,
+                content_digests=json.dumps(sorted(fields.get("content_digests") or [])) if fields.get("content_digests") else "",
             )
             h = e.compute_hash()
             e = Entry(**{**e.__dict__, "entry_hash": h, "mac": self._mac(h)})
@@ -301,9 +373,9 @@ class Ledger:
                 con.execute("BEGIN TRANSACTION")
                 try:
                     con.execute(
-                        f"INSERT INTO entries ({', '.join((*HASHED_FIELDS, 'entry_hash', 'mac'))}) "
-                        f"VALUES ({', '.join('?' * (len(HASHED_FIELDS) + 2))})",
-                        [getattr(e, f) for f in (*HASHED_FIELDS, "entry_hash", "mac")],
+                        f"INSERT INTO entries ({', '.join(STORED_FIELDS)}) "
+                        f"VALUES ({', '.join('?' * len(STORED_FIELDS))})",
+                        [getattr(e, f) for f in STORED_FIELDS],
                     )
                     for name, content in files.items():
                         con.execute("INSERT INTO release_files VALUES (?, ?, ?)", [seq, name, content])
@@ -316,7 +388,21 @@ class Ledger:
                 con.execute("CHECKPOINT")
             fault_point("ledger.committed")
             self._write_head(e)
+            self._commit(e)
             return e
+
+    def check_population(self, source_id: str, digests: list[str]) -> None:
+        """Refuse (PrivacyRefusal) spending on ``source_id`` when a source file has the same bytes as
+        one released under another source id: the same people would get a second, fresh budget."""
+        mine = set(digests)
+        for e in self.entries():
+            if e.source_id != source_id and mine & e.digests():
+                raise PrivacyRefusal(
+                    f"the source's data is already under the budget of source id {e.source_id!r} (a file with "
+                    f"the same bytes was released as {e.report}/{e.run_id}); spending under {source_id!r} would "
+                    f"give the same people a second budget; nothing was published. Set budget.source_id: "
+                    f"{e.source_id!r} to charge that budget"
+                )
 
     def spend(self, limits: dict[str, float] | None = None) -> list[dict[str, Any]]:
         """Per source: releases, epsilon/delta spent and (with limits) left."""
