@@ -49,7 +49,6 @@ def run_threshold(
 
     from ..engines.duckdb import suppression
     from ..state.history import History, history_path
-
     from ..state.protected import check_exact_release
 
     # exact numbers of a population under a DP budget would bypass it: refused unless its ledger allows
