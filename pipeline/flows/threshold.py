@@ -71,7 +71,7 @@ def run_threshold(
             if hist is not None:
                 from ..engines.duckdb.difference import apply_difference_check
 
-                apply_difference_check(cfg, con, hist, release_id, source.source_id)
+                apply_difference_check(cfg, con, hist, release_id, source.source_id, source.schema)
             if cfg.totals:
                 from ..engines.duckdb.secondary import apply_secondary_suppression
 

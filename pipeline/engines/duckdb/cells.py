@@ -175,8 +175,8 @@ def base_select(cfg: ReportConfig, schema: dict[str, str], params: Params, *, ex
     return f"SELECT {', '.join(cols)} FROM __src WHERE {where}"
 
 
-def per_unit_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
-    """``__per_unit``: one row per (cell, unit), the null-unit rows as their own rows (``__u`` NULL).
+def per_unit_sql(cfg: ReportConfig, schema: dict[str, str], table: str = "__per_unit") -> Query:
+    """``__per_unit`` (or ``table``): one row per (cell, unit), the null-unit rows as their own rows (``__u`` NULL).
 
     Columns: dimension keys, ``__u``, ``__n`` (rows), per sum/mean metric that owns its value column
     (:func:`value_owners`) ``__s{i}`` (clamped sum), ``__c{i}`` (non-null values) and ``__bad{i}``,
@@ -192,7 +192,7 @@ def per_unit_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
     group = ", ".join(keys + ["__u"])
     select = f"SELECT {', '.join(keys)}, __u, {', '.join(aggs)} FROM ({base}) GROUP BY {group}"
     # metrics sharing a value column are aliased where __per_unit is read, not stored (25M rows at 100M)
-    sql = f"CREATE OR REPLACE TEMP TABLE __per_unit AS {select}"
+    sql = f"CREATE OR REPLACE TEMP TABLE {table} AS {select}"
     return Query(sql, tuple(params.values))
 
 

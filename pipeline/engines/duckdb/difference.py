@@ -41,7 +41,15 @@ CREATE TABLE IF NOT EXISTS releases (
 CREATE TABLE IF NOT EXISTS cell_units (release_id VARCHAR, cell_key VARCHAR, uh VARCHAR);
 ALTER TABLE releases ADD COLUMN IF NOT EXISTS components VARCHAR[];
 ALTER TABLE cell_units ADD COLUMN IF NOT EXISTS ch UBIGINT[];
+CREATE TABLE IF NOT EXISTS release_levels (release_id VARCHAR, signature VARCHAR);
 """
+SEP = "\x1f"
+# a time grain's length in days, to tell which grains are finer (a week is finer than a month even
+# though weeks straddle months: the sub-cell of a month is then the part of a week inside it)
+GRAIN_DAYS = {"day": 1, "week": 7, "month": 28, "quarter": 90, "year": 365}
+# the signature of a stored cell key: its ``column/grain`` parts without the values
+SIGNATURE_SQL = "regexp_replace(cell_key, '=[^\x1f]*', '', 'g')"
+Pair = tuple[str, str]  # (source column, grain or '')
 
 
 def _bound(b: float) -> str:
@@ -66,6 +74,41 @@ def components(cfg: ReportConfig) -> list[tuple[str, str]]:
             if m.agg == "mean":
                 out.setdefault(f"vals:{what}", f"sum(p.__c{j})")
     return sorted(out.items())
+
+
+def level_pairs(cfg: ReportConfig, keep: list[int]) -> tuple[Pair, ...]:
+    """The (column, grain) pairs a level's cell key is made of, in key order."""
+    return tuple(sorted((cfg.dims[i].column, cfg.dims[i].grain or "") for i in keep))
+
+
+def signature(pairs: tuple[Pair, ...]) -> str:
+    return SEP.join(f"{c}/{g}" for c, g in sorted(pairs))
+
+
+def parse_signature(sig: str) -> tuple[Pair, ...]:
+    if not sig:
+        return ()
+    return tuple(sorted(tuple(p.rsplit("/", 1)) for p in sig.split(SEP)))  # type: ignore[misc]
+
+
+def finer(f: tuple[Pair, ...], lv: tuple[Pair, ...]) -> bool:
+    """Whether cells keyed by ``f`` subdivide cells keyed by ``lv``: another key that has every column
+    of ``lv`` (plain columns as they are, time columns at the same or a shorter grain)."""
+    if set(f) == set(lv):
+        return False
+    for c, g in lv:
+        if not any(c2 == c and ((g == g2 == "") or (g and g2 and GRAIN_DAYS[g2] <= GRAIN_DAYS[g])) for c2, g2 in f):
+            return False
+    return True
+
+
+def _key_sql(items: list[tuple[Pair, str]]) -> str:
+    """A cell key (the format of :func:`cell_key_expr`) from ((column, grain), SQL value) items."""
+    parts = []
+    for (c, g), value in sorted(items, key=lambda t: t[0]):
+        v = f"CAST({value} AS DATE)" if g else value
+        parts.append(f"{literal(f'{c}/{g}=')} || coalesce(CAST({v} AS VARCHAR), '\x1d')")
+    return " || '\x1f' || ".join(parts) or "''"
 
 
 def cell_key_expr(cfg: ReportConfig) -> str:
@@ -133,8 +176,11 @@ def _close_sql(pairs: list[tuple[int, int]]) -> str:
     """
 
 
-def apply_difference_check(cfg: ReportConfig, con: Any, hist: History, release_id: str, source_id: str) -> int:
-    """Withhold publishable cells close to a published cell of any earlier release in the history
+def apply_difference_check(
+    cfg: ReportConfig, con: Any, hist: History, release_id: str, source_id: str, schema: dict[str, str] | None = None
+) -> int:
+    """Withhold publishable cells close to a published cell of any earlier release in the history,
+    and cells that earlier releases' finer cells subdivide with a residual of 1 to k − 1 people
     (module docstring). Returns how many were withheld."""
     import duckdb
 
@@ -168,15 +214,284 @@ def apply_difference_check(cfg: ReportConfig, con: Any, hist: History, release_i
         for theirs, ids in sorted(groups.items()):
             pairs = [(mine.index(c) + 1, theirs.index(c) + 1) for c in theirs if c in mine]
             close.update(r[0] for r in con.execute(_close_sql(pairs), [ids, lo, hi]).fetchall())
+        if schema is not None and prev:
+            comps_of = {rid: tuple(c or ()) for rid, c in prev}
+            close.update(_nested_close(cfg, con, hist, schema, comps_of, lo, hi))
+        _withhold(con, close)
+        if schema is not None and prev:
+            more = _complements_for_earlier_cells(cfg, con, hist, schema, comps_of, lo, hi)
+        else:
+            more = 0
     finally:
         con.execute("DETACH __hist")
-    if close:
+    return len(close) + more
+
+
+def _withhold(con: Any, keys: set[str]) -> None:
+    if keys:
         con.execute("CREATE OR REPLACE TEMP TABLE __diff_keys (cell_key VARCHAR)")
-        con.executemany("INSERT INTO __diff_keys VALUES (?)", [[c] for c in sorted(close)])
+        con.executemany("INSERT INTO __diff_keys VALUES (?)", [[c] for c in sorted(keys)])
         con.execute(
             "UPDATE __cells SET __reason = 'difference' WHERE __reason IS NULL AND __cell_key IN (SELECT cell_key FROM __diff_keys)"
         )
-    return len(close)
+
+
+def _family_signatures(con: Any, ids: list[str]) -> dict[str, list[str]]:
+    """Signature of each level of the releases ``ids`` -> their ids (recorded at publication;
+    derived from the stored cell keys for releases recorded before signatures were)."""
+    tables = {r[0] for r in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = '__hist'").fetchall()}
+    rows: list[tuple[str, str]] = []
+    if "release_levels" in tables:
+        rows = con.execute("SELECT DISTINCT release_id, signature FROM __hist.release_levels "
+                           "WHERE list_contains($1, release_id)", [ids]).fetchall()
+    missing = sorted(set(ids) - {r[0] for r in rows})
+    if missing:
+        rows += con.execute(f"SELECT DISTINCT release_id, {SIGNATURE_SQL} FROM __hist.cell_units "
+                            "WHERE list_contains($1, release_id)", [missing]).fetchall()
+    out: dict[str, list[str]] = {}
+    for rid, sig in sorted(rows):
+        out.setdefault(sig, []).append(rid)
+    return out
+
+
+def _nested_close(
+    cfg: ReportConfig, con: Any, hist: History, schema: dict[str, str],
+    comps_of: dict[str, tuple[str, ...]], lo: int, hi: int,
+) -> set[str]:
+    """Cells that earlier releases' finer cells subdivide (a month and its weeks or days, a total
+    and its cells, a margin and the cells of another report), with a residual of ``lo``..``hi``
+    people: a reader subtracts the earlier cells from the new one and is left with those people's
+    contributions.
+
+    Per new cell C and finer family F (the cells of earlier releases with one signature), C's rows
+    are split into sub-cells by F's key (rows of a week inside a month, a city's categories). For
+    each sub-cell the reader either subtracts an earlier published cell with that key (residual:
+    the people whose presence or contribution differs between the two, as in the pairwise check)
+    or nothing (residual: the sub-cell's people); the choice with the fewest people is taken, and
+    C is withheld when the people of all chosen residuals together number ``lo``..``hi``."""
+    families = _family_signatures(con, sorted(comps_of))
+    mine = [name for name, _ in components(cfg)]
+    close: set[str] = set()
+    salt = literal(hist.secret_hex())
+    for lv in levels(cfg):
+        mine_pairs = level_pairs(cfg, lv.kept(cfg))
+        for sig, ids in sorted(families.items()):
+            fam = parse_signature(sig)
+            if not finer(fam, mine_pairs) or any(c not in schema for c, _ in fam):
+                continue  # not a subdivision of this level, or cells of another data set
+            at = _derived_per_unit(cfg, con, schema, sorted(set(fam) | set(mine_pairs)), "__nest_pu")
+            if at is None:
+                continue
+            comps = components(cfg)
+            values = "".join(f", {expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
+            digests = ", ".join(f"hash(uh, {literal(name)}, __x{k})" for k, (name, _) in enumerate(comps))
+            sub_key = _key_sql([(pr, f"p.{at[pr]}") for pr in fam])
+            parent_key = _key_sql([(pr, f"p.{at[pr]}") for pr in mine_pairs])
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE __nest_sub AS
+                SELECT parent_key, sub_key, uh, [{digests}]::UBIGINT[] AS ch FROM (
+                    SELECT {parent_key} AS parent_key, {sub_key} AS sub_key,
+                           left(sha256({salt} || CAST(p.__u AS VARCHAR)), 16) AS uh{values}
+                    FROM __nest_pu p WHERE p.__u IS NOT NULL GROUP BY ALL
+                ) WHERE parent_key IN (SELECT __cell_key FROM __cells WHERE __level = {lv.index} AND __reason IS NULL)
+            """)
+            con.execute("""
+                CREATE OR REPLACE TEMP TABLE __nest_prior AS
+                SELECT DISTINCT h.release_id, h.cell_key AS sub_key, h.uh, h.ch FROM __hist.cell_units h
+                WHERE list_contains($1, h.release_id) AND h.cell_key IN (SELECT DISTINCT sub_key FROM __nest_sub)
+            """, [ids])
+            groups: dict[tuple[str, ...], list[str]] = {}
+            for rid in ids:
+                groups.setdefault(comps_of.get(rid, ()), []).append(rid)
+            differs = {}
+            for theirs, gids in groups.items():
+                pairs = [(mine.index(c) + 1, theirs.index(c) + 1) for c in theirs if c in mine]
+                differs[tuple(gids)] = " OR ".join(f"h.ch[{j}] <> n.ch[{i}]" for i, j in pairs) or "FALSE"
+            # the reader's options per sub-cell: subtract nothing ('' = residual: its people) or an earlier cell
+            opts = ["SELECT parent_key, sub_key, '' AS rid, count(*) AS d FROM __nest_sub GROUP BY ALL"]
+            for gids, diff in differs.items():
+                opts.append(f"""
+                    SELECT t.parent_key, t.sub_key, b.release_id AS rid,
+                           t.na + b.nb - 2 * coalesce(i.ni, 0) + coalesce(i.nd, 0) AS d
+                    FROM (SELECT parent_key, sub_key, count(*) AS na FROM __nest_sub GROUP BY ALL) t
+                    JOIN (SELECT release_id, sub_key, count(*) AS nb FROM __nest_prior
+                          WHERE list_contains({literal_list(gids)}, release_id) GROUP BY ALL) b USING (sub_key)
+                    LEFT JOIN (SELECT n.parent_key, n.sub_key, h.release_id, count(*) AS ni,
+                                      count(*) FILTER (WHERE coalesce({diff}, FALSE)) AS nd
+                               FROM __nest_sub n JOIN __nest_prior h ON h.sub_key = n.sub_key AND h.uh = n.uh
+                               WHERE list_contains({literal_list(gids)}, h.release_id) GROUP BY ALL) i
+                      ON i.parent_key = t.parent_key AND i.sub_key = t.sub_key AND i.release_id = b.release_id""")
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE __nest_best AS
+                SELECT parent_key, sub_key, first(rid ORDER BY d, rid) AS rid FROM ({' UNION ALL '.join(opts)})
+                GROUP BY ALL
+            """)
+            residual = ["SELECT n.parent_key, n.uh FROM __nest_sub n JOIN __nest_best b USING (parent_key, sub_key) "
+                        "WHERE b.rid = ''"]
+            for gids, diff in differs.items():
+                in_group = f"list_contains({literal_list(gids)}, b.rid)"
+                residual.append(
+                    "SELECT n.parent_key, n.uh FROM __nest_sub n JOIN __nest_best b USING (parent_key, sub_key) "
+                    "LEFT JOIN __nest_prior h ON h.release_id = b.rid AND h.sub_key = n.sub_key AND h.uh = n.uh "
+                    f"WHERE {in_group} AND (h.uh IS NULL OR coalesce({diff}, FALSE))")
+                residual.append(
+                    "SELECT b.parent_key, h.uh FROM __nest_best b JOIN __nest_prior h "
+                    "ON h.release_id = b.rid AND h.sub_key = b.sub_key "
+                    f"WHERE {in_group} AND NOT EXISTS (SELECT 1 FROM __nest_sub n WHERE n.parent_key = b.parent_key "
+                    "AND n.sub_key = b.sub_key AND n.uh = h.uh)")
+            flagged = con.execute(f"""
+                SELECT parent_key FROM ({' UNION ALL '.join(residual)})
+                WHERE parent_key IN (SELECT parent_key FROM __nest_best WHERE rid <> '')
+                GROUP BY parent_key HAVING count(DISTINCT uh) BETWEEN $1 AND $2
+            """, [lo, hi]).fetchall()
+            close.update(r[0] for r in flagged)
+    return close
+
+
+def _derived_per_unit(
+    cfg: ReportConfig, con: Any, schema: dict[str, str], pairs: list[Pair], table: str
+) -> dict[Pair, str] | None:
+    """``table``: this release's rows per (unit, values of ``pairs``) (the quantities of
+    ``__per_unit``, same filter and metrics); returns each pair's key column, or None when this
+    config cannot group by those columns (then the family is another data set's)."""
+    from ...errors import ConfigError
+    from .cells import per_unit_sql
+
+    own = {(d.column, d.grain or ""): i for i, d in enumerate(cfg.dims)}
+    if all(pr in own for pr in pairs):  # this release's own dimensions: regroup __per_unit, no new scan
+        keys = ", ".join(f"{dim_key(own[pr])} AS {dim_key(k)}" for k, pr in enumerate(pairs))
+        sums = ", ".join(f"sum({c}) AS {c}" for c in ["__n", *_value_columns(con, "__per_unit")])
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {keys}, __u, {sums} FROM __per_unit GROUP BY ALL")
+        return {pair: dim_key(k) for k, pair in enumerate(pairs)}
+    dims = [{"column": c, **({"grain": g} if g else {}), "as": f"nest_{k}"} for k, (c, g) in enumerate(pairs)]
+    try:
+        derived = cfg.with_overrides(dimensions=dims, totals=None, remainder=False)
+    except ConfigError:
+        return None  # (e.g. a column this config declares an identifier): not comparable here
+    con.run(per_unit_sql(derived, schema, table=table))
+    return {pair: dim_key(k) for k, pair in enumerate(pairs)}
+
+
+def _complements_for_earlier_cells(
+    cfg: ReportConfig, con: Any, hist: History, schema: dict[str, str],
+    comps_of: dict[str, tuple[str, ...]], lo: int, hi: int,
+) -> int:
+    """Withhold further cells of this release where they would subdivide a coarser cell of an
+    earlier release (its month, its total, its margin) leaving 1 to k − 1 people: the earlier cell
+    minus this release's published cells inside it would isolate them.
+
+    Per earlier coarse cell R the reader subtracts this release's published cells that have rows
+    in R: all of them, or only those with no rows outside R (two strategies). The residual is the
+    people whose contribution to R (as recorded) differs from their summed contribution to the
+    subtracted cells (as published now), present in one only included. While some R's residual is
+    1 to k − 1 people, the published cell with rows in R with the fewest people is withheld
+    (ties by key) and the check repeats; after ``MAX_ROUNDS`` every cell with rows in such an R
+    is withheld. Returns how many cells were withheld."""
+    families = _family_signatures(con, sorted(comps_of))
+    mine = [name for name, _ in components(cfg)]
+    salt = literal(hist.secret_hex())
+    withheld = 0
+    for lv in levels(cfg):
+        mine_pairs = level_pairs(cfg, lv.kept(cfg))
+        for sig, ids in sorted(families.items()):
+            fam = parse_signature(sig)
+            if not finer(mine_pairs, fam) or any(c not in schema for c, _ in fam):
+                continue
+            at = _derived_per_unit(cfg, con, schema, sorted(set(fam) | set(mine_pairs)), "__rev_pu")
+            if at is None:
+                continue
+            sums = ["sum(p.__n) AS __n"] + [
+                f"sum(p.{c}) AS {c}" for c in _value_columns(con, "__rev_pu")]
+            region = _key_sql([(pr, f"p.{at[pr]}") for pr in fam])
+            cell = _key_sql([(pr, f"p.{at[pr]}") for pr in mine_pairs])
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE __rev_piece AS
+                SELECT {region} AS region_key, {cell} AS cell_key,
+                       left(sha256({salt} || CAST(p.__u AS VARCHAR)), 16) AS uh, {', '.join(sums)}
+                FROM __rev_pu p WHERE p.__u IS NOT NULL GROUP BY ALL
+            """)
+            con.execute("""
+                CREATE OR REPLACE TEMP TABLE __rev_prior AS
+                SELECT DISTINCT h.release_id, h.cell_key AS region_key, h.uh, h.ch FROM __hist.cell_units h
+                WHERE list_contains($1, h.release_id) AND h.cell_key IN (SELECT DISTINCT region_key FROM __rev_piece)
+            """, [ids])
+            groups: dict[tuple[str, ...], list[str]] = {}
+            for rid in ids:
+                groups.setdefault(comps_of.get(rid, ()), []).append(rid)
+            comps = components(cfg)
+            values = ", ".join(f"{expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
+            digests = ", ".join(f"hash(uh, {literal(name)}, __x{k})" for k, (name, _) in enumerate(comps))
+            for _round in range(MAX_ROUNDS + 1):
+                flagged = _flagged_regions(con, lv.index, groups, mine, values, digests, lo, hi)
+                if not flagged:
+                    break
+                con.execute("CREATE OR REPLACE TEMP TABLE __rev_flagged (region_key VARCHAR)")
+                con.executemany("INSERT INTO __rev_flagged VALUES (?)", [[r] for r in sorted(flagged)])
+                last = _round == MAX_ROUNDS
+                pick = ("SELECT DISTINCT c.__cell_key FROM" if last else
+                        "SELECT first(c.__cell_key ORDER BY c.__units, c.__cell_key) FROM")
+                keys = {r[0] for r in con.execute(f"""
+                    {pick} __cells c JOIN (SELECT DISTINCT p.region_key, p.cell_key FROM __rev_piece p
+                                            JOIN __rev_flagged f USING (region_key)) x ON x.cell_key = c.__cell_key
+                    WHERE c.__level = {lv.index} AND c.__reason IS NULL
+                    {'' if last else 'GROUP BY x.region_key'}
+                """).fetchall() if r[0] is not None}
+                if not keys:
+                    break
+                _withhold(con, keys)
+                withheld += len(keys)
+    return withheld
+
+
+MAX_ROUNDS = 20
+
+
+def _value_columns(con: Any, table: str) -> list[str]:
+    """The per-unit value columns (``__s{i}``, ``__c{i}``) of a ``per_unit_sql`` table."""
+    return [r[0] for r in con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE table_name = $1 AND "
+        "(column_name LIKE '\\_\\_s%' ESCAPE '\\' OR column_name LIKE '\\_\\_c%' ESCAPE '\\') "
+        "ORDER BY column_index", [table]).fetchall()]
+
+
+def _flagged_regions(
+    con: Any, level: int, groups: dict[tuple[str, ...], list[str]], mine: list[str],
+    values: str, digests: str, lo: int, hi: int,
+) -> set[str]:
+    """Earlier coarse cells (``__rev_prior``) whose residual after subtracting this release's
+    published cells of ``level`` (both strategies) is ``lo``..``hi`` people."""
+    published = f"(SELECT __cell_key FROM __cells WHERE __level = {level} AND __reason IS NULL)"
+    inside = "(SELECT cell_key FROM __rev_piece GROUP BY cell_key HAVING count(DISTINCT region_key) = 1)"
+    out: set[str] = set()
+    for strategy in (f"cell_key IN {published}", f"cell_key IN {published} AND cell_key IN {inside}"):
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE __rev_now AS
+            WITH chosen AS (SELECT DISTINCT region_key, cell_key FROM __rev_piece WHERE {strategy}),
+            tot AS (SELECT c.region_key, p.uh, {values} FROM chosen c JOIN __rev_piece p ON p.cell_key = c.cell_key
+                    GROUP BY c.region_key, p.uh)
+            SELECT region_key, uh, [{digests}]::UBIGINT[] AS ch FROM tot
+        """)
+        for theirs, gids in groups.items():
+            pairs = [(mine.index(c) + 1, theirs.index(c) + 1) for c in theirs if c in mine]
+            differs = " OR ".join(f"h.ch[{j}] <> n.ch[{i}]" for i, j in pairs) or "FALSE"
+            out.update(r[0] for r in con.execute(f"""
+                WITH b AS (SELECT release_id, region_key, count(*) AS nb FROM __rev_prior
+                           WHERE list_contains($1, release_id) GROUP BY ALL),
+                a AS (SELECT region_key, count(*) AS na FROM __rev_now GROUP BY ALL),
+                i AS (SELECT h.release_id, h.region_key, count(*) AS ni,
+                             count(*) FILTER (WHERE coalesce({differs}, FALSE)) AS nd
+                      FROM __rev_prior h JOIN __rev_now n ON n.region_key = h.region_key AND n.uh = h.uh
+                      WHERE list_contains($1, h.release_id) GROUP BY ALL)
+                SELECT DISTINCT b.region_key FROM b LEFT JOIN a USING (region_key)
+                LEFT JOIN i USING (release_id, region_key)
+                WHERE coalesce(a.na, 0) + b.nb - 2 * coalesce(i.ni, 0) + coalesce(i.nd, 0) BETWEEN $2 AND $3
+            """, [gids, lo, hi]).fetchall())
+    return out
+
+
+def literal_list(values: tuple[str, ...] | list[str]) -> str:
+    return "[" + ", ".join(literal(v) for v in values) + "]::VARCHAR[]"
 
 
 def record_release(cfg: ReportConfig, con: Any, hist: History, release_id: str, source_id: str, run_id: str) -> None:
@@ -205,6 +520,9 @@ def record_release(cfg: ReportConfig, con: Any, hist: History, release_id: str, 
             "FROM __cand_units u WHERE u.cell_key IN (SELECT __cell_key FROM __cells WHERE __reason IS NULL)",
             [release_id],
         )
+        con.execute("DELETE FROM __hist.release_levels WHERE release_id = $1", [release_id])
+        con.executemany("INSERT INTO __hist.release_levels VALUES (?, ?)",
+                        [[release_id, signature(level_pairs(cfg, lv.kept(cfg)))] for lv in levels(cfg)])
         con.execute("COMMIT")
     except duckdb.Error as exc:
         with contextlib.suppress(Exception):

@@ -1,0 +1,159 @@
+"""Attacks across threshold-mode releases whose cells nest (issue 16, attack 3): a month against its
+published weeks, a grand total against another report's cells, in either order of publication.
+
+The attacker knows nothing of the pipeline: it reads every published row of every release, turns
+each into the region of raw data it covers (a city or all cities; a week, a month or all time),
+and for every published cell subtracts the published cells of *another* release that lie inside
+it. An independent truth, plain DuckDB over the raw rows, counts the people with rows in the
+cell's region outside those inner cells: a nonzero difference explained by 1 to k − 1 people is
+a leak.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import load_config, run_report
+
+from .conftest import write_config
+
+K = 10
+FEB = dt.date(2027, 2, 1)  # a Monday: February 2027 is exactly four ISO weeks
+WEEKS = [FEB + dt.timedelta(days=7 * i) for i in range(4)]
+
+
+def feb_events(path: Path) -> Path:
+    """City A: 60 buyers active in weeks 1-3, one buyer (999) alone in week 4. City B: 80 buyers
+    active every week. Cities C and D for the totals attack: 60 buyers and 1 buyer."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (user_id BIGINT, city VARCHAR, event_time TIMESTAMP)")
+    for w in range(3):
+        con.execute(f"INSERT INTO t SELECT i, 'A', TIMESTAMP '{WEEKS[w]} 10:00' + INTERVAL (i % 5) DAY FROM range(60) r(i)")
+    con.execute(f"INSERT INTO t VALUES (999, 'A', TIMESTAMP '{WEEKS[3]} 12:00' + INTERVAL 2 DAY)")
+    for w in range(4):
+        con.execute(f"INSERT INTO t SELECT 5000 + i, 'B', TIMESTAMP '{WEEKS[w]} 09:00' FROM range(80) r(i)")
+    con.execute(f"INSERT INTO t SELECT 7000 + i, 'C', TIMESTAMP '{WEEKS[1]} 09:00' FROM range(60) r(i)")
+    con.execute(f"INSERT INTO t VALUES (8000, 'D', TIMESTAMP '{WEEKS[2]} 09:00')")
+    con.execute(f"COPY t TO '{path}' (FORMAT parquet)")
+    return path
+
+
+def cfg(folder: Path, name: str, **kw) -> Path:
+    base = dict(report=name, source={"path": "data/events.parquet"}, identifiers=["user_id"], filter=None,
+                dimensions=["city"], metrics=[{"name": "rows", "agg": "count"}], min_units=K,
+                history=None, budget=None, totals=None)
+    base.update(kw)
+    return write_config(folder, f"{name}.yaml", **base)
+
+
+def week_dims() -> list:
+    return ["city", {"column": "event_time", "grain": "week", "as": "week"}]
+
+
+def month_dims() -> list:
+    return ["city", {"column": "event_time", "grain": "month", "as": "month"}]
+
+
+# ----- the attacker ------------------------------------------------------------------------------
+
+def regions(release) -> list[dict]:
+    """Each published row as (city or None, [start, end) or None, rows)."""
+    out = []
+    for row in pq.read_table(release.report_path).to_pylist():
+        start = end = None
+        if row.get("week") is not None:
+            start, end = row["week"], row["week"] + dt.timedelta(days=7)
+        elif row.get("month") is not None:
+            start = row["month"]
+            end = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+        elif "week" in row or "month" in row:
+            continue  # a margin over time: not used by these attacks
+        out.append({"city": row.get("city"), "start": start, "end": end, "rows": row["rows"]})
+    return out
+
+
+def inside(f: dict, c: dict) -> bool:
+    if f == c:
+        return False
+    if c["city"] is not None and f["city"] != c["city"]:
+        return False
+    if f["city"] is None and c["city"] is not None:
+        return False
+    if c["start"] is None:
+        return f["city"] is not None or f["start"] is not None
+    return f["start"] is not None and c["start"] <= f["start"] and f["end"] <= c["end"]
+
+
+def truth(src: Path, c: dict, inner: list[dict]) -> int:
+    """People with a row in ``c``'s region that no inner region covers (plain SQL over raw rows)."""
+    def where(r: dict) -> str:
+        parts = ["TRUE"]
+        if r["city"] is not None:
+            parts.append(f"city = '{r['city']}'")
+        if r["start"] is not None:
+            parts.append(f"event_time >= DATE '{r['start']}' AND event_time < DATE '{r['end']}'")
+        return " AND ".join(parts)
+
+    covered = " OR ".join(f"({where(r)})" for r in inner) or "FALSE"
+    return duckdb.connect().execute(
+        f"SELECT count(DISTINCT user_id) FROM '{src}' WHERE ({where(c)}) AND NOT ({covered})").fetchone()[0]  # noqa: S608
+
+
+def leaks(src: Path, *releases) -> list[tuple]:
+    found = []
+    for x in releases:
+        for y in releases:
+            if x is y:
+                continue
+            inner_all = regions(y)
+            for c in regions(x):
+                inner = [f for f in inner_all if inside(f, c)]
+                if not inner:
+                    continue
+                d = c["rows"] - sum(f["rows"] for f in inner)
+                who = truth(src, c, inner)
+                if d != 0 and 1 <= who < K:
+                    found.append((x.manifest["report"], c, y.manifest["report"], d, who))
+    return found
+
+
+# ----- the attacks ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("order", ["weeks first", "month first"])
+def test_a_month_against_its_published_weeks(tmp_path: Path, order: str) -> None:
+    (tmp_path / "data").mkdir()
+    src = feb_events(tmp_path / "data" / "events.parquet")
+    weekly = load_config(cfg(tmp_path, "weekly", dimensions=week_dims()))
+    monthly = load_config(cfg(tmp_path, "monthly", dimensions=month_dims()))
+    first, second = (weekly, monthly) if order == "weeks first" else (monthly, weekly)
+    a = run_report(first, "feb")
+    b = run_report(second, "feb")
+    w, m = (a, b) if order == "weeks first" else (b, a)
+    # the attack exists: A's month holds 61 people, its weeks 1-3 hold 60, week 4 only buyer 999
+    assert truth(src, {"city": "A", "start": FEB, "end": dt.date(2027, 3, 1)},
+                 [{"city": "A", "start": s, "end": s + dt.timedelta(days=7)} for s in WEEKS[:3]]) == 1
+    assert leaks(src, a, b) == []
+    # nothing lost where nothing leaks: city B's month and all its weeks are published
+    assert any(r["city"] == "B" for r in regions(m))
+    assert sum(r["city"] == "B" for r in regions(w)) == 4
+
+
+@pytest.mark.parametrize("order", ["cells first", "total first"])
+def test_a_grand_total_against_another_reports_cells(tmp_path: Path, order: str) -> None:
+    (tmp_path / "data").mkdir()
+    src = feb_events(tmp_path / "data" / "events.parquet")
+    cells = load_config(cfg(tmp_path, "cells"))
+    with_total = load_config(cfg(tmp_path, "with_total", totals=[[]]))
+    first, second = (cells, with_total) if order == "cells first" else (with_total, cells)
+    a = run_report(first, "d1")
+    b = run_report(second, "d1")
+    # the attack exists: all cities but D (one buyer) are publishable on their own
+    assert truth(src, {"city": None, "start": None, "end": None},
+                 [{"city": c, "start": None, "end": None} for c in "ABC"]) == 1
+    assert leaks(src, a, b) == []
+    assert any(r["city"] == "B" for r in regions(b)) and any(r["city"] == "B" for r in regions(a))
