@@ -157,3 +157,33 @@ def test_a_grand_total_against_another_reports_cells(tmp_path: Path, order: str)
                  [{"city": c, "start": None, "end": None} for c in "ABC"]) == 1
     assert leaks(src, a, b) == []
     assert any(r["city"] == "B" for r in regions(b)) and any(r["city"] == "B" for r in regions(a))
+
+
+@pytest.mark.parametrize("order", ["finer first", "coarser first"])
+def test_a_cell_against_another_reports_cells_with_one_more_dimension(tmp_path: Path, order: str) -> None:
+    """City A: 60 buyers who only search and one buyer whose only event is an order. The
+    `city × event_type` report publishes (A, search) and withholds (A, order); a `city` report's A
+    cell minus (A, search) would be that buyer's order count."""
+    (tmp_path / "data").mkdir()
+    src = tmp_path / "data" / "events.parquet"
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT i AS user_id, 'A' AS city, 'search' AS event_type FROM range(60) r(i), range(2)")
+    con.execute("INSERT INTO t SELECT 999, 'A', 'order' FROM range(3)")
+    con.execute("INSERT INTO t SELECT 5000 + i, 'B', e FROM range(80) r(i), (VALUES ('search'), ('order')) v(e)")
+    con.execute(f"COPY t TO '{src}' (FORMAT parquet)")
+    fine = load_config(cfg(tmp_path, "fine", dimensions=["city", "event_type"]))
+    coarse = load_config(cfg(tmp_path, "coarse"))
+    first, second = (fine, coarse) if order == "finer first" else (coarse, fine)
+    a, b = run_report(first, "d1"), run_report(second, "d1")
+    f, c = (a, b) if order == "finer first" else (b, a)
+    fine_rows = pq.read_table(f.report_path).to_pylist()
+    coarse_rows = {r["city"]: r["rows"] for r in pq.read_table(c.report_path).to_pylist()}
+    for city, total in coarse_rows.items():
+        inner = [r for r in fine_rows if r["city"] == city]
+        d = total - sum(r["rows"] for r in inner)
+        types = [r["event_type"] for r in inner]
+        who = duckdb.connect().execute(
+            f"SELECT count(DISTINCT user_id) FROM '{src}' WHERE city = ? AND NOT list_contains(?, event_type)",  # noqa: S608
+            [city, types]).fetchone()[0]
+        assert not (d != 0 and 1 <= who < K), (city, d, who)
+    assert "B" in coarse_rows and sum(r["city"] == "B" for r in fine_rows) == 2
