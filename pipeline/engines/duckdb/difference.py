@@ -152,8 +152,16 @@ def candidate_units_sql(cfg: ReportConfig, salt_hex: str) -> str:
             f"[{digests}]::UBIGINT[] AS ch FROM ({hashed})")
 
 
-def _close_sql(pairs: list[tuple[int, int]]) -> str:
-    """Cells of ``__cand_units`` close to a cell with the same key in one of the releases ``$1``,
+def _ids(con: Any, table: str, ids: list[str] | tuple[str, ...], groups: dict[str, int] | None = None) -> str:
+    """A temp table of release ids (with their component group), for a semi-join (a list literal
+    would be searched once per row)."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} (release_id VARCHAR, grp INTEGER)")
+    con.executemany(f"INSERT INTO {table} VALUES (?, ?)", [[i, (groups or {}).get(i, 0)] for i in ids])
+    return f"(SELECT release_id FROM {table})"
+
+
+def _close_sql(pairs: list[tuple[int, int]], ids: str) -> str:
+    """Cells of ``__cand_units`` close to a cell with the same key in one of the releases ``ids``,
     whose components at 1-based list positions ``(new, old)`` in ``pairs`` are the quantities both
     publish."""
     differs = " OR ".join(f"h.ch[{j}] <> n.ch[{i}]" for i, j in pairs) or "FALSE"
@@ -161,18 +169,18 @@ def _close_sql(pairs: list[tuple[int, int]]) -> str:
         WITH a AS (SELECT cell_key, count(*) AS na FROM __cand_units GROUP BY cell_key),
         b AS (
             SELECT h.release_id, h.cell_key, count(*) AS nb FROM __hist.cell_units h
-            WHERE list_contains($1, h.release_id) AND h.cell_key IN (SELECT cell_key FROM a)
+            WHERE h.release_id IN {ids} AND h.cell_key IN (SELECT cell_key FROM a)
             GROUP BY ALL
         ),
         i AS (
             SELECT h.release_id, h.cell_key, count(*) AS ni,
                    count(*) FILTER (WHERE coalesce({differs}, FALSE)) AS nd
             FROM __hist.cell_units h JOIN __cand_units n ON n.cell_key = h.cell_key AND n.uh = h.uh
-            WHERE list_contains($1, h.release_id)
+            WHERE h.release_id IN {ids}
             GROUP BY ALL
         )
         SELECT DISTINCT a.cell_key FROM a JOIN b USING (cell_key) LEFT JOIN i USING (release_id, cell_key)
-        WHERE a.na + b.nb - 2 * coalesce(i.ni, 0) + coalesce(i.nd, 0) BETWEEN $2 AND $3
+        WHERE a.na + b.nb - 2 * coalesce(i.ni, 0) + coalesce(i.nd, 0) BETWEEN $1 AND $2
     """
 
 
@@ -213,7 +221,7 @@ def apply_difference_check(
         lo, hi = difference_window(cfg)  # the rule (privacy.rules): 1 .. k - 1
         for theirs, ids in sorted(groups.items()):
             pairs = [(mine.index(c) + 1, theirs.index(c) + 1) for c in theirs if c in mine]
-            close.update(r[0] for r in con.execute(_close_sql(pairs), [ids, lo, hi]).fetchall())
+            close.update(r[0] for r in con.execute(_close_sql(pairs, _ids(con, "__diff_ids", ids)), [lo, hi]).fetchall())
         if schema is not None and prev:
             comps_of = {rid: tuple(c or ()) for rid, c in prev}
             close.update(_nested_close(cfg, con, hist, schema, comps_of, lo, hi))
@@ -248,7 +256,7 @@ def _family_signatures(con: Any, ids: list[str]) -> dict[str, list[str]]:
     missing = sorted(set(ids) - {r[0] for r in rows})
     if missing:
         rows += con.execute(f"SELECT DISTINCT release_id, {SIGNATURE_SQL} FROM __hist.cell_units "
-                            "WHERE list_contains($1, release_id)", [missing]).fetchall()
+                            f"WHERE release_id IN {_ids(con, '__legacy_ids', missing)}").fetchall()
     out: dict[str, list[str]] = {}
     for rid, sig in sorted(rows):
         out.setdefault(sig, []).append(rid)
@@ -296,49 +304,50 @@ def _nested_close(
                     FROM __nest_pu p WHERE p.__u IS NOT NULL GROUP BY ALL
                 ) WHERE parent_key IN (SELECT __cell_key FROM __cells WHERE __level = {lv.index} AND __reason IS NULL)
             """)
-            con.execute("""
-                CREATE OR REPLACE TEMP TABLE __nest_prior AS
-                SELECT DISTINCT h.release_id, h.cell_key AS sub_key, h.uh, h.ch FROM __hist.cell_units h
-                WHERE list_contains($1, h.release_id) AND h.cell_key IN (SELECT DISTINCT sub_key FROM __nest_sub)
-            """, [ids])
             groups: dict[tuple[str, ...], list[str]] = {}
             for rid in ids:
                 groups.setdefault(comps_of.get(rid, ()), []).append(rid)
+            grp_of = {rid: g for g, gids in enumerate(groups.values()) for rid in gids}
+            _ids(con, "__fam_ids", ids, grp_of)
+            con.execute("""
+                CREATE OR REPLACE TEMP TABLE __nest_prior AS
+                SELECT h.release_id, f.grp, h.cell_key AS sub_key, h.uh, h.ch
+                FROM __hist.cell_units h JOIN __fam_ids f USING (release_id) WHERE h.cell_key IN (SELECT DISTINCT sub_key FROM __nest_sub)
+            """)
             differs = {}
-            for theirs, gids in groups.items():
+            for g, (theirs, _gids) in enumerate(groups.items()):
                 pairs = [(mine.index(c) + 1, theirs.index(c) + 1) for c in theirs if c in mine]
-                differs[tuple(gids)] = " OR ".join(f"h.ch[{j}] <> n.ch[{i}]" for i, j in pairs) or "FALSE"
+                differs[g] = " OR ".join(f"h.ch[{j}] <> n.ch[{i}]" for i, j in pairs) or "FALSE"
             # the reader's options per sub-cell: subtract nothing ('' = residual: its people) or an earlier cell
-            opts = ["SELECT parent_key, sub_key, '' AS rid, count(*) AS d FROM __nest_sub GROUP BY ALL"]
-            for gids, diff in differs.items():
+            opts = ["SELECT parent_key, sub_key, '' AS rid, -1 AS grp, count(*) AS d FROM __nest_sub GROUP BY ALL"]
+            for g, diff in differs.items():
                 opts.append(f"""
-                    SELECT t.parent_key, t.sub_key, b.release_id AS rid,
+                    SELECT t.parent_key, t.sub_key, b.release_id AS rid, {g} AS grp,
                            t.na + b.nb - 2 * coalesce(i.ni, 0) + coalesce(i.nd, 0) AS d
                     FROM (SELECT parent_key, sub_key, count(*) AS na FROM __nest_sub GROUP BY ALL) t
                     JOIN (SELECT release_id, sub_key, count(*) AS nb FROM __nest_prior
-                          WHERE list_contains({literal_list(gids)}, release_id) GROUP BY ALL) b USING (sub_key)
+                          WHERE grp = {g} GROUP BY ALL) b USING (sub_key)
                     LEFT JOIN (SELECT n.parent_key, n.sub_key, h.release_id, count(*) AS ni,
                                       count(*) FILTER (WHERE coalesce({diff}, FALSE)) AS nd
                                FROM __nest_sub n JOIN __nest_prior h ON h.sub_key = n.sub_key AND h.uh = n.uh
-                               WHERE list_contains({literal_list(gids)}, h.release_id) GROUP BY ALL) i
+                               WHERE h.grp = {g} GROUP BY ALL) i
                       ON i.parent_key = t.parent_key AND i.sub_key = t.sub_key AND i.release_id = b.release_id""")
             con.execute(f"""
                 CREATE OR REPLACE TEMP TABLE __nest_best AS
-                SELECT parent_key, sub_key, first(rid ORDER BY d, rid) AS rid FROM ({' UNION ALL '.join(opts)})
-                GROUP BY ALL
+                SELECT parent_key, sub_key, first(rid ORDER BY d, rid) AS rid, first(grp ORDER BY d, rid) AS grp
+                FROM ({' UNION ALL '.join(opts)}) GROUP BY ALL
             """)
             residual = ["SELECT n.parent_key, n.uh FROM __nest_sub n JOIN __nest_best b USING (parent_key, sub_key) "
                         "WHERE b.rid = ''"]
-            for gids, diff in differs.items():
-                in_group = f"list_contains({literal_list(gids)}, b.rid)"
+            for g, diff in differs.items():
                 residual.append(
                     "SELECT n.parent_key, n.uh FROM __nest_sub n JOIN __nest_best b USING (parent_key, sub_key) "
                     "LEFT JOIN __nest_prior h ON h.release_id = b.rid AND h.sub_key = n.sub_key AND h.uh = n.uh "
-                    f"WHERE {in_group} AND (h.uh IS NULL OR coalesce({diff}, FALSE))")
+                    f"WHERE b.grp = {g} AND (h.uh IS NULL OR coalesce({diff}, FALSE))")
                 residual.append(
                     "SELECT b.parent_key, h.uh FROM __nest_best b JOIN __nest_prior h "
                     "ON h.release_id = b.rid AND h.sub_key = b.sub_key "
-                    f"WHERE {in_group} AND NOT EXISTS (SELECT 1 FROM __nest_sub n WHERE n.parent_key = b.parent_key "
+                    f"WHERE b.grp = {g} AND NOT EXISTS (SELECT 1 FROM __nest_sub n WHERE n.parent_key = b.parent_key "
                     "AND n.sub_key = b.sub_key AND n.uh = h.uh)")
             flagged = con.execute(f"""
                 SELECT parent_key FROM ({' UNION ALL '.join(residual)})
@@ -411,19 +420,21 @@ def _complements_for_earlier_cells(
                        left(sha256({salt} || CAST(p.__u AS VARCHAR)), 16) AS uh, {', '.join(sums)}
                 FROM __rev_pu p WHERE p.__u IS NOT NULL GROUP BY ALL
             """)
-            con.execute("""
-                CREATE OR REPLACE TEMP TABLE __rev_prior AS
-                SELECT DISTINCT h.release_id, h.cell_key AS region_key, h.uh, h.ch FROM __hist.cell_units h
-                WHERE list_contains($1, h.release_id) AND h.cell_key IN (SELECT DISTINCT region_key FROM __rev_piece)
-            """, [ids])
             groups: dict[tuple[str, ...], list[str]] = {}
             for rid in ids:
                 groups.setdefault(comps_of.get(rid, ()), []).append(rid)
+            grp_of = {rid: g for g, gids in enumerate(groups.values()) for rid in gids}
+            _ids(con, "__fam_ids", ids, grp_of)
+            con.execute("""
+                CREATE OR REPLACE TEMP TABLE __rev_prior AS
+                SELECT h.release_id, f.grp, h.cell_key AS region_key, h.uh, h.ch
+                FROM __hist.cell_units h JOIN __fam_ids f USING (release_id) WHERE h.cell_key IN (SELECT DISTINCT region_key FROM __rev_piece)
+            """)
             comps = components(cfg)
             values = ", ".join(f"{expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
             digests = ", ".join(f"hash(uh, {literal(name)}, __x{k})" for k, (name, _) in enumerate(comps))
             for _round in range(MAX_ROUNDS + 1):
-                flagged = _flagged_regions(con, lv.index, groups, mine, values, digests, lo, hi)
+                flagged = _flagged_regions(con, lv.index, list(groups), mine, values, digests, lo, hi)
                 if not flagged:
                     break
                 con.execute("CREATE OR REPLACE TEMP TABLE __rev_flagged (region_key VARCHAR)")
@@ -456,7 +467,7 @@ def _value_columns(con: Any, table: str) -> list[str]:
 
 
 def _flagged_regions(
-    con: Any, level: int, groups: dict[tuple[str, ...], list[str]], mine: list[str],
+    con: Any, level: int, groups: list[tuple[str, ...]], mine: list[str],
     values: str, digests: str, lo: int, hi: int,
 ) -> set[str]:
     """Earlier coarse cells (``__rev_prior``) whose residual after subtracting this release's
@@ -472,26 +483,22 @@ def _flagged_regions(
                     GROUP BY c.region_key, p.uh)
             SELECT region_key, uh, [{digests}]::UBIGINT[] AS ch FROM tot
         """)
-        for theirs, gids in groups.items():
+        for g, theirs in enumerate(groups):
             pairs = [(mine.index(c) + 1, theirs.index(c) + 1) for c in theirs if c in mine]
             differs = " OR ".join(f"h.ch[{j}] <> n.ch[{i}]" for i, j in pairs) or "FALSE"
             out.update(r[0] for r in con.execute(f"""
                 WITH b AS (SELECT release_id, region_key, count(*) AS nb FROM __rev_prior
-                           WHERE list_contains($1, release_id) GROUP BY ALL),
+                           WHERE grp = {g} GROUP BY ALL),
                 a AS (SELECT region_key, count(*) AS na FROM __rev_now GROUP BY ALL),
                 i AS (SELECT h.release_id, h.region_key, count(*) AS ni,
                              count(*) FILTER (WHERE coalesce({differs}, FALSE)) AS nd
                       FROM __rev_prior h JOIN __rev_now n ON n.region_key = h.region_key AND n.uh = h.uh
-                      WHERE list_contains($1, h.release_id) GROUP BY ALL)
+                      WHERE h.grp = {g} GROUP BY ALL)
                 SELECT DISTINCT b.region_key FROM b LEFT JOIN a USING (region_key)
                 LEFT JOIN i USING (release_id, region_key)
-                WHERE coalesce(a.na, 0) + b.nb - 2 * coalesce(i.ni, 0) + coalesce(i.nd, 0) BETWEEN $2 AND $3
-            """, [gids, lo, hi]).fetchall())
+                WHERE coalesce(a.na, 0) + b.nb - 2 * coalesce(i.ni, 0) + coalesce(i.nd, 0) BETWEEN $1 AND $2
+            """, [lo, hi]).fetchall())
     return out
-
-
-def literal_list(values: tuple[str, ...] | list[str]) -> str:
-    return "[" + ", ".join(literal(v) for v in values) + "]::VARCHAR[]"
 
 
 def record_release(cfg: ReportConfig, con: Any, hist: History, release_id: str, source_id: str, run_id: str) -> None:
