@@ -42,7 +42,30 @@ CREATE TABLE IF NOT EXISTS cell_units (release_id VARCHAR, cell_key VARCHAR, uh 
 ALTER TABLE releases ADD COLUMN IF NOT EXISTS components VARCHAR[];
 ALTER TABLE cell_units ADD COLUMN IF NOT EXISTS ch UBIGINT[];
 CREATE TABLE IF NOT EXISTS release_levels (release_id VARCHAR, signature VARCHAR);
+CREATE TABLE IF NOT EXISTS cell_sketch (release_id VARCHAR, cell_key VARCHAR, n BIGINT, SKETCH_COLUMNS);
 """
+# Per published cell the history also keeps a presence sketch: its people counted in 32 buckets
+# of their unit hash. |count difference| and the L1 distance of two sketches are lower bounds of
+# the number of people present in only one of two cells (each such person moves one bucket count
+# by one), so a pair whose bound passes k − 1 needs no person-level comparison.
+SKETCH_BUCKETS = 32
+SCHEMA = SCHEMA.replace("SKETCH_COLUMNS", ", ".join(f"b{b} INTEGER" for b in range(SKETCH_BUCKETS)))
+# the bucket of a unit hash (hex text): from its first two hex digits, portable SQL
+BUCKET_SQL = ("(16 * ((strpos('0123456789abcdef', {col}[1:1]) - 1) % 2) "
+              "+ strpos('0123456789abcdef', {col}[2:2]) - 1)")
+
+
+def sketch_sql(table: str, key: str, unit: str = "uh") -> str:
+    """Per ``key`` of ``table``: ``n`` (rows: one per person) and the bucket counts ``b0``..``b31``."""
+    buckets = ", ".join(f"count(*) FILTER (WHERE __bk = {b}) AS b{b}" for b in range(SKETCH_BUCKETS))
+    return (f"SELECT {key} AS cell_key, count(*) AS n, {buckets} FROM "
+            f"(SELECT {key}, {BUCKET_SQL.format(col=unit)} AS __bk FROM {table}) GROUP BY {key}")
+
+
+def lower_bound_sql(a: str, b: str) -> str:
+    """A lower bound of the people present in only one of the cells sketched in ``a`` and ``b``."""
+    l1 = " + ".join(f"abs({a}.b{i} - {b}.b{i})" for i in range(SKETCH_BUCKETS))
+    return f"greatest(abs({a}.n - {b}.n), {l1})"
 SEP = "\x1f"
 # a time grain's length in days, to tell which grains are finer (a week is finer than a month even
 # though weeks straddle months: the sub-cell of a month is then the part of a week inside it)
@@ -169,13 +192,14 @@ def _close_sql(pairs: list[tuple[int, int]], ids: str) -> str:
         WITH a AS (SELECT cell_key, count(*) AS na FROM __cand_units GROUP BY cell_key),
         b AS (
             SELECT h.release_id, h.cell_key, count(*) AS nb FROM __hist.cell_units h
-            WHERE h.release_id IN {ids} AND h.cell_key IN (SELECT cell_key FROM a)
+            JOIN __need USING (release_id, cell_key) WHERE h.release_id IN {ids}
             GROUP BY ALL
         ),
         i AS (
             SELECT h.release_id, h.cell_key, count(*) AS ni,
                    count(*) FILTER (WHERE coalesce({differs}, FALSE)) AS nd
-            FROM __hist.cell_units h JOIN __cand_units n ON n.cell_key = h.cell_key AND n.uh = h.uh
+            FROM __hist.cell_units h JOIN __need USING (release_id, cell_key)
+            JOIN __cand_units n ON n.cell_key = h.cell_key AND n.uh = h.uh
             WHERE h.release_id IN {ids}
             GROUP BY ALL
         )
@@ -219,6 +243,7 @@ def apply_difference_check(
         for rid, comps in prev:
             groups.setdefault(tuple(comps or ()), []).append(rid)
         lo, hi = difference_window(cfg)  # the rule (privacy.rules): 1 .. k - 1
+        _needed_pairs(con, [rid for rid, _ in prev], hi)
         for theirs, ids in sorted(groups.items()):
             pairs = [(mine.index(c) + 1, theirs.index(c) + 1) for c in theirs if c in mine]
             close.update(r[0] for r in con.execute(_close_sql(pairs, _ids(con, "__diff_ids", ids)), [lo, hi]).fetchall())
@@ -233,6 +258,37 @@ def apply_difference_check(
     finally:
         con.execute("DETACH __hist")
     return len(close) + more
+
+
+def _has_sketch_table(con: Any) -> bool:
+    return "cell_sketch" in {r[0] for r in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = '__hist'").fetchall()}
+
+
+def _sketched(con: Any) -> set[str]:
+    """Releases whose cells have presence sketches (recorded since sketches exist)."""
+    if not _has_sketch_table(con):
+        return set()
+    return {r[0] for r in con.execute("SELECT DISTINCT release_id FROM __hist.cell_sketch").fetchall()}
+
+
+def _needed_pairs(con: Any, ids: list[str], hi: int) -> None:
+    """``__need``: the (earlier release, cell key) pairs whose person-level comparison with this
+    release's same-key cell can find 1 to ``hi`` people: every pair of a release without sketches,
+    and the pairs whose sketch lower bound is at most ``hi``."""
+    sketched = _sketched(con) & set(ids)
+    legacy = sorted(set(ids) - sketched)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __cand_sk AS {sketch_sql('__cand_units', 'cell_key')}")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE __need AS
+        SELECT h.release_id, h.cell_key FROM __hist.cell_sketch h JOIN __cand_sk c USING (cell_key)
+        WHERE h.release_id IN {_ids(con, '__sk_ids', sorted(sketched))} AND {lower_bound_sql('c', 'h')} <= {int(hi)}
+    """) if sketched else con.execute("CREATE OR REPLACE TEMP TABLE __need (release_id VARCHAR, cell_key VARCHAR)")
+    if legacy:
+        con.execute(f"""
+            INSERT INTO __need SELECT DISTINCT release_id, cell_key FROM __hist.cell_units
+            WHERE release_id IN {_ids(con, '__legacy_pair_ids', legacy)} AND cell_key IN (SELECT cell_key FROM __cand_sk)
+        """)
 
 
 def _withhold(con: Any, keys: set[str]) -> None:
@@ -309,6 +365,24 @@ def _nested_close(
                 groups.setdefault(comps_of.get(rid, ()), []).append(rid)
             grp_of = {rid: g for g, gids in enumerate(groups.values()) for rid in gids}
             _ids(con, "__fam_ids", ids, grp_of)
+            if not set(ids) - _sketched(con):
+                # the residual is at least, over C's sub-cells, the least of the sub-cell's people and
+                # the sketch bounds against each earlier cell with its key: drop the C where that passes hi
+                con.execute(f"""
+                    DELETE FROM __nest_sub WHERE parent_key NOT IN (
+                        WITH s AS (
+                            SELECT parent_key, sub_key, count(*) AS n,
+                                   {', '.join(f'count(*) FILTER (WHERE __bk = {b}) AS b{b}' for b in range(SKETCH_BUCKETS))}
+                            FROM (SELECT parent_key, sub_key, {BUCKET_SQL.format(col='uh')} AS __bk FROM __nest_sub)
+                            GROUP BY ALL),
+                        p AS (SELECT s.parent_key, s.sub_key, min({lower_bound_sql('s', 'h')}) AS best
+                              FROM s JOIN __hist.cell_sketch h ON h.cell_key = s.sub_key
+                              WHERE h.release_id IN (SELECT release_id FROM __fam_ids) GROUP BY ALL)
+                        SELECT s.parent_key FROM s LEFT JOIN p USING (parent_key, sub_key)
+                        GROUP BY s.parent_key HAVING max(least(s.n, coalesce(p.best, s.n))) <= {int(hi)})
+                """)
+            if not con.execute("SELECT count(*) FROM __nest_sub").fetchall()[0][0]:
+                continue
             con.execute("""
                 CREATE OR REPLACE TEMP TABLE __nest_prior AS
                 SELECT h.release_id, f.grp, h.cell_key AS sub_key, h.uh, h.ch
@@ -425,16 +499,12 @@ def _complements_for_earlier_cells(
                 groups.setdefault(comps_of.get(rid, ()), []).append(rid)
             grp_of = {rid: g for g, gids in enumerate(groups.values()) for rid in gids}
             _ids(con, "__fam_ids", ids, grp_of)
-            con.execute("""
-                CREATE OR REPLACE TEMP TABLE __rev_prior AS
-                SELECT h.release_id, f.grp, h.cell_key AS region_key, h.uh, h.ch
-                FROM __hist.cell_units h JOIN __fam_ids f USING (release_id) WHERE h.cell_key IN (SELECT DISTINCT region_key FROM __rev_piece)
-            """)
+            unsketched = sorted(set(ids) - _sketched(con))
             comps = components(cfg)
             values = ", ".join(f"{expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
             digests = ", ".join(f"hash(uh, {literal(name)}, __x{k})" for k, (name, _) in enumerate(comps))
             for _round in range(MAX_ROUNDS + 1):
-                flagged = _flagged_regions(con, lv.index, list(groups), mine, values, digests, lo, hi)
+                flagged = _flagged_regions(con, lv.index, list(groups), mine, values, digests, lo, hi, unsketched)
                 if not flagged:
                     break
                 con.execute("CREATE OR REPLACE TEMP TABLE __rev_flagged (region_key VARCHAR)")
@@ -468,10 +538,12 @@ def _value_columns(con: Any, table: str) -> list[str]:
 
 def _flagged_regions(
     con: Any, level: int, groups: list[tuple[str, ...]], mine: list[str],
-    values: str, digests: str, lo: int, hi: int,
+    values: str, digests: str, lo: int, hi: int, unsketched: list[str],
 ) -> set[str]:
-    """Earlier coarse cells (``__rev_prior``) whose residual after subtracting this release's
-    published cells of ``level`` (both strategies) is ``lo``..``hi`` people."""
+    """Earlier coarse cells of the releases in ``__fam_ids`` whose residual after subtracting this
+    release's published cells of ``level`` (both strategies) is ``lo``..``hi`` people. Only the
+    (release, coarse cell) pairs whose sketch bound allows such a residual (and those of releases
+    in ``unsketched``) are compared person by person."""
     published = f"(SELECT __cell_key FROM __cells WHERE __level = {level} AND __reason IS NULL)"
     inside = "(SELECT cell_key FROM __rev_piece GROUP BY cell_key HAVING count(DISTINCT region_key) = 1)"
     out: set[str] = set()
@@ -482,6 +554,31 @@ def _flagged_regions(
             tot AS (SELECT c.region_key, p.uh, {values} FROM chosen c JOIN __rev_piece p ON p.cell_key = c.cell_key
                     GROUP BY c.region_key, p.uh)
             SELECT region_key, uh, [{digests}]::UBIGINT[] AS ch FROM tot
+        """)
+        # regions the subtraction leaves empty on this side still count: their residual is the earlier cell
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE __rev_now_sk AS
+            SELECT r.region_key AS cell_key, coalesce(s.n, 0) AS n,
+                   {', '.join(f'coalesce(s.b{b}, 0) AS b{b}' for b in range(SKETCH_BUCKETS))}
+            FROM (SELECT DISTINCT region_key FROM __rev_piece) r
+            LEFT JOIN ({sketch_sql('__rev_now', 'region_key')}) s ON s.cell_key = r.region_key
+        """)
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE __rev_need AS
+            SELECT h.release_id, h.cell_key FROM __hist.cell_sketch h JOIN __rev_now_sk c USING (cell_key)
+            WHERE h.release_id IN (SELECT release_id FROM __fam_ids) AND {lower_bound_sql('c', 'h')} <= {int(hi)}
+        """) if _has_sketch_table(con) else con.execute(
+            "CREATE OR REPLACE TEMP TABLE __rev_need (release_id VARCHAR, cell_key VARCHAR)")
+        if unsketched:
+            con.execute(f"""
+                INSERT INTO __rev_need SELECT DISTINCT release_id, cell_key FROM __hist.cell_units
+                WHERE release_id IN {_ids(con, '__rev_legacy', unsketched)}
+                  AND cell_key IN (SELECT cell_key FROM __rev_now_sk)
+            """)
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE __rev_prior AS
+            SELECT h.release_id, f.grp, h.cell_key AS region_key, h.uh, h.ch
+            FROM __hist.cell_units h JOIN __rev_need USING (release_id, cell_key) JOIN __fam_ids f USING (release_id)
         """)
         for g, theirs in enumerate(groups):
             pairs = [(mine.index(c) + 1, theirs.index(c) + 1) for c in theirs if c in mine]
@@ -525,6 +622,12 @@ def record_release(cfg: ReportConfig, con: Any, hist: History, release_id: str, 
         con.execute(
             "INSERT INTO __hist.cell_units (release_id, cell_key, uh, ch) SELECT $1, u.cell_key, u.uh, u.ch "
             "FROM __cand_units u WHERE u.cell_key IN (SELECT __cell_key FROM __cells WHERE __reason IS NULL)",
+            [release_id],
+        )
+        con.execute("DELETE FROM __hist.cell_sketch WHERE release_id = $1", [release_id])
+        con.execute(
+            f"INSERT INTO __hist.cell_sketch SELECT $1, s.* FROM ({sketch_sql('__cand_units', 'cell_key')}) s "
+            "WHERE s.cell_key IN (SELECT __cell_key FROM __cells WHERE __reason IS NULL)",
             [release_id],
         )
         con.execute("DELETE FROM __hist.release_levels WHERE release_id = $1", [release_id])
