@@ -463,7 +463,8 @@ def _widest_complement(system: TableSystem, values: CellValues, var: int, name: 
     if name == "rows":
         weight = values.rows
     else:
-        weight = values.slots[int(name.split()[1])].s
+        kind, i = name.split()
+        weight = values.slots[int(i)].c if kind == "count" else values.slots[int(i)].s
     if weight is None:
         return None
     cand = [int(m) for e in system.eqs_of(var) for m in system.members[e]

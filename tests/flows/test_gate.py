@@ -171,6 +171,34 @@ def test_check_without_source_and_with_config(project: Path) -> None:
     assert bad.exit_code == 1 and "is not a release folder" in bad.stderr
 
 
+def test_check_without_source_refuses_a_published_unit_count_below_k(project: Path) -> None:
+    """Guarantee: without the source the gate still refuses rows whose own published distinct-unit
+    count is below min_units (the forged row keeps the hash consistent, so only this check fires)."""
+    cfg = write_config(project)
+    assert run_cli("run", cfg, "--run-id", "r1").exit_code == 0
+    [rel] = release_dirs(project)
+    (project / "data" / "events.parquet").rename(project / "moved.parquet")
+    path = rel / "report.parquet"
+    table = pq.read_table(path)
+    buyers = table.column("buyers").to_pylist()
+    buyers[0] = 3  # one row now states 3 buyers, below k = 10
+    pq.write_table(table.set_column(table.column_names.index("buyers"), "buyers",
+                                    pa.array(buyers, table.schema.field("buyers").type)), path)
+    manifest = json.loads((rel / "manifest.json").read_text())
+    manifest["report_file"]["sha256"] = __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+    (rel / "manifest.json").write_text(json.dumps(manifest))
+    res = run_cli("check", rel)
+    assert res.exit_code == 3, res.output
+    assert "1 published row(s) show fewer than min_units=10 units" in res.stderr
+    # at exactly k the row passes: the rule is "fewer than", not "at most"
+    buyers[0] = 10
+    pq.write_table(table.set_column(table.column_names.index("buyers"), "buyers",
+                                    pa.array(buyers, table.schema.field("buyers").type)), path)
+    manifest["report_file"]["sha256"] = __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+    (rel / "manifest.json").write_text(json.dumps(manifest))
+    assert run_cli("check", rel).exit_code == 0
+
+
 # ----- identifier patterns -----------------------------------------------------------------------
 
 
