@@ -222,15 +222,10 @@ class Ledger:
             entries = self.entries()
             committed = self._read_commitment()
             cseq = int(committed.get("seq", 0)) if committed else 0
-            if cseq > len(entries):
-                raise LedgerError(
-                    f"ledger {self.path} holds {len(entries)} entries but its secret records {cseq}: the ledger "
-                    "was deleted or rolled back to an earlier copy, which would spend the budget again; "
-                    "restore the latest ledger from backup (nothing was published)"
-                )
             if not entries:
                 if self.head_path.exists() and self._read_head().get("seq", 0) > 0:
                     raise LedgerError(f"ledger {self.path} lost all its entries (head records some): tampered")
+                self._check_commitment(cseq, 0)
                 return 0
             prev = GENESIS
             for i, e in enumerate(entries, start=1):
@@ -243,6 +238,7 @@ class Ledger:
                 if not hmac.compare_digest(self._mac(e.entry_hash), e.mac):
                     raise LedgerError(f"ledger {self.path}: entry {e.seq} has an invalid MAC (not written by this ledger's key): tampered")
                 prev = e.entry_hash
+            self._check_commitment(cseq, len(entries))
             head = self._read_head()
             hseq = int(head.get("seq", 0))
             if hseq > len(entries):
@@ -259,6 +255,14 @@ class Ledger:
             if cseq < len(entries):  # likewise (or a ledger from before the secret recorded its state)
                 self._commit(entries[-1])
             return len(entries)
+
+    def _check_commitment(self, cseq: int, n: int) -> None:
+        if cseq > n:
+            raise LedgerError(
+                f"ledger {self.path} holds {n} entries but its secret records {cseq}: the ledger "
+                "was deleted or rolled back to an earlier copy, which would spend the budget again; "
+                "restore the latest ledger from backup (nothing was published)"
+            )
 
     def _read_commitment(self) -> dict[str, Any] | None:
         self.secret()  # created (or checked) first

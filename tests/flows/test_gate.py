@@ -246,3 +246,22 @@ def test_luhn() -> None:
     assert luhn_ok("4111 1111 1111 1111") and luhn_ok("5500-0000-0000-0004")
     assert not luhn_ok("4111 1111 1111 1112") and not luhn_ok("411111111111")  # too short
     assert luhn_ok("378282246310005") and is_identifier_like("card 378282246310005") is not None
+
+
+def _with_check_digit(body: str) -> str:
+    """An independent Luhn: the digit that makes ``body`` + digit valid."""
+    total = 0
+    for i, ch in enumerate(reversed(body)):
+        d = int(ch) * (2 if i % 2 == 0 else 1)
+        total += d - 9 if d > 9 else d
+    return body + str((10 - total % 10) % 10)
+
+
+@pytest.mark.parametrize("length", [12, 13, 16, 19, 20])
+def test_luhn_lengths_are_thirteen_to_nineteen_digits(length: int) -> None:
+    """Card numbers have 13 to 19 digits: a valid check digit outside that range is no card."""
+    for body in ("4" + "7" * (length - 2), "5" + "38" * length):
+        number = _with_check_digit(body[: length - 1])
+        assert len(number) == length
+        assert luhn_ok(number) is (13 <= length <= 19)
+        assert not luhn_ok(number[:-1] + str((int(number[-1]) + 1) % 10))
