@@ -82,6 +82,14 @@ def run_threshold(
                 from ..engines.duckdb.remainder import apply_remainder
 
                 cell_counts.update(apply_remainder(cfg, con))
+                if hist is not None:
+                    from ..engines.duckdb.difference import check_new_remainders
+
+                    dropped = check_new_remainders(cfg, con, hist, release_id)
+                    if dropped:
+                        cell_counts["remainder_rows_published"] -= dropped
+                        cell_counts["remainder_rows_withheld"] = cell_counts.get("remainder_rows_withheld", 0) + dropped
+                        cell_counts["remainder_rows_withheld_difference"] = dropped
         with stages.stage("collect"):
             if cfg.remainder:
                 from ..engines.duckdb.remainder import (

@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS cell_units (release_id VARCHAR, cell_key VARCHAR, uh 
 ALTER TABLE releases ADD COLUMN IF NOT EXISTS components VARCHAR[];
 ALTER TABLE cell_units ADD COLUMN IF NOT EXISTS ch UBIGINT[];
 CREATE TABLE IF NOT EXISTS release_levels (release_id VARCHAR, signature VARCHAR);
+CREATE TABLE IF NOT EXISTS remainder_members (release_id VARCHAR, remainder_key VARCHAR, cell_key VARCHAR);
 CREATE TABLE IF NOT EXISTS cell_sketch (release_id VARCHAR, cell_key VARCHAR, n BIGINT, SKETCH_COLUMNS);
 """
 # Per published cell the history also keeps a presence sketch: its people counted in 32 buckets
@@ -73,6 +74,13 @@ GRAIN_DAYS = {"day": 1, "week": 7, "month": 28, "quarter": 90, "year": 365}
 # the signature of a stored cell key: its ``column/grain`` parts without the values
 SIGNATURE_SQL = "regexp_replace(cell_key, '=[^\x1f]*', '', 'g')"
 Pair = tuple[str, str]  # (source column, grain or '')
+# a remainder row's key: the prefix and its level's signature (no dimension values; its members,
+# the withheld cells it aggregates, are recorded in ``remainder_members``)
+REMAINDER_PREFIX = "\x1eremainder="
+
+
+def remainder_key(cfg: ReportConfig, keep: list[int]) -> str:
+    return REMAINDER_PREFIX + signature(level_pairs(cfg, keep))
 
 
 def _bound(b: float) -> str:
@@ -179,7 +187,8 @@ def _ids(con: Any, table: str, ids: list[str] | tuple[str, ...], groups: dict[st
     """A temp table of release ids (with their component group), for a semi-join (a list literal
     would be searched once per row)."""
     con.execute(f"CREATE OR REPLACE TEMP TABLE {table} (release_id VARCHAR, grp INTEGER)")
-    con.executemany(f"INSERT INTO {table} VALUES (?, ?)", [[i, (groups or {}).get(i, 0)] for i in ids])
+    if ids:
+        con.executemany(f"INSERT INTO {table} VALUES (?, ?)", [[i, (groups or {}).get(i, 0)] for i in ids])
     return f"(SELECT release_id FROM {table})"
 
 
@@ -243,6 +252,7 @@ def apply_difference_check(
         for rid, comps in prev:
             groups.setdefault(tuple(comps or ()), []).append(rid)
         lo, hi = difference_window(cfg)  # the rule (privacy.rules): 1 .. k - 1
+        _ids(con, "__diff_all", [rid for rid, _ in prev])
         _needed_pairs(con, [rid for rid, _ in prev], hi)
         for theirs, ids in sorted(groups.items()):
             pairs = [(mine.index(c) + 1, theirs.index(c) + 1) for c in theirs if c in mine]
@@ -251,10 +261,10 @@ def apply_difference_check(
             comps_of = {rid: tuple(c or ()) for rid, c in prev}
             close.update(_nested_close(cfg, con, hist, schema, comps_of, lo, hi))
         _withhold(con, close)
+        more = 0
         if schema is not None and prev:
             more = _complements_for_earlier_cells(cfg, con, hist, schema, comps_of, lo, hi)
-        else:
-            more = 0
+            more += _complements_for_earlier_remainders(cfg, con, hist, comps_of, lo, hi)
     finally:
         con.execute("DETACH __hist")
     return len(close) + more
@@ -291,6 +301,152 @@ def _needed_pairs(con: Any, ids: list[str], hi: int) -> None:
         """)
 
 
+def _unit_values_sql(cfg: ReportConfig, con: Any, lv: Any, salt: str, cells: str) -> str:
+    """Per (cell key, person) of level ``lv``: the person's rows and value sums (the columns of
+    ``__per_unit``) in each cell of ``__cells`` that ``cells`` (a condition on ``c``) selects."""
+    keep = lv.kept(cfg)
+    on = " AND ".join(f"p.{dim_key(i)} IS NOT DISTINCT FROM c.{dim_key(i)}" for i in keep) or "TRUE"
+    sums = ", ".join(f"sum(p.{c}) AS {c}" for c in ["__n", *_value_columns(con, "__per_unit")])
+    return (f"SELECT c.__cell_key AS cell_key, left(sha256({salt} || CAST(p.__u AS VARCHAR)), 16) AS uh, {sums} "
+            f"FROM __per_unit p JOIN __cells c ON {on} "
+            f"WHERE p.__u IS NOT NULL AND c.__level = {lv.index} AND ({cells}) GROUP BY c.__cell_key, p.__u")
+
+
+def _complements_for_earlier_remainders(
+    cfg: ReportConfig, con: Any, hist: History, comps_of: dict[str, tuple[str, ...]], lo: int, hi: int,
+) -> int:
+    """Withhold further cells of this release where they would be subtracted from an earlier
+    release's remainder row of the same level, leaving 1 to k − 1 people: the reader subtracts this
+    release's published cells that the remainder aggregated (its recorded members) and compares what
+    is left with nothing. Residual: the people whose recorded contribution to the remainder differs
+    from their summed contribution to those cells. While some earlier remainder's residual is 1 to
+    k − 1 people, its member cell published here with the fewest people is withheld (ties by key)."""
+    tables = {r[0] for r in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = '__hist'").fetchall()}
+    if "remainder_members" not in tables:
+        return 0
+    mine = [name for name, _ in components(cfg)]
+    comps = components(cfg)
+    values = ", ".join(f"{expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
+    digests = ", ".join(f"hash(uh, {literal(name)}, __x{k})" for k, (name, _) in enumerate(comps))
+    salt = literal(hist.secret_hex())
+    withheld = 0
+    for lv in levels(cfg):
+        key = remainder_key(cfg, lv.kept(cfg))
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE __rr_members AS SELECT m.release_id, m.cell_key FROM __hist.remainder_members m
+            WHERE m.remainder_key = $1 AND m.release_id IN (SELECT release_id FROM __diff_all)
+        """, [key])
+        if not con.execute("SELECT count(*) FROM __rr_members").fetchall()[0][0]:
+            continue
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE __rr_prior AS
+            SELECT h.release_id, h.uh, h.ch FROM __hist.cell_units h
+            WHERE h.cell_key = $1 AND h.release_id IN (SELECT DISTINCT release_id FROM __rr_members)
+        """, [key])
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for (rid,) in con.execute("SELECT DISTINCT release_id FROM __rr_members ORDER BY 1").fetchall():
+            groups.setdefault(comps_of.get(rid, ()), []).append(rid)
+        for _round in range(MAX_ROUNDS + 1):
+            con.execute(f"CREATE OR REPLACE TEMP TABLE __rr_vals AS "
+                        f"{_unit_values_sql(cfg, con, lv, salt, 'c.__reason IS NULL')}")
+            flagged: set[str] = set()
+            for theirs, gids in groups.items():
+                pairs = [(mine.index(c) + 1, theirs.index(c) + 1) for c in theirs if c in mine]
+                differs = " OR ".join(f"h.ch[{j}] <> n.ch[{i}]" for i, j in pairs) or "FALSE"
+                _ids(con, "__rr_ids", gids)
+                flagged.update(r[0] for r in con.execute(f"""
+                    WITH now AS (
+                        SELECT release_id, uh, [{digests}]::UBIGINT[] AS ch FROM (
+                            SELECT m.release_id, v.uh, {values.replace('p.', 'v.')}
+                            FROM __rr_members m JOIN __rr_vals v ON v.cell_key = m.cell_key
+                            WHERE m.release_id IN (SELECT release_id FROM __rr_ids) GROUP BY m.release_id, v.uh
+                        )
+                    ),
+                    b AS (SELECT release_id, count(*) AS nb FROM __rr_prior
+                          WHERE release_id IN (SELECT release_id FROM __rr_ids) GROUP BY ALL),
+                    a AS (SELECT release_id, count(*) AS na FROM now GROUP BY ALL),
+                    i AS (SELECT h.release_id, count(*) AS ni, count(*) FILTER (WHERE coalesce({differs}, FALSE)) AS nd
+                          FROM __rr_prior h JOIN now n ON n.release_id = h.release_id AND n.uh = h.uh GROUP BY ALL)
+                    SELECT b.release_id FROM b LEFT JOIN a USING (release_id) LEFT JOIN i USING (release_id)
+                    WHERE coalesce(a.na, 0) + b.nb - 2 * coalesce(i.ni, 0) + coalesce(i.nd, 0) BETWEEN $1 AND $2
+                """, [lo, hi]).fetchall())
+            if not flagged:
+                break
+            _ids(con, "__rr_flagged", sorted(flagged))
+            last = _round == MAX_ROUNDS
+            pick = "DISTINCT c.__cell_key" if last else "first(c.__cell_key ORDER BY c.__units, c.__cell_key)"
+            keys = {r[0] for r in con.execute(f"""
+                SELECT {pick} FROM __cells c JOIN __rr_members m ON m.cell_key = c.__cell_key
+                WHERE m.release_id IN (SELECT release_id FROM __rr_flagged) AND c.__level = {lv.index}
+                  AND c.__reason IS NULL {'' if last else 'GROUP BY m.release_id'}
+            """).fetchall() if r[0] is not None}
+            if not keys:
+                break
+            _withhold(con, keys)
+            withheld += len(keys)
+    return withheld
+
+
+def check_new_remainders(cfg: ReportConfig, con: Any, hist: History, release_id: str) -> int:
+    """Drop this release's remainder rows that earlier releases let a reader take apart: minus the
+    earlier published cells with the keys of the withheld cells it aggregates (each part: the
+    earlier cell or nothing, the fewest people), or minus an earlier remainder row of the same level
+    (the people whose contribution differs), leaving 1 to k − 1 people. Call after
+    :func:`pipeline.engines.duckdb.remainder.apply_remainder`; returns how many were dropped."""
+    import duckdb
+
+    if not hist.path.exists():
+        return 0
+    levels_left = [r[0] for r in con.execute("SELECT DISTINCT __level FROM __remainder").fetchall()]
+    if not levels_left:
+        return 0
+    try:
+        con.execute(f"ATTACH {literal(str(hist.path))} AS __hist (READ_ONLY)")
+    except duckdb.Error as exc:
+        raise LedgerError(f"cannot open the release history {hist.path}: {str(exc).splitlines()[0]}") from None
+    dropped = 0
+    try:
+        cols = {r[0] for r in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = '__hist' AND table_name = 'releases'"
+        ).fetchall()}
+        comp_col = "components" if "components" in cols else "NULL::VARCHAR[]"
+        prev = con.execute(f"SELECT release_id, {comp_col} FROM __hist.releases WHERE release_id <> $1",
+                           [release_id]).fetchall()
+        if not prev:
+            return 0
+        comps_of = {rid: tuple(c or ()) for rid, c in prev}
+        ids = sorted(comps_of)
+        lo, hi = difference_window(cfg)
+        mine = [name for name, _ in components(cfg)]
+        comps = components(cfg)
+        values = "".join(f", {expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
+        digests = ", ".join(f"hash(uh, {literal(name)}, __x{k})" for k, (name, _) in enumerate(comps))
+        salt = literal(hist.secret_hex())
+        by_index = {lv.index: lv for lv in levels(cfg)}
+        for index in sorted(levels_left):
+            lv = by_index[int(index)]
+            key = remainder_key(cfg, lv.kept(cfg))
+            # parts: the withheld cells it aggregates (against earlier cells with their keys), and
+            # the whole (against earlier remainder rows of the level, which share its key)
+            parts = _unit_values_sql(cfg, con, lv, salt, "c.__suppressed")
+            whole = (f"SELECT {literal(key)} AS cell_key, uh, {', '.join(f'sum({c}) AS {c}' for c in ['__n', *_value_columns(con, '__per_unit')])} "
+                     f"FROM ({parts}) GROUP BY uh")
+            for body in (parts, whole):
+                con.execute(f"""
+                    CREATE OR REPLACE TEMP TABLE __nest_sub AS
+                    SELECT {literal(key)} AS parent_key, cell_key AS sub_key, uh, [{digests}]::UBIGINT[] AS ch FROM (
+                        SELECT cell_key, uh{values} FROM ({body}) p GROUP BY cell_key, uh)
+                """)
+                if _subtraction_flags(con, ids, comps_of, mine, lo, hi):
+                    con.execute(f"DELETE FROM __remainder WHERE __level = {int(index)}")
+                    dropped += 1
+                    break
+    finally:
+        con.execute("DETACH __hist")
+    return dropped
+
+
 def _withhold(con: Any, keys: set[str]) -> None:
     if keys:
         con.execute("CREATE OR REPLACE TEMP TABLE __diff_keys (cell_key VARCHAR)")
@@ -312,7 +468,8 @@ def _family_signatures(con: Any, ids: list[str]) -> dict[str, list[str]]:
     missing = sorted(set(ids) - {r[0] for r in rows})
     if missing:
         rows += con.execute(f"SELECT DISTINCT release_id, {SIGNATURE_SQL} FROM __hist.cell_units "
-                            f"WHERE release_id IN {_ids(con, '__legacy_ids', missing)}").fetchall()
+                            f"WHERE release_id IN {_ids(con, '__legacy_ids', missing)} "
+                            f"AND NOT starts_with(cell_key, {literal(REMAINDER_PREFIX)})").fetchall()
     out: dict[str, list[str]] = {}
     for rid, sig in sorted(rows):
         out.setdefault(sig, []).append(rid)
@@ -360,76 +517,85 @@ def _nested_close(
                     FROM __nest_pu p WHERE p.__u IS NOT NULL GROUP BY ALL
                 ) WHERE parent_key IN (SELECT __cell_key FROM __cells WHERE __level = {lv.index} AND __reason IS NULL)
             """)
-            groups: dict[tuple[str, ...], list[str]] = {}
-            for rid in ids:
-                groups.setdefault(comps_of.get(rid, ()), []).append(rid)
-            grp_of = {rid: g for g, gids in enumerate(groups.values()) for rid in gids}
-            _ids(con, "__fam_ids", ids, grp_of)
-            if not set(ids) - _sketched(con):
-                # the residual is at least, over C's sub-cells, the least of the sub-cell's people and
-                # the sketch bounds against each earlier cell with its key: drop the C where that passes hi
-                con.execute(f"""
-                    DELETE FROM __nest_sub WHERE parent_key NOT IN (
-                        WITH s AS (
-                            SELECT parent_key, sub_key, count(*) AS n,
-                                   {', '.join(f'count(*) FILTER (WHERE __bk = {b}) AS b{b}' for b in range(SKETCH_BUCKETS))}
-                            FROM (SELECT parent_key, sub_key, {BUCKET_SQL.format(col='uh')} AS __bk FROM __nest_sub)
-                            GROUP BY ALL),
-                        p AS (SELECT s.parent_key, s.sub_key, min({lower_bound_sql('s', 'h')}) AS best
-                              FROM s JOIN __hist.cell_sketch h ON h.cell_key = s.sub_key
-                              WHERE h.release_id IN (SELECT release_id FROM __fam_ids) GROUP BY ALL)
-                        SELECT s.parent_key FROM s LEFT JOIN p USING (parent_key, sub_key)
-                        GROUP BY s.parent_key HAVING max(least(s.n, coalesce(p.best, s.n))) <= {int(hi)})
-                """)
-            if not con.execute("SELECT count(*) FROM __nest_sub").fetchall()[0][0]:
-                continue
-            con.execute("""
-                CREATE OR REPLACE TEMP TABLE __nest_prior AS
-                SELECT h.release_id, f.grp, h.cell_key AS sub_key, h.uh, h.ch
-                FROM __hist.cell_units h JOIN __fam_ids f USING (release_id) WHERE h.cell_key IN (SELECT DISTINCT sub_key FROM __nest_sub)
-            """)
-            differs = {}
-            for g, (theirs, _gids) in enumerate(groups.items()):
-                pairs = [(mine.index(c) + 1, theirs.index(c) + 1) for c in theirs if c in mine]
-                differs[g] = " OR ".join(f"h.ch[{j}] <> n.ch[{i}]" for i, j in pairs) or "FALSE"
-            # the reader's options per sub-cell: subtract nothing ('' = residual: its people) or an earlier cell
-            opts = ["SELECT parent_key, sub_key, '' AS rid, -1 AS grp, count(*) AS d FROM __nest_sub GROUP BY ALL"]
-            for g, diff in differs.items():
-                opts.append(f"""
-                    SELECT t.parent_key, t.sub_key, b.release_id AS rid, {g} AS grp,
-                           t.na + b.nb - 2 * coalesce(i.ni, 0) + coalesce(i.nd, 0) AS d
-                    FROM (SELECT parent_key, sub_key, count(*) AS na FROM __nest_sub GROUP BY ALL) t
-                    JOIN (SELECT release_id, sub_key, count(*) AS nb FROM __nest_prior
-                          WHERE grp = {g} GROUP BY ALL) b USING (sub_key)
-                    LEFT JOIN (SELECT n.parent_key, n.sub_key, h.release_id, count(*) AS ni,
-                                      count(*) FILTER (WHERE coalesce({diff}, FALSE)) AS nd
-                               FROM __nest_sub n JOIN __nest_prior h ON h.sub_key = n.sub_key AND h.uh = n.uh
-                               WHERE h.grp = {g} GROUP BY ALL) i
-                      ON i.parent_key = t.parent_key AND i.sub_key = t.sub_key AND i.release_id = b.release_id""")
-            con.execute(f"""
-                CREATE OR REPLACE TEMP TABLE __nest_best AS
-                SELECT parent_key, sub_key, first(rid ORDER BY d, rid) AS rid, first(grp ORDER BY d, rid) AS grp
-                FROM ({' UNION ALL '.join(opts)}) GROUP BY ALL
-            """)
-            residual = ["SELECT n.parent_key, n.uh FROM __nest_sub n JOIN __nest_best b USING (parent_key, sub_key) "
-                        "WHERE b.rid = ''"]
-            for g, diff in differs.items():
-                residual.append(
-                    "SELECT n.parent_key, n.uh FROM __nest_sub n JOIN __nest_best b USING (parent_key, sub_key) "
-                    "LEFT JOIN __nest_prior h ON h.release_id = b.rid AND h.sub_key = n.sub_key AND h.uh = n.uh "
-                    f"WHERE b.grp = {g} AND (h.uh IS NULL OR coalesce({diff}, FALSE))")
-                residual.append(
-                    "SELECT b.parent_key, h.uh FROM __nest_best b JOIN __nest_prior h "
-                    "ON h.release_id = b.rid AND h.sub_key = b.sub_key "
-                    f"WHERE b.grp = {g} AND NOT EXISTS (SELECT 1 FROM __nest_sub n WHERE n.parent_key = b.parent_key "
-                    "AND n.sub_key = b.sub_key AND n.uh = h.uh)")
-            flagged = con.execute(f"""
-                SELECT parent_key FROM ({' UNION ALL '.join(residual)})
-                WHERE parent_key IN (SELECT parent_key FROM __nest_best WHERE rid <> '')
-                GROUP BY parent_key HAVING count(DISTINCT uh) BETWEEN $1 AND $2
-            """, [lo, hi]).fetchall()
-            close.update(r[0] for r in flagged)
+            close |= _subtraction_flags(con, ids, comps_of, mine, lo, hi)
     return close
+
+
+def _subtraction_flags(
+    con: Any, ids: list[str], comps_of: dict[str, tuple[str, ...]], mine: list[str], lo: int, hi: int,
+) -> set[str]:
+    """The parents of ``__nest_sub`` (parent_key, sub_key, uh, ch: this release's people per part of
+    a new aggregate) that the cells of the earlier releases ``ids`` with the parts' keys leave with
+    a residual of ``lo``..``hi`` people (the rule of :func:`_nested_close`)."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for rid in ids:
+        groups.setdefault(comps_of.get(rid, ()), []).append(rid)
+    grp_of = {rid: g for g, gids in enumerate(groups.values()) for rid in gids}
+    _ids(con, "__fam_ids", ids, grp_of)
+    if not set(ids) - _sketched(con):
+        # the residual is at least, over C's sub-cells, the least of the sub-cell's people and
+        # the sketch bounds against each earlier cell with its key: drop the C where that passes hi
+        con.execute(f"""
+            DELETE FROM __nest_sub WHERE parent_key NOT IN (
+                WITH s AS (
+                    SELECT parent_key, sub_key, count(*) AS n,
+                           {', '.join(f'count(*) FILTER (WHERE __bk = {b}) AS b{b}' for b in range(SKETCH_BUCKETS))}
+                    FROM (SELECT parent_key, sub_key, {BUCKET_SQL.format(col='uh')} AS __bk FROM __nest_sub)
+                    GROUP BY ALL),
+                p AS (SELECT s.parent_key, s.sub_key, min({lower_bound_sql('s', 'h')}) AS best
+                      FROM s JOIN __hist.cell_sketch h ON h.cell_key = s.sub_key
+                      WHERE h.release_id IN (SELECT release_id FROM __fam_ids) GROUP BY ALL)
+                SELECT s.parent_key FROM s LEFT JOIN p USING (parent_key, sub_key)
+                GROUP BY s.parent_key HAVING max(least(s.n, coalesce(p.best, s.n))) <= {int(hi)})
+        """)
+    if not con.execute("SELECT count(*) FROM __nest_sub").fetchall()[0][0]:
+        return set()
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE __nest_prior AS
+        SELECT h.release_id, f.grp, h.cell_key AS sub_key, h.uh, h.ch
+        FROM __hist.cell_units h JOIN __fam_ids f USING (release_id) WHERE h.cell_key IN (SELECT DISTINCT sub_key FROM __nest_sub)
+    """)
+    differs = {}
+    for g, (theirs, _gids) in enumerate(groups.items()):
+        pairs = [(mine.index(c) + 1, theirs.index(c) + 1) for c in theirs if c in mine]
+        differs[g] = " OR ".join(f"h.ch[{j}] <> n.ch[{i}]" for i, j in pairs) or "FALSE"
+    # the reader's options per sub-cell: subtract nothing ('' = residual: its people) or an earlier cell
+    opts = ["SELECT parent_key, sub_key, '' AS rid, -1 AS grp, count(*) AS d FROM __nest_sub GROUP BY ALL"]
+    for g, diff in differs.items():
+        opts.append(f"""
+            SELECT t.parent_key, t.sub_key, b.release_id AS rid, {g} AS grp,
+                   t.na + b.nb - 2 * coalesce(i.ni, 0) + coalesce(i.nd, 0) AS d
+            FROM (SELECT parent_key, sub_key, count(*) AS na FROM __nest_sub GROUP BY ALL) t
+            JOIN (SELECT release_id, sub_key, count(*) AS nb FROM __nest_prior
+                  WHERE grp = {g} GROUP BY ALL) b USING (sub_key)
+            LEFT JOIN (SELECT n.parent_key, n.sub_key, h.release_id, count(*) AS ni,
+                              count(*) FILTER (WHERE coalesce({diff}, FALSE)) AS nd
+                       FROM __nest_sub n JOIN __nest_prior h ON h.sub_key = n.sub_key AND h.uh = n.uh
+                       WHERE h.grp = {g} GROUP BY ALL) i
+              ON i.parent_key = t.parent_key AND i.sub_key = t.sub_key AND i.release_id = b.release_id""")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE __nest_best AS
+        SELECT parent_key, sub_key, first(rid ORDER BY d, rid) AS rid, first(grp ORDER BY d, rid) AS grp
+        FROM ({' UNION ALL '.join(opts)}) GROUP BY ALL
+    """)
+    residual = ["SELECT n.parent_key, n.uh FROM __nest_sub n JOIN __nest_best b USING (parent_key, sub_key) "
+                "WHERE b.rid = ''"]
+    for g, diff in differs.items():
+        residual.append(
+            "SELECT n.parent_key, n.uh FROM __nest_sub n JOIN __nest_best b USING (parent_key, sub_key) "
+            "LEFT JOIN __nest_prior h ON h.release_id = b.rid AND h.sub_key = n.sub_key AND h.uh = n.uh "
+            f"WHERE b.grp = {g} AND (h.uh IS NULL OR coalesce({diff}, FALSE))")
+        residual.append(
+            "SELECT b.parent_key, h.uh FROM __nest_best b JOIN __nest_prior h "
+            "ON h.release_id = b.rid AND h.sub_key = b.sub_key "
+            f"WHERE b.grp = {g} AND NOT EXISTS (SELECT 1 FROM __nest_sub n WHERE n.parent_key = b.parent_key "
+            "AND n.sub_key = b.sub_key AND n.uh = h.uh)")
+    flagged = con.execute(f"""
+        SELECT parent_key FROM ({' UNION ALL '.join(residual)})
+        WHERE parent_key IN (SELECT parent_key FROM __nest_best WHERE rid <> '')
+        GROUP BY parent_key HAVING count(DISTINCT uh) BETWEEN $1 AND $2
+    """, [lo, hi]).fetchall()
+    return {r[0] for r in flagged}
 
 
 def _derived_per_unit(
@@ -598,6 +764,31 @@ def _flagged_regions(
     return out
 
 
+def _record_remainders(cfg: ReportConfig, con: Any, hist: History, release_id: str) -> None:
+    """Store each published remainder row like a cell (per-person digests and a sketch, under its
+    level's remainder key) and the withheld cells it aggregates (``remainder_members``)."""
+    comps = components(cfg)
+    values = "".join(f", {expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
+    digests = ", ".join(f"hash(uh, {literal(name)}, __x{k})" for k, (name, _) in enumerate(comps))
+    salt = literal(hist.secret_hex())
+    by_index = {lv.index: lv for lv in levels(cfg)}
+    for (index,) in con.execute("SELECT DISTINCT __level FROM __remainder ORDER BY 1").fetchall():
+        lv = by_index[int(index)]
+        key = remainder_key(cfg, lv.kept(cfg))
+        parts = _unit_values_sql(cfg, con, lv, salt, "c.__suppressed")
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE __rem_units AS
+            SELECT {literal(key)} AS cell_key, uh, [{digests}]::UBIGINT[] AS ch
+            FROM (SELECT uh{values} FROM ({parts}) p GROUP BY uh)
+        """)
+        con.execute("INSERT INTO __hist.cell_units (release_id, cell_key, uh, ch) "
+                    "SELECT $1, cell_key, uh, ch FROM __rem_units", [release_id])
+        con.execute(f"INSERT INTO __hist.cell_sketch SELECT $1, s.* FROM ({sketch_sql('__rem_units', 'cell_key')}) s",
+                    [release_id])
+        con.execute(f"INSERT INTO __hist.remainder_members SELECT $1, $2, __cell_key FROM __cells "
+                    f"WHERE __level = {int(index)} AND __suppressed", [release_id, key])
+
+
 def record_release(cfg: ReportConfig, con: Any, hist: History, release_id: str, source_id: str, run_id: str) -> None:
     """Store the unit hashes and digests of the cells that end up published (replacing an earlier
     record of this id), with the release's component names."""
@@ -630,6 +821,9 @@ def record_release(cfg: ReportConfig, con: Any, hist: History, release_id: str, 
             "WHERE s.cell_key IN (SELECT __cell_key FROM __cells WHERE __reason IS NULL)",
             [release_id],
         )
+        con.execute("DELETE FROM __hist.remainder_members WHERE release_id = $1", [release_id])
+        if cfg.remainder:
+            _record_remainders(cfg, con, hist, release_id)
         con.execute("DELETE FROM __hist.release_levels WHERE release_id = $1", [release_id])
         con.executemany("INSERT INTO __hist.release_levels VALUES (?, ?)",
                         [[release_id, signature(level_pairs(cfg, lv.kept(cfg)))] for lv in levels(cfg)])
