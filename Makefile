@@ -14,7 +14,12 @@ $(BIN)/anonymize: pyproject.toml
 demo: $(BIN)/anonymize
 	$(BIN)/anonymize demo
 
-test: $(BIN)/anonymize
+# the Spark engine's extra (pyspark, sqlglot), for the test run only: the demo runs on DuckDB
+$(VENV)/.spark: $(BIN)/anonymize
+	$(BIN)/python -m pip install --quiet -e ".[dev,spark]"
+	touch $@
+
+test: $(BIN)/anonymize $(VENV)/.spark
 	$(BIN)/ruff check pipeline tests bench
 	$(BIN)/python -m pytest -q
 

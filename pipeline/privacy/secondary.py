@@ -47,7 +47,7 @@ _SMALL = 1 << 20  # lifted null-vector entries up to this size are verified in f
 class TableSystem:
     """The linear structure of a table: variables (cells and margin rows) and their equations.
 
-    Variable ``v`` is row ``rowids[v]`` of ``__cells``. Equation ``e`` says
+    Variable ``v`` is cell ``rowids[v]`` of ``__cells`` (its position by level, then dimension values). Equation ``e`` says
     ``value(head[e]) = sum(value(members[e]))``; ``head[e] == -1`` marks an equation whose left
     side is a published constant (a remainder row). ``children[e]`` lists, per finer margin level,
     the equations of that level that partition the cells of ``e`` (used to drop redundant rows).

@@ -33,11 +33,11 @@ def load_system(cfg: ReportConfig, con: duckdb.DuckDBPyConnection) -> TableSyste
     order = ", ".join(["__level"] + [f"{k} NULLS FIRST" for k in keys])
     con.execute(
         "CREATE OR REPLACE TEMP TABLE __vars AS SELECT "
-        f"CAST(row_number() OVER (ORDER BY {order}) - 1 AS BIGINT) AS __pos, rowid AS __rid, "
+        f"CAST(row_number() OVER (ORDER BY {order}) - 1 AS BIGINT) AS __pos, "
         f"__level, {', '.join(keys)}, __units, __reason IS NOT NULL AS __sup FROM __cells"
     )
     # each value is placed at its own __pos: the engine's output order is never relied on
-    got = con.execute("SELECT __pos, __rid, __level, __units, __sup FROM __vars").fetchnumpy()
+    got = con.execute("SELECT __pos, __level, __units, __sup FROM __vars").fetchnumpy()
     pos = np.asarray(got["__pos"], dtype=np.int64)
     if not np.array_equal(np.sort(pos), np.arange(len(pos))):  # pragma: no cover - row_number() is 0..n-1
         raise PrivacyRefusal("secondary suppression: cell positions are not a permutation; nothing published")
@@ -48,7 +48,7 @@ def load_system(cfg: ReportConfig, con: duckdb.DuckDBPyConnection) -> TableSyste
         return out
 
     system = TableSystem(
-        rowids=placed("__rid", np.int64),
+        rowids=np.arange(len(pos), dtype=np.int64),  # variable v is the cell at position v (level, then values)
         level=placed("__level", np.int64),
         units=placed("__units", np.int64),
         suppressed=placed("__sup", bool),
@@ -105,7 +105,7 @@ def load_values(cfg: ReportConfig, con: duckdb.DuckDBPyConnection, system: Table
     owners = [j for j in value_owners(cfg) if cfg.metrics[j].bounds is not None]
     cols = ["v.__pos", "CAST(c.__rows AS DOUBLE) AS r"]
     cols += [f"CAST(coalesce(c.__s{j}, 0) AS DOUBLE) AS s{j}, CAST(c.__c{j} AS DOUBLE) AS c{j}" for j in owners]
-    got = con.execute(f"SELECT {', '.join(cols)} FROM __vars v JOIN __cells c ON c.rowid = v.__rid").fetchnumpy()
+    got = con.execute(f"SELECT {', '.join(cols)} FROM __vars v JOIN __cells c ON {_same_cell(cfg)}").fetchnumpy()
     pos = np.asarray(got["__pos"], dtype=np.int64)
     if len(pos) != system.n or not np.array_equal(np.sort(pos), np.arange(system.n)):  # pragma: no cover
         raise PrivacyRefusal("secondary suppression: cell values do not match the cells; nothing published")
@@ -135,7 +135,22 @@ def apply_secondary_suppression(cfg: ReportConfig, con: duckdb.DuckDBPyConnectio
     else:
         newly = protect_intervals(system, load_values(cfg, con, system), cfg.protection.interval)
     if newly:
-        con.execute("CREATE OR REPLACE TEMP TABLE __secondary (rid BIGINT)")
+        # cells are named by (level, dimension values), not by a physical row id (portable SQL)
+        con.execute("CREATE OR REPLACE TEMP TABLE __secondary (pos BIGINT)")
         con.executemany("INSERT INTO __secondary VALUES (?)", [[int(system.rowids[v])] for v in sorted(newly)])
-        con.execute("UPDATE __cells SET __reason = 'secondary' WHERE rowid IN (SELECT rid FROM __secondary)")
+        con.execute(f"UPDATE __cells SET __reason = 'secondary' WHERE {_identity(cfg)} IN "
+                    f"(SELECT {_identity(cfg, 'v.')} FROM __vars v WHERE v.__pos IN (SELECT pos FROM __secondary))")
     return len(newly)
+
+
+def _identity(cfg: ReportConfig, prefix: str = "") -> str:
+    """A cell's name as text: its level and dimension values (nulls as a separator character; a
+    value holding the separators can only make more cells match, never fewer)."""
+    parts = [f"CAST({prefix}__level AS VARCHAR)"] + [
+        f"coalesce(CAST({prefix}{dim_key(i)} AS VARCHAR), '\x1d')" for i in range(len(cfg.dims))]
+    return " || '\x1f' || ".join(parts)
+
+
+def _same_cell(cfg: ReportConfig) -> str:
+    return " AND ".join(["v.__level = c.__level"] + [
+        f"v.{dim_key(i)} IS NOT DISTINCT FROM c.{dim_key(i)}" for i in range(len(cfg.dims))])

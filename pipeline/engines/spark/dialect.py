@@ -10,6 +10,7 @@ DuckDB constructs sqlglot cannot express in Spark:
 - ``min_by(v, r, n)`` / ``max_by(v, r, n)`` (DuckDB: the ``v`` of the ``n`` rows with the smallest
   / largest ``r``, rows with a null ``v`` or ``r`` skipped) → ``transform(slice(sort_array(filter(
   collect_list(struct(r, v)), s -> s.v IS NOT NULL AND s.r IS NOT NULL), asc), 1, n), s -> s.v)``.
+- ``isfinite(x)`` → ``NOT (isnan(x) OR abs(x) = CAST('Infinity' AS DOUBLE))`` (null for null).
 - ``list_sum(l)`` → ``aggregate(l, CAST(0 AS DOUBLE), (acc, v) -> acc + v)`` (a DOUBLE: the
   dominance rule only compares it).
 
@@ -69,7 +70,18 @@ def _list_sum(node: Any) -> Any:
     return node
 
 
-RULES = (_top_n, _by_n, _list_sum)
+def _isfinite(node: Any) -> Any:
+    from sqlglot import exp
+
+    if isinstance(node, exp.Anonymous) and str(node.this).lower() == "isfinite" and len(node.expressions) == 1:
+        x = node.expressions[0]
+        inf = exp.Cast(this=exp.Literal.string("Infinity"), to=exp.DataType.build("DOUBLE"))
+        nan = exp.Anonymous(this="isnan", expressions=[x.copy()])
+        return exp.Not(this=exp.Paren(this=exp.or_(nan, exp.EQ(this=exp.Abs(this=x.copy()), expression=inf))))
+    return node
+
+
+RULES = (_top_n, _by_n, _list_sum, _isfinite)
 
 
 def to_spark(sql: str) -> list[str]:
