@@ -279,6 +279,13 @@ class OutputConfig(_Model):
 
 
 class EngineConfig(_Model):
+    kind: Literal["duckdb", "spark"] = Field(
+        "duckdb", description="duckdb (embedded, the default) or spark (issue 17, in progress: threshold "
+        "mode over Parquet sources with difference_check: false)")
+    master: str = Field("local[2]", min_length=1, description="Spark master URL (kind: spark).")
+    remote: str | None = Field(None, description="Spark Connect URL, e.g. sc://host:15002 (kind: spark; "
+                               "also the SPARK_REMOTE environment variable).")
+    conf: dict[str, str] = Field(default_factory=dict, description="Spark settings (kind: spark).")
     threads: int | None = Field(None, ge=1)
     memory_limit: str | None = Field(None, pattern=r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
     temp_directory: str | None = None
@@ -437,6 +444,14 @@ class ReportConfig(_Model):
             raise KeyProblem(("min_units",), "required key is missing (the fewest distinct people a published row may aggregate)")
         if self.privacy is not None and self.dominance is not None:
             raise KeyProblem(("dominance",), "dominance is a threshold-mode rule; DP mode bounds contributions instead")
+        if self.engine is not None and self.engine.kind == "spark":
+            if self.privacy is not None:
+                raise KeyProblem(("engine", "kind"), "the Spark engine does not run DP mode yet (issue 17); "
+                                 "use engine.kind: duckdb")
+            if self.difference_check:
+                raise KeyProblem(("engine", "kind"), "the Spark engine does not run the difference check "
+                                 "across releases yet (issue 17); set difference_check: false (recorded in "
+                                 "the manifest) or use engine.kind: duckdb")
         if self.privacy is not None and self.protection is not None:
             raise KeyProblem(("protection",), "protection intervals are a threshold-mode rule (secondary "
                              "suppression); DP mode protects withheld values with noise")

@@ -1,7 +1,7 @@
 """Execution engines behind one interface (:class:`pipeline.engines.base.Engine`).
 
-``connect(cfg)`` gives the engine a run uses: embedded DuckDB (the default and, for now, the only
-one). The flows never import an engine's driver themselves.
+``connect(cfg)`` gives the engine a run uses: embedded DuckDB (the default), or Spark
+(``engine.kind: spark``, issue 17, in progress). The flows never import an engine's driver themselves.
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 
 def connect(cfg: ReportConfig | None = None, **settings: Any) -> Engine:
     """An engine for one run, configured from ``cfg.engine`` and ``settings`` (flags win)."""
+    if cfg is not None and cfg.engine.kind == "spark":
+        from .spark.engine import connect as spark_connect
+
+        return spark_connect(cfg)
     from .duckdb.connection import connect as duckdb_connect
 
     return duckdb_connect(cfg, **settings)

@@ -344,7 +344,8 @@ def metric_output_expr(m: MetricConfig, i: int) -> str:
         return "CAST(__units AS BIGINT)"
     if m.agg == "sum":
         return f"CAST(coalesce(__s{i}, 0) AS DOUBLE)"
-    return f"CASE WHEN __c{i} > 0 THEN CAST(__s{i} / __c{i} AS DOUBLE) END"
+    # the sum as DOUBLE first: the same value in DuckDB, and Spark would round a DECIMAL quotient to 6 places
+    return f"CASE WHEN __c{i} > 0 THEN CAST(__s{i} AS DOUBLE) / __c{i} END"
 
 
 def published_select_sql(cfg: ReportConfig, *, where: str = "NOT __suppressed") -> Query:

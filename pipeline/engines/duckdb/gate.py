@@ -105,16 +105,16 @@ def identifier_value_hits(cfg: ReportConfig, con: Any, schema: dict[str, str], t
     )
     hits: set[tuple[str, str]] = set()
     try:
-        kinds = {r[0] for r in con.execute("SELECT DISTINCT f[1] FROM __gate_values").fetchall()}
+        kinds = {r[0] for r in con.execute("SELECT DISTINCT substr(f, 1, 1) FROM __gate_values").fetchall()}
         for idc in ids:
             col = ident(idc)
             typ = schema[idc].upper()
             if typ in _INTEGER_TYPES:
                 # the integers a published value names: its number (when whole) or its digits
                 named = (
-                    f"SELECT d, TRY_CAST(CASE WHEN f[1] = 'n' THEN TRY_CAST(TRY_CAST(f[3:] AS DOUBLE) AS HUGEINT) "
-                    f"WHEN f[1] = 'd' THEN TRY_CAST(f[3:] AS HUGEINT) END AS {typ}) AS t FROM __gate_values "
-                    "WHERE f[1] IN ('n', 'd')"
+                    f"SELECT d, TRY_CAST(CASE WHEN substr(f, 1, 1) = 'n' THEN TRY_CAST(TRY_CAST(substr(f, 3) AS DOUBLE) AS HUGEINT) "
+                    f"WHEN substr(f, 1, 1) = 'd' THEN TRY_CAST(substr(f, 3) AS HUGEINT) END AS {typ}) AS t FROM __gate_values "
+                    "WHERE substr(f, 1, 1) IN ('n', 'd')"
                 )
                 sql = (f"SELECT DISTINCT g.d FROM __src s JOIN (SELECT * FROM ({named}) WHERE t IS NOT NULL) g "
                        f"ON s.{col} = g.t")
@@ -128,7 +128,7 @@ def identifier_value_hits(cfg: ReportConfig, con: Any, schema: dict[str, str], t
                         parts.append(
                             f"SELECT DISTINCT g.d FROM (SELECT {expr} AS f FROM (SELECT "
                             f"CAST({col} AS VARCHAR) AS x FROM __src WHERE {col} IS NOT NULL)) s "
-                            f"JOIN (SELECT d, f[3:] AS f FROM __gate_values WHERE f[1] = {literal(k)}) g ON g.f = s.f"
+                            f"JOIN (SELECT d, substr(f, 3) AS f FROM __gate_values WHERE substr(f, 1, 1) = {literal(k)}) g ON g.f = s.f"
                         )
                 sql = " UNION ".join(parts)
             if not sql:

@@ -11,6 +11,9 @@ DuckDB constructs sqlglot cannot express in Spark:
   / largest ``r``, rows with a null ``v`` or ``r`` skipped) → ``transform(slice(sort_array(filter(
   collect_list(struct(r, v)), s -> s.v IS NOT NULL AND s.r IS NOT NULL), asc), 1, n), s -> s.v)``.
 - ``isfinite(x)`` → ``NOT (isnan(x) OR abs(x) = CAST('Infinity' AS DOUBLE))`` (null for null).
+- ``HUGEINT`` (DuckDB's 128-bit integer) → ``DECIMAL(38,0)``.
+- ``row_number() OVER ()`` (no order: the builders use it only as a row identity within one
+  materialised table) → ``monotonically_increasing_id()`` (unique, not consecutive).
 - ``list_sum(l)`` → ``aggregate(l, CAST(0 AS DOUBLE), (acc, v) -> acc + v)`` (a DOUBLE: the
   dominance rule only compares it).
 
@@ -81,7 +84,24 @@ def _isfinite(node: Any) -> Any:
     return node
 
 
-RULES = (_top_n, _by_n, _list_sum, _isfinite)
+def _hugeint(node: Any) -> Any:
+    from sqlglot import exp
+
+    if isinstance(node, exp.DataType) and node.this in (exp.DataType.Type.INT128, exp.DataType.Type.UINT128):
+        return exp.DataType.build("DECIMAL(38,0)")
+    return node
+
+
+def _row_identity(node: Any) -> Any:
+    from sqlglot import exp
+
+    if (isinstance(node, exp.Window) and isinstance(node.this, exp.RowNumber)
+            and not node.args.get("partition_by") and not node.args.get("order")):
+        return exp.Anonymous(this="monotonically_increasing_id", expressions=[])
+    return node
+
+
+RULES = (_top_n, _by_n, _list_sum, _isfinite, _hugeint, _row_identity)
 
 
 def to_spark(sql: str) -> list[str]:

@@ -40,7 +40,12 @@ class SparkResult:
         return tuple(rows[0]) if rows else None
 
     def arrow(self) -> Any:
-        return self._df.toArrow()
+        """The result as Arrow, every column nullable (as DuckDB returns it: the published files'
+        schemas do not depend on the engine)."""
+        import pyarrow as pa
+
+        table = self._df.toArrow()
+        return table.cast(pa.schema([f.with_nullable(True) for f in table.schema]))
 
     def fetchnumpy(self) -> dict[str, Any]:
         table = self.arrow()
@@ -115,8 +120,11 @@ class SparkEngine:
             elif isinstance(tree, exp.Alter):
                 self._alter(tree)
             elif isinstance(tree, exp.Drop):
-                self.spark.catalog.dropTempView(tree.this.name)
-                self._cached.pop(tree.this.name, None)
+                for table in tree.args.get("tables") or ([tree.this] if tree.this is not None else []):
+                    self.spark.catalog.dropTempView(table.name)
+                    old = self._cached.pop(table.name, None)
+                    if old is not None:
+                        old.unpersist()
             elif isinstance(tree, exp.Query):
                 result = self._df(tree)
             else:
@@ -138,12 +146,10 @@ class SparkEngine:
         from sqlglot import exp
 
         tree = tree.copy()
-        w = tree.args.get("with_") or tree.args.get("with")
-        if w is not None:
+        for w in list(tree.find_all(exp.With)):  # outer blocks first; the builders' CTE names are unique
             for cte in w.expressions:
                 self._register(cte.alias, self._df(cte.this))
-            tree.set("with_", None)
-            tree.set("with", None)
+            w.pop()
         if isinstance(tree, exp.Union) and tree.args.get("by_name"):
             if tree.args.get("distinct"):
                 raise UnsupportedSQL("cannot run on Spark: UNION BY NAME without ALL")
@@ -235,9 +241,57 @@ class SparkEngine:
         self._register(name, df)
 
     # ----- sources ---------------------------------------------------------------------------
+    def open_source(self, cfg: Any) -> Any:
+        """``__src`` over the configured Parquet files (Spark reads them; only footers are read
+        here, for the per-file row counts), with the schema in DuckDB's type names (the builders'
+        vocabulary) and the same fingerprint as the DuckDB engine computes."""
+        import hashlib
+        import os
+
+        import pyarrow.parquet as pq
+
+        from ...errors import ConfigError, SourceError
+        from ..base import Source, SourceFile, default_source_id, detect_format, resolve_files
+
+        fmt = detect_format(cfg)
+        if fmt != "parquet":
+            raise ConfigError(f"{cfg.where('source', 'format')}: the Spark engine reads Parquet sources only for now "
+                              f"(this one is {fmt}); convert it or use engine.kind: duckdb")
+        files = resolve_files(cfg)
+        stats = []
+        for f in files:
+            st = os.stat(f)
+            try:
+                rows = pq.ParquetFile(f).metadata.num_rows
+            except Exception as exc:  # noqa: BLE001 - any unreadable footer is the same problem
+                raise SourceError(f"source file {f} is not a readable Parquet file ({exc}); re-export it") from None
+            stats.append(SourceFile(str(f), st.st_size, st.st_mtime_ns, rows))
+        df = self.spark.read.parquet(*[str(f) for f in files])
+        df.createOrReplaceTempView("__src")
+        schema = {field.name: duckdb_type(field.dataType) for field in df.schema.fields}
+        if not df.take(1):
+            raise SourceError(f"source {cfg.source.path!r} holds no rows ({len(files)} file(s)); "
+                              "an empty export is refused rather than published as an empty report: check the export")
+        fp = hashlib.sha256()
+        for f in sorted(stats, key=lambda f: os.path.realpath(f.path)):
+            fp.update(f"{os.path.realpath(f.path)}\x00{f.size_bytes}\x00{f.mtime_ns}\x00{f.rows}\n".encode())
+        return Source(format=fmt, files=stats, schema=schema, table=None, source_id=default_source_id(cfg),
+                      fingerprint=fp.hexdigest())
+
+    def check_columns(self, cfg: Any, source: Any) -> None:
+        from ..duckdb.sources import check_columns
+
+        check_columns(cfg, source.schema)
+
+    def query_progress(self) -> float:
+        return -1.0
+
+    def interrupt(self) -> None:
+        self.spark.sparkContext.cancelAllJobs()
+
     def register(self, name: str, table: Any) -> None:
         """An Arrow table (aggregates only) as view ``name``."""
-        self._register(name, self.spark.createDataFrame(table.to_pandas()))
+        self._register(name, self.spark.createDataFrame(table))  # Arrow directly: nulls stay nulls
 
     def unregister(self, name: str) -> None:
         self.spark.catalog.dropTempView(name)
@@ -246,6 +300,44 @@ class SparkEngine:
         for df in self._cached.values():
             df.unpersist()
         self._cached.clear()
+
+
+def duckdb_type(dt: Any) -> str:
+    """A Spark column type in DuckDB's names (what the SQL builders and config checks speak)."""
+    from pyspark.sql import types as T  # noqa: N812
+
+    simple = {T.LongType: "BIGINT", T.IntegerType: "INTEGER", T.ShortType: "SMALLINT", T.ByteType: "TINYINT",
+              T.DoubleType: "DOUBLE", T.FloatType: "FLOAT", T.StringType: "VARCHAR", T.BooleanType: "BOOLEAN",
+              T.DateType: "DATE", T.TimestampType: "TIMESTAMP WITH TIME ZONE", T.TimestampNTZType: "TIMESTAMP",
+              T.BinaryType: "BLOB"}
+    for cls, name in simple.items():
+        if isinstance(dt, cls):
+            return name
+    if isinstance(dt, T.DecimalType):
+        return f"DECIMAL({dt.precision},{dt.scale})"
+    return dt.simpleString().upper()
+
+
+def connect(cfg: Any) -> SparkEngine:
+    """A Spark session for one run: ``engine.remote`` (or ``SPARK_REMOTE``) for Spark Connect, else
+    ``engine.master``; UTC session time zone; ``engine.conf`` on top."""
+    import os
+
+    from ...errors import ConfigError
+
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise ConfigError("engine.kind: spark needs the Spark extra: pip install 'anonymize-pipeline[spark]' "
+                          "(and a Java 17+ runtime)") from None
+    builder = SparkSession.builder.appName(f"anonymize {cfg.report}")
+    remote = cfg.engine.remote or os.environ.get("SPARK_REMOTE")
+    builder = builder.remote(remote) if remote else builder.master(cfg.engine.master)
+    settings = {"spark.sql.session.timeZone": "UTC", "spark.ui.enabled": "false",
+                "spark.sql.shuffle.partitions": "8", **cfg.engine.conf}
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    return SparkEngine(builder.getOrCreate())
 
 
 def _spark_sql(node: Any) -> str:
