@@ -99,3 +99,32 @@ def test_two_remainder_rows_of_the_same_level(tmp_path: Path) -> None:
     write(src, {**BASE, "C": list(range(200, 208)), "D": [300, 301, 302, 303]})  # one newcomer in D
     _, rem2 = rows_of(run_report(cfg, "d2"))
     assert rem2 is None  # remainder(d2) - remainder(d1) = the newcomer's rows
+
+
+def test_yesterdays_complement_published_today(tmp_path: Path) -> None:
+    """Day 1 publishes a grand total and withholds D (3 people) with C as its complement. Day 2 one
+    buyer joins B, so the difference check withholds B (and the total); D then needs no complement
+    and C would be published unchanged: total(d1) - A(d1) - B(d1) - C(d2) = D's three people."""
+    (tmp_path / "data").mkdir()
+    src = tmp_path / "data" / "events.parquet"
+    groups = {"A": list(range(60)), "B": list(range(100, 160)), "C": list(range(200, 250)), "D": [300, 301, 302]}
+    day1 = write(tmp_path / "day1.parquet", groups)
+    write(src, groups)
+    cfg = load_config(write_config(tmp_path, "t.yaml", report="t", source={"path": "data/events.parquet"},
+                                   identifiers=["user_id"], filter=None, dimensions=["city"],
+                                   metrics=[{"name": "rows", "agg": "count"}], min_units=K, totals=[[]],
+                                   history=None, budget=None))
+
+    def published(rel) -> dict:
+        return {(r["level"], r["city"]): r["rows"] for r in pq.read_table(rel.report_path).to_pylist()}
+
+    p1 = published(run_report(cfg, "d1"))
+    assert ("total", None) in p1 and ("cell", "C") not in p1 and ("cell", "D") not in p1  # C is D's complement
+    write(src, {**groups, "B": groups["B"] + [999]})
+    p2 = published(run_report(cfg, "d2"))
+    assert ("cell", "B") not in p2  # one newcomer: withheld by the difference check
+    # the attack: every number it needs is published, and D's three people explain what is left
+    if ("cell", "C") in p2:
+        left = p1[("total", None)] - p1[("cell", "A")] - p1[("cell", "B")] - p2[("cell", "C")]
+        who = explained_by(day1, "city IN ('C', 'D')", src, "city = 'C'")
+        assert not (left != 0 and 1 <= who < K), (left, who)

@@ -333,20 +333,26 @@ def _complements_for_earlier_remainders(
     withheld = 0
     for lv in levels(cfg):
         key = remainder_key(cfg, lv.kept(cfg))
+        # this level's remainder rows of earlier releases, and the implicit ones of their margins
+        # (a margin minus its published children at this level); one id per (release, remainder)
         con.execute("""
-            CREATE OR REPLACE TEMP TABLE __rr_members AS SELECT m.release_id, m.cell_key FROM __hist.remainder_members m
-            WHERE m.remainder_key = $1 AND m.release_id IN (SELECT release_id FROM __diff_all)
+            CREATE OR REPLACE TEMP TABLE __rr_members AS
+            SELECT m.release_id || '\x1c' || m.remainder_key AS release_id, m.release_id AS rel,
+                   m.remainder_key, m.cell_key FROM __hist.remainder_members m
+            WHERE (m.remainder_key = $1 OR starts_with(m.remainder_key, $1 || '\x1d'))
+              AND m.release_id IN (SELECT release_id FROM __diff_all)
         """, [key])
         if not con.execute("SELECT count(*) FROM __rr_members").fetchall()[0][0]:
             continue
         con.execute("""
             CREATE OR REPLACE TEMP TABLE __rr_prior AS
-            SELECT h.release_id, h.uh, h.ch FROM __hist.cell_units h
-            WHERE h.cell_key = $1 AND h.release_id IN (SELECT DISTINCT release_id FROM __rr_members)
-        """, [key])
+            SELECT r.release_id, h.uh, h.ch FROM __hist.cell_units h
+            JOIN (SELECT DISTINCT release_id, rel, remainder_key FROM __rr_members) r
+              ON h.release_id = r.rel AND h.cell_key = r.remainder_key
+        """)
         groups: dict[tuple[str, ...], list[str]] = {}
-        for (rid,) in con.execute("SELECT DISTINCT release_id FROM __rr_members ORDER BY 1").fetchall():
-            groups.setdefault(comps_of.get(rid, ()), []).append(rid)
+        for rid, rel in con.execute("SELECT DISTINCT release_id, rel FROM __rr_members ORDER BY 1").fetchall():
+            groups.setdefault(comps_of.get(rel, ()), []).append(rid)
         for _round in range(MAX_ROUNDS + 1):
             con.execute(f"CREATE OR REPLACE TEMP TABLE __rr_vals AS "
                         f"{_unit_values_sql(cfg, con, lv, salt, 'c.__reason IS NULL')}")
@@ -789,6 +795,46 @@ def _record_remainders(cfg: ReportConfig, con: Any, hist: History, release_id: s
                     f"WHERE __level = {int(index)} AND __suppressed", [release_id, key])
 
 
+def _record_margin_remainders(cfg: ReportConfig, con: Any, hist: History, release_id: str) -> None:
+    """Store, per published margin cell and finer level, what a reader gets by subtracting the
+    margin's published children from it: the withheld children's people and contributions (an
+    implicit remainder row, keyed by the finer level's remainder key and the margin's cell key),
+    with those children as its members. A later release publishing one of them is then checked
+    against it (:func:`_complements_for_earlier_remainders`)."""
+    comps = components(cfg)
+    values = "".join(f", {expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
+    digests = ", ".join(f"hash(uh, {literal(name)}, __x{k})" for k, (name, _) in enumerate(comps))
+    salt = literal(hist.secret_hex())
+    lvls = levels(cfg)
+    for m_lv in lvls[1:]:
+        m_keep = set(m_lv.kept(cfg))
+        for f_lv in lvls:
+            if not set(f_lv.kept(cfg)) > m_keep:
+                continue
+            on = " AND ".join(f"w.{dim_key(i)} IS NOT DISTINCT FROM m.{dim_key(i)}" for i in sorted(m_keep)) or "TRUE"
+            prefix = literal(remainder_key(cfg, f_lv.kept(cfg)) + "\x1d")
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE __mr_link AS
+                SELECT {prefix} || m.__cell_key AS rkey, w.__cell_key AS fkey
+                FROM __cells w JOIN __cells m ON {on}
+                WHERE w.__level = {f_lv.index} AND w.__suppressed AND m.__level = {m_lv.index} AND NOT m.__suppressed
+            """)
+            if not con.execute("SELECT count(*) FROM __mr_link").fetchall()[0][0]:
+                continue
+            parts = _unit_values_sql(cfg, con, f_lv, salt, "c.__suppressed")
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE __rem_units AS
+                SELECT rkey AS cell_key, uh, [{digests}]::UBIGINT[] AS ch FROM (
+                    SELECT l.rkey, v.uh{values.replace('p.', 'v.')} FROM __mr_link l JOIN ({parts}) v ON v.cell_key = l.fkey
+                    GROUP BY l.rkey, v.uh)
+            """)
+            con.execute("INSERT INTO __hist.cell_units (release_id, cell_key, uh, ch) "
+                        "SELECT $1, cell_key, uh, ch FROM __rem_units", [release_id])
+            con.execute(f"INSERT INTO __hist.cell_sketch SELECT $1, s.* FROM ({sketch_sql('__rem_units', 'cell_key')}) s",
+                        [release_id])
+            con.execute("INSERT INTO __hist.remainder_members SELECT $1, rkey, fkey FROM __mr_link", [release_id])
+
+
 def record_release(cfg: ReportConfig, con: Any, hist: History, release_id: str, source_id: str, run_id: str) -> None:
     """Store the unit hashes and digests of the cells that end up published (replacing an earlier
     record of this id), with the release's component names."""
@@ -824,6 +870,8 @@ def record_release(cfg: ReportConfig, con: Any, hist: History, release_id: str, 
         con.execute("DELETE FROM __hist.remainder_members WHERE release_id = $1", [release_id])
         if cfg.remainder:
             _record_remainders(cfg, con, hist, release_id)
+        if cfg.totals:
+            _record_margin_remainders(cfg, con, hist, release_id)
         con.execute("DELETE FROM __hist.release_levels WHERE release_id = $1", [release_id])
         con.executemany("INSERT INTO __hist.release_levels VALUES (?, ?)",
                         [[release_id, signature(level_pairs(cfg, lv.kept(cfg)))] for lv in levels(cfg)])
