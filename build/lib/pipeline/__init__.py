@@ -1,0 +1,72 @@
+"""Aggregate-statistics anonymization pipeline.
+
+Public API (the CLI is a thin layer over it)::
+
+    from pipeline import load_config, run_report, open_release
+    cfg = load_config("configs/demo.yaml")
+    release = run_report(cfg.with_overrides(min_units=100), run_id="2026-11-23")
+    release.table, release.manifest, release.explain()
+
+Imports of DuckDB, pandas and OpenDP are lazy so ``anonymize --help`` and ``validate`` stay fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+__all__ = [
+    "__version__",
+    "load_config",
+    "run_report",
+    "open_release",
+    "plan_report",
+    "ConfigError",
+    "SourceError",
+    "PrivacyRefusal",
+    "PipelineError",
+    "LedgerError",
+    "ReleaseError",
+]
+
+from .errors import (
+    ConfigError,
+    LedgerError,
+    PipelineError,
+    PrivacyRefusal,
+    ReleaseError,
+    SourceError,
+)
+
+if TYPE_CHECKING:
+    from .config import ReportConfig
+    from .releases.store import Release
+
+
+def load_config(path: Any) -> ReportConfig:
+    """Load and validate a YAML report config (raises ConfigError with file, key and line)."""
+    from .config import load_config as _load
+
+    return _load(path)
+
+
+def run_report(cfg: ReportConfig, run_id: str, **kwargs: Any) -> Release:
+    """Run a report and publish it atomically; same guarantees and ledger as ``anonymize run``."""
+    from .flows.run import run_report as _run
+
+    return _run(cfg, run_id, **kwargs)
+
+
+def open_release(path: Any) -> Release:
+    """Read a published release folder back (table + manifest)."""
+    from .releases.store import open_release as _open
+
+    return _open(path)
+
+
+def plan_report(cfg: ReportConfig, **kwargs: Any) -> Any:
+    """What-if planning (internal only, never a release, never spends budget)."""
+    from .flows.whatif import plan_report as _plan
+
+    return _plan(cfg, **kwargs)

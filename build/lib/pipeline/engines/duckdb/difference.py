@@ -1,0 +1,885 @@
+"""The difference check's SQL: keyed unit hashes and contribution digests of candidate cells,
+compared with everything already published into the same release history.
+
+The store itself (file, lock, secret) is :mod:`pipeline.state.history`; the rule (populations or
+contributions differing by 1 to k − 1 people) is :func:`pipeline.privacy.rules.difference_window`.
+
+Guarantees (docs/PRIVACY.md, "Across releases"):
+- A cell is identified by what it aggregates, never by output names: the source columns and time
+  grains of its kept dimensions, in canonical (sorted) order, with their values. A renamed
+  dimension (``as:``), dimensions in another order, a margin of one report and a plain cell of
+  another, and the same data under another file name, glob or report name all get the same key.
+  Filters and metrics are not part of the key: cells over the same dimension values are compared
+  whatever rows they select, so "searches" against "searches and orders" is compared too.
+- Per (cell, person) the history keeps, besides the keyed unit hash, one digest per published
+  quantity the person contributes to (row count, clamped sum and value count of each value column
+  with its bounds). Two cells are *close* when the people present in only one of them plus the
+  people present in both whose digest of a quantity both releases publish differs number 1 to
+  k − 1: then the new cell is withheld (reason ``difference``).
+- Every earlier release in the history is compared, whatever its source id: a day file and the
+  next day's file are the same population under two names. Only cell keys, hashes and counts are
+  compared in DuckDB; no identifier is written to the history.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from ...config import ReportConfig
+from ...errors import LedgerError
+from ...privacy.levels import levels
+from ...privacy.rules import difference_window
+from ...state.history import History
+from .cells import dim_key, value_slots
+from .sql import literal
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS releases (
+    release_id VARCHAR PRIMARY KEY, source_id VARCHAR, report VARCHAR, run_id VARCHAR, created_utc VARCHAR
+);
+CREATE TABLE IF NOT EXISTS cell_units (release_id VARCHAR, cell_key VARCHAR, uh VARCHAR);
+ALTER TABLE releases ADD COLUMN IF NOT EXISTS components VARCHAR[];
+ALTER TABLE cell_units ADD COLUMN IF NOT EXISTS ch UBIGINT[];
+CREATE TABLE IF NOT EXISTS release_levels (release_id VARCHAR, signature VARCHAR);
+CREATE TABLE IF NOT EXISTS remainder_members (release_id VARCHAR, remainder_key VARCHAR, cell_key VARCHAR);
+CREATE TABLE IF NOT EXISTS cell_sketch (release_id VARCHAR, cell_key VARCHAR, n BIGINT, SKETCH_COLUMNS);
+"""
+# Per published cell the history also keeps a presence sketch: its people counted in 32 buckets
+# of their unit hash. |count difference| and the L1 distance of two sketches are lower bounds of
+# the number of people present in only one of two cells (each such person moves one bucket count
+# by one), so a pair whose bound passes k − 1 needs no person-level comparison.
+SKETCH_BUCKETS = 32
+SCHEMA = SCHEMA.replace("SKETCH_COLUMNS", ", ".join(f"b{b} INTEGER" for b in range(SKETCH_BUCKETS)))
+# the bucket of a unit hash (hex text): from its first two hex digits, portable SQL
+BUCKET_SQL = ("(16 * ((strpos('0123456789abcdef', {col}[1:1]) - 1) % 2) "
+              "+ strpos('0123456789abcdef', {col}[2:2]) - 1)")
+
+
+def sketch_sql(table: str, key: str, unit: str = "uh") -> str:
+    """Per ``key`` of ``table``: ``n`` (rows: one per person) and the bucket counts ``b0``..``b31``."""
+    buckets = ", ".join(f"count(*) FILTER (WHERE __bk = {b}) AS b{b}" for b in range(SKETCH_BUCKETS))
+    return (f"SELECT {key} AS cell_key, count(*) AS n, {buckets} FROM "
+            f"(SELECT {key}, {BUCKET_SQL.format(col=unit)} AS __bk FROM {table}) GROUP BY {key}")
+
+
+def lower_bound_sql(a: str, b: str) -> str:
+    """A lower bound of the people present in only one of the cells sketched in ``a`` and ``b``."""
+    l1 = " + ".join(f"abs({a}.b{i} - {b}.b{i})" for i in range(SKETCH_BUCKETS))
+    return f"greatest(abs({a}.n - {b}.n), {l1})"
+SEP = "\x1f"
+# a time grain's length in days, to tell which grains are finer (a week is finer than a month even
+# though weeks straddle months: the sub-cell of a month is then the part of a week inside it)
+GRAIN_DAYS = {"day": 1, "week": 7, "month": 28, "quarter": 90, "year": 365}
+# the signature of a stored cell key: its ``column/grain`` parts without the values
+SIGNATURE_SQL = "regexp_replace(cell_key, '=[^\x1f]*', '', 'g')"
+Pair = tuple[str, str]  # (source column, grain or '')
+# a remainder row's key: the prefix and its level's signature (no dimension values; its members,
+# the withheld cells it aggregates, are recorded in ``remainder_members``)
+REMAINDER_PREFIX = "\x1eremainder="
+
+
+def remainder_key(cfg: ReportConfig, keep: list[int]) -> str:
+    return REMAINDER_PREFIX + signature(level_pairs(cfg, keep))
+
+
+def _bound(b: float) -> str:
+    return repr(float(b))
+
+
+def components(cfg: ReportConfig) -> list[tuple[str, str]]:
+    """The quantities a release publishes per cell, as (canonical name, per-unit SQL over
+    ``__per_unit``) in a fixed order: ``rows`` for counts and means, and per value column (with its
+    multiplier and bounds) its clamped ``sum`` and, for means, its value count ``vals``. Metrics that
+    publish the same quantity share one entry; ``count_units`` publishes presence only."""
+    slots = value_slots(cfg)
+    out: dict[str, str] = {}
+    for i, m in enumerate(cfg.metrics):
+        if m.agg == "count":
+            out.setdefault("rows", "sum(p.__n)")
+        if m.agg in ("sum", "mean"):
+            j = slots[i]
+            bounds = "none" if m.bounds is None else f"{_bound(m.bounds[0])}..{_bound(m.bounds[1])}"
+            what = f"{m.column}*{m.multiply_by or 1}[{bounds}]"
+            out.setdefault(f"sum:{what}", f"round(sum(p.__s{j}), 6)")
+            if m.agg == "mean":
+                out.setdefault(f"vals:{what}", f"sum(p.__c{j})")
+    return sorted(out.items())
+
+
+def level_pairs(cfg: ReportConfig, keep: list[int]) -> tuple[Pair, ...]:
+    """The (column, grain) pairs a level's cell key is made of, in key order."""
+    return tuple(sorted((cfg.dims[i].column, cfg.dims[i].grain or "") for i in keep))
+
+
+def signature(pairs: tuple[Pair, ...]) -> str:
+    return SEP.join(f"{c}/{g}" for c, g in sorted(pairs))
+
+
+def parse_signature(sig: str) -> tuple[Pair, ...]:
+    if not sig:
+        return ()
+    return tuple(sorted(tuple(p.rsplit("/", 1)) for p in sig.split(SEP)))  # type: ignore[misc]
+
+
+def finer(f: tuple[Pair, ...], lv: tuple[Pair, ...]) -> bool:
+    """Whether cells keyed by ``f`` subdivide cells keyed by ``lv``: another key that has every column
+    of ``lv`` (plain columns as they are, time columns at the same or a shorter grain)."""
+    if set(f) == set(lv):
+        return False
+    for c, g in lv:
+        if not any(c2 == c and ((g == g2 == "") or (g and g2 and GRAIN_DAYS[g2] <= GRAIN_DAYS[g])) for c2, g2 in f):
+            return False
+    return True
+
+
+def _key_sql(items: list[tuple[Pair, str]]) -> str:
+    """A cell key (the format of :func:`cell_key_expr`) from ((column, grain), SQL value) items."""
+    parts = []
+    for (c, g), value in sorted(items, key=lambda t: t[0]):
+        v = f"CAST({value} AS DATE)" if g else value
+        parts.append(f"{literal(f'{c}/{g}=')} || coalesce(CAST({v} AS VARCHAR), '\x1d')")
+    return " || '\x1f' || ".join(parts) or "''"
+
+
+def cell_key_expr(cfg: ReportConfig) -> str:
+    """SQL for a cell's comparable key: ``column/grain=value`` of its kept dimensions, sorted by
+    column and grain (output names, dimension order and level names do not enter)."""
+    parts = []
+    for lv in levels(cfg):
+        keep = sorted(lv.kept(cfg), key=lambda i: (cfg.dims[i].column, cfg.dims[i].grain or ""))
+        items = []
+        for i in keep:
+            d = cfg.dims[i]
+            value = f"CAST({dim_key(i)} AS DATE)" if d.grain else dim_key(i)
+            label = literal(f"{d.column}/{d.grain or ''}=")
+            items.append(f"{label} || coalesce(CAST({value} AS VARCHAR), '\x1d')")
+        parts.append(f"WHEN {lv.index} THEN " + (" || '\x1f' || ".join(items) or "''"))
+    return f"CASE __level {' '.join(parts)} END"
+
+
+def candidate_units_sql(cfg: ReportConfig, salt_hex: str) -> str:
+    """``__cand_units``: (cell_key, unit hash, digests) for every cell still publishable in ``__cells``.
+
+    The digests are one keyed 64-bit hash per entry of :func:`components` of the person's
+    contribution to the cell (summed over the person's rows of the full table under the cell)."""
+    comps = components(cfg)
+    values = "".join(f", {expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
+    digests = ", ".join(f"hash(uh, {literal(name)}, __x{k})" for k, (name, _) in enumerate(comps))
+    selects = []
+    for lv in levels(cfg):
+        keep = lv.kept(cfg)
+        on = " AND ".join(f"p.{dim_key(i)} IS NOT DISTINCT FROM c.{dim_key(i)}" for i in keep) or "TRUE"
+        selects.append(
+            f"SELECT c.__cell_key AS cell_key, p.__u{values} "
+            f"FROM __per_unit p JOIN __cells c ON {on} "
+            f"WHERE p.__u IS NOT NULL AND c.__level = {lv.index} AND c.__reason IS NULL "
+            f"GROUP BY c.__cell_key, p.__u"
+        )
+    # a cell key can occur at two levels of one report only for the same cells (same kept columns)
+    hashed = (f"SELECT *, left(sha256({literal(salt_hex)} || CAST(__u AS VARCHAR)), 16) AS uh "
+              f"FROM ({' UNION ALL '.join(selects)})")
+    return (f"CREATE OR REPLACE TEMP TABLE __cand_units AS SELECT DISTINCT cell_key, uh, "
+            f"[{digests}]::UBIGINT[] AS ch FROM ({hashed})")
+
+
+def _ids(con: Any, table: str, ids: list[str] | tuple[str, ...], groups: dict[str, int] | None = None) -> str:
+    """A temp table of release ids (with their component group), for a semi-join (a list literal
+    would be searched once per row)."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} (release_id VARCHAR, grp INTEGER)")
+    if ids:
+        con.executemany(f"INSERT INTO {table} VALUES (?, ?)", [[i, (groups or {}).get(i, 0)] for i in ids])
+    return f"(SELECT release_id FROM {table})"
+
+
+def _close_sql(pairs: list[tuple[int, int]], ids: str) -> str:
+    """Cells of ``__cand_units`` close to a cell with the same key in one of the releases ``ids``,
+    whose components at 1-based list positions ``(new, old)`` in ``pairs`` are the quantities both
+    publish."""
+    differs = " OR ".join(f"h.ch[{j}] <> n.ch[{i}]" for i, j in pairs) or "FALSE"
+    return f"""
+        WITH a AS (SELECT cell_key, count(*) AS na FROM __cand_units GROUP BY cell_key),
+        b AS (
+            SELECT h.release_id, h.cell_key, count(*) AS nb FROM __hist.cell_units h
+            JOIN __need USING (release_id, cell_key) WHERE h.release_id IN {ids}
+            GROUP BY ALL
+        ),
+        i AS (
+            SELECT h.release_id, h.cell_key, count(*) AS ni,
+                   count(*) FILTER (WHERE coalesce({differs}, FALSE)) AS nd
+            FROM __hist.cell_units h JOIN __need USING (release_id, cell_key)
+            JOIN __cand_units n ON n.cell_key = h.cell_key AND n.uh = h.uh
+            WHERE h.release_id IN {ids}
+            GROUP BY ALL
+        )
+        SELECT DISTINCT a.cell_key FROM a JOIN b USING (cell_key) LEFT JOIN i USING (release_id, cell_key)
+        WHERE a.na + b.nb - 2 * coalesce(i.ni, 0) + coalesce(i.nd, 0) BETWEEN $1 AND $2
+    """
+
+
+def apply_difference_check(
+    cfg: ReportConfig, con: Any, hist: History, release_id: str, source_id: str, schema: dict[str, str] | None = None
+) -> int:
+    """Withhold publishable cells close to a published cell of any earlier release in the history,
+    and cells that earlier releases' finer cells subdivide with a residual of 1 to k − 1 people
+    (module docstring). Returns how many were withheld."""
+    import duckdb
+
+    con.execute("ALTER TABLE __cells ADD COLUMN IF NOT EXISTS __cell_key VARCHAR")
+    con.execute(f"UPDATE __cells SET __cell_key = {cell_key_expr(cfg)}")
+    con.execute(candidate_units_sql(cfg, hist.secret_hex()))
+    if not hist.path.exists():
+        return 0
+    try:
+        con.execute(f"ATTACH {literal(str(hist.path))} AS __hist (READ_ONLY)")
+    except duckdb.Error as exc:
+        raise LedgerError(f"cannot open the release history {hist.path}: {str(exc).splitlines()[0]}") from None
+    mine = [name for name, _ in components(cfg)]
+    close: set[str] = set()
+    try:
+        cols = {r[0] for r in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = '__hist' AND table_name = 'releases'"
+        ).fetchall()}
+        comp_col = "components" if "components" in cols else "NULL::VARCHAR[]"
+        prev = con.execute(
+            f"SELECT release_id, {comp_col} FROM __hist.releases WHERE release_id <> $1", [release_id]
+        ).fetchall()
+        if prev and "ch" not in {r[0] for r in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = '__hist' AND table_name = 'cell_units'"
+        ).fetchall()}:
+            prev = [(rid, None) for rid, _ in prev]  # a history written before digests: presence only
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for rid, comps in prev:
+            groups.setdefault(tuple(comps or ()), []).append(rid)
+        lo, hi = difference_window(cfg)  # the rule (privacy.rules): 1 .. k - 1
+        _ids(con, "__diff_all", [rid for rid, _ in prev])
+        _needed_pairs(con, [rid for rid, _ in prev], hi)
+        for theirs, ids in sorted(groups.items()):
+            pairs = [(mine.index(c) + 1, theirs.index(c) + 1) for c in theirs if c in mine]
+            close.update(r[0] for r in con.execute(_close_sql(pairs, _ids(con, "__diff_ids", ids)), [lo, hi]).fetchall())
+        if schema is not None and prev:
+            comps_of = {rid: tuple(c or ()) for rid, c in prev}
+            close.update(_nested_close(cfg, con, hist, schema, comps_of, lo, hi))
+        _withhold(con, close)
+        more = 0
+        if schema is not None and prev:
+            more = _complements_for_earlier_cells(cfg, con, hist, schema, comps_of, lo, hi)
+            more += _complements_for_earlier_remainders(cfg, con, hist, comps_of, lo, hi)
+    finally:
+        con.execute("DETACH __hist")
+    return len(close) + more
+
+
+def _has_sketch_table(con: Any) -> bool:
+    return "cell_sketch" in {r[0] for r in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = '__hist'").fetchall()}
+
+
+def _sketched(con: Any) -> set[str]:
+    """Releases whose cells have presence sketches (recorded since sketches exist)."""
+    if not _has_sketch_table(con):
+        return set()
+    return {r[0] for r in con.execute("SELECT DISTINCT release_id FROM __hist.cell_sketch").fetchall()}
+
+
+def _needed_pairs(con: Any, ids: list[str], hi: int) -> None:
+    """``__need``: the (earlier release, cell key) pairs whose person-level comparison with this
+    release's same-key cell can find 1 to ``hi`` people: every pair of a release without sketches,
+    and the pairs whose sketch lower bound is at most ``hi``."""
+    sketched = _sketched(con) & set(ids)
+    legacy = sorted(set(ids) - sketched)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __cand_sk AS {sketch_sql('__cand_units', 'cell_key')}")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE __need AS
+        SELECT h.release_id, h.cell_key FROM __hist.cell_sketch h JOIN __cand_sk c USING (cell_key)
+        WHERE h.release_id IN {_ids(con, '__sk_ids', sorted(sketched))} AND {lower_bound_sql('c', 'h')} <= {int(hi)}
+    """) if sketched else con.execute("CREATE OR REPLACE TEMP TABLE __need (release_id VARCHAR, cell_key VARCHAR)")
+    if legacy:
+        con.execute(f"""
+            INSERT INTO __need SELECT DISTINCT release_id, cell_key FROM __hist.cell_units
+            WHERE release_id IN {_ids(con, '__legacy_pair_ids', legacy)} AND cell_key IN (SELECT cell_key FROM __cand_sk)
+        """)
+
+
+def _unit_values_sql(cfg: ReportConfig, con: Any, lv: Any, salt: str, cells: str) -> str:
+    """Per (cell key, person) of level ``lv``: the person's rows and value sums (the columns of
+    ``__per_unit``) in each cell of ``__cells`` that ``cells`` (a condition on ``c``) selects."""
+    keep = lv.kept(cfg)
+    on = " AND ".join(f"p.{dim_key(i)} IS NOT DISTINCT FROM c.{dim_key(i)}" for i in keep) or "TRUE"
+    sums = ", ".join(f"sum(p.{c}) AS {c}" for c in ["__n", *_value_columns(con, "__per_unit")])
+    return (f"SELECT c.__cell_key AS cell_key, left(sha256({salt} || CAST(p.__u AS VARCHAR)), 16) AS uh, {sums} "
+            f"FROM __per_unit p JOIN __cells c ON {on} "
+            f"WHERE p.__u IS NOT NULL AND c.__level = {lv.index} AND ({cells}) GROUP BY c.__cell_key, p.__u")
+
+
+def _complements_for_earlier_remainders(
+    cfg: ReportConfig, con: Any, hist: History, comps_of: dict[str, tuple[str, ...]], lo: int, hi: int,
+) -> int:
+    """Withhold further cells of this release where they would be subtracted from an earlier
+    release's remainder row of the same level, leaving 1 to k − 1 people: the reader subtracts this
+    release's published cells that the remainder aggregated (its recorded members) and compares what
+    is left with nothing. Residual: the people whose recorded contribution to the remainder differs
+    from their summed contribution to those cells. While some earlier remainder's residual is 1 to
+    k − 1 people, its member cell published here with the fewest people is withheld (ties by key)."""
+    tables = {r[0] for r in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = '__hist'").fetchall()}
+    if "remainder_members" not in tables:
+        return 0
+    mine = [name for name, _ in components(cfg)]
+    comps = components(cfg)
+    values = ", ".join(f"{expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
+    digests = ", ".join(f"hash(uh, {literal(name)}, __x{k})" for k, (name, _) in enumerate(comps))
+    salt = literal(hist.secret_hex())
+    withheld = 0
+    for lv in levels(cfg):
+        key = remainder_key(cfg, lv.kept(cfg))
+        # this level's remainder rows of earlier releases, and the implicit ones of their margins
+        # (a margin minus its published children at this level); one id per (release, remainder)
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE __rr_members AS
+            SELECT m.release_id || '\x1c' || m.remainder_key AS release_id, m.release_id AS rel,
+                   m.remainder_key, m.cell_key FROM __hist.remainder_members m
+            WHERE (m.remainder_key = $1 OR starts_with(m.remainder_key, $1 || '\x1d'))
+              AND m.release_id IN (SELECT release_id FROM __diff_all)
+        """, [key])
+        if not con.execute("SELECT count(*) FROM __rr_members").fetchall()[0][0]:
+            continue
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE __rr_prior AS
+            SELECT r.release_id, h.uh, h.ch FROM __hist.cell_units h
+            JOIN (SELECT DISTINCT release_id, rel, remainder_key FROM __rr_members) r
+              ON h.release_id = r.rel AND h.cell_key = r.remainder_key
+        """)
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for rid, rel in con.execute("SELECT DISTINCT release_id, rel FROM __rr_members ORDER BY 1").fetchall():
+            groups.setdefault(comps_of.get(rel, ()), []).append(rid)
+        for _round in range(MAX_ROUNDS + 1):
+            con.execute(f"CREATE OR REPLACE TEMP TABLE __rr_vals AS "
+                        f"{_unit_values_sql(cfg, con, lv, salt, 'c.__reason IS NULL')}")
+            flagged: set[str] = set()
+            for theirs, gids in groups.items():
+                pairs = [(mine.index(c) + 1, theirs.index(c) + 1) for c in theirs if c in mine]
+                differs = " OR ".join(f"h.ch[{j}] <> n.ch[{i}]" for i, j in pairs) or "FALSE"
+                _ids(con, "__rr_ids", gids)
+                flagged.update(r[0] for r in con.execute(f"""
+                    WITH now AS (
+                        SELECT release_id, uh, [{digests}]::UBIGINT[] AS ch FROM (
+                            SELECT m.release_id, v.uh, {values.replace('p.', 'v.')}
+                            FROM __rr_members m JOIN __rr_vals v ON v.cell_key = m.cell_key
+                            WHERE m.release_id IN (SELECT release_id FROM __rr_ids) GROUP BY m.release_id, v.uh
+                        )
+                    ),
+                    b AS (SELECT release_id, count(*) AS nb FROM __rr_prior
+                          WHERE release_id IN (SELECT release_id FROM __rr_ids) GROUP BY ALL),
+                    a AS (SELECT release_id, count(*) AS na FROM now GROUP BY ALL),
+                    i AS (SELECT h.release_id, count(*) AS ni, count(*) FILTER (WHERE coalesce({differs}, FALSE)) AS nd
+                          FROM __rr_prior h JOIN now n ON n.release_id = h.release_id AND n.uh = h.uh GROUP BY ALL)
+                    SELECT b.release_id FROM b LEFT JOIN a USING (release_id) LEFT JOIN i USING (release_id)
+                    WHERE coalesce(a.na, 0) + b.nb - 2 * coalesce(i.ni, 0) + coalesce(i.nd, 0) BETWEEN $1 AND $2
+                """, [lo, hi]).fetchall())
+            if not flagged:
+                break
+            _ids(con, "__rr_flagged", sorted(flagged))
+            last = _round == MAX_ROUNDS
+            pick = "DISTINCT c.__cell_key" if last else "first(c.__cell_key ORDER BY c.__units, c.__cell_key)"
+            keys = {r[0] for r in con.execute(f"""
+                SELECT {pick} FROM __cells c JOIN __rr_members m ON m.cell_key = c.__cell_key
+                WHERE m.release_id IN (SELECT release_id FROM __rr_flagged) AND c.__level = {lv.index}
+                  AND c.__reason IS NULL {'' if last else 'GROUP BY m.release_id'}
+            """).fetchall() if r[0] is not None}
+            if not keys:
+                break
+            _withhold(con, keys)
+            withheld += len(keys)
+    return withheld
+
+
+def check_new_remainders(cfg: ReportConfig, con: Any, hist: History, release_id: str) -> int:
+    """Drop this release's remainder rows that earlier releases let a reader take apart: minus the
+    earlier published cells with the keys of the withheld cells it aggregates (each part: the
+    earlier cell or nothing, the fewest people), or minus an earlier remainder row of the same level
+    (the people whose contribution differs), leaving 1 to k − 1 people. Call after
+    :func:`pipeline.engines.duckdb.remainder.apply_remainder`; returns how many were dropped."""
+    import duckdb
+
+    if not hist.path.exists():
+        return 0
+    levels_left = [r[0] for r in con.execute("SELECT DISTINCT __level FROM __remainder").fetchall()]
+    if not levels_left:
+        return 0
+    try:
+        con.execute(f"ATTACH {literal(str(hist.path))} AS __hist (READ_ONLY)")
+    except duckdb.Error as exc:
+        raise LedgerError(f"cannot open the release history {hist.path}: {str(exc).splitlines()[0]}") from None
+    dropped = 0
+    try:
+        cols = {r[0] for r in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = '__hist' AND table_name = 'releases'"
+        ).fetchall()}
+        comp_col = "components" if "components" in cols else "NULL::VARCHAR[]"
+        prev = con.execute(f"SELECT release_id, {comp_col} FROM __hist.releases WHERE release_id <> $1",
+                           [release_id]).fetchall()
+        if not prev:
+            return 0
+        comps_of = {rid: tuple(c or ()) for rid, c in prev}
+        ids = sorted(comps_of)
+        lo, hi = difference_window(cfg)
+        mine = [name for name, _ in components(cfg)]
+        comps = components(cfg)
+        values = "".join(f", {expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
+        digests = ", ".join(f"hash(uh, {literal(name)}, __x{k})" for k, (name, _) in enumerate(comps))
+        salt = literal(hist.secret_hex())
+        by_index = {lv.index: lv for lv in levels(cfg)}
+        for index in sorted(levels_left):
+            lv = by_index[int(index)]
+            key = remainder_key(cfg, lv.kept(cfg))
+            # parts: the withheld cells it aggregates (against earlier cells with their keys), and
+            # the whole (against earlier remainder rows of the level, which share its key)
+            parts = _unit_values_sql(cfg, con, lv, salt, "c.__suppressed")
+            whole = (f"SELECT {literal(key)} AS cell_key, uh, {', '.join(f'sum({c}) AS {c}' for c in ['__n', *_value_columns(con, '__per_unit')])} "
+                     f"FROM ({parts}) GROUP BY uh")
+            for body in (parts, whole):
+                con.execute(f"""
+                    CREATE OR REPLACE TEMP TABLE __nest_sub AS
+                    SELECT {literal(key)} AS parent_key, cell_key AS sub_key, uh, [{digests}]::UBIGINT[] AS ch FROM (
+                        SELECT cell_key, uh{values} FROM ({body}) p GROUP BY cell_key, uh)
+                """)
+                if _subtraction_flags(con, ids, comps_of, mine, lo, hi):
+                    con.execute(f"DELETE FROM __remainder WHERE __level = {int(index)}")
+                    dropped += 1
+                    break
+    finally:
+        con.execute("DETACH __hist")
+    return dropped
+
+
+def _withhold(con: Any, keys: set[str]) -> None:
+    if keys:
+        con.execute("CREATE OR REPLACE TEMP TABLE __diff_keys (cell_key VARCHAR)")
+        con.executemany("INSERT INTO __diff_keys VALUES (?)", [[c] for c in sorted(keys)])
+        con.execute(
+            "UPDATE __cells SET __reason = 'difference' WHERE __reason IS NULL AND __cell_key IN (SELECT cell_key FROM __diff_keys)"
+        )
+
+
+def _family_signatures(con: Any, ids: list[str]) -> dict[str, list[str]]:
+    """Signature of each level of the releases ``ids`` -> their ids (recorded at publication;
+    derived from the stored cell keys for releases recorded before signatures were)."""
+    tables = {r[0] for r in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = '__hist'").fetchall()}
+    rows: list[tuple[str, str]] = []
+    if "release_levels" in tables:
+        rows = con.execute("SELECT DISTINCT release_id, signature FROM __hist.release_levels "
+                           "WHERE list_contains($1, release_id)", [ids]).fetchall()
+    missing = sorted(set(ids) - {r[0] for r in rows})
+    if missing:
+        rows += con.execute(f"SELECT DISTINCT release_id, {SIGNATURE_SQL} FROM __hist.cell_units "
+                            f"WHERE release_id IN {_ids(con, '__legacy_ids', missing)} "
+                            f"AND NOT starts_with(cell_key, {literal(REMAINDER_PREFIX)})").fetchall()
+    out: dict[str, list[str]] = {}
+    for rid, sig in sorted(rows):
+        out.setdefault(sig, []).append(rid)
+    return out
+
+
+def _nested_close(
+    cfg: ReportConfig, con: Any, hist: History, schema: dict[str, str],
+    comps_of: dict[str, tuple[str, ...]], lo: int, hi: int,
+) -> set[str]:
+    """Cells that earlier releases' finer cells subdivide (a month and its weeks or days, a total
+    and its cells, a margin and the cells of another report), with a residual of ``lo``..``hi``
+    people: a reader subtracts the earlier cells from the new one and is left with those people's
+    contributions.
+
+    Per new cell C and finer family F (the cells of earlier releases with one signature), C's rows
+    are split into sub-cells by F's key (rows of a week inside a month, a city's categories). For
+    each sub-cell the reader either subtracts an earlier published cell with that key (residual:
+    the people whose presence or contribution differs between the two, as in the pairwise check)
+    or nothing (residual: the sub-cell's people); the choice with the fewest people is taken, and
+    C is withheld when the people of all chosen residuals together number ``lo``..``hi``."""
+    families = _family_signatures(con, sorted(comps_of))
+    mine = [name for name, _ in components(cfg)]
+    close: set[str] = set()
+    salt = literal(hist.secret_hex())
+    for lv in levels(cfg):
+        mine_pairs = level_pairs(cfg, lv.kept(cfg))
+        for sig, ids in sorted(families.items()):
+            fam = parse_signature(sig)
+            if not finer(fam, mine_pairs) or any(c not in schema for c, _ in fam):
+                continue  # not a subdivision of this level, or cells of another data set
+            at = _derived_per_unit(cfg, con, schema, sorted(set(fam) | set(mine_pairs)), "__nest_pu")
+            if at is None:
+                continue
+            comps = components(cfg)
+            values = "".join(f", {expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
+            digests = ", ".join(f"hash(uh, {literal(name)}, __x{k})" for k, (name, _) in enumerate(comps))
+            sub_key = _key_sql([(pr, f"p.{at[pr]}") for pr in fam])
+            parent_key = _key_sql([(pr, f"p.{at[pr]}") for pr in mine_pairs])
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE __nest_sub AS
+                SELECT parent_key, sub_key, uh, [{digests}]::UBIGINT[] AS ch FROM (
+                    SELECT {parent_key} AS parent_key, {sub_key} AS sub_key,
+                           left(sha256({salt} || CAST(p.__u AS VARCHAR)), 16) AS uh{values}
+                    FROM __nest_pu p WHERE p.__u IS NOT NULL GROUP BY ALL
+                ) WHERE parent_key IN (SELECT __cell_key FROM __cells WHERE __level = {lv.index} AND __reason IS NULL)
+            """)
+            close |= _subtraction_flags(con, ids, comps_of, mine, lo, hi)
+    return close
+
+
+def _subtraction_flags(
+    con: Any, ids: list[str], comps_of: dict[str, tuple[str, ...]], mine: list[str], lo: int, hi: int,
+) -> set[str]:
+    """The parents of ``__nest_sub`` (parent_key, sub_key, uh, ch: this release's people per part of
+    a new aggregate) that the cells of the earlier releases ``ids`` with the parts' keys leave with
+    a residual of ``lo``..``hi`` people (the rule of :func:`_nested_close`)."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for rid in ids:
+        groups.setdefault(comps_of.get(rid, ()), []).append(rid)
+    grp_of = {rid: g for g, gids in enumerate(groups.values()) for rid in gids}
+    _ids(con, "__fam_ids", ids, grp_of)
+    if not set(ids) - _sketched(con):
+        # the residual is at least, over C's sub-cells, the least of the sub-cell's people and
+        # the sketch bounds against each earlier cell with its key: drop the C where that passes hi
+        con.execute(f"""
+            DELETE FROM __nest_sub WHERE parent_key NOT IN (
+                WITH s AS (
+                    SELECT parent_key, sub_key, count(*) AS n,
+                           {', '.join(f'count(*) FILTER (WHERE __bk = {b}) AS b{b}' for b in range(SKETCH_BUCKETS))}
+                    FROM (SELECT parent_key, sub_key, {BUCKET_SQL.format(col='uh')} AS __bk FROM __nest_sub)
+                    GROUP BY ALL),
+                p AS (SELECT s.parent_key, s.sub_key, min({lower_bound_sql('s', 'h')}) AS best
+                      FROM s JOIN __hist.cell_sketch h ON h.cell_key = s.sub_key
+                      WHERE h.release_id IN (SELECT release_id FROM __fam_ids) GROUP BY ALL)
+                SELECT s.parent_key FROM s LEFT JOIN p USING (parent_key, sub_key)
+                GROUP BY s.parent_key HAVING max(least(s.n, coalesce(p.best, s.n))) <= {int(hi)})
+        """)
+    if not con.execute("SELECT count(*) FROM __nest_sub").fetchall()[0][0]:
+        return set()
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE __nest_prior AS
+        SELECT h.release_id, f.grp, h.cell_key AS sub_key, h.uh, h.ch
+        FROM __hist.cell_units h JOIN __fam_ids f USING (release_id) WHERE h.cell_key IN (SELECT DISTINCT sub_key FROM __nest_sub)
+    """)
+    differs = {}
+    for g, (theirs, _gids) in enumerate(groups.items()):
+        pairs = [(mine.index(c) + 1, theirs.index(c) + 1) for c in theirs if c in mine]
+        differs[g] = " OR ".join(f"h.ch[{j}] <> n.ch[{i}]" for i, j in pairs) or "FALSE"
+    # the reader's options per sub-cell: subtract nothing ('' = residual: its people) or an earlier cell
+    opts = ["SELECT parent_key, sub_key, '' AS rid, -1 AS grp, count(*) AS d FROM __nest_sub GROUP BY ALL"]
+    for g, diff in differs.items():
+        opts.append(f"""
+            SELECT t.parent_key, t.sub_key, b.release_id AS rid, {g} AS grp,
+                   t.na + b.nb - 2 * coalesce(i.ni, 0) + coalesce(i.nd, 0) AS d
+            FROM (SELECT parent_key, sub_key, count(*) AS na FROM __nest_sub GROUP BY ALL) t
+            JOIN (SELECT release_id, sub_key, count(*) AS nb FROM __nest_prior
+                  WHERE grp = {g} GROUP BY ALL) b USING (sub_key)
+            LEFT JOIN (SELECT n.parent_key, n.sub_key, h.release_id, count(*) AS ni,
+                              count(*) FILTER (WHERE coalesce({diff}, FALSE)) AS nd
+                       FROM __nest_sub n JOIN __nest_prior h ON h.sub_key = n.sub_key AND h.uh = n.uh
+                       WHERE h.grp = {g} GROUP BY ALL) i
+              ON i.parent_key = t.parent_key AND i.sub_key = t.sub_key AND i.release_id = b.release_id""")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE __nest_best AS
+        SELECT parent_key, sub_key, first(rid ORDER BY d, rid) AS rid, first(grp ORDER BY d, rid) AS grp
+        FROM ({' UNION ALL '.join(opts)}) GROUP BY ALL
+    """)
+    residual = ["SELECT n.parent_key, n.uh FROM __nest_sub n JOIN __nest_best b USING (parent_key, sub_key) "
+                "WHERE b.rid = ''"]
+    for g, diff in differs.items():
+        residual.append(
+            "SELECT n.parent_key, n.uh FROM __nest_sub n JOIN __nest_best b USING (parent_key, sub_key) "
+            "LEFT JOIN __nest_prior h ON h.release_id = b.rid AND h.sub_key = n.sub_key AND h.uh = n.uh "
+            f"WHERE b.grp = {g} AND (h.uh IS NULL OR coalesce({diff}, FALSE))")
+        residual.append(
+            "SELECT b.parent_key, h.uh FROM __nest_best b JOIN __nest_prior h "
+            "ON h.release_id = b.rid AND h.sub_key = b.sub_key "
+            f"WHERE b.grp = {g} AND NOT EXISTS (SELECT 1 FROM __nest_sub n WHERE n.parent_key = b.parent_key "
+            "AND n.sub_key = b.sub_key AND n.uh = h.uh)")
+    flagged = con.execute(f"""
+        SELECT parent_key FROM ({' UNION ALL '.join(residual)})
+        WHERE parent_key IN (SELECT parent_key FROM __nest_best WHERE rid <> '')
+        GROUP BY parent_key HAVING count(DISTINCT uh) BETWEEN $1 AND $2
+    """, [lo, hi]).fetchall()
+    return {r[0] for r in flagged}
+
+
+def _derived_per_unit(
+    cfg: ReportConfig, con: Any, schema: dict[str, str], pairs: list[Pair], table: str
+) -> dict[Pair, str] | None:
+    """``table``: this release's rows per (unit, values of ``pairs``) (the quantities of
+    ``__per_unit``, same filter and metrics); returns each pair's key column, or None when this
+    config cannot group by those columns (then the family is another data set's)."""
+    from ...errors import ConfigError
+    from .cells import per_unit_sql
+
+    own = {(d.column, d.grain or ""): i for i, d in enumerate(cfg.dims)}
+    if all(pr in own for pr in pairs):  # this release's own dimensions: regroup __per_unit, no new scan
+        keys = ", ".join(f"{dim_key(own[pr])} AS {dim_key(k)}" for k, pr in enumerate(pairs))
+        sums = ", ".join(f"sum({c}) AS {c}" for c in ["__n", *_value_columns(con, "__per_unit")])
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {keys}, __u, {sums} FROM __per_unit GROUP BY ALL")
+        return {pair: dim_key(k) for k, pair in enumerate(pairs)}
+    dims = [{"column": c, **({"grain": g} if g else {}), "as": f"nest_{k}"} for k, (c, g) in enumerate(pairs)]
+    try:
+        derived = cfg.with_overrides(dimensions=dims, totals=None, remainder=False)
+    except ConfigError:
+        return None  # (e.g. a column this config declares an identifier): not comparable here
+    con.run(per_unit_sql(derived, schema, table=table))
+    return {pair: dim_key(k) for k, pair in enumerate(pairs)}
+
+
+def _complements_for_earlier_cells(
+    cfg: ReportConfig, con: Any, hist: History, schema: dict[str, str],
+    comps_of: dict[str, tuple[str, ...]], lo: int, hi: int,
+) -> int:
+    """Withhold further cells of this release where they would subdivide a coarser cell of an
+    earlier release (its month, its total, its margin) leaving 1 to k − 1 people: the earlier cell
+    minus this release's published cells inside it would isolate them.
+
+    Per earlier coarse cell R the reader subtracts this release's published cells that have rows
+    in R: all of them, or only those with no rows outside R (two strategies). The residual is the
+    people whose contribution to R (as recorded) differs from their summed contribution to the
+    subtracted cells (as published now), present in one only included. While some R's residual is
+    1 to k − 1 people, the published cell with rows in R with the fewest people is withheld
+    (ties by key) and the check repeats; after ``MAX_ROUNDS`` every cell with rows in such an R
+    is withheld. Returns how many cells were withheld."""
+    families = _family_signatures(con, sorted(comps_of))
+    mine = [name for name, _ in components(cfg)]
+    salt = literal(hist.secret_hex())
+    withheld = 0
+    for lv in levels(cfg):
+        mine_pairs = level_pairs(cfg, lv.kept(cfg))
+        for sig, ids in sorted(families.items()):
+            fam = parse_signature(sig)
+            if not finer(mine_pairs, fam) or any(c not in schema for c, _ in fam):
+                continue
+            at = _derived_per_unit(cfg, con, schema, sorted(set(fam) | set(mine_pairs)), "__rev_pu")
+            if at is None:
+                continue
+            sums = ["sum(p.__n) AS __n"] + [
+                f"sum(p.{c}) AS {c}" for c in _value_columns(con, "__rev_pu")]
+            region = _key_sql([(pr, f"p.{at[pr]}") for pr in fam])
+            cell = _key_sql([(pr, f"p.{at[pr]}") for pr in mine_pairs])
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE __rev_piece AS
+                SELECT {region} AS region_key, {cell} AS cell_key,
+                       left(sha256({salt} || CAST(p.__u AS VARCHAR)), 16) AS uh, {', '.join(sums)}
+                FROM __rev_pu p WHERE p.__u IS NOT NULL GROUP BY ALL
+            """)
+            groups: dict[tuple[str, ...], list[str]] = {}
+            for rid in ids:
+                groups.setdefault(comps_of.get(rid, ()), []).append(rid)
+            grp_of = {rid: g for g, gids in enumerate(groups.values()) for rid in gids}
+            _ids(con, "__fam_ids", ids, grp_of)
+            unsketched = sorted(set(ids) - _sketched(con))
+            comps = components(cfg)
+            values = ", ".join(f"{expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
+            digests = ", ".join(f"hash(uh, {literal(name)}, __x{k})" for k, (name, _) in enumerate(comps))
+            for _round in range(MAX_ROUNDS + 1):
+                flagged = _flagged_regions(con, lv.index, list(groups), mine, values, digests, lo, hi, unsketched)
+                if not flagged:
+                    break
+                con.execute("CREATE OR REPLACE TEMP TABLE __rev_flagged (region_key VARCHAR)")
+                con.executemany("INSERT INTO __rev_flagged VALUES (?)", [[r] for r in sorted(flagged)])
+                last = _round == MAX_ROUNDS
+                pick = ("SELECT DISTINCT c.__cell_key FROM" if last else
+                        "SELECT first(c.__cell_key ORDER BY c.__units, c.__cell_key) FROM")
+                keys = {r[0] for r in con.execute(f"""
+                    {pick} __cells c JOIN (SELECT DISTINCT p.region_key, p.cell_key FROM __rev_piece p
+                                            JOIN __rev_flagged f USING (region_key)) x ON x.cell_key = c.__cell_key
+                    WHERE c.__level = {lv.index} AND c.__reason IS NULL
+                    {'' if last else 'GROUP BY x.region_key'}
+                """).fetchall() if r[0] is not None}
+                if not keys:
+                    break
+                _withhold(con, keys)
+                withheld += len(keys)
+    return withheld
+
+
+MAX_ROUNDS = 20
+
+
+def _value_columns(con: Any, table: str) -> list[str]:
+    """The per-unit value columns (``__s{i}``, ``__c{i}``) of a ``per_unit_sql`` table."""
+    return [r[0] for r in con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE table_name = $1 AND "
+        "(column_name LIKE '\\_\\_s%' ESCAPE '\\' OR column_name LIKE '\\_\\_c%' ESCAPE '\\') "
+        "ORDER BY column_index", [table]).fetchall()]
+
+
+def _flagged_regions(
+    con: Any, level: int, groups: list[tuple[str, ...]], mine: list[str],
+    values: str, digests: str, lo: int, hi: int, unsketched: list[str],
+) -> set[str]:
+    """Earlier coarse cells of the releases in ``__fam_ids`` whose residual after subtracting this
+    release's published cells of ``level`` (both strategies) is ``lo``..``hi`` people. Only the
+    (release, coarse cell) pairs whose sketch bound allows such a residual (and those of releases
+    in ``unsketched``) are compared person by person."""
+    published = f"(SELECT __cell_key FROM __cells WHERE __level = {level} AND __reason IS NULL)"
+    inside = "(SELECT cell_key FROM __rev_piece GROUP BY cell_key HAVING count(DISTINCT region_key) = 1)"
+    out: set[str] = set()
+    for strategy in (f"cell_key IN {published}", f"cell_key IN {published} AND cell_key IN {inside}"):
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE __rev_now AS
+            WITH chosen AS (SELECT DISTINCT region_key, cell_key FROM __rev_piece WHERE {strategy}),
+            tot AS (SELECT c.region_key, p.uh, {values} FROM chosen c JOIN __rev_piece p ON p.cell_key = c.cell_key
+                    GROUP BY c.region_key, p.uh)
+            SELECT region_key, uh, [{digests}]::UBIGINT[] AS ch FROM tot
+        """)
+        # regions the subtraction leaves empty on this side still count: their residual is the earlier cell
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE __rev_now_sk AS
+            SELECT r.region_key AS cell_key, coalesce(s.n, 0) AS n,
+                   {', '.join(f'coalesce(s.b{b}, 0) AS b{b}' for b in range(SKETCH_BUCKETS))}
+            FROM (SELECT DISTINCT region_key FROM __rev_piece) r
+            LEFT JOIN ({sketch_sql('__rev_now', 'region_key')}) s ON s.cell_key = r.region_key
+        """)
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE __rev_need AS
+            SELECT h.release_id, h.cell_key FROM __hist.cell_sketch h JOIN __rev_now_sk c USING (cell_key)
+            WHERE h.release_id IN (SELECT release_id FROM __fam_ids) AND {lower_bound_sql('c', 'h')} <= {int(hi)}
+        """) if _has_sketch_table(con) else con.execute(
+            "CREATE OR REPLACE TEMP TABLE __rev_need (release_id VARCHAR, cell_key VARCHAR)")
+        if unsketched:
+            con.execute(f"""
+                INSERT INTO __rev_need SELECT DISTINCT release_id, cell_key FROM __hist.cell_units
+                WHERE release_id IN {_ids(con, '__rev_legacy', unsketched)}
+                  AND cell_key IN (SELECT cell_key FROM __rev_now_sk)
+            """)
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE __rev_prior AS
+            SELECT h.release_id, f.grp, h.cell_key AS region_key, h.uh, h.ch
+            FROM __hist.cell_units h JOIN __rev_need USING (release_id, cell_key) JOIN __fam_ids f USING (release_id)
+        """)
+        for g, theirs in enumerate(groups):
+            pairs = [(mine.index(c) + 1, theirs.index(c) + 1) for c in theirs if c in mine]
+            differs = " OR ".join(f"h.ch[{j}] <> n.ch[{i}]" for i, j in pairs) or "FALSE"
+            out.update(r[0] for r in con.execute(f"""
+                WITH b AS (SELECT release_id, region_key, count(*) AS nb FROM __rev_prior
+                           WHERE grp = {g} GROUP BY ALL),
+                a AS (SELECT region_key, count(*) AS na FROM __rev_now GROUP BY ALL),
+                i AS (SELECT h.release_id, h.region_key, count(*) AS ni,
+                             count(*) FILTER (WHERE coalesce({differs}, FALSE)) AS nd
+                      FROM __rev_prior h JOIN __rev_now n ON n.region_key = h.region_key AND n.uh = h.uh
+                      WHERE h.grp = {g} GROUP BY ALL)
+                SELECT DISTINCT b.region_key FROM b LEFT JOIN a USING (region_key)
+                LEFT JOIN i USING (release_id, region_key)
+                WHERE coalesce(a.na, 0) + b.nb - 2 * coalesce(i.ni, 0) + coalesce(i.nd, 0) BETWEEN $1 AND $2
+            """, [lo, hi]).fetchall())
+    return out
+
+
+def _record_remainders(cfg: ReportConfig, con: Any, hist: History, release_id: str) -> None:
+    """Store each published remainder row like a cell (per-person digests and a sketch, under its
+    level's remainder key) and the withheld cells it aggregates (``remainder_members``)."""
+    comps = components(cfg)
+    values = "".join(f", {expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
+    digests = ", ".join(f"hash(uh, {literal(name)}, __x{k})" for k, (name, _) in enumerate(comps))
+    salt = literal(hist.secret_hex())
+    by_index = {lv.index: lv for lv in levels(cfg)}
+    for (index,) in con.execute("SELECT DISTINCT __level FROM __remainder ORDER BY 1").fetchall():
+        lv = by_index[int(index)]
+        key = remainder_key(cfg, lv.kept(cfg))
+        parts = _unit_values_sql(cfg, con, lv, salt, "c.__suppressed")
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE __rem_units AS
+            SELECT {literal(key)} AS cell_key, uh, [{digests}]::UBIGINT[] AS ch
+            FROM (SELECT uh{values} FROM ({parts}) p GROUP BY uh)
+        """)
+        con.execute("INSERT INTO __hist.cell_units (release_id, cell_key, uh, ch) "
+                    "SELECT $1, cell_key, uh, ch FROM __rem_units", [release_id])
+        con.execute(f"INSERT INTO __hist.cell_sketch SELECT $1, s.* FROM ({sketch_sql('__rem_units', 'cell_key')}) s",
+                    [release_id])
+        con.execute(f"INSERT INTO __hist.remainder_members SELECT $1, $2, __cell_key FROM __cells "
+                    f"WHERE __level = {int(index)} AND __suppressed", [release_id, key])
+
+
+def _record_margin_remainders(cfg: ReportConfig, con: Any, hist: History, release_id: str) -> None:
+    """Store, per published margin cell and finer level, what a reader gets by subtracting the
+    margin's published children from it: the withheld children's people and contributions (an
+    implicit remainder row, keyed by the finer level's remainder key and the margin's cell key),
+    with those children as its members. A later release publishing one of them is then checked
+    against it (:func:`_complements_for_earlier_remainders`)."""
+    comps = components(cfg)
+    values = "".join(f", {expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
+    digests = ", ".join(f"hash(uh, {literal(name)}, __x{k})" for k, (name, _) in enumerate(comps))
+    salt = literal(hist.secret_hex())
+    lvls = levels(cfg)
+    for m_lv in lvls[1:]:
+        m_keep = set(m_lv.kept(cfg))
+        for f_lv in lvls:
+            if not set(f_lv.kept(cfg)) > m_keep:
+                continue
+            on = " AND ".join(f"w.{dim_key(i)} IS NOT DISTINCT FROM m.{dim_key(i)}" for i in sorted(m_keep)) or "TRUE"
+            prefix = literal(remainder_key(cfg, f_lv.kept(cfg)) + "\x1d")
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE __mr_link AS
+                SELECT {prefix} || m.__cell_key AS rkey, w.__cell_key AS fkey
+                FROM __cells w JOIN __cells m ON {on}
+                WHERE w.__level = {f_lv.index} AND w.__suppressed AND m.__level = {m_lv.index} AND NOT m.__suppressed
+            """)
+            if not con.execute("SELECT count(*) FROM __mr_link").fetchall()[0][0]:
+                continue
+            parts = _unit_values_sql(cfg, con, f_lv, salt, "c.__suppressed")
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE __rem_units AS
+                SELECT rkey AS cell_key, uh, [{digests}]::UBIGINT[] AS ch FROM (
+                    SELECT l.rkey, v.uh{values.replace('p.', 'v.')} FROM __mr_link l JOIN ({parts}) v ON v.cell_key = l.fkey
+                    GROUP BY l.rkey, v.uh)
+            """)
+            con.execute("INSERT INTO __hist.cell_units (release_id, cell_key, uh, ch) "
+                        "SELECT $1, cell_key, uh, ch FROM __rem_units", [release_id])
+            con.execute(f"INSERT INTO __hist.cell_sketch SELECT $1, s.* FROM ({sketch_sql('__rem_units', 'cell_key')}) s",
+                        [release_id])
+            con.execute("INSERT INTO __hist.remainder_members SELECT $1, rkey, fkey FROM __mr_link", [release_id])
+
+
+def record_release(cfg: ReportConfig, con: Any, hist: History, release_id: str, source_id: str, run_id: str) -> None:
+    """Store the unit hashes and digests of the cells that end up published (replacing an earlier
+    record of this id), with the release's component names."""
+    import datetime as dt
+
+    import duckdb
+
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    comps = [name for name, _ in components(cfg)]
+    try:
+        con.execute(f"ATTACH {literal(str(hist.path))} AS __hist")
+        con.execute(SCHEMA.replace("TABLE IF NOT EXISTS ", "TABLE IF NOT EXISTS __hist.").replace(
+            "ALTER TABLE ", "ALTER TABLE __hist."))
+        con.execute("BEGIN TRANSACTION")
+        con.execute("DELETE FROM __hist.cell_units WHERE release_id = $1", [release_id])
+        con.execute("DELETE FROM __hist.releases WHERE release_id = $1", [release_id])
+        con.execute(
+            "INSERT INTO __hist.releases (release_id, source_id, report, run_id, created_utc, components) "
+            "VALUES ($1, $2, $3, $4, $5, $6)",
+            [release_id, source_id, cfg.report, run_id, now, comps],
+        )
+        con.execute(
+            "INSERT INTO __hist.cell_units (release_id, cell_key, uh, ch) SELECT $1, u.cell_key, u.uh, u.ch "
+            "FROM __cand_units u WHERE u.cell_key IN (SELECT __cell_key FROM __cells WHERE __reason IS NULL)",
+            [release_id],
+        )
+        con.execute("DELETE FROM __hist.cell_sketch WHERE release_id = $1", [release_id])
+        con.execute(
+            f"INSERT INTO __hist.cell_sketch SELECT $1, s.* FROM ({sketch_sql('__cand_units', 'cell_key')}) s "
+            "WHERE s.cell_key IN (SELECT __cell_key FROM __cells WHERE __reason IS NULL)",
+            [release_id],
+        )
+        con.execute("DELETE FROM __hist.remainder_members WHERE release_id = $1", [release_id])
+        if cfg.remainder:
+            _record_remainders(cfg, con, hist, release_id)
+        if cfg.totals:
+            _record_margin_remainders(cfg, con, hist, release_id)
+        con.execute("DELETE FROM __hist.release_levels WHERE release_id = $1", [release_id])
+        con.executemany("INSERT INTO __hist.release_levels VALUES (?, ?)",
+                        [[release_id, signature(level_pairs(cfg, lv.kept(cfg)))] for lv in levels(cfg)])
+        con.execute("COMMIT")
+    except duckdb.Error as exc:
+        with contextlib.suppress(Exception):
+            con.execute("ROLLBACK")
+        raise LedgerError(f"cannot record the release in {hist.path}: {str(exc).splitlines()[0]}") from None
+    finally:
+        with contextlib.suppress(Exception):
+            con.execute("DETACH __hist")

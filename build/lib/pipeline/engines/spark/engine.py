@@ -1,0 +1,366 @@
+"""The Spark implementation of the engine boundary (issue 17, in progress): the statements the
+DuckDB builders write, translated by :mod:`pipeline.engines.spark.dialect` and run by PySpark.
+
+What DuckDB does with tables, Spark does with cached DataFrames registered as temporary views:
+
+- ``CREATE [OR REPLACE] TEMP TABLE t AS SELECT …`` → the SELECT's DataFrame, cached, as view ``t``;
+  ``CREATE TEMP TABLE t (columns)`` → an empty view with that schema;
+- ``INSERT INTO t SELECT …`` / ``VALUES`` → ``t`` ∪ the rows (a new cached view);
+- ``UPDATE t SET c = v WHERE p`` → ``t`` with ``c`` replaced by ``CASE WHEN p THEN v ELSE c END``;
+- ``ALTER TABLE t ADD COLUMN [IF NOT EXISTS] c T`` → ``t`` with a null column ``c``;
+- ``DROP TABLE [IF EXISTS] t`` → the view dropped.
+
+Values are bound by replacing ``$n`` / ``?`` placeholders with typed literals in the syntax tree
+(never by text substitution). Only aggregates are collected to the driver: results are read with
+``toArrow`` or ``collect`` of what a query returns, and temp tables stay in Spark.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .dialect import UnsupportedSQL, to_spark
+
+
+class SparkResult:
+    """A query result (read once), the same surface as the DuckDB engine's."""
+
+    def __init__(self, df: Any) -> None:
+        self._df = df
+
+    @property
+    def description(self) -> Any:
+        return [(f.name, str(f.dataType)) for f in self._df.schema.fields] if self._df is not None else None
+
+    def fetchall(self) -> list[tuple]:
+        return [] if self._df is None else [tuple(r) for r in self._df.collect()]
+
+    def fetchone(self) -> tuple | None:
+        rows = [] if self._df is None else self._df.take(1)
+        return tuple(rows[0]) if rows else None
+
+    def arrow(self) -> Any:
+        """The result as Arrow, every column nullable (as DuckDB returns it: the published files'
+        schemas do not depend on the engine)."""
+        import pyarrow as pa
+
+        table = self._df.toArrow()
+        return table.cast(pa.schema([f.with_nullable(True) for f in table.schema]))
+
+    def fetchnumpy(self) -> dict[str, Any]:
+        table = self.arrow()
+        return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+
+
+def _literal(value: Any) -> Any:
+    from sqlglot import exp
+
+    if value is None:
+        return exp.Null()
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, (int, float)):
+        return exp.Literal.number(repr(value) if isinstance(value, float) else str(value))
+    if isinstance(value, (list, tuple)):
+        return exp.Array(expressions=[_literal(v) for v in value])
+    return exp.Literal.string(str(value))
+
+
+def bind(tree: Any, params: Any) -> Any:
+    """Replace ``$n`` and ``?`` placeholders of a parsed statement with literals of ``params``."""
+    from sqlglot import exp
+
+    if not params:
+        return tree
+    params = list(params)
+    position = [0]
+
+    def swap(node: Any) -> Any:
+        if isinstance(node, exp.Parameter):
+            return _literal(params[int(node.name) - 1])
+        if isinstance(node, exp.Placeholder):
+            if node.name and node.name.isdigit():
+                return _literal(params[int(node.name) - 1])
+            position[0] += 1
+            return _literal(params[position[0] - 1])
+        return node
+
+    return tree.transform(swap)
+
+
+class SparkEngine:
+    """One Spark session's view of a run: temp views live in it; only aggregates leave it."""
+
+    name = "spark"
+
+    def __init__(self, spark: Any) -> None:
+        from pyspark.errors import PySparkException
+
+        self.spark = spark
+        self.Error: type[Exception] = PySparkException
+        self._cached: dict[str, Any] = {}
+
+    # ----- statements ------------------------------------------------------------------------
+    def execute(self, sql: str, params: Any = None) -> SparkResult:
+        import sqlglot
+        from sqlglot import exp
+        from sqlglot.errors import ErrorLevel
+
+        result: Any = None
+        for tree in sqlglot.parse(sql, read="duckdb", error_level=ErrorLevel.RAISE):
+            if tree is None:
+                continue
+            tree = bind(tree, params)
+            if isinstance(tree, exp.Create) and tree.kind == "TABLE":
+                self._create(tree)
+            elif isinstance(tree, exp.Insert):
+                self._insert(tree)
+            elif isinstance(tree, exp.Update):
+                self._update(tree)
+            elif isinstance(tree, exp.Alter):
+                self._alter(tree)
+            elif isinstance(tree, exp.Drop):
+                for table in tree.args.get("tables") or ([tree.this] if tree.this is not None else []):
+                    self.spark.catalog.dropTempView(table.name)
+                    old = self._cached.pop(table.name, None)
+                    if old is not None:
+                        old.unpersist()
+            elif isinstance(tree, exp.Query):
+                result = self._df(tree)
+            else:
+                raise UnsupportedSQL(f"cannot run on Spark: {tree.key} statements ({' '.join(sql.split())[:80]})")
+        return SparkResult(result)
+
+    def executemany(self, sql: str, rows: Any) -> None:
+        for row in rows:
+            self.execute(sql, row)
+
+    def run(self, q: Any) -> SparkResult:
+        return self.execute(q.sql, q.params)
+
+    # ----- helpers ---------------------------------------------------------------------------
+    def _df(self, tree: Any) -> Any:
+        """A query's DataFrame. ``WITH`` blocks become cached views first (DuckDB's ``MATERIALIZED``
+        hint is kept in spirit: each is computed once), and ``UNION ALL BY NAME`` (which Spark SQL
+        lacks) becomes ``unionByName`` with missing columns as nulls, as DuckDB fills them."""
+        from sqlglot import exp
+
+        tree = tree.copy()
+        for w in list(tree.find_all(exp.With)):  # outer blocks first; the builders' CTE names are unique
+            for cte in w.expressions:
+                self._register(cte.alias, self._df(cte.this))
+            w.pop()
+        if isinstance(tree, exp.Union) and tree.args.get("by_name"):
+            if tree.args.get("distinct"):
+                raise UnsupportedSQL("cannot run on Spark: UNION BY NAME without ALL")
+            return self._df(tree.this).unionByName(self._df(tree.expression), allowMissingColumns=True)
+        return self.spark.sql(_spark_sql(tree))
+
+    def _register(self, name: str, df: Any) -> None:
+        old = self._cached.get(name)
+        df = df.cache()
+        df.count()  # materialise now: later statements replace the views it was computed from
+        df.createOrReplaceTempView(name)
+        self._cached[name] = df
+        if old is not None:
+            old.unpersist()
+
+    def _table(self, name: str) -> Any:
+        return self.spark.table(name)
+
+    def _create(self, tree: Any) -> None:
+        from sqlglot import exp
+
+        name = tree.this.this.name if isinstance(tree.this, exp.Schema) else tree.this.name
+        if tree.expression is not None:
+            self._register(name, self._df(tree.expression))
+            return
+        cols = [c for c in tree.this.expressions if isinstance(c, exp.ColumnDef)]
+        ddl = ", ".join(f"`{c.name}` {_spark_type(c.args['kind'])}" for c in cols)
+        self._register(name, self.spark.createDataFrame([], ddl))
+
+    def _insert(self, tree: Any) -> None:
+        from sqlglot import exp
+
+        name = tree.this.this.name if isinstance(tree.this, exp.Schema) else tree.this.name
+        target = self._table(name)
+        src = tree.expression
+        if isinstance(src, exp.Values):
+            rows = [[_python(v) for v in t.expressions] for t in src.expressions]
+            new = self.spark.createDataFrame(rows, target.schema)
+        else:
+            new = self._df(src)
+            if isinstance(tree.this, exp.Schema):
+                names = [c.name for c in tree.this.expressions]
+                new = new.toDF(*names).select(*target.columns)
+        self._register(name, target.unionByName(new))
+
+    def _update(self, tree: Any) -> None:
+        """``UPDATE t SET c = v WHERE p``: ``c`` becomes ``CASE WHEN p THEN v ELSE c END``. A
+        ``x IN (SELECT …)`` in ``p`` (Spark allows those only in filters) is a left join with the
+        subquery's distinct values instead; under a NOT (where null and false differ) it is refused."""
+        from pyspark.sql import functions as F  # noqa: N812
+        from sqlglot import exp
+
+        name = tree.this.name
+        df = self._table(name)
+        where = tree.args.get("where")
+        cond_tree = where.this.copy() if where is not None else exp.true()
+        subqueries = [n for n in cond_tree.find_all(exp.In)
+                      if n.args.get("query") is not None and n.find_ancestor(exp.Select) is None]
+        if len(subqueries) > 1:
+            raise UnsupportedSQL("cannot run on Spark: UPDATE with more than one IN subquery")
+        if subqueries:
+            node = subqueries[0]
+            if any(isinstance(a, exp.Not) for a in node.iter_expressions()) or node.find_ancestor(exp.Not):
+                raise UnsupportedSQL("cannot run on Spark: UPDATE with NOT IN (subquery)")
+            query = node.args["query"]
+            query = query.this if isinstance(query, exp.Subquery) else query
+            sub = self._df(query)
+            sub = sub.select(sub.columns[0]).distinct().withColumnRenamed(sub.columns[0], "__upd_k")
+            sub = sub.withColumn("__upd_hit", F.lit(True))
+            df = df.withColumn("__upd_k", F.expr(_spark_sql(node.this))).join(F.broadcast(sub), "__upd_k", "left")
+            node.replace(exp.func("coalesce", exp.column("__upd_hit"), exp.false()))
+        cond = _spark_sql(cond_tree)
+        for eq in tree.expressions:
+            col, value = eq.this.name, _spark_sql(eq.expression)
+            df = df.withColumn(col, F.expr(f"CASE WHEN {cond} THEN {value} ELSE `{col}` END"))
+        self._register(name, df.drop("__upd_k", "__upd_hit"))
+
+    def _alter(self, tree: Any) -> None:
+        from pyspark.sql import functions as F  # noqa: N812
+        from sqlglot import exp
+
+        name = tree.this.name
+        df = self._table(name)
+        for action in tree.args.get("actions") or []:
+            if not isinstance(action, exp.ColumnDef):
+                raise UnsupportedSQL(f"cannot run on Spark: ALTER TABLE {action.key}")
+            if action.name not in df.columns:
+                df = df.withColumn(action.name, F.lit(None).cast(_spark_type(action.args["kind"])))
+        self._register(name, df)
+
+    # ----- sources ---------------------------------------------------------------------------
+    def open_source(self, cfg: Any) -> Any:
+        """``__src`` over the configured Parquet files (Spark reads them; only footers are read
+        here, for the per-file row counts), with the schema in DuckDB's type names (the builders'
+        vocabulary) and the same fingerprint as the DuckDB engine computes."""
+        import hashlib
+        import os
+
+        import pyarrow.parquet as pq
+
+        from ...errors import ConfigError, SourceError
+        from ..base import Source, SourceFile, default_source_id, detect_format, resolve_files
+
+        fmt = detect_format(cfg)
+        if fmt != "parquet":
+            raise ConfigError(f"{cfg.where('source', 'format')}: the Spark engine reads Parquet sources only for now "
+                              f"(this one is {fmt}); convert it or use engine.kind: duckdb")
+        files = resolve_files(cfg)
+        stats = []
+        for f in files:
+            st = os.stat(f)
+            try:
+                rows = pq.ParquetFile(f).metadata.num_rows
+            except Exception as exc:  # noqa: BLE001 - any unreadable footer is the same problem
+                raise SourceError(f"source file {f} is not a readable Parquet file ({exc}); re-export it") from None
+            stats.append(SourceFile(str(f), st.st_size, st.st_mtime_ns, rows))
+        df = self.spark.read.parquet(*[str(f) for f in files])
+        df.createOrReplaceTempView("__src")
+        schema = {field.name: duckdb_type(field.dataType) for field in df.schema.fields}
+        if not df.take(1):
+            raise SourceError(f"source {cfg.source.path!r} holds no rows ({len(files)} file(s)); "
+                              "an empty export is refused rather than published as an empty report: check the export")
+        fp = hashlib.sha256()
+        for f in sorted(stats, key=lambda f: os.path.realpath(f.path)):
+            fp.update(f"{os.path.realpath(f.path)}\x00{f.size_bytes}\x00{f.mtime_ns}\x00{f.rows}\n".encode())
+        return Source(format=fmt, files=stats, schema=schema, table=None, source_id=default_source_id(cfg),
+                      fingerprint=fp.hexdigest())
+
+    def check_columns(self, cfg: Any, source: Any) -> None:
+        from ..duckdb.sources import check_columns
+
+        check_columns(cfg, source.schema)
+
+    def query_progress(self) -> float:
+        return -1.0
+
+    def interrupt(self) -> None:
+        self.spark.sparkContext.cancelAllJobs()
+
+    def register(self, name: str, table: Any) -> None:
+        """An Arrow table (aggregates only) as view ``name``."""
+        self._register(name, self.spark.createDataFrame(table))  # Arrow directly: nulls stay nulls
+
+    def unregister(self, name: str) -> None:
+        self.spark.catalog.dropTempView(name)
+
+    def close(self) -> None:
+        for df in self._cached.values():
+            df.unpersist()
+        self._cached.clear()
+
+
+def duckdb_type(dt: Any) -> str:
+    """A Spark column type in DuckDB's names (what the SQL builders and config checks speak)."""
+    from pyspark.sql import types as T  # noqa: N812
+
+    simple = {T.LongType: "BIGINT", T.IntegerType: "INTEGER", T.ShortType: "SMALLINT", T.ByteType: "TINYINT",
+              T.DoubleType: "DOUBLE", T.FloatType: "FLOAT", T.StringType: "VARCHAR", T.BooleanType: "BOOLEAN",
+              T.DateType: "DATE", T.TimestampType: "TIMESTAMP WITH TIME ZONE", T.TimestampNTZType: "TIMESTAMP",
+              T.BinaryType: "BLOB"}
+    for cls, name in simple.items():
+        if isinstance(dt, cls):
+            return name
+    if isinstance(dt, T.DecimalType):
+        return f"DECIMAL({dt.precision},{dt.scale})"
+    return dt.simpleString().upper()
+
+
+def connect(cfg: Any) -> SparkEngine:
+    """A Spark session for one run: ``engine.remote`` (or ``SPARK_REMOTE``) for Spark Connect, else
+    ``engine.master``; UTC session time zone; ``engine.conf`` on top."""
+    import os
+
+    from ...errors import ConfigError
+
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise ConfigError("engine.kind: spark needs the Spark extra: pip install 'anonymize-pipeline[spark]' "
+                          "(and a Java 17+ runtime)") from None
+    builder = SparkSession.builder.appName(f"anonymize {cfg.report}")
+    remote = cfg.engine.remote or os.environ.get("SPARK_REMOTE")
+    builder = builder.remote(remote) if remote else builder.master(cfg.engine.master)
+    settings = {"spark.sql.session.timeZone": "UTC", "spark.ui.enabled": "false",
+                "spark.sql.shuffle.partitions": "8", **cfg.engine.conf}
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    return SparkEngine(builder.getOrCreate())
+
+
+def _spark_sql(node: Any) -> str:
+    [text] = to_spark(node.sql(dialect="duckdb"))
+    return text
+
+
+def _spark_type(kind: Any) -> str:
+    from sqlglot import exp
+
+    return exp.DataType.build(kind.sql(dialect="duckdb"), dialect="duckdb").sql(dialect="spark")
+
+
+def _python(value: Any) -> Any:
+    from sqlglot import exp
+
+    if isinstance(value, exp.Null):
+        return None
+    if isinstance(value, exp.Boolean):
+        return bool(value.this)
+    if isinstance(value, exp.Literal):
+        if value.is_string:
+            return value.this
+        text = value.this
+        return float(text) if any(ch in text for ch in ".eE") else int(text)
+    raise UnsupportedSQL(f"cannot run on Spark: VALUES with {value.sql(dialect='duckdb')}")

@@ -1,0 +1,474 @@
+"""Protection intervals: what a reader can narrow each withheld value to (engine-free).
+
+The algebraic check of :mod:`pipeline.privacy.secondary` treats withheld values as free unknowns.
+A reader knows more (docs/PRIVACY.md, "What a reader knows"):
+
+- which cells exist, and that every existing cell has at least one row: ``rows >= 1``;
+- the clamp bounds (they are in every manifest): a sum of ``c`` clamped values lies in
+  ``[lo * c, hi * c]``, and ``0 <= c <= rows`` (``c``: the rows with a value);
+- every published margin equals the sum of the cells beneath it, and a published remainder row
+  the sum of its level's withheld rows — for rows, values and sums alike.
+
+For every withheld value to protect (the row count when a ``count`` is published; the sum of every
+``sum``/``mean`` metric) this module solves the reader's linear programme (HiGHS through scipy):
+the smallest and largest value consistent with everything published and known. The value is
+*protected* when that feasible interval is at least ``2 * interval * |value|`` wide (the
+tau-ARGUS protection interval: ``interval: 0.1`` = ±10%) and, for a row count, spans at least two
+whole numbers (the reader knows counts are integers); a sum's interval must have positive width.
+
+Assuming the reader also knows the rows and value counts of every published row, even where only a
+sum or a mean is published, gives the reader more than the release states: the check is
+conservative (it may withhold more than needed, never less).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import PrivacyRefusal
+from .secondary import TableSystem
+
+# ZERO_SUMS: a withheld sum of zero (nobody in the cell has a non-zero value) needs no interval: its
+# required width 2·interval·0 is zero, and what a reader may learn, that a small group holds no
+# value, is documented as a limit in docs/PRIVACY.md (its rows are still protected).
+LP_LIMIT = 20_000  # linear programmes one check may solve before it refuses (fail closed)
+_TOL = 1e-7
+
+
+@dataclass
+class ValueSlot:
+    """One sum/mean metric's per-variable true sums ``s`` and value counts ``c``, with its clamp bounds."""
+
+    s: np.ndarray
+    c: np.ndarray
+    lo: float
+    hi: float
+
+
+@dataclass
+class CellValues:
+    """The true additive values of every variable of a :class:`TableSystem` (indexed like it).
+
+    ``rows`` is None when no row count is published (then rows are neither known nor protected).
+    """
+
+    rows: np.ndarray | None
+    slots: list[ValueSlot] = field(default_factory=list)
+    _floor: np.ndarray | None = None
+
+    def row_floor(self) -> np.ndarray:
+        """The fewest rows each variable can have: one, and at least its value counts."""
+        if self._floor is None:
+            assert self.rows is not None
+            floor = np.ones(len(self.rows))
+            for slot in self.slots:
+                floor = np.maximum(floor, slot.c)
+            self._floor = floor
+        return self._floor
+
+
+class ProtectionTooLarge(PrivacyRefusal):
+    """The check would need more than ``LP_LIMIT`` programmes (a remainder row is then withheld)."""
+
+
+def required_width(value: float, interval: float) -> float:
+    """The narrowest feasible interval that protects ``value``: ``2 * interval * |value|``."""
+    return 2.0 * interval * abs(value)
+
+
+def unprotected(system: TableSystem, values: CellValues, interval: float) -> dict[int, str]:
+    """Withheld variables whose feasible interval (for the reader above) is too narrow.
+
+    Returns variable → what is exposed (``'rows'`` or ``'sum <slot>'``). Three passes, each
+    showing a value wide enough only by exhibiting tables that agree with everything published
+    and known (so a value they show wide enough is wide enough):
+    1. trades with its *twins* (withheld variables in exactly the same equations with the same
+       signs) within the reader's bounds;
+    2. per connected group and quantity, programmes that move every remaining target at once as
+       far as its protection needs (:func:`_batch`), first with the other quantities fixed at
+       their true values (fixing only narrows the reader's feasible set), then, for sums, with
+       their value counts free;
+    3. the exact programme over the whole group, for each value still in doubt, when the group
+       has at most ``FULL_LIMIT`` columns; a larger group's doubtful value counts as exposed
+       (fail closed: the caller withholds a complement).
+    Refuses (:class:`ProtectionTooLarge`) beyond ``LP_LIMIT`` programmes.
+    """
+    sup = system.suppressed
+    withheld = np.flatnonzero(sup)
+    if withheld.size == 0 or (values.rows is None and not values.slots):
+        return {}
+    # equations as (withheld variables, coefficients); published terms are constants
+    eqs: list[tuple[np.ndarray, np.ndarray]] = []
+    var_eqs: dict[int, list[tuple[int, float]]] = defaultdict(list)
+    for h, mem in zip(system.head, system.members, strict=True):
+        vs = [int(m) for m in mem if sup[m]]
+        cs = [1.0] * len(vs)
+        if h >= 0 and sup[h]:
+            vs.append(int(h))
+            cs.append(-1.0)
+        if vs:
+            for v, c in zip(vs, cs, strict=True):
+                var_eqs[v].append((len(eqs), c))
+            eqs.append((np.asarray(vs, dtype=np.int64), np.asarray(cs)))
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for v in withheld.tolist():
+        if var_eqs[v]:
+            groups[tuple(var_eqs[v])].append(v)
+    twins = {sig: np.asarray(g, dtype=np.int64) for sig, g in groups.items()}
+    quantities = _quantities(values)
+    comps: dict[int, list[int]] | None = None
+    root_of: dict[int, int] = {}
+
+    def component(v: int) -> list[int]:
+        """The withheld variables connected to ``v`` through equations (computed on first use)."""
+        nonlocal comps
+        if comps is None:
+            parent = {int(u): int(u) for u in withheld}
+
+            def find(x: int) -> int:
+                while parent[x] != x:
+                    parent[x] = parent[parent[x]]
+                    x = parent[x]
+                return x
+
+            for evs, _ in eqs:
+                a = find(int(evs[0]))
+                for u in evs[1:].tolist():
+                    b = find(u)
+                    if a != b:
+                        parent[b] = a
+            comps = defaultdict(list)
+            for u in withheld.tolist():
+                root_of[u] = find(u)
+                comps[root_of[u]].append(u)
+        return comps[root_of[v]]
+
+    exposed: dict[int, str] = {}
+    budget = [LP_LIMIT]
+    # pass 1: trades with twins; what they cannot show goes to the programmes, by group and quantity
+    todo: dict[tuple[int, str], list[int]] = defaultdict(list)
+    for v in withheld.tolist():
+        if not var_eqs[v]:
+            continue  # in no equation: nothing published constrains it from above
+        group = twins[tuple(var_eqs[v])]
+        mates = group[group != v]
+        for name, truth in quantities:
+            if name.startswith("count"):
+                continue  # value counts are not published: they only constrain the sums
+            x = float(truth[v])
+            if x == 0 and name != "rows":
+                continue  # a zero sum: see ZERO_SUMS
+            if mates.size and _wide(*_twin_range(v, mates, name, values), x, required_width(x, interval), name == "rows"):
+                continue
+            component(v)
+            todo[(root_of[v], name)].append(v)
+    by_q = dict(quantities)
+    exact: dict[int, tuple] = {}  # root → the exact programme over its group (built once)
+    for (root, name), targets in sorted(todo.items()):
+        truth = by_q[name]
+        integer = name == "rows"
+        vs = comps[root]  # type: ignore[index]
+        # pass 2: one programme over the whole group raises (then lowers) every target at once as
+        # far as its protection needs; what it shows wide enough needs nothing more
+        # rows alone, or a sum alone, with value counts fixed (bounds and equations only: fast);
+        # for a sum that cannot show, with its value counts free too
+        stages = [{name}] if name == "rows" else [{name}, {name, "count " + name.split()[1]}]
+        up = dict.fromkeys(targets, 0.0)
+        down = dict.fromkeys(targets, 0.0)
+
+        def shown(v: int) -> bool:
+            x = float(truth[v])  # noqa: B023 - used within this iteration only
+            return _wide(x - down[v], x + up[v], x, required_width(x, interval), integer)  # noqa: B023
+
+        for free_q, (side, moved) in ((q, sm) for q in stages for sm in ((+1, up), (-1, down))):
+            left = [v for v in targets if not shown(v)]
+            for _ in range(BATCH_ROUNDS if len(free_q) == 1 else 2):  # what one table cannot move, the next
+                if not left:
+                    break
+                got = _batch(vs, left, eqs, var_eqs, quantities, values, free_q, name, interval, side, budget)
+                for v, d in got.items():
+                    moved[v] = max(moved[v], d)
+                still = [v for v in left if not shown(v)]
+                if len(still) == len(left):
+                    break
+                left = still
+        # pass 3: each value still in doubt on its own, exactly, over the whole group
+        for v in targets:
+            x = float(truth[v])
+            need = required_width(x, interval)
+            if _wide(x - down[v], x + up[v], x, need, integer) or v in exposed:
+                continue
+            wide = False
+            if len(vs) * len(quantities) <= FULL_LIMIT:
+                if root not in exact:
+                    exact[root] = _reader_lp(vs, eqs, var_eqs, quantities, values, set(by_q))
+                lp, cols = exact[root]
+                obj = np.zeros(lp[2].shape[1])
+                obj[cols[name][v]] = 1.0
+                top = _maximise(lp, obj, budget)
+                wide = top == math.inf or _wide(-_maximise(lp, -obj, budget), top, x, need, integer)
+            if not wide:
+                exposed[v] = name  # too large to solve exactly counts as exposed (fail closed)
+    return exposed
+
+
+BATCH_ROUNDS = 12  # tables sought per group and quantity to move many targets at once
+FULL_LIMIT = 5_000  # LP columns of the exact programme over a connected group (larger: exposed)
+
+
+def _quantities(values: CellValues) -> list[tuple[str, np.ndarray]]:
+    """(name, true values) of every LP quantity, in column-block order."""
+    out: list[tuple[str, np.ndarray]] = []
+    if values.rows is not None:
+        out.append(("rows", np.asarray(values.rows, dtype=float)))
+    for i, slot in enumerate(values.slots):
+        out += [(f"count {i}", np.asarray(slot.c, dtype=float)), (f"sum {i}", np.asarray(slot.s, dtype=float))]
+    return out
+
+
+def _twin_range(v: int, mates: np.ndarray, name: str, values: CellValues) -> tuple[float, float]:
+    """An inner bound of ``v``'s feasible interval for ``name`` from trades with its twins: rows
+    (value counts and sums unchanged) or a sum (value counts unchanged), each twin keeping what the
+    reader's bounds demand of it."""
+    m = mates
+    if name == "rows":
+        r = values.rows
+        assert r is not None
+        floor = values.row_floor()
+        give = float(np.sum(r[m] - floor[m]))  # rows the twins can hand over
+        return float(floor[v]), float(r[v]) + give
+    slot = values.slots[int(name.split()[1])]
+    s, c, lo, hi = slot.s, slot.c, slot.lo, slot.hi
+    # (a) value moves between v and all its twins, value counts unchanged
+    up = min(float(hi * c[v] - s[v]), float(np.sum(s[m] - lo * c[m])))
+    down = min(float(s[v] - lo * c[v]), float(np.sum(hi * c[m] - s[m])))
+    # (b) t rows *with* a value move between v and one twin w (rows unchanged), carrying value
+    # delta: each side's sum must stay within [lo, hi] times its new value count
+    if values.rows is not None:
+        r = values.rows
+        t = np.minimum(r[v] - c[v], c[m])  # v takes t valued rows of twin w
+        d = np.minimum(hi * (c[v] + t) - s[v], s[m] - lo * (c[m] - t))
+        ok = (t > 0) & (d >= np.maximum(s[m] - hi * (c[m] - t), lo * (c[v] + t) - s[v]))
+        if ok.any():
+            up = max(up, float(d[ok].max()))
+        t = np.minimum(c[v], r[m] - c[m])  # twin w takes t valued rows of v
+        d = np.minimum(s[v] - lo * (c[v] - t), hi * (c[m] + t) - s[m])
+        ok = (t > 0) & (d >= np.maximum(s[v] - hi * (c[v] - t), lo * (c[m] + t) - s[m]))
+        if ok.any():
+            down = max(down, float(d[ok].max()))
+    return float(s[v]) - max(down, 0.0), float(s[v]) + max(up, 0.0)
+
+
+def _reader_lp(free: list[int], eqs: list[tuple[np.ndarray, np.ndarray]], var_eqs: dict[int, list[tuple[int, float]]],
+               quantities: list[tuple[str, np.ndarray]], values: CellValues,
+               free_q: set[str]) -> tuple[tuple, dict[str, dict[int, int]]]:
+    """The reader's programme with the quantities ``free_q`` of the variables ``free`` unknown and
+    everything else fixed at its true value (fixing only narrows the reader's feasible set).
+
+    Rows lie at or above one (and their value counts); value counts between zero and the rows; a
+    sum within ``[lo, hi]`` times its value count; every equation holds for every quantity.
+    Returns ``(A_ub, b_ub, A_eq, b_eq, bounds)`` and each quantity's column per variable."""
+    from scipy.sparse import csr_matrix
+
+    local = {w: j for j, w in enumerate(free)}
+    fa = np.asarray(free, dtype=np.int64)
+    n = len(free)
+    names = [nm for nm, _ in quantities if nm in free_q]
+    block = {nm: b for b, nm in enumerate(names)}
+    cols = {nm: {w: block[nm] * n + j for w, j in local.items()} for nm in names}
+    truth_of = dict(quantities)
+    lows = np.zeros(len(names) * n)
+    highs = np.full(len(names) * n, np.inf)
+    ub_r: list[int] = []
+    ub_c: list[int] = []
+    ub_d: list[float] = []
+    ub_b: list[float] = []
+
+    def ineq(terms: list[tuple[int, float]], bound: float) -> None:
+        k = len(ub_b)
+        for col, coef in terms:
+            ub_r.append(k)
+            ub_c.append(col)
+            ub_d.append(coef)
+        ub_b.append(bound)
+
+    rows_free = "rows" in block
+    if rows_free:
+        b0 = block["rows"] * n
+        lows[b0:b0 + n] = 1.0
+    for i, slot in enumerate(values.slots):
+        cn, sn = f"count {i}", f"sum {i}"
+        c_free, s_free = cn in block, sn in block
+        if c_free:
+            bc = block[cn] * n
+            if not rows_free and values.rows is not None:
+                highs[bc:bc + n] = values.rows[fa]  # value counts within the (fixed) rows
+        if rows_free and not c_free:
+            lows[b0:b0 + n] = np.maximum(lows[b0:b0 + n], slot.c[fa])
+        if s_free:
+            bs = block[sn] * n
+            if not c_free:
+                lows[bs:bs + n], highs[bs:bs + n] = slot.lo * slot.c[fa], slot.hi * slot.c[fa]
+            else:
+                lows[bs:bs + n], highs[bs:bs + n] = -np.inf, np.inf
+        for j in range(n):
+            if c_free and rows_free:
+                ineq([(bc + j, 1.0), (b0 + j, -1.0)], 0.0)
+            if s_free and c_free:
+                ineq([(bc + j, slot.lo), (bs + j, -1.0)], 0.0)
+                ineq([(bs + j, 1.0), (bc + j, -slot.hi)], 0.0)
+            elif c_free and not s_free:
+                # a fixed sum needs enough value counts: lo * c <= s <= hi * c
+                s_v = float(slot.s[free[j]])
+                if slot.hi > 0:
+                    lows[bc + j] = max(lows[bc + j], s_v / slot.hi)
+                if slot.lo > 0:
+                    highs[bc + j] = min(highs[bc + j], s_v / slot.lo)
+    rows_i, cols_i, data, rhs = [], [], [], []
+    touched = sorted({e for w in free for e, _ in var_eqs[w]})
+    r = 0
+    for e in touched:
+        evs, ecs = eqs[e]
+        for nm in names:
+            truth = truth_of[nm]
+            const = 0.0
+            for w, c in zip(evs.tolist(), ecs.tolist(), strict=True):
+                if w in local:
+                    rows_i.append(r)
+                    cols_i.append(cols[nm][w])
+                    data.append(c)
+                else:
+                    const += c * float(truth[w])
+            rhs.append(float(np.dot(ecs, truth[evs])) - const)
+            r += 1
+    a_eq = csr_matrix((data, (rows_i, cols_i)), shape=(r, len(names) * n))
+    a_ub = csr_matrix((ub_d, (ub_r, ub_c)), shape=(len(ub_b), len(names) * n)) if ub_b else None
+    bounds = [(None if lo == -np.inf else float(lo), None if hi == np.inf else float(hi))
+              for lo, hi in zip(lows, highs, strict=True)]
+    return (a_ub, np.asarray(ub_b) if ub_b else None, a_eq, rhs, bounds), cols
+
+
+def _batch(vs: list[int], targets: list[int], eqs: list[tuple[np.ndarray, np.ndarray]],
+           var_eqs: dict[int, list[tuple[int, float]]], quantities: list[tuple[str, np.ndarray]],
+           values: CellValues, free_q: set[str], name: str, interval: float, sign: int,
+           budget: list[int]) -> dict[int, float]:
+    """How far one feasible table moves each target (up for ``sign`` +1, down for -1), each target
+    counting at most what its protection needs: ``max Σ y_t`` with ``y_t <= sign·(x_t - x*_t)`` and
+    ``0 <= y_t <= need_t``. Every ``y_t`` is a distance some table agreeing with the release lies
+    from the truth (a lower bound on that side of the interval). Other quantities fixed."""
+    from scipy.optimize import linprog
+    from scipy.sparse import csr_matrix, hstack, vstack
+
+    truth = dict(quantities)[name]
+    lp, cols = _reader_lp(vs, eqs, var_eqs, quantities, values, free_q)
+    a_ub, b_ub, a_eq, b_eq, bounds = lp
+    n_x, n_t = a_eq.shape[1], len(targets)
+    caps = []
+    for v in targets:
+        need = required_width(float(truth[v]), interval)
+        caps.append(max(1.0, math.ceil(need - _TOL)) if name == "rows" else max(need, _TOL * 1e3 * max(1.0, abs(float(truth[v])))))
+    # y_t - sign * x_t <= -sign * x*_t
+    yr = csr_matrix((np.ones(n_t), (np.arange(n_t), np.arange(n_t))), shape=(n_t, n_t))
+    xr = csr_matrix((np.full(n_t, -float(sign)), (np.arange(n_t), [cols[name][v] for v in targets])), shape=(n_t, n_x))
+    rows_y = hstack([xr, yr])
+    b_y = np.array([-sign * float(truth[v]) for v in targets])
+    if a_ub is not None:
+        a_ub2 = vstack([hstack([a_ub, csr_matrix((a_ub.shape[0], n_t))]), rows_y]).tocsr()
+        b_ub2 = np.concatenate([b_ub, b_y])
+    else:
+        a_ub2, b_ub2 = rows_y.tocsr(), b_y
+    a_eq2 = hstack([a_eq, csr_matrix((a_eq.shape[0], n_t))]).tocsr()
+    obj = np.concatenate([np.zeros(n_x), -np.ones(n_t)])
+    _spend(budget)
+    res = linprog(obj, A_ub=a_ub2, b_ub=b_ub2, A_eq=a_eq2, b_eq=b_eq,
+                  bounds=list(bounds) + [(0.0, c) for c in caps], method="highs")
+    if res.status != 0:
+        return dict.fromkeys(targets, 0.0)  # nothing shown: the targets go on to their own programmes
+    y = res.x[n_x:]
+    return {v: float(max(0.0, y[t] - _TOL)) for t, v in enumerate(targets)}
+
+
+def _spend(budget: list[int]) -> None:
+    """Count one programme against ``LP_LIMIT``; refuse (:class:`ProtectionTooLarge`) beyond it."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ProtectionTooLarge(
+            f"the protection-interval check needs more than {LP_LIMIT} linear programmes for this "
+            "table; publish fewer or coarser totals, or no remainder rows"
+        )
+
+
+def _maximise(lp: tuple, obj: np.ndarray, budget: list[int]) -> float:
+    """max of obj · x over the reader's feasible set ``lp`` (inf when unbounded); counts the budget."""
+    from scipy.optimize import linprog
+
+    a_ub, b_ub, a_eq, rhs, bounds = lp
+    _spend(budget)
+    res = linprog(-obj, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=rhs, bounds=bounds, method="highs")
+    if res.status == 3:
+        return math.inf
+    if res.status != 0:  # infeasible: the truth is feasible, so this is a numerical failure
+        raise PrivacyRefusal("the protection-interval check failed to solve; nothing published")
+    return float(-res.fun)
+
+
+def _wide(bottom: float, top: float, x: float, need: float, integer: bool) -> bool:
+    """Is [bottom, top] wide enough to protect x?"""
+    scale = max(1.0, abs(x))
+    if integer:
+        width = math.floor(top + _TOL * scale) - math.ceil(bottom - _TOL * scale)
+        return width >= max(1.0, need)
+    width = top - bottom
+    return width > _TOL * scale and width >= need - _TOL * scale
+
+
+def protect_intervals(system: TableSystem, values: CellValues, interval: float) -> set[int]:
+    """Secondary suppression against the reader above: the algebraic protection of
+    :func:`pipeline.privacy.secondary.protect`, then further complements until every withheld
+    value's feasible interval is wide enough. Mutates ``system.suppressed``; returns the newly
+    withheld variables. Refuses when an exposed value cannot be given a complement."""
+    from .secondary import nearest_complement, protect
+
+    newly = protect(system)
+    for _ in range(system.n + 1):
+        exposed = unprotected(system, values, interval)
+        if not exposed:
+            return newly
+        added = []
+        for var, name in sorted(exposed.items()):
+            choice = _widest_complement(system, values, var, name)
+            if choice is None:
+                choice = nearest_complement(system, var)
+            if choice is not None and not system.suppressed[choice]:
+                system.suppressed[choice] = True
+                newly.add(choice)
+                added.append(choice)
+        if not added:
+            raise PrivacyRefusal(
+                "secondary suppression could not give every withheld cell its protection interval; "
+                "nothing published (lower protection.interval or publish fewer totals)"
+            )
+        newly |= protect(system)
+    raise PrivacyRefusal("secondary suppression did not converge; nothing published")
+
+
+def _widest_complement(system: TableSystem, values: CellValues, var: int, name: str) -> int | None:
+    """The published full-table cell sharing an equation with ``var`` that holds the most of the
+    exposed quantity (the most slack it brings to ``var``'s interval per cell withheld); None
+    when no published cell shares one."""
+    if name == "rows":
+        weight = values.rows
+    else:
+        kind, i = name.split()
+        weight = values.slots[int(i)].c if kind == "count" else values.slots[int(i)].s
+    if weight is None:
+        return None
+    cand = [int(m) for e in system.eqs_of(var) for m in system.members[e]
+            if not system.suppressed[m] and system.level[m] == 0]
+    if not cand:
+        return None
+    return max(cand, key=lambda c: (float(weight[c]), -c))
