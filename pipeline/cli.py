@@ -22,9 +22,14 @@ from .errors import PipelineError
 DEMO_CONFIG = "demo.yaml"
 
 
+_JSON = {"on": False}  # set by a command's --json: failures are then also one JSON object on stdout
+
+
 def _fail(kind: str, message: str, code: int) -> None:
     # always exactly one line: a line break inside a path or value is shown escaped
     message = message.replace("\r", "\\r").replace("\n", "\\n")
+    if _JSON["on"]:
+        click.echo(json.dumps({"status": "failed", "exit_code": code, "kind": kind, "message": message}))
     click.echo(f"anonymize: {kind}: {message}", err=True)
     sys.exit(code)
 
@@ -34,6 +39,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _JSON["on"] = bool(kwargs.get("as_json"))
         try:
             return fn(*args, **kwargs)
         except PipelineError as exc:
@@ -68,6 +74,7 @@ class _Cli(click.Group):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D401 - click's entry point
         kwargs["standalone_mode"] = False
+        _JSON["on"] = False
         try:
             rv = super().main(*args, **kwargs)
         except click.UsageError as exc:
@@ -106,8 +113,9 @@ def _engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--no-source", is_flag=True, help="Check the config alone, without opening the source schema.")
 @click.option("--output", "output", type=click.Path(file_okay=False), help="Output folder a run would use (overrides output.dir).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (also on failure).")
 @handle_errors
-def validate(config: str, no_source: bool, output: str | None) -> None:
+def validate(config: str, no_source: bool, output: str | None, as_json: bool) -> None:
     """Validate CONFIG and the source: every check `run` makes before it reads data.
 
     Config keys, source columns and types (CSV files are checked line by line inside DuckDB), the
@@ -138,6 +146,10 @@ def validate(config: str, no_source: bool, output: str | None) -> None:
         from .flows.dp import budget_preflight
 
         extra = "; " + budget_preflight(cfg, source_id)
+    if as_json:
+        click.echo(json.dumps({"status": "valid", "exit_code": 0, "config": config, "report": cfg.report,
+                               "mode": cfg.mode, "source_id": source_id, "budget": extra[2:] or None}))
+        return
     click.echo(f"ok: {config} is a valid {cfg.mode}-mode report {cfg.report!r}{extra}")
 
 
@@ -149,10 +161,12 @@ def validate(config: str, no_source: bool, output: str | None) -> None:
 @click.option("--verbose", "-v", is_flag=True,
               help="One line per stage on stderr even when it is not a terminal (on a terminal progress is always shown).")
 @click.option("--no-summary", is_flag=True, help="Do not write summary.html.")
+@click.option("--engine", type=click.Choice(["duckdb", "spark"]), help="Engine (overrides engine.kind).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (also on failure).")
 @_engine_options
 @handle_errors
 def run(config: str, run_id: str, output: str | None, quiet: bool, verbose: bool, no_summary: bool,
-        threads: int | None, memory_limit: str | None, temp_dir: str | None) -> None:
+        engine: str | None, as_json: bool, threads: int | None, memory_limit: str | None, temp_dir: str | None) -> None:
     """Run CONFIG and publish <output>/<report>/<run id>/ atomically."""
     from .config import load_config
     from .flows.run import run_report
@@ -160,11 +174,33 @@ def run(config: str, run_id: str, output: str | None, quiet: bool, verbose: bool
 
     check_run_id(run_id)
     cfg = load_config(config)
+    if engine:
+        cfg = cfg.with_overrides(engine={"kind": engine})
     rel = run_report(
-        cfg, run_id, output_dir=output, verbose=not quiet and (verbose or sys.stderr.isatty()),
+        cfg, run_id, output_dir=output, verbose=not as_json and not quiet and (verbose or sys.stderr.isatty()),
         threads=threads, memory_limit=memory_limit, temp_directory=temp_dir, summary_html=not no_summary,
     )
+    if as_json:
+        click.echo(json.dumps(release_summary(rel), default=str))
+        return
     _print_release(rel, quiet)
+
+
+def release_summary(rel: Any) -> dict[str, Any]:
+    """What a scheduler reads of a release: only what the release itself may state (no exact
+    withheld counts), the gate's verdicts and the budget."""
+    m = rel.manifest
+    gate = m.get("gate") or {}
+    budget = m.get("budget") or {}
+    return {
+        "status": rel.status, "exit_code": 0, "release": str(rel.path), "report": m.get("report"),
+        "run_id": m.get("run_id"), "mode": m.get("mode"),
+        "cells_published": (m.get("cells") or {}).get("cells_published"),
+        "report_sha256": (m.get("report_file") or {}).get("sha256"),
+        "gate": {"passed": gate.get("passed"),
+                 "checks": {k: v.get("ok", "skipped" if "skipped" in v else None) for k, v in (gate.get("checks") or {}).items()}},
+        "epsilon_spent": budget.get("epsilon_spent"), "epsilon_limit": budget.get("epsilon_limit"),
+    }
 
 
 def _print_release(rel: Any, quiet: bool) -> None:
@@ -250,8 +286,9 @@ def explain(release_dir: str) -> None:
 @click.argument("release_dir", type=click.Path(file_okay=False))
 @click.option("--config", "config", type=click.Path(dir_okay=False),
               help="Config to check against (default: the one recorded in the manifest).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (also on failure).")
 @handle_errors
-def check(release_dir: str, config: str | None) -> None:
+def check(release_dir: str, config: str | None, as_json: bool) -> None:
     """Run the release gate on an existing release and explain the verdict (exit 3 if it fails)."""
     from .errors import PrivacyRefusal
     from .flows.check import check_release
@@ -260,9 +297,12 @@ def check(release_dir: str, config: str | None) -> None:
         verdict = check_release(release_dir, config)
     except PrivacyRefusal as exc:
         details = getattr(exc, "details", None)
-        if details:
+        if details and not as_json:
             click.echo(details)  # the per-check account on stdout; the one-line reason on stderr
         raise
+    if as_json:
+        click.echo(json.dumps({"status": "passed", "exit_code": 0, "release": release_dir}))
+        return
     click.echo(verdict)
 
 

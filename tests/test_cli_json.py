@@ -1,0 +1,54 @@
+"""Machine-readable results (issue 18): ``--json`` gives one JSON object on stdout for success and
+for failure, with the documented exit code; ``python -m pipeline`` is the same CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import ROOT, release_dirs, run_cli, write_config
+
+
+def test_run_json_states_the_release_and_gate(project: Path) -> None:
+    res = run_cli("run", write_config(project), "--run-id", "r1", "--json")
+    assert res.exit_code == 0, res.stderr
+    out = json.loads(res.stdout)
+    [rel] = release_dirs(project)
+    manifest = json.loads((rel / "manifest.json").read_text())
+    assert out["status"] == "published" and out["exit_code"] == 0 and Path(out["release"]) == rel
+    assert out["cells_published"] == manifest["cells"]["cells_published"] > 0
+    assert out["report_sha256"] == manifest["report_file"]["sha256"]
+    assert out["gate"]["passed"] is True and out["gate"]["checks"]["min_units"] is True
+    assert "withheld" not in json.dumps(out)  # only what the release itself states
+    again = json.loads(run_cli("run", write_config(project), "--run-id", "r1", "--json").stdout)
+    assert again["status"] == "unchanged"
+
+
+def test_failures_are_one_json_object_with_the_exit_code(project: Path) -> None:
+    res = run_cli("run", write_config(project, min_units=1), "--run-id", "r1", "--json")
+    assert res.exit_code == 2
+    out = json.loads(res.stdout)
+    assert out == {"status": "failed", "exit_code": 2, "kind": "config error", "message": out["message"]}
+    assert "min_units" in out["message"] and res.stderr.startswith("anonymize: config error:")
+    bad = run_cli("run", write_config(project, source={"path": "data/nope.parquet"}), "--run-id", "r1", "--json")
+    assert bad.exit_code == 1 and json.loads(bad.stdout)["kind"] == "source error"
+
+
+def test_validate_and_check_json(project: Path) -> None:
+    cfg = write_config(project)
+    out = json.loads(run_cli("validate", cfg, "--json").stdout)
+    assert out["status"] == "valid" and out["mode"] == "threshold" and out["report"] == "t_report"
+    assert run_cli("run", cfg, "--run-id", "r1").exit_code == 0
+    [rel] = release_dirs(project)
+    assert json.loads(run_cli("check", rel, "--json").stdout) == {"status": "passed", "exit_code": 0, "release": str(rel)}
+    (rel / "report.parquet").write_bytes(b"not parquet")
+    res = run_cli("check", rel, "--json")
+    assert res.exit_code != 0 and json.loads(res.stdout)["status"] == "failed"
+
+
+def test_python_dash_m_pipeline_is_the_cli() -> None:
+    res = subprocess.run([sys.executable, "-m", "pipeline", "--version"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120)
+    assert res.returncode == 0 and res.stdout.startswith("anonymize")
