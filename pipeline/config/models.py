@@ -272,6 +272,15 @@ class ProtectionConfig(_Model):
     interval: float = Field(0.1, ge=0, le=1)
 
 
+class ExcludeList(_Model):
+    """People whose rows are removed before anything else (deleted accounts, opt-outs)."""
+
+    path: str = Field(min_length=1, description="Parquet or CSV file of privacy-unit values, relative to the config file.")
+    column: str = Field(min_length=1, description="The file's column holding the privacy-unit values.")
+
+    _path_local = field_validator("path")(_local_path)
+
+
 class OutputConfig(_Model):
     dir: str = Field("reports", min_length=1)
 
@@ -328,6 +337,11 @@ class ReportConfig(_Model):
         description="DuckDB file of keyed unit hashes and contribution digests per published cell, for "
         "difference checks (threshold mode); default: release_history.duckdb in the state folder (beside "
         "budget.ledger, else state/ beside the output folder).",
+    )
+    exclude_units: list[ExcludeList] = Field(
+        default_factory=list,
+        description="Lists of people (deleted accounts, opt-outs) whose rows are removed before any "
+        "aggregation; the release gate checks independently that none of them remains.",
     )
     output: OutputConfig = Field(default_factory=OutputConfig)
     privacy: PrivacyConfig | None = None
@@ -448,6 +462,9 @@ class ReportConfig(_Model):
             if self.privacy is not None:
                 raise KeyProblem(("engine", "kind"), "the Spark engine does not run DP mode yet (issue 17); "
                                  "use engine.kind: duckdb")
+            if self.exclude_units:
+                raise KeyProblem(("exclude_units",), "the Spark engine does not apply exclude_units yet "
+                                 "(issue 17); use engine.kind: duckdb")
             if self.difference_check:
                 raise KeyProblem(("engine", "kind"), "the Spark engine does not run the difference check "
                                  "across releases yet (issue 17); set difference_check: false (recorded in "

@@ -54,13 +54,16 @@ class Source:
         files = [{"path": f.path, "size_bytes": f.size_bytes, "rows": f.rows} for f in self.files]
         if not exact_counts:
             files = [{"path": f.path} for f in self.files]
-        return {
+        out = {
             "format": self.format,
             "source_id": self.source_id,
             "fingerprint": self.fingerprint,
             "table": self.table,
             "files": files,
         }
+        if self.extra.get("exclusions"):
+            out["exclude_units"] = self.extra["exclusions"]  # facts about the lists, not the data
+        return out
 
 
 def detect_format(cfg: ReportConfig) -> str:

@@ -126,6 +126,13 @@ def run_gate(
                     )
             else:
                 result["checks"]["identifier_values"] = {"skipped": "no source"}
+        if cfg.exclude_units and has_source and want("exclusions"):
+            from ..engines.duckdb.exclusions import remaining_sql
+
+            left = gcon.execute(remaining_sql(cfg, source.schema)).fetchall()[0][0]
+            result["checks"]["exclusions"] = {"ok": left == 0, "lists": len(cfg.exclude_units)}
+            if left:
+                failures.append("rows of people on an exclude_units list reached the aggregation")
         if want("quasi_identifier"):
             if not exact_ok:
                 result["checks"]["quasi_identifier"] = {"skipped": DP_EXACT}

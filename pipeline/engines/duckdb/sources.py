@@ -89,6 +89,12 @@ def open_source(con: duckdb.DuckDBPyConnection, cfg: ReportConfig) -> Source:
             raise ConfigError(f"source.format {fmt!r} is not supported")
         rel.create_view(SOURCE_VIEW, replace=True)
         schema = {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM {SOURCE_VIEW}").fetchall()}
+        exclusions: list[dict[str, Any]] = []
+        if cfg.exclude_units and cfg.privacy_unit in schema:
+            from .exclusions import apply_exclusions
+
+            rel.create_view("__src_all", replace=True)  # the unfiltered rows; __src becomes the filtered view
+            exclusions = apply_exclusions(cfg, con, schema)  # before anything else reads the source
         if not con.execute(f"SELECT 1 FROM {SOURCE_VIEW} LIMIT 1").fetchall():
             raise SourceError(
                 f"source {cfg.source.path!r} holds no rows ({len(names)} file(s), e.g. {names[0]}); "
@@ -110,6 +116,7 @@ def open_source(con: duckdb.DuckDBPyConnection, cfg: ReportConfig) -> Source:
         table=cfg.source.table,
         source_id=default_source_id(cfg),
         fingerprint=fp.hexdigest(),
+        extra={"exclusions": exclusions} if exclusions else {},
     )
 
 
