@@ -329,6 +329,35 @@ def plan(
 
 
 @main.command()
+@click.argument("output_dir", type=click.Path(file_okay=False), default="reports")
+@click.option("--json", "as_json", is_flag=True, help="One JSON list on stdout.")
+@handle_errors
+def releases(output_dir: str, as_json: bool) -> None:
+    """List every release under OUTPUT_DIR: report, run id, mode, cells published, gate, ε, sha256."""
+    from .errors import ReleaseError
+    from .releases.store import catalogue
+
+    if not Path(output_dir).is_dir():
+        raise ReleaseError(f"{output_dir} is not a folder of releases (give the output.dir of a config)")
+    rows = catalogue(output_dir)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        click.echo(f"{output_dir}: no releases")
+        return
+    for r in rows:
+        if "error" in r:
+            click.echo(f"{r['release']}: {r['error']}")
+            continue
+        eps = f" ε {r['epsilon_spent']:.4g}" if r.get("epsilon_spent") is not None else ""
+        state = "" if r["intact"] else "  MODIFIED (sha256 differs from the manifest)"
+        gate = "passed" if r["gate_passed"] else "FAILED"
+        click.echo(f"{r['report']}/{r['run_id']}  [{r['mode']}] {r['cells_published']} cells  gate {gate}{eps}  "
+                   f"sha256 {str(r['sha256'])[:12]}  {r['created_utc']}{state}")
+
+
+@main.command()
 @click.option("--out", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
 def schema(out: str | None) -> None:
     """Print the JSON Schema of report configs (for editor validation)."""

@@ -52,3 +52,18 @@ def test_python_dash_m_pipeline_is_the_cli() -> None:
     res = subprocess.run([sys.executable, "-m", "pipeline", "--version"], capture_output=True, text=True, cwd=ROOT,
                          timeout=120)
     assert res.returncode == 0 and res.stdout.startswith("anonymize")
+
+
+def test_releases_catalogue(project: Path) -> None:
+    cfg = write_config(project)
+    for run_id in ("2026-11-23", "2026-11-24"):
+        assert run_cli("run", cfg, "--run-id", run_id).exit_code == 0
+    rows = json.loads(run_cli("releases", project / "reports", "--json").stdout)
+    assert [(r["report"], r["run_id"]) for r in rows] == [("t_report", "2026-11-23"), ("t_report", "2026-11-24")]
+    assert all(r["intact"] and r["gate_passed"] and r["mode"] == "threshold" and r["cells_published"] > 0 for r in rows)
+    text = run_cli("releases", project / "reports")
+    assert text.exit_code == 0 and "t_report/2026-11-23  [threshold]" in text.stdout and "MODIFIED" not in text.stdout
+    report = project / "reports" / "t_report" / "2026-11-24" / "report.parquet"
+    report.write_bytes(report.read_bytes() + b"x")
+    assert "MODIFIED" in run_cli("releases", project / "reports").stdout
+    assert run_cli("releases", project / "nope").exit_code == 1

@@ -258,6 +258,34 @@ def open_release(path: str | Path) -> Release:
     return Release(p, manifest, status="existing")
 
 
+def catalogue(output_dir: str | Path) -> list[dict[str, Any]]:
+    """Every release under ``output_dir`` (``<report>/<run id>/``, staging folders skipped), in
+    report then run-id order: what a reviewer asks for first. The sha256 is recomputed from the file
+    and compared with the manifest's (``intact``)."""
+    root = Path(output_dir)
+    rows = []
+    for manifest_path in sorted(root.glob("*/*/" + MANIFEST_FILE)):
+        folder = manifest_path.parent
+        if folder.name.startswith(".") or folder.parent.name.startswith("."):
+            continue
+        try:
+            m = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            rows.append({"release": str(folder), "error": "unreadable manifest"})
+            continue
+        report = folder / REPORT_FILE
+        actual = sha256(report.read_bytes()) if report.is_file() else None
+        recorded = (m.get("report_file") or {}).get("sha256")
+        budget = m.get("budget") or {}
+        rows.append({
+            "report": m.get("report"), "run_id": m.get("run_id"), "mode": m.get("mode"),
+            "created_utc": m.get("created_utc"), "cells_published": (m.get("cells") or {}).get("cells_published"),
+            "gate_passed": (m.get("gate") or {}).get("passed"), "epsilon_spent": budget.get("epsilon_spent"),
+            "sha256": recorded, "intact": actual is not None and actual == recorded, "release": str(folder),
+        })
+    return rows
+
+
 # ----- where releases may be written ---------------------------------------------------------
 
 
