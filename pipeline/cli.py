@@ -155,7 +155,9 @@ def validate(config: str, no_source: bool, output: str | None, as_json: bool) ->
 
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--run-id", required=True, help="Identity of this release, e.g. the date: 2026-11-23.")
+@click.option("--run-id", help="Identity of this release, e.g. the date: 2026-11-23 (default with window: its name).")
+@click.option("--as-of", "as_of", type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="Date the window is computed from (config window:; default today, UTC).")
 @click.option("--output", "output", type=click.Path(file_okay=False), help="Output folder (overrides output.dir).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the release path.")
 @click.option("--verbose", "-v", is_flag=True,
@@ -165,15 +167,23 @@ def validate(config: str, no_source: bool, output: str | None, as_json: bool) ->
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (also on failure).")
 @_engine_options
 @handle_errors
-def run(config: str, run_id: str, output: str | None, quiet: bool, verbose: bool, no_summary: bool,
+def run(config: str, run_id: str | None, as_of: Any, output: str | None, quiet: bool, verbose: bool, no_summary: bool,
         engine: str | None, as_json: bool, threads: int | None, memory_limit: str | None, temp_dir: str | None) -> None:
     """Run CONFIG and publish <output>/<report>/<run id>/ atomically."""
     from .config import load_config
+    from .errors import ConfigError
     from .flows.run import run_report
     from .releases.store import check_run_id
 
-    check_run_id(run_id)
     cfg = load_config(config)
+    if cfg.window is not None:
+        cfg = cfg.for_window(as_of.date() if as_of else None)
+        run_id = run_id or cfg.window.run_id()  # type: ignore[union-attr]
+    elif as_of is not None:
+        raise ConfigError(f"--as-of needs a window: in {config} (window: {{column: …, period: day|week|month}})")
+    if not run_id:
+        raise ConfigError("give --run-id (or a window: in the config, whose runs are named after their window)")
+    check_run_id(run_id)
     if engine:
         cfg = cfg.with_overrides(engine={"kind": engine})
     rel = run_report(

@@ -11,6 +11,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import math
@@ -281,6 +282,44 @@ class ExcludeList(_Model):
     _path_local = field_validator("path")(_local_path)
 
 
+class WindowConfig(_Model):
+    """A scheduled report's time window: the last complete ``period`` before ``--as-of`` (default
+    today, UTC), ``lag`` periods further back. ``start``/``end`` are filled in by the run."""
+
+    column: str = Field(min_length=1, description="Date or timestamp column the window filters on.")
+    period: Literal["day", "week", "month"]
+    lag: int = Field(0, ge=0, description="Complete periods to step back further (late-arriving data).")
+    start: dt.date | None = Field(None, description="Set by the run: first day of the window.")
+    end: dt.date | None = Field(None, description="Set by the run: first day after the window.")
+
+    def resolved(self, as_of: dt.date) -> WindowConfig:
+        """This window for a run on ``as_of``: [start, end) is the last complete period before
+        ``as_of``, moved back ``lag`` periods (ISO weeks start on Monday)."""
+        if self.period == "day":
+            end = as_of - dt.timedelta(days=self.lag)
+            start = end - dt.timedelta(days=1)
+        elif self.period == "week":
+            end = as_of - dt.timedelta(days=as_of.weekday()) - dt.timedelta(weeks=self.lag)
+            start = end - dt.timedelta(weeks=1)
+        else:
+            y, m = as_of.year, as_of.month - self.lag
+            while m < 1:
+                y, m = y - 1, m + 12
+            end = dt.date(y, m, 1)
+            start = dt.date(end.year - (end.month == 1), (end.month - 2) % 12 + 1, 1)
+        return self.model_copy(update={"start": start, "end": end})
+
+    def run_id(self) -> str:
+        """The window's name: 2026-11-23 (day), 2026-W47 (ISO week), 2026-11 (month)."""
+        assert self.start is not None
+        if self.period == "day":
+            return self.start.isoformat()
+        if self.period == "week":
+            y, w, _ = self.start.isocalendar()
+            return f"{y}-W{w:02d}"
+        return self.start.strftime("%Y-%m")
+
+
 class OutputConfig(_Model):
     dir: str = Field("reports", min_length=1)
 
@@ -338,6 +377,7 @@ class ReportConfig(_Model):
         "difference checks (threshold mode); default: release_history.duckdb in the state folder (beside "
         "budget.ledger, else state/ beside the output folder).",
     )
+    window: WindowConfig | None = Field(None, description="Scheduled window: the last complete period before --as-of.")
     exclude_units: list[ExcludeList] = Field(
         default_factory=list,
         description="Lists of people (deleted accounts, opt-outs) whose rows are removed before any "
@@ -566,6 +606,13 @@ class ReportConfig(_Model):
         """sha256 of the canonical JSON of :meth:`normalised` (stable across key order/comments)."""
         blob = json.dumps(self.normalised(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
+
+    def for_window(self, as_of: dt.date | None = None) -> ReportConfig:
+        """This config with its ``window`` resolved for a run on ``as_of`` (default: today, UTC)."""
+        if self.window is None:
+            return self
+        as_of = as_of or dt.datetime.now(dt.UTC).date()
+        return self.with_overrides(window=self.window.resolved(as_of).model_dump(mode="json"))
 
     def with_overrides(self, **changes: Any) -> ReportConfig:
         """A new config with top-level keys replaced (nested dicts are merged), re-validated."""

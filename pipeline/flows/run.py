@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from ..config import ReportConfig, url_problem
 from ..errors import ConfigError, PipelineError, SourceError, first_line
@@ -33,10 +34,16 @@ def run_report(
     memory_limit: str | None = None,
     temp_directory: str | None = None,
     summary_html: bool = True,
+    as_of: Any = None,
 ) -> Release:
-    """Run one report and publish it atomically. Raises a :class:`PipelineError` subclass on failure."""
+    """Run one report and publish it atomically. Raises a :class:`PipelineError` subclass on failure.
+
+    A config with ``window:`` is filtered to its window for ``as_of`` (a date; default today, UTC)
+    unless the window is already resolved (:meth:`ReportConfig.for_window`)."""
     from ..engines import connect
 
+    if cfg.window is not None and (cfg.window.start is None or as_of is not None):
+        cfg = cfg.for_window(as_of)
     out = preflight(cfg, output_dir=output_dir, temp_directory=temp_directory)
     final = release_dir(out, cfg.report, run_id)
     stages = Stages(verbose=verbose)

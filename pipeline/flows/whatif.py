@@ -70,6 +70,8 @@ def plan_report(
     from ..engines import connect
     from ..errors import first_line
 
+    if cfg.window is not None and cfg.window.start is None:
+        cfg = cfg.for_window()  # the window a run today would use
     ks = _candidate_ks(cfg, min_units)
     eps = _candidate_epsilons(cfg, epsilons)
     shares = _candidate_shares(cfg, selection_shares)

@@ -145,6 +145,14 @@ def filter_sql(cfg: ReportConfig, params: Params) -> str:
             parts.append(_in_list(c, spec, params, negate=False))
         else:
             parts.append(f"{c} = {params.add(spec)}")
+    w = cfg.window
+    if w is not None:
+        if w.start is None or w.end is None:
+            raise ValueError("the window must be resolved for a run (WindowConfig.resolved)")
+        # days as the grains bucket them (date_trunc of the column), half-open [start, end)
+        day = f"CAST(date_trunc('day', {ident(w.column)}) AS DATE)"
+        parts.append(f"{day} >= CAST({params.add(w.start.isoformat())} AS DATE) "
+                     f"AND {day} < CAST({params.add(w.end.isoformat())} AS DATE)")
     return " AND ".join(f"({p})" for p in parts) or "TRUE"
 
 

@@ -331,6 +331,12 @@ def check_columns(cfg: ReportConfig, schema: dict[str, str], con: Any = None, so
                     f"{cfg.where('metrics', i, key)}: column {col!r} has type {schema[col]}, not a number; "
                     "point the metric at a numeric column"
                 )
+    if cfg.window is not None:
+        if cfg.window.column not in schema:
+            raise missing(("window", "column"), cfg.window.column)
+        if not is_temporal(schema[cfg.window.column]):
+            raise ConfigError(f"{cfg.where('window', 'column')}: column {cfg.window.column!r} has type "
+                              f"{schema[cfg.window.column]}; a window needs a date or timestamp column")
     for col, spec in cfg.filter.items():
         if col not in schema:
             raise missing(("filter", col), col)
