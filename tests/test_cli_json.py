@@ -67,3 +67,26 @@ def test_releases_catalogue(project: Path) -> None:
     report.write_bytes(report.read_bytes() + b"x")
     assert "MODIFIED" in run_cli("releases", project / "reports").stdout
     assert run_cli("releases", project / "nope").exit_code == 1
+
+
+def test_csv_export_is_the_gated_table_and_is_checked(project: Path) -> None:
+    import csv
+    import io
+
+    import pyarrow.parquet as pq
+
+    cfg = write_config(project, output={"dir": "reports", "formats": ["parquet", "csv"]})
+    assert run_cli("run", cfg, "--run-id", "r1").exit_code == 0
+    [rel] = release_dirs(project)
+    manifest = json.loads((rel / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"report.csv"}
+    rows = list(csv.DictReader(io.StringIO((rel / "report.csv").read_text())))
+    table = pq.read_table(rel / "report.parquet").to_pylist()
+    assert len(rows) == len(table) and rows[0]["city"] == table[0]["city"]
+    assert [int(r["buyers"]) for r in rows] == [t["buyers"] for t in table]
+    assert run_cli("check", rel).exit_code == 0
+    (rel / "report.csv").write_text((rel / "report.csv").read_text().replace(rows[0]["city"], "X", 1))
+    res = run_cli("check", rel)
+    assert res.exit_code == 3 and "report.csv is missing or does not match" in res.stderr
+    bad = write_config(project, "bad.yaml", output={"dir": "reports", "formats": ["csv"]})
+    assert run_cli("run", bad, "--run-id", "r2").exit_code == 2

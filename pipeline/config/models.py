@@ -322,6 +322,17 @@ class WindowConfig(_Model):
 
 class OutputConfig(_Model):
     dir: str = Field("reports", min_length=1)
+    formats: list[Literal["parquet", "csv"]] = Field(
+        default_factory=lambda: ["parquet"],
+        description="Files of a release: parquet (always: the gated file) and csv, written from the gated "
+        "Parquet bytes and listed in the manifest with its sha256.")
+
+    @field_validator("formats")
+    @classmethod
+    def _parquet_first(cls, v: list[str]) -> list[str]:
+        if "parquet" not in v:
+            raise ValueError("formats must include parquet (the file the release gate checks); add csv beside it")
+        return sorted(set(v), key=["parquet", "csv"].index)
 
     _dir_local = field_validator("dir")(_local_path)
 

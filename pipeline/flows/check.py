@@ -59,6 +59,21 @@ def check_release(release_dir: str | Path, config_path: str | Path | None = None
         lines.append(_line("FAIL", "integrity", why))
         failures.append(why)
 
+    for name, info in sorted((manifest.get("files") or {}).items()):
+        from ..releases.store import CSV_FILE, csv_bytes
+
+        path = rel.path / name
+        data = path.read_bytes() if path.is_file() else None
+        if data is None or sha256(data) != info.get("sha256"):
+            why = f"{name} is missing or does not match the sha256 in manifest.json (changed after publication)"
+        elif name == CSV_FILE and data != csv_bytes(report):
+            why = f"{name} does not hold exactly the rows of report.parquet"
+        else:
+            lines.append(_line("ok", "integrity", f"{name} matches its sha256 and report.parquet"))
+            continue
+        lines.append(_line("FAIL", "integrity", why))
+        failures.append(why)
+
     cfg, note = _config(rel.path, manifest, config_path)
     lines.append(f"config: {note}")
     lines.append(f"mode: {cfg.mode}" + (f", min_units={cfg.min_units}" if cfg.mode == "threshold" else ""))

@@ -74,6 +74,11 @@ def finish_release(
     manifest["internal_counts"] = str(internal)  # where the operator's exact counts are; not the counts
     counts = {"rows": quality, "cells": cells, "source": source.manifest_entry(exact_counts=True)}
     files = {REPORT_FILE: report}
+    if "csv" in cfg.output.formats:
+        from ..releases.store import CSV_FILE, csv_bytes
+
+        files[CSV_FILE] = csv_bytes(report)  # from the gated bytes, never from another copy of the table
+        manifest["files"] = {CSV_FILE: {"sha256": sha256(files[CSV_FILE]), "bytes": len(files[CSV_FILE])}}
 
     existing = existing_report_sha(final)
     if existing is not None and ledger_commit is None:

@@ -48,6 +48,21 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+CSV_FILE = "report.csv"
+
+
+def csv_bytes(report: bytes) -> bytes:
+    """The CSV export of a report, derived from the gated Parquet bytes only (so it shows exactly
+    the gated table): a header of column names, RFC 4180 quoting, empty fields for nulls."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(report)).replace_schema_metadata(None)
+    buf = io.BytesIO()
+    pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=True, quoting_style="needed"))
+    return buf.getvalue()
+
+
 def release_dir(output_dir: Path, report: str, run_id: str) -> Path:
     return output_dir / report / check_run_id(run_id)
 
