@@ -110,7 +110,7 @@ def _engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @main.command()
-@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("config", type=click.Path())
 @click.option("--no-source", is_flag=True, help="Check the config alone, without opening the source schema.")
 @click.option("--output", "output", type=click.Path(file_okay=False), help="Output folder a run would use (overrides output.dir).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (also on failure).")
@@ -125,6 +125,26 @@ def validate(config: str, no_source: bool, output: str | None, as_json: bool) ->
     from .config import load_config
     from .flows.run import preflight
 
+    if Path(config).is_dir() or Path(config).name == "anonymize.yaml":
+        from .project import load_project
+
+        proj = load_project(config)
+        for cfg in proj.reports:
+            preflight(cfg, output_dir=output)
+            if not no_source:
+                from .engines import connect
+
+                con = connect(cfg)
+                try:
+                    con.check_columns(cfg, con.open_source(cfg))
+                finally:
+                    con.close()
+        names = [c.report for c in proj.reports]
+        if as_json:
+            click.echo(json.dumps({"status": "valid", "exit_code": 0, "project": str(proj.path), "reports": names}))
+        else:
+            click.echo(f"ok: {proj.path} holds {len(names)} valid report(s): {', '.join(names)}")
+        return
     cfg = load_config(config)
     preflight(cfg, output_dir=output)
     if not no_source:
@@ -336,6 +356,36 @@ def plan(
     result = plan_report(cfg, min_units=list(min_units) or None, epsilons=list(epsilons) or None,
                          selection_shares=list(shares) or None)
     click.echo(json.dumps(result, indent=2, default=str) if as_json else format_plan(result))
+
+
+@main.command("run-all")
+@click.argument("project", type=click.Path(), default=".")
+@click.option("--select", "names", multiple=True, help="Run only this report (repeatable).")
+@click.option("--run-id", help="Run id for reports without a window.")
+@click.option("--as-of", "as_of", type=click.DateTime(formats=["%Y-%m-%d"]), help="Date windows are computed from.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@handle_errors
+def run_all_cmd(project: str, names: tuple[str, ...], run_id: str | None, as_of: Any, as_json: bool) -> None:
+    """Run every report of PROJECT (anonymize.yaml, or the folder holding it) in order; exit with the worst code."""
+    from dataclasses import asdict
+
+    from .project import load_project, run_all, worst
+
+    proj = load_project(project)
+    outcomes = run_all(proj, list(names), run_id=run_id, as_of=as_of.date() if as_of else None)
+    code = worst(outcomes)
+    if as_json:
+        click.echo(json.dumps({"status": "ok" if code == 0 else "failed", "exit_code": code,
+                               "reports": [asdict(o) for o in outcomes]}))
+    else:
+        for o in outcomes:
+            if o.exit_code == 0:
+                click.echo(f"{o.status:<10} {o.report}: {o.cells_published} cells → {o.release}")
+            else:
+                click.echo(f"{'FAILED':<10} {o.report}: {o.kind}: {o.message}")
+        ok = sum(o.exit_code == 0 for o in outcomes)
+        click.echo(f"{ok} of {len(outcomes)} report(s) published or unchanged; exit {code}")
+    sys.exit(code)
 
 
 @main.command()

@@ -1,0 +1,54 @@
+"""A project of reports (issue 18): ``anonymize.yaml`` with shared defaults, ``run-all`` in order
+with one summary and the worst exit code, ``--select``, and ``validate`` of the whole project."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from .conftest import release_dirs, run_cli
+
+DEFAULTS = {"source": {"path": "data/events.parquet"}, "privacy_unit": "user_id",
+            "identifiers": ["user_id", "email", "phone", "ip_address", "device_id"],
+            "filter": {"event_type": ["enquiry", "call", "order"]}, "output": {"dir": "reports"}}
+
+
+def _project(project: Path, extra: list | None = None) -> Path:
+    (project / "configs").mkdir(exist_ok=True)
+    (project / "configs" / "by_city.yaml").write_text(yaml.safe_dump({
+        "report": "by_city", "dimensions": ["city"], "min_units": 10,
+        "metrics": [{"name": "events", "agg": "count"}, {"name": "buyers", "agg": "count_units"}]}))
+    reports = ["configs/by_city.yaml",
+               {"report": "by_category", "dimensions": ["category"], "min_units": 10,
+                "metrics": [{"name": "buyers", "agg": "count_units"}]}] + (extra or [])
+    path = project / "anonymize.yaml"
+    path.write_text(yaml.safe_dump({"defaults": DEFAULTS, "reports": reports}, sort_keys=False))
+    return path
+
+
+def test_run_all_publishes_every_report_with_shared_defaults(project: Path) -> None:
+    _project(project)
+    res = run_cli("run-all", project, "--run-id", "2026-11-23", "--json")
+    assert res.exit_code == 0, res.stdout + res.stderr
+    out = json.loads(res.stdout)
+    assert [r["report"] for r in out["reports"]] == ["by_city", "by_category"]
+    assert all(r["status"] == "published" and r["cells_published"] > 0 for r in out["reports"])
+    # the file report's defaults point at the project's data and output, not configs/
+    assert {p.parent.name for p in release_dirs(project / "reports")} == {"by_city", "by_category"}
+    assert (project / "state" / "release_history.duckdb").exists()  # one shared audit store
+    again = run_cli("run-all", project, "--run-id", "2026-11-23", "--select", "by_city")
+    assert again.exit_code == 0 and "unchanged" in again.stdout and "by_category" not in again.stdout
+    assert "2 valid report(s)" in run_cli("validate", project).stdout
+
+
+def test_one_failing_report_does_not_stop_the_others_and_sets_the_exit_code(project: Path) -> None:
+    _project(project, extra=[{"report": "broken", "dimensions": ["no_such_column"], "min_units": 10,
+                              "metrics": [{"name": "n", "agg": "count"}]}])
+    res = run_cli("run-all", project, "--run-id", "r1")
+    assert res.exit_code == 2  # the broken report's config error; the others still ran
+    assert "FAILED     broken: config error" in res.stdout and "2 of 3 report(s)" in res.stdout
+    assert {p.parent.name for p in release_dirs(project / "reports")} == {"by_city", "by_category"}
+    bad = run_cli("run-all", project, "--run-id", "r2", "--select", "nope")
+    assert bad.exit_code == 2 and "no report named 'nope'" in bad.stderr
