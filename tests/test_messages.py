@@ -190,7 +190,7 @@ def test_text_in_a_parquet_metric_column_names_the_value_and_row(tmp_path: Path)
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["run", "x.yaml"], "Missing option '--run-id'"),
+        (["run"], "Missing argument 'CONFIG'"),
         (["nope"], "No such command 'nope'"),
         (["plan", "x.yaml", "--min-units", "1"], "--min-units"),
     ],
