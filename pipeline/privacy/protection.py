@@ -119,6 +119,9 @@ def unprotected(system: TableSystem, values: CellValues, interval: float) -> dic
         if var_eqs[v]:
             groups[tuple(var_eqs[v])].append(v)
     twins = {sig: np.asarray(g, dtype=np.int64) for sig, g in groups.items()}
+    gid = np.full(system.n, -1, dtype=np.int64)  # each withheld variable's twin group
+    for k, g in enumerate(twins.values()):
+        gid[g] = k
     quantities = _quantities(values)
     comps: dict[int, list[int]] | None = None
     root_of: dict[int, int] = {}
@@ -167,7 +170,6 @@ def unprotected(system: TableSystem, values: CellValues, interval: float) -> dic
             component(v)
             todo[(root_of[v], name)].append(v)
     by_q = dict(quantities)
-    exact: dict[int, tuple] = {}  # root → the exact programme over its group (built once)
     for (root, name), targets in sorted(todo.items()):
         truth = by_q[name]
         integer = name == "rows"
@@ -189,7 +191,7 @@ def unprotected(system: TableSystem, values: CellValues, interval: float) -> dic
             for _ in range(BATCH_ROUNDS if len(free_q) == 1 else 2):  # what one table cannot move, the next
                 if not left:
                     break
-                got = _batch(vs, left, eqs, var_eqs, quantities, values, free_q, name, interval, side, budget)
+                got = _batch(vs, left, gid, eqs, var_eqs, quantities, values, free_q, name, interval, side, budget)
                 for v, d in got.items():
                     moved[v] = max(moved[v], d)
                 still = [v for v in left if not shown(v)]
@@ -197,27 +199,28 @@ def unprotected(system: TableSystem, values: CellValues, interval: float) -> dic
                     break
                 left = still
         # pass 3: each value still in doubt on its own, exactly, over the whole group
-        for v in targets:
+        doubt = [v for v in targets if v not in exposed
+                 and not _wide(float(truth[v]) - down[v], float(truth[v]) + up[v], float(truth[v]),
+                               required_width(float(truth[v]), interval), integer)]
+        if not doubt:
+            continue
+        blocks = _blocks(vs, doubt, gid, set(by_q), values)
+        if len(blocks) * len(quantities) > FULL_LIMIT:
+            exposed.update(dict.fromkeys(doubt, name))  # too large to solve exactly: exposed (fail closed)
+            continue
+        lp, first = _reader_lp(blocks, eqs, var_eqs, quantities, values, set(by_q))
+        for t, v in enumerate(doubt):
             x = float(truth[v])
-            need = required_width(x, interval)
-            if _wide(x - down[v], x + up[v], x, need, integer) or v in exposed:
-                continue
-            wide = False
-            if len(vs) * len(quantities) <= FULL_LIMIT:
-                if root not in exact:
-                    exact[root] = _reader_lp(vs, eqs, var_eqs, quantities, values, set(by_q))
-                lp, cols = exact[root]
-                obj = np.zeros(lp[2].shape[1])
-                obj[cols[name][v]] = 1.0
-                top = _maximise(lp, obj, budget)
-                wide = top == math.inf or _wide(-_maximise(lp, -obj, budget), top, x, need, integer)
-            if not wide:
-                exposed[v] = name  # too large to solve exactly counts as exposed (fail closed)
+            obj = np.zeros(lp[2].shape[1])
+            obj[first[name] + t] = 1.0
+            top = _maximise(lp, obj, budget)
+            if not (top == math.inf or _wide(-_maximise(lp, -obj, budget), top, x, required_width(x, interval), integer)):
+                exposed[v] = name
     return exposed
 
 
 BATCH_ROUNDS = 12  # tables sought per group and quantity to move many targets at once
-FULL_LIMIT = 5_000  # LP columns of the exact programme over a connected group (larger: exposed)
+FULL_LIMIT = 5_000  # LP columns of the exact programme over a connected group's twin groups (larger: exposed)
 
 
 def _quantities(values: CellValues) -> list[tuple[str, np.ndarray]]:
@@ -263,96 +266,144 @@ def _twin_range(v: int, mates: np.ndarray, name: str, values: CellValues) -> tup
     return float(s[v]) - max(down, 0.0), float(s[v]) + max(up, 0.0)
 
 
-def _reader_lp(free: list[int], eqs: list[tuple[np.ndarray, np.ndarray]], var_eqs: dict[int, list[tuple[int, float]]],
+def _blocks(vs: list[int], singles: list[int], gid: np.ndarray, free_q: set[str], values: CellValues) -> list[np.ndarray]:
+    """The unknowns of a programme over the component ``vs``: each of ``singles`` on its own, and
+    every other twin group (same equations, same signs: ``gid``) as one unknown, its members' sum.
+
+    Exact, not an approximation: a group's members enter every equation only through their sum, and
+    for the quantity sets solved here (a value count free only together with its sum) each member's
+    feasible set is a box, or a cone cut by ``rows >= floor`` — a Minkowski sum of such sets is the
+    same shape with summed bounds, so the programme over groups has the same feasible values of
+    every single unknown as the programme over cells. Otherwise every variable stays on its own."""
+    single = set(singles)
+    if any(f"count {i}" in free_q and f"sum {i}" not in free_q for i in range(len(values.slots))):
+        return [np.asarray([w], dtype=np.int64) for w in singles + [w for w in vs if w not in single]]
+    rest: dict[int, list[int]] = defaultdict(list)
+    for w in vs:
+        if w not in single:
+            rest[int(gid[w])].append(w)
+    return [np.asarray([w], dtype=np.int64) for w in singles] + [np.asarray(g, dtype=np.int64) for g in rest.values()]
+
+
+def _reader_lp(blocks: list[np.ndarray], eqs: list[tuple[np.ndarray, np.ndarray]], var_eqs: dict[int, list[tuple[int, float]]],
                quantities: list[tuple[str, np.ndarray]], values: CellValues,
-               free_q: set[str]) -> tuple[tuple, dict[str, dict[int, int]]]:
-    """The reader's programme with the quantities ``free_q`` of the variables ``free`` unknown and
-    everything else fixed at its true value (fixing only narrows the reader's feasible set).
+               free_q: set[str]) -> tuple[tuple, dict[str, int]]:
+    """The reader's programme with the quantities ``free_q`` of the variables in ``blocks`` unknown
+    (one unknown per block: the sum of its twins, see :func:`_blocks`) and everything else fixed at
+    its true value (fixing only narrows the reader's feasible set).
 
     Rows lie at or above one (and their value counts); value counts between zero and the rows; a
     sum within ``[lo, hi]`` times its value count; every equation holds for every quantity.
-    Returns ``(A_ub, b_ub, A_eq, b_eq, bounds)`` and each quantity's column per variable."""
+    Returns ``(A_ub, b_ub, A_eq, b_eq, bounds)`` and each quantity's first column: block ``j``'s
+    unknown of quantity ``q`` is column ``first[q] + j``."""
     from scipy.sparse import csr_matrix
 
-    local = {w: j for j, w in enumerate(free)}
-    fa = np.asarray(free, dtype=np.int64)
-    n = len(free)
+    nb = len(blocks)
+    members = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int64)
+    owner = np.repeat(np.arange(nb), [len(b) for b in blocks])
+
+    def total(per_var: np.ndarray) -> np.ndarray:
+        """Each block's sum of a per-variable array."""
+        out = np.zeros(nb)
+        np.add.at(out, owner, np.asarray(per_var, dtype=float)[members])
+        return out
+
     names = [nm for nm, _ in quantities if nm in free_q]
-    block = {nm: b for b, nm in enumerate(names)}
-    cols = {nm: {w: block[nm] * n + j for w, j in local.items()} for nm in names}
+    first = {nm: b * nb for b, nm in enumerate(names)}
     truth_of = dict(quantities)
-    lows = np.zeros(len(names) * n)
-    highs = np.full(len(names) * n, np.inf)
-    ub_r: list[int] = []
-    ub_c: list[int] = []
-    ub_d: list[float] = []
-    ub_b: list[float] = []
+    lows = np.zeros(len(names) * nb)
+    highs = np.full(len(names) * nb, np.inf)
+    ub_r: list[np.ndarray] = []
+    ub_c: list[np.ndarray] = []
+    ub_d: list[np.ndarray] = []
+    n_ub = 0
+    idx = np.arange(nb)
 
-    def ineq(terms: list[tuple[int, float]], bound: float) -> None:
-        k = len(ub_b)
-        for col, coef in terms:
-            ub_r.append(k)
-            ub_c.append(col)
-            ub_d.append(coef)
-        ub_b.append(bound)
+    def ineq(col_a: int, coef_a: float, col_b: int, coef_b: float) -> None:
+        """coef_a·x[col_a + j] + coef_b·x[col_b + j] <= 0 for every block j."""
+        nonlocal n_ub
+        r = n_ub + idx
+        ub_r.extend([r, r])
+        ub_c.extend([col_a + idx, col_b + idx])
+        ub_d.extend([np.full(nb, coef_a), np.full(nb, coef_b)])
+        n_ub += nb
 
-    rows_free = "rows" in block
+    rows_free = "rows" in first
     if rows_free:
-        b0 = block["rows"] * n
-        lows[b0:b0 + n] = 1.0
+        b0 = first["rows"]
+        assert values.rows is not None
+        floor = np.ones(len(values.rows))
+        for i, slot in enumerate(values.slots):
+            if f"count {i}" not in free_q:
+                floor = np.maximum(floor, slot.c)
+        lows[b0:b0 + nb] = total(floor)
     for i, slot in enumerate(values.slots):
         cn, sn = f"count {i}", f"sum {i}"
-        c_free, s_free = cn in block, sn in block
+        c_free, s_free = cn in first, sn in first
         if c_free:
-            bc = block[cn] * n
+            bc = first[cn]
             if not rows_free and values.rows is not None:
-                highs[bc:bc + n] = values.rows[fa]  # value counts within the (fixed) rows
-        if rows_free and not c_free:
-            lows[b0:b0 + n] = np.maximum(lows[b0:b0 + n], slot.c[fa])
+                highs[bc:bc + nb] = total(values.rows)  # value counts within the (fixed) rows
         if s_free:
-            bs = block[sn] * n
+            bs = first[sn]
             if not c_free:
-                lows[bs:bs + n], highs[bs:bs + n] = slot.lo * slot.c[fa], slot.hi * slot.c[fa]
+                lows[bs:bs + nb], highs[bs:bs + nb] = slot.lo * total(slot.c), slot.hi * total(slot.c)
             else:
-                lows[bs:bs + n], highs[bs:bs + n] = -np.inf, np.inf
-        for j in range(n):
-            if c_free and rows_free:
-                ineq([(bc + j, 1.0), (b0 + j, -1.0)], 0.0)
-            if s_free and c_free:
-                ineq([(bc + j, slot.lo), (bs + j, -1.0)], 0.0)
-                ineq([(bs + j, 1.0), (bc + j, -slot.hi)], 0.0)
-            elif c_free and not s_free:
-                # a fixed sum needs enough value counts: lo * c <= s <= hi * c
-                s_v = float(slot.s[free[j]])
-                if slot.hi > 0:
-                    lows[bc + j] = max(lows[bc + j], s_v / slot.hi)
-                if slot.lo > 0:
-                    highs[bc + j] = min(highs[bc + j], s_v / slot.lo)
-    rows_i, cols_i, data, rhs = [], [], [], []
-    touched = sorted({e for w in free for e, _ in var_eqs[w]})
-    r = 0
-    for e in touched:
+                lows[bs:bs + nb], highs[bs:bs + nb] = -np.inf, np.inf
+        if c_free and rows_free:
+            ineq(bc, 1.0, b0, -1.0)
+        if s_free and c_free:
+            ineq(bc, slot.lo, bs, -1.0)
+            ineq(bs, 1.0, bc, -slot.hi)
+        elif c_free and not s_free:
+            # a fixed sum needs enough value counts: lo * c <= s <= hi * c (blocks are single here)
+            s_v = total(slot.s)
+            if slot.hi > 0:
+                lows[bc:bc + nb] = np.maximum(lows[bc:bc + nb], s_v / slot.hi)
+            if slot.lo > 0:
+                highs[bc:bc + nb] = np.minimum(highs[bc:bc + nb], s_v / slot.lo)
+    # equations: every block's twins share each equation's coefficient, so the block enters once
+    block_of = {int(w): j for j, b in enumerate(blocks) for w in b.tolist()}
+    touched = sorted({e for b in blocks for e, _ in var_eqs[int(b[0])]})
+    eq_r: list[int] = []
+    eq_b: list[int] = []
+    eq_c: list[float] = []
+    sums: dict[str, list[float]] = {nm: [] for nm in names}
+    for r, e in enumerate(touched):
         evs, ecs = eqs[e]
-        for nm in names:
-            truth = truth_of[nm]
-            const = 0.0
-            for w, c in zip(evs.tolist(), ecs.tolist(), strict=True):
-                if w in local:
-                    rows_i.append(r)
-                    cols_i.append(cols[nm][w])
-                    data.append(c)
-                else:
-                    const += c * float(truth[w])
-            rhs.append(float(np.dot(ecs, truth[evs])) - const)
-            r += 1
-    a_eq = csr_matrix((data, (rows_i, cols_i)), shape=(r, len(names) * n))
-    a_ub = csr_matrix((ub_d, (ub_r, ub_c)), shape=(len(ub_b), len(names) * n)) if ub_b else None
+        seen: set[int] = set()
+        free_mask = np.zeros(len(evs), dtype=bool)
+        for t, (w, c) in enumerate(zip(evs.tolist(), ecs.tolist(), strict=True)):
+            j = block_of.get(w)
+            if j is None:
+                continue
+            free_mask[t] = True
+            if j not in seen:
+                seen.add(j)
+                eq_r.append(r)
+                eq_b.append(j)
+                eq_c.append(c)
+        for nm in names:  # the free part's true value: the published side minus the fixed terms
+            sums[nm].append(float(np.dot(ecs[free_mask], truth_of[nm][evs[free_mask]])))
+    n_eq = len(touched)
+    er = np.asarray(eq_r, dtype=np.int64)
+    eb = np.asarray(eq_b, dtype=np.int64)
+    ec = np.asarray(eq_c, dtype=float)
+    a_eq = csr_matrix((np.tile(ec, len(names)),
+                       (np.concatenate([er + q * n_eq for q in range(len(names))]) if names else er,
+                        np.concatenate([eb + first[nm] for nm in names]) if names else eb)),
+                      shape=(n_eq * len(names), len(names) * nb))
+    rhs = [x for nm in names for x in sums[nm]]
+    a_ub = b_ub = None
+    if n_ub:
+        a_ub = csr_matrix((np.concatenate(ub_d), (np.concatenate(ub_r), np.concatenate(ub_c))), shape=(n_ub, len(names) * nb))
+        b_ub = np.zeros(n_ub)
     bounds = [(None if lo == -np.inf else float(lo), None if hi == np.inf else float(hi))
               for lo, hi in zip(lows, highs, strict=True)]
-    return (a_ub, np.asarray(ub_b) if ub_b else None, a_eq, rhs, bounds), cols
+    return (a_ub, b_ub, a_eq, rhs, bounds), first
 
 
-def _batch(vs: list[int], targets: list[int], eqs: list[tuple[np.ndarray, np.ndarray]],
+def _batch(vs: list[int], targets: list[int], gid: np.ndarray, eqs: list[tuple[np.ndarray, np.ndarray]],
            var_eqs: dict[int, list[tuple[int, float]]], quantities: list[tuple[str, np.ndarray]],
            values: CellValues, free_q: set[str], name: str, interval: float, sign: int,
            budget: list[int]) -> dict[int, float]:
@@ -364,7 +415,7 @@ def _batch(vs: list[int], targets: list[int], eqs: list[tuple[np.ndarray, np.nda
     from scipy.sparse import csr_matrix, hstack, vstack
 
     truth = dict(quantities)[name]
-    lp, cols = _reader_lp(vs, eqs, var_eqs, quantities, values, free_q)
+    lp, first = _reader_lp(_blocks(vs, targets, gid, free_q, values), eqs, var_eqs, quantities, values, free_q)
     a_ub, b_ub, a_eq, b_eq, bounds = lp
     n_x, n_t = a_eq.shape[1], len(targets)
     caps = []
@@ -373,7 +424,7 @@ def _batch(vs: list[int], targets: list[int], eqs: list[tuple[np.ndarray, np.nda
         caps.append(max(1.0, math.ceil(need - _TOL)) if name == "rows" else max(need, _TOL * 1e3 * max(1.0, abs(float(truth[v])))))
     # y_t - sign * x_t <= -sign * x*_t
     yr = csr_matrix((np.ones(n_t), (np.arange(n_t), np.arange(n_t))), shape=(n_t, n_t))
-    xr = csr_matrix((np.full(n_t, -float(sign)), (np.arange(n_t), [cols[name][v] for v in targets])), shape=(n_t, n_x))
+    xr = csr_matrix((np.full(n_t, -float(sign)), (np.arange(n_t), first[name] + np.arange(n_t))), shape=(n_t, n_x))
     rows_y = hstack([xr, yr])
     b_y = np.array([-sign * float(truth[v]) for v in targets])
     if a_ub is not None:

@@ -61,6 +61,7 @@ class TableSystem:
     members: list[np.ndarray] = field(default_factory=list)
     children: dict[int, list[np.ndarray]] = field(default_factory=dict)
     _csr: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    _eq_csr: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
     def n(self) -> int:
@@ -69,13 +70,22 @@ class TableSystem:
     def add_equation(self, head: int, members: np.ndarray) -> int:
         self.head.append(int(head))
         self.members.append(np.asarray(members, dtype=np.int64))
-        self._csr = None
+        self._csr = self._eq_csr = None
         return len(self.head) - 1
 
     def remove_last_equation(self) -> None:
         self.head.pop()
         self.members.pop()
-        self._csr = None
+        self._csr = self._eq_csr = None
+
+    def eq_members(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """CSR of equation → its members (indptr, variables), and every equation's head (-1: none)."""
+        if self._eq_csr is None:
+            lens = np.fromiter((len(m) for m in self.members), dtype=np.int64, count=len(self.members))
+            indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+            data = np.concatenate(self.members) if self.members else np.zeros(0, dtype=np.int64)
+            self._eq_csr = (indptr, data.astype(np.int64), np.asarray(self.head, dtype=np.int64))
+        return self._eq_csr
 
     def var_eqs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """CSR of variable → equations it appears in: (indptr, equation ids, coefficient ±1)."""
@@ -217,26 +227,39 @@ def _complement(system: TableSystem, var: int, cert: dict[int, int] | None) -> i
             best = np.lexsort((cand, system.units[cand], system.level[cand] > 0))[0]
             return int(cand[best])
     # breadth-first from var through withheld variables: nearest published cell, else margin
-    seen_eq: set[int] = set()
-    frontier = sorted(int(e) for e in system.eqs_of(var))
-    seen_var = {var}
-    while frontier:
-        seen_eq.update(frontier)
-        cells = [m for e in frontier for m in system.members[e] if not sup[m]]
-        if cells:
-            return min(cells, key=lambda c: (system.level[c] > 0, system.units[c], c))
-        heads = [system.head[e] for e in frontier if system.head[e] >= 0 and not sup[system.head[e]]]
-        if heads:
-            return min(heads, key=lambda c: (system.units[c], c))
-        nxt: set[int] = set()
-        for e in frontier:
-            vs = list(system.members[e]) + ([system.head[e]] if system.head[e] >= 0 else [])
-            for v in vs:
-                if sup[v] and v not in seen_var:
-                    seen_var.add(int(v))
-                    nxt.update(int(x) for x in system.eqs_of(int(v)) if int(x) not in seen_eq)
-        frontier = sorted(nxt)
+    m_ptr, m_vars, heads = system.eq_members()
+    v_ptr, v_eqs, _ = system.var_eqs()
+    seen_eq = np.zeros(len(heads), dtype=bool)
+    seen_var = np.zeros(system.n, dtype=bool)
+    seen_var[var] = True
+    frontier = np.unique(system.eqs_of(var))
+    while frontier.size:
+        seen_eq[frontier] = True
+        cells = _gather(m_ptr, m_vars, frontier)
+        pub = cells[~sup[cells]]
+        if pub.size:  # the cheapest: cells before margins, then fewest units, then position
+            return int(pub[np.lexsort((pub, system.units[pub], system.level[pub] > 0))[0]])
+        hs = heads[frontier]
+        hs = hs[hs >= 0]
+        pub = hs[~sup[hs]]
+        if pub.size:
+            return int(pub[np.lexsort((pub, system.units[pub]))[0]])
+        reach = np.concatenate([cells, hs])
+        new = np.unique(reach[sup[reach] & ~seen_var[reach]])
+        seen_var[new] = True
+        nxt = _gather(v_ptr, v_eqs, new)
+        frontier = np.unique(nxt[~seen_eq[nxt]])
     return None
+
+
+def _gather(indptr: np.ndarray, data: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``data[indptr[i]:indptr[i + 1]]`` for every ``i`` of ``idx``, concatenated."""
+    starts = indptr[idx]
+    lens = indptr[idx + 1] - starts
+    total = int(lens.sum())
+    if total == 0:
+        return data[:0]
+    return data[np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(total)]
 
 
 def nearest_complement(system: TableSystem, var: int) -> int | None:
