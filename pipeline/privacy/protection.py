@@ -119,10 +119,12 @@ def unprotected(system: TableSystem, values: CellValues, interval: float) -> dic
         if var_eqs[v]:
             groups[tuple(var_eqs[v])].append(v)
     twins = {sig: np.asarray(g, dtype=np.int64) for sig, g in groups.items()}
+    twins_list = list(twins.values())
     gid = np.full(system.n, -1, dtype=np.int64)  # each withheld variable's twin group
-    for k, g in enumerate(twins.values()):
-        gid[g] = k
+    for k, grp in enumerate(twins_list):
+        gid[grp] = k
     quantities = _quantities(values)
+    by_q = dict(quantities)
     comps: dict[int, list[int]] | None = None
     root_of: dict[int, int] = {}
 
@@ -153,23 +155,35 @@ def unprotected(system: TableSystem, values: CellValues, interval: float) -> dic
     exposed: dict[int, str] = {}
     budget = [LP_LIMIT]
     # pass 1: trades with twins; what they cannot show goes to the programmes, by group and quantity
+    shown = {name: np.zeros(system.n, dtype=bool) for name, _ in quantities if not name.startswith("count")}
+    w = withheld[gid[withheld] >= 0]
+    g = gid[w]
+    multi = np.bincount(g)[g] >= 2
+    for name in shown:
+        bottom, top = _twin_ranges_all(w, g, name, values)  # trades with all twins at once
+        x = by_q[name][w]
+        need = 2.0 * interval * np.abs(x)
+        ok = multi & _wide_many(bottom, top, x, need, name == "rows")
+        if name != "rows" and values.rows is not None:  # then trades of valued rows with one twin
+            for k in np.unique(g[multi & ~ok & (x != 0)]).tolist():
+                group = twins_list[k]
+                bottom, top = _twin_ranges(group, name, values)
+                x_g = by_q[name][group]
+                shown[name][group] = _wide_many(bottom, top, x_g, 2.0 * interval * np.abs(x_g), False)
+            shown[name][w[ok]] = True
+        else:
+            shown[name][w] = ok
     todo: dict[tuple[int, str], list[int]] = defaultdict(list)
     for v in withheld.tolist():
         if not var_eqs[v]:
             continue  # in no equation: nothing published constrains it from above
-        group = twins[tuple(var_eqs[v])]
-        mates = group[group != v]
-        for name, truth in quantities:
-            if name.startswith("count"):
-                continue  # value counts are not published: they only constrain the sums
-            x = float(truth[v])
-            if x == 0 and name != "rows":
+        for name in shown:  # value counts are not published: they only constrain the sums
+            if name != "rows" and float(by_q[name][v]) == 0:
                 continue  # a zero sum: see ZERO_SUMS
-            if mates.size and _wide(*_twin_range(v, mates, name, values), x, required_width(x, interval), name == "rows"):
+            if shown[name][v]:
                 continue
             component(v)
             todo[(root_of[v], name)].append(v)
-    by_q = dict(quantities)
     for (root, name), targets in sorted(todo.items()):
         truth = by_q[name]
         integer = name == "rows"
@@ -233,37 +247,58 @@ def _quantities(values: CellValues) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def _twin_range(v: int, mates: np.ndarray, name: str, values: CellValues) -> tuple[float, float]:
-    """An inner bound of ``v``'s feasible interval for ``name`` from trades with its twins: rows
-    (value counts and sums unchanged) or a sum (value counts unchanged), each twin keeping what the
-    reader's bounds demand of it."""
-    m = mates
+def _twin_ranges_all(w: np.ndarray, g: np.ndarray, name: str, values: CellValues) -> tuple[np.ndarray, np.ndarray]:
+    """Part (a) of :func:`_twin_ranges` (and all of it for rows) for every withheld ``w`` at once,
+    ``g`` their twin groups: trades between each member and all its twins together."""
     if name == "rows":
         r = values.rows
         assert r is not None
-        floor = values.row_floor()
-        give = float(np.sum(r[m] - floor[m]))  # rows the twins can hand over
-        return float(floor[v]), float(r[v]) + give
+        floor = values.row_floor()[w]
+        spare = r[w] - floor
+        return floor.astype(float), r[w] + (np.bincount(g, weights=spare)[g] - spare)
     slot = values.slots[int(name.split()[1])]
-    s, c, lo, hi = slot.s, slot.c, slot.lo, slot.hi
-    # (a) value moves between v and all its twins, value counts unchanged
-    up = min(float(hi * c[v] - s[v]), float(np.sum(s[m] - lo * c[m])))
-    down = min(float(s[v] - lo * c[v]), float(np.sum(hi * c[m] - s[m])))
-    # (b) t rows *with* a value move between v and one twin w (rows unchanged), carrying value
-    # delta: each side's sum must stay within [lo, hi] times its new value count
-    if values.rows is not None:
+    s, c = slot.s[w], slot.c[w]
+    room_down, room_up = s - slot.lo * c, slot.hi * c - s
+    up = np.minimum(room_up, np.bincount(g, weights=room_down)[g] - room_down)
+    down = np.minimum(room_down, np.bincount(g, weights=room_up)[g] - room_up)
+    return s - np.maximum(down, 0.0), s + np.maximum(up, 0.0)
+
+
+def _twin_ranges(group: np.ndarray, name: str, values: CellValues) -> tuple[np.ndarray, np.ndarray]:
+    """Inner bounds of each member's feasible interval for ``name`` from trades with its twins (the
+    rest of ``group``): rows (value counts and sums unchanged) or a sum (value counts unchanged),
+    each twin keeping what the reader's bounds demand of it. Returns (bottom, top) per member."""
+    if name == "rows":
         r = values.rows
-        t = np.minimum(r[v] - c[v], c[m])  # v takes t valued rows of twin w
-        d = np.minimum(hi * (c[v] + t) - s[v], s[m] - lo * (c[m] - t))
-        ok = (t > 0) & (d >= np.maximum(s[m] - hi * (c[m] - t), lo * (c[v] + t) - s[v]))
-        if ok.any():
-            up = max(up, float(d[ok].max()))
-        t = np.minimum(c[v], r[m] - c[m])  # twin w takes t valued rows of v
-        d = np.minimum(s[v] - lo * (c[v] - t), hi * (c[m] + t) - s[m])
-        ok = (t > 0) & (d >= np.maximum(s[v] - hi * (c[v] - t), lo * (c[m] + t) - s[m]))
-        if ok.any():
-            down = max(down, float(d[ok].max()))
-    return float(s[v]) - max(down, 0.0), float(s[v]) + max(up, 0.0)
+        assert r is not None
+        floor = values.row_floor()[group]
+        spare = r[group] - floor  # rows each member can hand over
+        return floor.astype(float), r[group] + (spare.sum() - spare)
+    slot = values.slots[int(name.split()[1])]
+    s, c, lo, hi = slot.s[group], slot.c[group], slot.lo, slot.hi
+    # (a) value moves between a member and all its twins, value counts unchanged
+    room_down, room_up = s - lo * c, hi * c - s
+    up = np.minimum(room_up, room_down.sum() - room_down)
+    down = np.minimum(room_down, room_up.sum() - room_up)
+    # (b) t rows *with* a value move between a member v and one twin w (rows unchanged), carrying
+    # value delta: each side's sum must stay within [lo, hi] times its new value count
+    if values.rows is not None:
+        r = values.rows[group]
+        step = max(1, 4_000_000 // max(1, group.size))
+        for a in range(0, group.size, step):
+            v = slice(a, a + step)
+            off = np.ones((min(step, group.size - a), group.size), dtype=bool)
+            off[np.arange(off.shape[0]), np.arange(a, a + off.shape[0])] = False  # v is not its own twin
+            rv, cv, sv = r[v, None], c[v, None], s[v, None]
+            t = np.minimum(rv - cv, c[None, :])  # v takes t valued rows of twin w
+            d = np.minimum(hi * (cv + t) - sv, s[None, :] - lo * (c[None, :] - t))
+            ok = off & (t > 0) & (d >= np.maximum(s[None, :] - hi * (c[None, :] - t), lo * (cv + t) - sv))
+            up[v] = np.maximum(up[v], np.where(ok, d, -np.inf).max(axis=1))
+            t = np.minimum(cv, r[None, :] - c[None, :])  # twin w takes t valued rows of v
+            d = np.minimum(sv - lo * (cv - t), hi * (c[None, :] + t) - s[None, :])
+            ok = off & (t > 0) & (d >= np.maximum(sv - hi * (cv - t), lo * (c[None, :] + t) - s[None, :]))
+            down[v] = np.maximum(down[v], np.where(ok, d, -np.inf).max(axis=1))
+    return s - np.maximum(down, 0.0), s + np.maximum(up, 0.0)
 
 
 def _blocks(vs: list[int], singles: list[int], gid: np.ndarray, free_q: set[str], values: CellValues) -> list[np.ndarray]:
@@ -363,37 +398,25 @@ def _reader_lp(blocks: list[np.ndarray], eqs: list[tuple[np.ndarray, np.ndarray]
             if slot.lo > 0:
                 highs[bc:bc + nb] = np.minimum(highs[bc:bc + nb], s_v / slot.lo)
     # equations: every block's twins share each equation's coefficient, so the block enters once
-    block_of = {int(w): j for j, b in enumerate(blocks) for w in b.tolist()}
     touched = sorted({e for b in blocks for e, _ in var_eqs[int(b[0])]})
-    eq_r: list[int] = []
-    eq_b: list[int] = []
-    eq_c: list[float] = []
-    sums: dict[str, list[float]] = {nm: [] for nm in names}
-    for r, e in enumerate(touched):
-        evs, ecs = eqs[e]
-        seen: set[int] = set()
-        free_mask = np.zeros(len(evs), dtype=bool)
-        for t, (w, c) in enumerate(zip(evs.tolist(), ecs.tolist(), strict=True)):
-            j = block_of.get(w)
-            if j is None:
-                continue
-            free_mask[t] = True
-            if j not in seen:
-                seen.add(j)
-                eq_r.append(r)
-                eq_b.append(j)
-                eq_c.append(c)
-        for nm in names:  # the free part's true value: the published side minus the fixed terms
-            sums[nm].append(float(np.dot(ecs[free_mask], truth_of[nm][evs[free_mask]])))
     n_eq = len(touched)
-    er = np.asarray(eq_r, dtype=np.int64)
-    eb = np.asarray(eq_b, dtype=np.int64)
-    ec = np.asarray(eq_c, dtype=float)
-    a_eq = csr_matrix((np.tile(ec, len(names)),
-                       (np.concatenate([er + q * n_eq for q in range(len(names))]) if names else er,
-                        np.concatenate([eb + first[nm] for nm in names]) if names else eb)),
+    ev = np.concatenate([eqs[e][0] for e in touched]) if touched else np.zeros(0, dtype=np.int64)
+    ec = np.concatenate([eqs[e][1] for e in touched]) if touched else np.zeros(0)
+    er = np.repeat(np.arange(n_eq), [len(eqs[e][0]) for e in touched])
+    block_of = np.full(len(quantities[0][1]), -1, dtype=np.int64)
+    block_of[members] = owner
+    bo = block_of[ev]
+    free = bo >= 0
+    key, at = np.unique(er[free] * nb + bo[free], return_index=True)
+    er_f, ec_f = er[free], ec[free]
+    a_eq = csr_matrix((np.tile(ec_f[at], len(names)),
+                       (np.concatenate([key // nb + q * n_eq for q in range(len(names))]),
+                        np.concatenate([key % nb + first[nm] for nm in names]))),
                       shape=(n_eq * len(names), len(names) * nb))
-    rhs = [x for nm in names for x in sums[nm]]
+    # the free part's true value (the published side minus the fixed terms), correctly rounded: the
+    # truth must satisfy the equations within the solver's tolerance even where sums sit at a bound
+    cuts = np.searchsorted(er_f, np.arange(1, n_eq))
+    rhs = [math.fsum(part) for nm in names for part in np.split(ec_f * truth_of[nm][ev[free]], cuts)]
     a_ub = b_ub = None
     if n_ub:
         a_ub = csr_matrix((np.concatenate(ub_d), (np.concatenate(ub_r), np.concatenate(ub_c))), shape=(n_ub, len(names) * nb))
@@ -435,8 +458,10 @@ def _batch(vs: list[int], targets: list[int], gid: np.ndarray, eqs: list[tuple[n
     a_eq2 = hstack([a_eq, csr_matrix((a_eq.shape[0], n_t))]).tocsr()
     obj = np.concatenate([np.zeros(n_x), -np.ones(n_t)])
     _spend(budget)
+    # one quantity (bounds and equations only): HiGHS's presolve costs ~10x the solve here, measured
     res = linprog(obj, A_ub=a_ub2, b_ub=b_ub2, A_eq=a_eq2, b_eq=b_eq,
-                  bounds=list(bounds) + [(0.0, c) for c in caps], method="highs")
+                  bounds=list(bounds) + [(0.0, c) for c in caps], method="highs",
+                  options={"presolve": len(free_q) > 1})
     if res.status != 0:
         return dict.fromkeys(targets, 0.0)  # nothing shown: the targets go on to their own programmes
     y = res.x[n_x:]
@@ -465,6 +490,16 @@ def _maximise(lp: tuple, obj: np.ndarray, budget: list[int]) -> float:
     if res.status != 0:  # infeasible: the truth is feasible, so this is a numerical failure
         raise PrivacyRefusal("the protection-interval check failed to solve; nothing published")
     return float(-res.fun)
+
+
+def _wide_many(bottom: np.ndarray, top: np.ndarray, x: np.ndarray, need: np.ndarray, integer: bool) -> np.ndarray:
+    """:func:`_wide`, for many values at once."""
+    scale = np.maximum(1.0, np.abs(x))
+    if integer:
+        width = np.floor(top + _TOL * scale) - np.ceil(bottom - _TOL * scale)
+        return width >= np.maximum(1.0, need)
+    width = top - bottom
+    return (width > _TOL * scale) & (width >= need - _TOL * scale)
 
 
 def _wide(bottom: float, top: float, x: float, need: float, integer: bool) -> bool:

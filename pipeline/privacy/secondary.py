@@ -244,11 +244,15 @@ def _complement(system: TableSystem, var: int, cert: dict[int, int] | None) -> i
         pub = hs[~sup[hs]]
         if pub.size:
             return int(pub[np.lexsort((pub, system.units[pub]))[0]])
-        reach = np.concatenate([cells, hs])
-        new = np.unique(reach[sup[reach] & ~seen_var[reach]])
+        mark = np.zeros(system.n, dtype=bool)
+        mark[cells] = True
+        mark[hs] = True
+        new = np.flatnonzero(mark & sup & ~seen_var)
         seen_var[new] = True
         nxt = _gather(v_ptr, v_eqs, new)
-        frontier = np.unique(nxt[~seen_eq[nxt]])
+        step = np.zeros(len(heads), dtype=bool)
+        step[nxt] = True
+        frontier = np.flatnonzero(step & ~seen_eq)
     return None
 
 
