@@ -279,3 +279,44 @@ def test_gate_noise_check_recorded(tmp_path: Path, one_cell_people: Path) -> Non
     assert rec["values_checked"] >= 4 * 9_000 and rec["spread_tests"] == 3  # events, buyers, value_total
     check = run_cli("check", tmp_path / "reports" / "t_report" / "ok")
     assert "noise" in check.stdout and "passed during the run" in check.stdout
+
+
+@pytest.fixture(scope="module")
+def big_cells(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 cells of 2,000 people with 2 rows each: large enough that a mean's tolerance is narrow."""
+    path = tmp_path_factory.mktemp("big") / "events.parquet"
+    con = duckdb.connect()
+    con.execute(f"""
+        COPY (SELECT u AS user_id, 'city_' || CAST(u % 10 AS VARCHAR) AS city, 'x' AS category,
+                     'order' AS event_type, CAST(hash(u, r) % 1000 AS DOUBLE) AS order_value,
+                     'u' || CAST(u AS VARCHAR) || '@example.com' AS email
+              FROM range(20000) t(u), range(2) s(r)) TO '{path}' (FORMAT parquet)""")
+    con.close()
+    return path
+
+
+@pytest.mark.parametrize("shift", [None, 1e6, -1e6])
+def test_gate_checks_published_means_against_their_cells(
+    tmp_path: Path, big_cells: Path, monkeypatch: pytest.MonkeyPatch, shift: float | None
+) -> None:
+    """A mean is mid + noisy centred sum / noisy count: the gate bounds |published − true| by
+    (T_sum + |true − mid|·T_count) / (count − T_count). Correct noise passes with every mean
+    checked; a centred sum drawn far from its cell's (a mis-scaled or misplaced draw, which moves
+    the mean by ~±250 here against a tolerance of a few dozen) is refused, nothing spent."""
+    import json
+
+    import numpy as np
+
+    import pipeline.flows.dp as dp_runner
+
+    draw = dp_runner.add_noise
+    if shift is not None:
+        monkeypatch.setattr(dp_runner, "add_noise", lambda v, m: (
+            np.asarray(draw(v, m)) + shift if m.name == "value_avg.centred_sum" else draw(v, m)))
+    cfg = _dp_cfg(tmp_path, big_cells)
+    if shift is not None:
+        _refused_and_unspent(tmp_path, cfg, "value_avg")
+        return
+    assert run_cli("run", cfg, "--run-id", "ok", "-q").exit_code == 0
+    rec = json.loads((tmp_path / "reports" / "t_report" / "ok" / "manifest.json").read_text())["gate"]["checks"]["noise"]
+    assert rec["ok"] and rec["beyond_tail"] == 0 and rec["values_checked"] == 4 * 10

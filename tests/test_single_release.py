@@ -372,7 +372,7 @@ def test_margin_minus_its_cells_does_not_pin_the_withheld_ones(tmp_path: Path) -
     pins both at one row, and 200 over them pins both sums at the cap."""
     from .lp_check import attack, attack_sums, narrow
 
-    published, truth = _published_and_truth(tmp_path, TWO_LEFT, {"totals": [["city"]], "protection": {"interval": 0.1}})
+    published, truth = _published_and_truth(tmp_path, TWO_LEFT, {"totals": [["city"]]})  # the default
     levels = {"cell": ("city", "category"), "by_city": ("city",)}
     rows_truth = [{**t, "value": t["rows"]} for t in truth]
     counts = attack(published, rows_truth, ["city", "category"], "events", levels, floor=1.0, exact=True)
@@ -391,7 +391,7 @@ def test_a_remainder_over_one_row_cells_is_withheld(tmp_path: Path) -> None:
     many = """
         SELECT c * 100 + u AS user_id, 'c' || c AS city, 'k' AS category, 10.0 AS amount FROM range(3) t(c), range(60) s(u)
         UNION ALL SELECT 1000 + c, 'r' || (c // 10), 'k' || (c % 10), 100.0 FROM range(50) t(c)"""
-    protected = {"remainder": True, "protection": {"interval": 0.1}}
+    protected = {"remainder": True}  # protection intervals: the default
     published, truth = _published_and_truth(tmp_path / "pinned", many, protected)
     assert [r for r in published if r["is_remainder"]] == []
     thick = many.replace("FROM range(50) t(c)", "FROM range(50) t(c), range(4) s(j)")
@@ -405,15 +405,23 @@ def test_a_remainder_over_one_row_cells_is_withheld(tmp_path: Path) -> None:
 
 def test_protection_interval_is_configurable(tmp_path: Path) -> None:
     """protection.interval: 0 demands only that no withheld value be pinned; a wider interval
-    withholds at least as much. DP mode refuses the key (it protects with noise). Without
-    ``protection`` (the default for now) only the algebraic check runs, and the two-rows margin
-    pins its withheld cells: the gap docs/PRIVACY.md states."""
+    withholds at least as much. DP mode refuses the key (it protects with noise). With
+    ``protection: false`` only the algebraic check runs, and the two-rows margin pins its withheld
+    cells (the reason it is the default); the manifest says which was in force."""
+    import json
+
     from .lp_check import attack, pinned
 
-    published_plain, truth = _published_and_truth(tmp_path / "plain", TWO_LEFT, {"totals": [["city"]]})
-    rows_truth = [{**t, "value": t["rows"]} for t in truth]
     levels = {"cell": ("city", "category"), "by_city": ("city",)}
-    assert pinned(attack(published_plain, rows_truth, ["city", "category"], "events", levels, floor=1.0))
+    published_off, truth = _published_and_truth(tmp_path / "off", TWO_LEFT, {"totals": [["city"]], "protection": False})
+    rows_truth = [{**t, "value": t["rows"]} for t in truth]
+    assert pinned(attack(published_off, rows_truth, ["city", "category"], "events", levels, floor=1.0))
+    manifest = json.loads((tmp_path / "off" / "reports" / "t_report" / "r1" / "manifest.json").read_text())
+    assert manifest["privacy"]["protection"].startswith("off")
+    published_on, truth = _published_and_truth(tmp_path / "on", TWO_LEFT, {"totals": [["city"]]})
+    assert not pinned(attack(published_on, rows_truth, ["city", "category"], "events", levels, floor=1.0))
+    manifest = json.loads((tmp_path / "on" / "reports" / "t_report" / "r1" / "manifest.json").read_text())
+    assert manifest["privacy"]["protection"]["interval"] == 0.1
     import pyarrow.parquet as pq
 
     def published(q: float) -> int:

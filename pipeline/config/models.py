@@ -374,7 +374,12 @@ class ReportConfig(_Model):
     totals: list[list[str]] | None = None
     dominance: DominanceConfig | None = None
     remainder: bool = False
-    protection: ProtectionConfig | None = None  # opt-in for now: docs/PRIVACY.md, "protection intervals"
+    protection: ProtectionConfig | Literal[False] | None = Field(
+        None,
+        description="Threshold mode: how wide the reader's feasible range of every withheld value must stay "
+        "(docs/PRIVACY.md, 'protection intervals'). Absent: on, with interval 0.1; false: off (the algebraic "
+        "check only; recorded in the manifest).",
+    )
     consistent: bool = False
     difference_check: bool = Field(
         True,
@@ -417,6 +422,15 @@ class ReportConfig(_Model):
     @classmethod
     def _normalise_dimensions(cls, v: list[Any]) -> list[DimensionConfig]:
         return [DimensionConfig(column=d) if isinstance(d, str) else d for d in v]
+
+    @property
+    def protection_interval(self) -> float | None:
+        """The protection interval every withheld value must keep (threshold mode): the configured
+        one, or the default of :class:`ProtectionConfig` when the key is absent; None with
+        ``protection: false`` (recorded in the manifest) and in DP mode (noise protects instead)."""
+        if self.privacy is not None or self.protection is False:
+            return None
+        return (self.protection or ProtectionConfig()).interval
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ReportConfig:
@@ -520,7 +534,7 @@ class ReportConfig(_Model):
                 raise KeyProblem(("engine", "kind"), "the Spark engine does not run the difference check "
                                  "across releases yet (issue 17); set difference_check: false (recorded in "
                                  "the manifest) or use engine.kind: duckdb")
-        if self.privacy is not None and self.protection is not None:
+        if self.privacy is not None and isinstance(self.protection, ProtectionConfig):
             raise KeyProblem(("protection",), "protection intervals are a threshold-mode rule (secondary "
                              "suppression); DP mode protects withheld values with noise")
         if self.privacy is not None and self.remainder:

@@ -114,6 +114,13 @@ def run_threshold(
                 if hist is not None else "off (difference_check: false in the config)"
             ),
         }
+        if cfg.totals or cfg.remainder:
+            interval = cfg.protection_interval
+            privacy["protection"] = (
+                {"interval": interval, "rule": "every withheld value's feasible range, for a reader who knows the "
+                 "bounds, that cells exist and have a row, is at least 2 x interval x value wide (docs/PRIVACY.md)"}
+                if interval is not None else "off (protection: false in the config): the algebraic check only"
+            )
         if dp_permissions:
             privacy["dp_budgeted_source"] = dp_permissions
         if cfg.remainder:

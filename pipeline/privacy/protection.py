@@ -188,11 +188,15 @@ def unprotected(system: TableSystem, values: CellValues, interval: float) -> dic
         truth = by_q[name]
         integer = name == "rows"
         vs = comps[root]  # type: ignore[index]
-        # pass 2: one programme over the whole group raises (then lowers) every target at once as
-        # far as its protection needs; what it shows wide enough needs nothing more
-        # rows alone, or a sum alone, with value counts fixed (bounds and equations only: fast);
-        # for a sum that cannot show, with its value counts free too
-        stages = [{name}] if name == "rows" else [{name}, {name, "count " + name.split()[1]}]
+        # pass 2: one programme over the whole group moves every remaining target at once as far
+        # as its protection needs, half of them up and half down (so that they can trade with each
+        # other: targets moved the same way cannot), the halves changing from round to round;
+        # what it shows wide enough needs nothing more.
+        # Rows alone, or a sum alone, with value counts fixed (bounds and equations only: fast);
+        # for a sum that cannot show, with its value counts free too; for rows that cannot (cells
+        # whose every row has a value are at their floor), with every value count and sum free
+        stages = ([{name}, set(by_q)] if len(by_q) > 1 else [{name}]) if name == "rows" \
+            else [{name}, {name, "count " + name.split()[1]}]
         up = dict.fromkeys(targets, 0.0)
         down = dict.fromkeys(targets, 0.0)
 
@@ -200,18 +204,20 @@ def unprotected(system: TableSystem, values: CellValues, interval: float) -> dic
             x = float(truth[v])  # noqa: B023 - used within this iteration only
             return _wide(x - down[v], x + up[v], x, required_width(x, interval), integer)  # noqa: B023
 
-        for free_q, (side, moved) in ((q, sm) for q in stages for sm in ((+1, up), (-1, down))):
-            left = [v for v in targets if not shown(v)]
-            for _ in range(BATCH_ROUNDS if len(free_q) == 1 else 2):  # what one table cannot move, the next
-                if not left:
+        for free_q in stages:
+            idle = 0
+            for rnd in range(BATCH_ROUNDS if len(free_q) == 1 else 4):
+                left = [v for v in targets if not shown(v)]
+                if not left or idle == 2:  # two rounds (both ways round) without progress: stop
                     break
-                got = _batch(vs, left, gid, eqs, var_eqs, quantities, values, free_q, name, interval, side, budget)
-                for v, d in got.items():
-                    moved[v] = max(moved[v], d)
-                still = [v for v in left if not shown(v)]
-                if len(still) == len(left):
-                    break
-                left = still
+                signs = np.where(((np.arange(len(left)) >> (rnd // 2)) + rnd) % 2 == 0, 1, -1)
+                got = _batch(vs, left, gid, eqs, var_eqs, quantities, values, free_q, name, interval, signs, budget)
+                progress = False
+                for (v, d), sign in zip(got.items(), signs.tolist(), strict=True):
+                    moved = up if sign > 0 else down
+                    if d > moved[v]:
+                        moved[v], progress = d, True
+                idle = 0 if progress else idle + 1
         # pass 3: each value still in doubt on its own, exactly, over the whole group
         doubt = [v for v in targets if v not in exposed
                  and not _wide(float(truth[v]) - down[v], float(truth[v]) + up[v], float(truth[v]),
@@ -428,12 +434,13 @@ def _reader_lp(blocks: list[np.ndarray], eqs: list[tuple[np.ndarray, np.ndarray]
 
 def _batch(vs: list[int], targets: list[int], gid: np.ndarray, eqs: list[tuple[np.ndarray, np.ndarray]],
            var_eqs: dict[int, list[tuple[int, float]]], quantities: list[tuple[str, np.ndarray]],
-           values: CellValues, free_q: set[str], name: str, interval: float, sign: int,
+           values: CellValues, free_q: set[str], name: str, interval: float, signs: np.ndarray,
            budget: list[int]) -> dict[int, float]:
-    """How far one feasible table moves each target (up for ``sign`` +1, down for -1), each target
-    counting at most what its protection needs: ``max Σ y_t`` with ``y_t <= sign·(x_t - x*_t)`` and
-    ``0 <= y_t <= need_t``. Every ``y_t`` is a distance some table agreeing with the release lies
-    from the truth (a lower bound on that side of the interval). Other quantities fixed."""
+    """How far one feasible table moves each target in its direction (``signs``: +1 up, -1 down),
+    each target counting at most what its protection needs: ``max Σ y_t`` with
+    ``y_t <= sign_t·(x_t - x*_t)`` and ``0 <= y_t <= need_t``. Every ``y_t`` is a distance some
+    table agreeing with the release lies from the truth (a lower bound on that side of the
+    interval). The quantities not in ``free_q`` stay fixed. Returns target → distance, in order."""
     from scipy.optimize import linprog
     from scipy.sparse import csr_matrix, hstack, vstack
 
@@ -447,9 +454,10 @@ def _batch(vs: list[int], targets: list[int], gid: np.ndarray, eqs: list[tuple[n
         caps.append(max(1.0, math.ceil(need - _TOL)) if name == "rows" else max(need, _TOL * 1e3 * max(1.0, abs(float(truth[v])))))
     # y_t - sign * x_t <= -sign * x*_t
     yr = csr_matrix((np.ones(n_t), (np.arange(n_t), np.arange(n_t))), shape=(n_t, n_t))
-    xr = csr_matrix((np.full(n_t, -float(sign)), (np.arange(n_t), first[name] + np.arange(n_t))), shape=(n_t, n_x))
+    sg = np.asarray(signs, dtype=float)
+    xr = csr_matrix((-sg, (np.arange(n_t), first[name] + np.arange(n_t))), shape=(n_t, n_x))
     rows_y = hstack([xr, yr])
-    b_y = np.array([-sign * float(truth[v]) for v in targets])
+    b_y = -sg * np.asarray([float(truth[v]) for v in targets])
     if a_ub is not None:
         a_ub2 = vstack([hstack([a_ub, csr_matrix((a_ub.shape[0], n_t))]), rows_y]).tocsr()
         b_ub2 = np.concatenate([b_ub, b_y])
@@ -526,7 +534,9 @@ def protect_intervals(system: TableSystem, values: CellValues, interval: float) 
             return newly
         added = []
         for var, name in sorted(exposed.items()):
-            choice = _widest_complement(system, values, var, name)
+            choice = _floor_complement(system, values, var) if name == "rows" else None
+            if choice is None:
+                choice = _widest_complement(system, values, var, name)
             if choice is None:
                 choice = nearest_complement(system, var)
             if choice is not None and not system.suppressed[choice]:
@@ -540,6 +550,32 @@ def protect_intervals(system: TableSystem, values: CellValues, interval: float) 
             )
         newly |= protect(system)
     raise PrivacyRefusal("secondary suppression did not converge; nothing published")
+
+
+def _floor_complement(system: TableSystem, values: CellValues, var: int) -> int | None:
+    """The complement for a row count pinned by one equation on its own: an equation whose withheld
+    variables all sit at their row floor (one, or their value counts) while its published terms fix
+    their total — every one of them is pinned whatever the other equations allow, so only a
+    published term of *this* equation helps: its published member with the most rows, else its
+    head. None when no equation of ``var`` is like that."""
+    rows = values.rows
+    if rows is None:
+        return None
+    floor = values.row_floor()
+    sup = system.suppressed
+    for e in system.eqs_of(var).tolist():
+        mem, head = system.members[e], system.head[e]
+        if head >= 0 and sup[head]:
+            continue  # its total is withheld too: it can move
+        wh = mem[sup[mem]]
+        if var not in wh or np.any(rows[wh] > floor[wh]):
+            continue
+        pub = mem[~sup[mem]]
+        if pub.size:
+            return int(pub[np.lexsort((pub, -rows[pub]))[0]])
+        if head >= 0:
+            return int(head)
+    return None
 
 
 def _widest_complement(system: TableSystem, values: CellValues, var: int, name: str) -> int | None:

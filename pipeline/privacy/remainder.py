@@ -51,7 +51,7 @@ def choose(cfg: ReportConfig, system: TableSystem, reasons: dict[int, str | None
 
     ``reasons``: per eligible level, the k/dominance verdict on its candidate (None = passes);
     ``values``: the cells' additive values, for the protection-interval check (condition 5; None
-    when ``protection`` is not configured).
+    with ``protection: false``).
     Mutates ``system`` (accepted remainders join it as equations)."""
     lvls = levels(cfg)
     members = _members(cfg, system)
@@ -67,7 +67,8 @@ def choose(cfg: ReportConfig, system: TableSystem, reasons: dict[int, str | None
             accepted.append(index)
             continue
         system.add_equation(-1, members[index])
-        narrows = values is not None and cfg.protection is not None and _narrows(system, values, cfg.protection.interval)
+        interval = cfg.protection_interval
+        narrows = values is not None and interval is not None and _narrows(system, values, interval)
         if analyse(system) or narrows:
             system.remove_last_equation()  # the remainder would pin or narrow a withheld value: keep it back
             counts["remainder_rows_withheld"] += 1

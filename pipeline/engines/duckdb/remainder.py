@@ -72,7 +72,7 @@ def apply_remainder(cfg: ReportConfig, con: duckdb.DuckDBPyConnection) -> dict[s
     from .secondary import load_system, load_values
 
     system = load_system(cfg, con)
-    values = load_values(cfg, con, system) if cfg.protection is not None else None
+    values = load_values(cfg, con, system) if cfg.protection_interval is not None else None
     eligible = eligible_levels(cfg, system)
     reasons: dict[int, str | None] = {}
     if eligible:

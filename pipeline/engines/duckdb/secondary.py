@@ -130,10 +130,11 @@ def apply_secondary_suppression(cfg: ReportConfig, con: duckdb.DuckDBPyConnectio
     :mod:`pipeline.privacy.protection` (see module doc).
     """
     system = load_system(cfg, con)
-    if cfg.protection is None:
-        newly = protect(system)  # the algebraic check only (protection intervals are opt-in)
+    interval = cfg.protection_interval
+    if interval is None:
+        newly = protect(system)  # the algebraic check only (protection: false, recorded in the manifest)
     else:
-        newly = protect_intervals(system, load_values(cfg, con, system), cfg.protection.interval)
+        newly = protect_intervals(system, load_values(cfg, con, system), interval)
     if newly:
         # cells are named by (level, dimension values), not by a physical row id (portable SQL)
         con.execute("CREATE OR REPLACE TEMP TABLE __secondary (pos BIGINT)")
