@@ -90,3 +90,38 @@ def test_csv_export_is_the_gated_table_and_is_checked(project: Path) -> None:
     assert res.exit_code == 3 and "report.csv is missing or does not match" in res.stderr
     bad = write_config(project, "bad.yaml", output={"dir": "reports", "formats": ["csv"]})
     assert run_cli("run", bad, "--run-id", "r2").exit_code == 2
+
+
+def test_csv_headers_carry_labels_and_units(project: Path) -> None:
+    """label: and unit: give export headers ('City', 'Order value (INR)'); columns without them keep
+    their names; the Parquet columns keep their machine names (the header travels in the field
+    metadata, so the CSV is still derived from the gated bytes and re-checked); without labels no
+    field metadata is written (the report's bytes are what they were)."""
+    import csv
+    import io
+
+    import pyarrow.parquet as pq
+
+    from tests.conftest import BASE_CONFIG
+
+    metrics = [dict(m) for m in BASE_CONFIG["metrics"]]
+    metrics[2] |= {"label": "Order value", "unit": "INR"}
+    metrics[1] |= {"label": "Buyers"}
+    metrics[0] |= {"unit": "events"}
+    dims = ["city", {"column": "category", "label": "Product category"},
+            {"column": "event_time", "grain": "month", "as": "month"}]
+    cfg = write_config(project, metrics=metrics, dimensions=dims, output={"dir": "reports", "formats": ["parquet", "csv"]})
+    assert run_cli("run", cfg, "--run-id", "r1").exit_code == 0
+    rel = project / "reports" / "t_report" / "r1"
+    header = next(csv.reader(io.StringIO((rel / "report.csv").read_text())))
+    assert header == ["city", "Product category", "month", "events (events)", "Buyers",
+                      "Order value (INR)", "order_value_avg"]
+    assert pq.read_schema(rel / "report.parquet").names == [
+        "city", "category", "month", "events", "buyers", "order_value_total", "order_value_avg"]
+    assert run_cli("check", rel).exit_code == 0
+    plain = write_config(project, "plain.yaml", output={"dir": "reports2"})
+    assert run_cli("run", plain, "--run-id", "p").exit_code == 0
+    assert all(f.metadata is None for f in pq.read_schema(project / "reports2" / "t_report" / "p" / "report.parquet"))
+    bad = write_config(project, "bad.yaml", metrics=[metrics[0] | {"label": "two\nlines"}])
+    res = run_cli("validate", bad, "--no-source")
+    assert res.exit_code == 2 and "label" in res.stderr

@@ -100,6 +100,8 @@ class DimensionConfig(_Model):
     column: str = Field(min_length=1)
     grain: Grain | None = Field(None, description="Truncate a timestamp/date column to this grain.")
     as_: str | None = Field(None, alias="as", description="Output column name.")
+    label: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[^\r\n]*$",
+                              description="Column header in exports (CSV), e.g. 'City'; default the name.")
 
     @property
     def name(self) -> str:
@@ -109,6 +111,10 @@ class DimensionConfig(_Model):
 class MetricConfig(_Model):
     name: str
     agg: Literal["count", "count_units", "sum", "mean"]
+    label: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[^\r\n]*$",
+                              description="Column header in exports (CSV), e.g. 'Order value'; default the name.")
+    unit: str | None = Field(None, min_length=1, max_length=40, pattern=r"^[^\r\n]*$",
+                             description="Unit shown in export headers after the label, e.g. INR: 'Order value (INR)'.")
     column: str | None = None
     multiply_by: str | None = Field(
         None, description="Optional second numeric column: the value is column × multiply_by (e.g. quantity × price)."
@@ -574,6 +580,15 @@ class ReportConfig(_Model):
     @property
     def dims(self) -> list[DimensionConfig]:
         return list(self.dimensions)  # type: ignore[arg-type]
+
+    def headers(self) -> dict[str, str]:
+        """Export headers of the columns that have a ``label`` or a ``unit``: label (default the
+        name) and the unit in parentheses. Columns without either keep their name."""
+        out = {d.name: d.label for d in self.dims if d.label}
+        for m in self.metrics:
+            if m.label or m.unit:
+                out[m.name] = (m.label or m.name) + (f" ({m.unit})" if m.unit else "")
+        return out
 
     @property
     def k(self) -> int:

@@ -26,6 +26,7 @@ from ..releases.store import (
     publish,
     sha256,
     stage,
+    with_headers,
 )
 from ..state.internal import internal_path, write_internal
 
@@ -56,7 +57,7 @@ def finish_release(
 
     provenance = build_provenance(cfg, run_id, source, table, quality=quality, cells=cells, privacy=privacy)
     with stages.stage("write"):
-        report = parquet_bytes(table, provenance)
+        report = parquet_bytes(with_headers(table, cfg.headers()), provenance)
     with stages.stage("gate"):
         gate_result = run_gate(cfg, report, con=con, source=source, unit_pairs=unit_pairs, cell_units=cell_units,
                                dp_truth=dp_truth)

@@ -36,6 +36,7 @@ REPORT_FILE = "report.parquet"
 MANIFEST_FILE = "manifest.json"
 SUMMARY_FILE = "summary.html"
 METADATA_KEY = b"anonymize.provenance"
+HEADER_KEY = b"anonymize.header"  # a column's export header (label and unit), in its field metadata
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -51,13 +52,28 @@ def check_run_id(run_id: str) -> str:
 CSV_FILE = "report.csv"
 
 
+def with_headers(table: pa.Table, headers: dict[str, str]) -> pa.Table:
+    """``table`` with each named column's export header in its field metadata (``HEADER_KEY``),
+    where exports read it. Unchanged (same bytes downstream) when ``headers`` is empty."""
+    if not headers:
+        return table
+    import pyarrow as pa
+
+    fields = [f.with_metadata({**(f.metadata or {}), HEADER_KEY: headers[f.name].encode()}) if f.name in headers else f
+              for f in table.schema]
+    return table.cast(pa.schema(fields, metadata=table.schema.metadata))
+
+
 def csv_bytes(report: bytes) -> bytes:
     """The CSV export of a report, derived from the gated Parquet bytes only (so it shows exactly
-    the gated table): a header of column names, RFC 4180 quoting, empty fields for nulls."""
+    the gated table): a header of column names (or the export headers of :func:`with_headers`),
+    RFC 4180 quoting, empty fields for nulls."""
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     table = pq.read_table(io.BytesIO(report)).replace_schema_metadata(None)
+    table = table.rename_columns([
+        (f.metadata or {}).get(HEADER_KEY, f.name.encode()).decode() for f in table.schema])
     buf = io.BytesIO()
     pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=True, quoting_style="needed"))
     return buf.getvalue()
