@@ -185,10 +185,13 @@ def validate(config: str, no_source: bool, output: str | None, as_json: bool) ->
 @click.option("--no-summary", is_flag=True, help="Do not write summary.html.")
 @click.option("--engine", type=click.Choice(["duckdb", "spark"]), help="Engine (overrides engine.kind).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (also on failure).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: one JSON line per stage on stderr (for log collectors).")
 @_engine_options
 @handle_errors
 def run(config: str, run_id: str | None, as_of: Any, output: str | None, quiet: bool, verbose: bool, no_summary: bool,
-        engine: str | None, as_json: bool, threads: int | None, memory_limit: str | None, temp_dir: str | None) -> None:
+        engine: str | None, as_json: bool, log_format: str, threads: int | None, memory_limit: str | None,
+        temp_dir: str | None) -> None:
     """Run CONFIG and publish <output>/<report>/<run id>/ atomically."""
     from .config import load_config
     from .errors import ConfigError
@@ -209,6 +212,7 @@ def run(config: str, run_id: str | None, as_of: Any, output: str | None, quiet: 
     rel = run_report(
         cfg, run_id, output_dir=output, verbose=not as_json and not quiet and (verbose or sys.stderr.isatty()),
         threads=threads, memory_limit=memory_limit, temp_directory=temp_dir, summary_html=not no_summary,
+        log_format=log_format,
     )
     if as_json:
         click.echo(json.dumps(release_summary(rel), default=str))

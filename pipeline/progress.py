@@ -9,6 +9,8 @@ Guarantees:
 - ``verbose`` and not a terminal: one plain line per finished stage (no control characters).
 - not ``verbose``: nothing at all, and nothing extra is imported or started, so non-interactive
   runs pay no cost for progress.
+- ``log_format="json"``: one JSON object per finished stage on stderr, terminal or not, for log
+  collectors: ``{"event": "stage", "stage", "seconds", "counts": [{"label", "value", "unit"}]}``.
 """
 
 from __future__ import annotations
@@ -30,16 +32,18 @@ class Stages:
     """Records wall time per stage; shows progress on stderr when ``verbose`` (see module doc)."""
 
     verbose: bool = False
+    log_format: str = "text"  # text | json (see module doc)
     timings: dict[str, float] = field(default_factory=dict)
     _tty: bool = field(default_factory=lambda: sys.stderr.isatty())
     _counts: dict[str, str] = field(default_factory=dict)
+    _raw: dict[str, tuple[int, str]] = field(default_factory=dict)
     _con: Any = None
     _console: Any = None
 
     @property
     def live(self) -> bool:
-        """True when a live spinner is shown (verbose on a terminal)."""
-        return self.verbose and self._tty
+        """True when a live spinner is shown (verbose on a terminal, text logs)."""
+        return self.verbose and self._tty and self.log_format == "text"
 
     def attach(self, con: Any) -> None:
         """Let the spinner show the running DuckDB query's progress (terminal only; no-op otherwise)."""
@@ -56,6 +60,7 @@ class Stages:
         """Show a count (e.g. rows read) with the current stage; never a data value."""
         if value is not None:
             self._counts[label] = f"{int(value):,} {unit} {label}".strip()
+            self._raw[label] = (int(value), unit)
 
     def _query_progress(self) -> float:
         con = self._con
@@ -71,6 +76,7 @@ class Stages:
         fault_point(name)
         start = time.perf_counter()
         self._counts = {}
+        self._raw = {}
         live = self._start_live(name, start) if self.live else None
         try:
             yield
@@ -79,7 +85,13 @@ class Stages:
                 live.stop()
             elapsed = time.perf_counter() - start
             self.timings[name] = round(self.timings.get(name, 0.0) + elapsed, 4)
-            if self.verbose:
+            if self.log_format == "json":
+                import json
+
+                counts = [{"label": k, "value": v, "unit": u} for k, (v, u) in self._raw.items()]
+                print(json.dumps({"event": "stage", "stage": name, "seconds": round(elapsed, 4), "counts": counts}),
+                      file=sys.stderr, flush=True)
+            elif self.verbose:
                 extra = "".join(f" · {c}" for c in self._counts.values())
                 line = f"{name:<10} {elapsed:7.2f} s{extra}"
                 if self._tty and self._console is not None:

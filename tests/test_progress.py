@@ -42,6 +42,23 @@ def test_cron_runs_are_silent_and_verbose_prints_one_line_per_stage(project: Pat
     assert "Mumbai" not in res.stderr and "@" not in res.stderr
 
 
+def test_json_logs_are_one_object_per_stage(project: Path) -> None:
+    """--log-format json: every stderr line is a JSON object naming a stage, its seconds and its
+    counts as numbers (the load count is the Parquet row count), whether or not --verbose; the
+    release line on stdout is unchanged; no data value appears."""
+    cfg = write_config(project)
+    res = run_cli("run", cfg, "--run-id", "j", "--log-format", "json")
+    assert res.exit_code == 0, res.stderr
+    events = [json.loads(line) for line in res.stderr.splitlines()]
+    manifest = json.loads((project / "reports" / "t_report" / "j" / "manifest.json").read_text())
+    assert set(manifest["timings_s"]) <= {e["stage"] for e in events} and events[0]["stage"] == "load"
+    assert all(e["event"] == "stage" and e["seconds"] >= 0 for e in events)
+    n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{project / 'data' / 'events.parquet'}')").fetchall()[0][0]
+    assert events[0]["counts"] == [{"label": "in 1 file(s)", "value": n, "unit": "rows"}]
+    assert "published:" in res.stdout
+    assert "Mumbai" not in res.stderr and "@" not in res.stderr
+
+
 def test_terminal_shows_live_progress_and_done_lines() -> None:
     from rich.console import Console
 

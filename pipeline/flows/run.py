@@ -35,18 +35,20 @@ def run_report(
     temp_directory: str | None = None,
     summary_html: bool = True,
     as_of: Any = None,
+    log_format: str = "text",
 ) -> Release:
     """Run one report and publish it atomically. Raises a :class:`PipelineError` subclass on failure.
 
     A config with ``window:`` is filtered to its window for ``as_of`` (a date; default today, UTC)
-    unless the window is already resolved (:meth:`ReportConfig.for_window`)."""
+    unless the window is already resolved (:meth:`ReportConfig.for_window`). ``log_format="json"``
+    writes one JSON line per stage to stderr (:mod:`pipeline.progress`)."""
     from ..engines import connect
 
     if cfg.window is not None and (cfg.window.start is None or as_of is not None):
         cfg = cfg.for_window(as_of)
     out = preflight(cfg, output_dir=output_dir, temp_directory=temp_directory)
     final = release_dir(out, cfg.report, run_id)
-    stages = Stages(verbose=verbose)
+    stages = Stages(verbose=verbose, log_format=log_format)
     con = connect(cfg, threads=threads, memory_limit=memory_limit, temp_directory=temp_directory)
     stages.attach(con)  # live query progress on a terminal only
     try:
