@@ -32,10 +32,14 @@ CARD = r"\b(?:\d[ \-]?){13,19}\b"
 # The identifier-value check compares *normal forms*, not spellings: a phone published as
 # ``98 76 50 42 42`` or ``98765.04242``, a user id as `` 4242``, ``04242`` or ``4242.0``, a device id
 # upper-cased or padded all name the same person. A value's forms (see :func:`normal_forms`):
-# ``t:`` its text trimmed and case-folded; ``n:`` its number, when it parses as a finite number;
+# ``t:`` its text trimmed and case-folded; ``n:`` its number, when it is a decimal number
+# (``NUMBER``: optional sign, digits with an optional point, optional exponent) and finite;
 # ``d:`` its digits alone, when there are at least ``DIGITS_MIN`` of them (phone numbers, long
-# numeric ids; shorter digit runs are too common in ordinary values to mean anything).
+# numeric ids; shorter digit runs are too common in ordinary values to mean anything). The grammar
+# is written out because the engines' own parsers disagree at the edges (DuckDB reads ``+-0`` as
+# -0.0, Python's float() reads ``1_0`` as 10): both sides apply it before parsing.
 DIGITS_MIN = 7
+NUMBER = r"[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?"
 
 
 QI_DISTINCT_RATIO = 0.5  # distinct dimension values / distinct units above this → quasi-identifier
@@ -73,10 +77,7 @@ def normal_forms(value: str) -> set[str]:
     """The normal forms of ``value`` (the rule above, in Python; the gate computes the same forms in
     SQL). Two values that share a form are treated as the same identifier."""
     out = {"t:" + value.strip().casefold()}
-    try:
-        x = float(value.strip())
-    except ValueError:
-        x = None
+    x = float(value.strip()) if re.fullmatch(NUMBER, value.strip()) else None
     if x is not None and x == x and abs(x) != float("inf"):
         out.add(f"n:{x!r}")
     digits = re.sub(r"[^0-9]", "", value)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ...privacy.identifiers import (
     CARD,
     DIGITS_MIN,
+    NUMBER,
     PATTERNS,
     QI_DISTINCT_RATIO,
     QI_SINGLE_UNIT_SHARE,
@@ -57,7 +58,7 @@ def _form_exprs(x: str) -> dict[str, str]:
     """Per kind of normal form, SQL for the form of the text expression ``x`` without its prefix
     (NULL when ``x`` has no form of that kind): the one place the rule of
     :mod:`pipeline.privacy.identifiers` is written in SQL."""
-    num = f"TRY_CAST(trim({x}) AS DOUBLE)"
+    num = f"CASE WHEN regexp_full_match(trim({x}), '{NUMBER}') THEN TRY_CAST(trim({x}) AS DOUBLE) END"
     digits = f"regexp_replace({x}, '[^0-9]', '', 'g')"
     return {
         "t": f"lower(trim({x}))",
