@@ -14,12 +14,13 @@ $(BIN)/anonymize: pyproject.toml
 demo: $(BIN)/anonymize
 	$(BIN)/anonymize demo
 
-# the Spark engine's extra (pyspark, sqlglot), for the test run only: the demo runs on DuckDB
-$(VENV)/.spark: $(BIN)/anonymize
-	$(BIN)/python -m pip install --quiet -e ".[dev,spark]"
+# the optional extras (Spark engine: pyspark, sqlglot; Dagster assets), for the test run only:
+# the demo runs on DuckDB without them
+$(VENV)/.extras: $(BIN)/anonymize
+	$(BIN)/python -m pip install --quiet -e ".[dev,spark,dagster]"
 	touch $@
 
-test: $(BIN)/anonymize $(VENV)/.spark
+test: $(BIN)/anonymize $(VENV)/.extras
 	$(BIN)/ruff check pipeline tests bench
 	$(BIN)/python -m pytest -q
 

@@ -1,7 +1,7 @@
 """The layout's rules, checked on the code itself (issue 14; docs/ARCHITECTURE.md).
 
 Layers, bottom to top: the foundation (errors, _version, tables, progress), config, privacy,
-state, engines, releases, flows, then the faces (cli, the package __init__, generate, project). A module
+state, engines, releases, flows, then the faces (cli, the package __init__, generate, project, integrations). A module
 may import its own layer and the layers below it, never one above; privacy imports no engine, no
 SQL and no connection; there is no import cycle between modules. Imports inside functions count
 too: a lazy import is still a dependency.
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "pipeline"
 LAYERS = ["foundation", "config", "privacy", "state", "engines", "releases", "flows", "face"]
 FOUNDATION = {"errors", "_version", "tables", "progress"}
-FACE = {"cli", "__init__", "__main__", "generate", "project"}
+FACE = {"cli", "__init__", "__main__", "generate", "project", "integrations"}
 
 
 def _module(path: Path) -> str:

@@ -1,0 +1,1 @@
+"""Integrations with orchestrators (optional extras): :mod:`pipeline.integrations.dagster`."""
