@@ -291,6 +291,11 @@ def demo(workdir: str, rows: int, users: int, run_id: str) -> None:
     if not cfg_path.exists():
         cfg_path.parent.mkdir(parents=True, exist_ok=True)
         cfg_path.write_text(resources.files("pipeline").joinpath("resources", DEMO_CONFIG).read_text())
+    schema_path = cfg_path.parent / "report.schema.json"  # the config's $schema header names it
+    if not schema_path.exists():
+        from .config import json_schema
+
+        schema_path.write_text(json.dumps(json_schema(), indent=2) + "\n")
     cfg = load_config(cfg_path)
     src = cfg.resolve(cfg.source.path)
     if not src.exists():

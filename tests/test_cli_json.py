@@ -125,3 +125,14 @@ def test_csv_headers_carry_labels_and_units(project: Path) -> None:
     bad = write_config(project, "bad.yaml", metrics=[metrics[0] | {"label": "two\nlines"}])
     res = run_cli("validate", bad, "--no-source")
     assert res.exit_code == 2 and "label" in res.stderr
+
+
+def test_demo_outside_a_checkout_writes_the_schema_its_config_names(tmp_path: Path) -> None:
+    """`anonymize demo --dir X` writes configs/demo.yaml and, beside it, the report.schema.json its
+    `$schema` header names (the schema of this version: `anonymize schema`)."""
+    res = run_cli("demo", "--dir", tmp_path, "--rows", "20000", "--users", "3000")
+    assert res.exit_code == 0, res.stderr
+    header = (tmp_path / "configs" / "demo.yaml").read_text().splitlines()[0]
+    assert header.endswith("$schema=report.schema.json")
+    written = json.loads((tmp_path / "configs" / "report.schema.json").read_text())
+    assert written == json.loads(run_cli("schema").stdout)
