@@ -373,15 +373,19 @@ def plan(
 @click.option("--run-id", help="Run id for reports without a window.")
 @click.option("--as-of", "as_of", type=click.DateTime(formats=["%Y-%m-%d"]), help="Date windows are computed from.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: one JSON line per stage of every report on stderr (for log collectors).")
 @handle_errors
-def run_all_cmd(project: str, names: tuple[str, ...], run_id: str | None, as_of: Any, as_json: bool) -> None:
+def run_all_cmd(project: str, names: tuple[str, ...], run_id: str | None, as_of: Any, as_json: bool,
+                log_format: str) -> None:
     """Run every report of PROJECT (anonymize.yaml, or the folder holding it) in order; exit with the worst code."""
     from dataclasses import asdict
 
     from .project import load_project, run_all, worst
 
     proj = load_project(project)
-    outcomes = run_all(proj, list(names), run_id=run_id, as_of=as_of.date() if as_of else None)
+    outcomes = run_all(proj, list(names), run_id=run_id, as_of=as_of.date() if as_of else None,
+                       log_format=log_format)
     code = worst(outcomes)
     if as_json:
         click.echo(json.dumps({"status": "ok" if code == 0 else "failed", "exit_code": code,

@@ -10,7 +10,8 @@ Guarantees:
 - not ``verbose``: nothing at all, and nothing extra is imported or started, so non-interactive
   runs pay no cost for progress.
 - ``log_format="json"``: one JSON object per finished stage on stderr, terminal or not, for log
-  collectors: ``{"event": "stage", "stage", "seconds", "counts": [{"label", "value", "unit"}]}``.
+  collectors: ``{"event": "stage", "report", "stage", "seconds", "counts": [{"label", "value",
+  "unit"}]}``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Stages:
 
     verbose: bool = False
     log_format: str = "text"  # text | json (see module doc)
+    report: str | None = None  # named in JSON lines
     timings: dict[str, float] = field(default_factory=dict)
     _tty: bool = field(default_factory=lambda: sys.stderr.isatty())
     _counts: dict[str, str] = field(default_factory=dict)
@@ -89,8 +91,8 @@ class Stages:
                 import json
 
                 counts = [{"label": k, "value": v, "unit": u} for k, (v, u) in self._raw.items()]
-                print(json.dumps({"event": "stage", "stage": name, "seconds": round(elapsed, 4), "counts": counts}),
-                      file=sys.stderr, flush=True)
+                print(json.dumps({"event": "stage", "report": self.report, "stage": name,
+                                  "seconds": round(elapsed, 4), "counts": counts}), file=sys.stderr, flush=True)
             elif self.verbose:
                 extra = "".join(f" · {c}" for c in self._counts.values())
                 line = f"{name:<10} {elapsed:7.2f} s{extra}"

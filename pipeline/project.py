@@ -136,9 +136,10 @@ SEVERITY = {0: 0, 2: 1, 1: 2, 3: 3}  # the CLI's exit code is the worst outcome'
 
 
 def run_all(project: Project, names: list[str] | None = None, *, run_id: str | None = None,
-            as_of: Any = None, verbose: bool = False) -> list[Outcome]:
+            as_of: Any = None, verbose: bool = False, log_format: str = "text") -> list[Outcome]:
     """Run the selected reports in order; each outcome records what happened (never raises for a
-    report's own failure)."""
+    report's own failure). ``log_format="json"``: each report's stages as JSON lines on stderr,
+    with the report's name."""
     from .flows.run import run_report
     from .releases.store import check_run_id
 
@@ -153,7 +154,7 @@ def run_all(project: Project, names: list[str] | None = None, *, run_id: str | N
                     raise ConfigError(f"report {cfg.report!r} has no window: give --run-id")
                 rid = run_id
             check_run_id(rid)
-            rel = run_report(cfg, rid, verbose=verbose, summary_html=True)
+            rel = run_report(cfg, rid, verbose=verbose, summary_html=True, log_format=log_format)
             out.append(Outcome(cfg.report, rel.status, 0, str(rel.path),
                                cells_published=(rel.manifest.get("cells") or {}).get("cells_published")))
         except PipelineError as exc:

@@ -52,3 +52,12 @@ def test_one_failing_report_does_not_stop_the_others_and_sets_the_exit_code(proj
     assert {p.parent.name for p in release_dirs(project / "reports")} == {"by_city", "by_category"}
     bad = run_cli("run-all", project, "--run-id", "r2", "--select", "nope")
     assert bad.exit_code == 2 and "no report named 'nope'" in bad.stderr
+
+
+def test_run_all_json_logs_name_each_report(project: Path) -> None:
+    _project(project)
+    res = run_cli("run-all", project, "--run-id", "r1", "--log-format", "json")
+    assert res.exit_code == 0, res.stdout + res.stderr
+    events = [json.loads(line) for line in res.stderr.splitlines()]
+    assert {e["report"] for e in events} == {"by_city", "by_category"}
+    assert all(e["event"] == "stage" for e in events) and "2 of 2 report(s)" in res.stdout

@@ -48,7 +48,7 @@ def run_report(
         cfg = cfg.for_window(as_of)
     out = preflight(cfg, output_dir=output_dir, temp_directory=temp_directory)
     final = release_dir(out, cfg.report, run_id)
-    stages = Stages(verbose=verbose, log_format=log_format)
+    stages = Stages(verbose=verbose, log_format=log_format, report=cfg.report)
     con = connect(cfg, threads=threads, memory_limit=memory_limit, temp_directory=temp_directory)
     stages.attach(con)  # live query progress on a terminal only
     try:
