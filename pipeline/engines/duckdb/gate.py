@@ -58,7 +58,7 @@ def _form_exprs(x: str) -> dict[str, str]:
     """Per kind of normal form, SQL for the form of the text expression ``x`` without its prefix
     (NULL when ``x`` has no form of that kind): the one place the rule of
     :mod:`pipeline.privacy.identifiers` is written in SQL."""
-    num = f"CASE WHEN regexp_full_match(trim({x}), '{NUMBER}') THEN TRY_CAST(trim({x}) AS DOUBLE) END"
+    num = f"CASE WHEN regexp_matches(trim({x}), '^(?:{NUMBER})$') THEN TRY_CAST(trim({x}) AS DOUBLE) END"  # portable: Spark RLIKE
     digits = f"regexp_replace({x}, '[^0-9]', '', 'g')"
     return {
         "t": f"lower(trim({x}))",
