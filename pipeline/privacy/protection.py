@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -75,8 +76,9 @@ class ProtectionTooLarge(PrivacyRefusal):
     """The check would need more than ``LP_LIMIT`` programmes (a remainder row is then withheld)."""
 
 
-def required_width(value: float, interval: float) -> float:
-    """The narrowest feasible interval that protects ``value``: ``2 * interval * |value|``."""
+def required_width(value: Any, interval: float) -> Any:
+    """The narrowest feasible interval that protects ``value`` (a number or an array):
+    ``2 * interval * |value|``."""
     return 2.0 * interval * abs(value)
 
 
@@ -162,14 +164,13 @@ def unprotected(system: TableSystem, values: CellValues, interval: float) -> dic
     for name in shown:
         bottom, top = _twin_ranges_all(w, g, name, values)  # trades with all twins at once
         x = by_q[name][w]
-        need = 2.0 * interval * np.abs(x)
-        ok = multi & _wide_many(bottom, top, x, need, name == "rows")
+        ok = multi & _wide_many(bottom, top, x, required_width(x, interval), name == "rows")
         if name != "rows" and values.rows is not None:  # then trades of valued rows with one twin
             for k in np.unique(g[multi & ~ok & (x != 0)]).tolist():
                 group = twins_list[k]
                 bottom, top = _twin_ranges(group, name, values)
                 x_g = by_q[name][group]
-                shown[name][group] = _wide_many(bottom, top, x_g, 2.0 * interval * np.abs(x_g), False)
+                shown[name][group] = _wide_many(bottom, top, x_g, required_width(x_g, interval), False)
             shown[name][w[ok]] = True
         else:
             shown[name][w] = ok
@@ -219,9 +220,7 @@ def unprotected(system: TableSystem, values: CellValues, interval: float) -> dic
                         moved[v], progress = d, True
                 idle = 0 if progress else idle + 1
         # pass 3: each value still in doubt on its own, exactly, over the whole group
-        doubt = [v for v in targets if v not in exposed
-                 and not _wide(float(truth[v]) - down[v], float(truth[v]) + up[v], float(truth[v]),
-                               required_width(float(truth[v]), interval), integer)]
+        doubt = [v for v in targets if v not in exposed and not shown(v)]
         if not doubt:
             continue
         blocks = _blocks(vs, doubt, gid, set(by_q), values)
@@ -271,21 +270,15 @@ def _twin_ranges_all(w: np.ndarray, g: np.ndarray, name: str, values: CellValues
 
 
 def _twin_ranges(group: np.ndarray, name: str, values: CellValues) -> tuple[np.ndarray, np.ndarray]:
-    """Inner bounds of each member's feasible interval for ``name`` from trades with its twins (the
-    rest of ``group``): rows (value counts and sums unchanged) or a sum (value counts unchanged),
-    each twin keeping what the reader's bounds demand of it. Returns (bottom, top) per member."""
-    if name == "rows":
-        r = values.rows
-        assert r is not None
-        floor = values.row_floor()[group]
-        spare = r[group] - floor  # rows each member can hand over
-        return floor.astype(float), r[group] + (spare.sum() - spare)
+    """Inner bounds of each member's feasible interval for the sum ``name`` from trades with its
+    twins (the rest of ``group``), value counts unchanged, each twin keeping what the reader's
+    bounds demand of it: part (a) of :func:`_twin_ranges_all`, and (b) below. Returns (bottom, top)
+    per member."""
     slot = values.slots[int(name.split()[1])]
     s, c, lo, hi = slot.s[group], slot.c[group], slot.lo, slot.hi
-    # (a) value moves between a member and all its twins, value counts unchanged
-    room_down, room_up = s - lo * c, hi * c - s
-    up = np.minimum(room_up, room_down.sum() - room_down)
-    down = np.minimum(room_down, room_up.sum() - room_up)
+    # (a) value moves between a member and all its twins
+    bottom, top = _twin_ranges_all(group, np.zeros(group.size, dtype=np.int64), name, values)
+    up, down = top - s, s - bottom
     # (b) t rows *with* a value move between a member v and one twin w (rows unchanged), carrying
     # value delta: each side's sum must stay within [lo, hi] times its new value count
     if values.rows is not None:
