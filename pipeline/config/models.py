@@ -345,8 +345,8 @@ class OutputConfig(_Model):
 
 class EngineConfig(_Model):
     kind: Literal["duckdb", "spark"] = Field(
-        "duckdb", description="duckdb (embedded, the default) or spark (issue 17, in progress: threshold "
-        "mode over Parquet sources with difference_check: false)")
+        "duckdb", description="duckdb (embedded, the default) or spark (issue 17, in progress: DP mode, "
+        "and threshold mode with difference_check: false, over Parquet sources)")
     master: str = Field("local[2]", min_length=1, description="Spark master URL (kind: spark).")
     remote: str | None = Field(None, description="Spark Connect URL, e.g. sc://host:15002 (kind: spark; "
                                "also the SPARK_REMOTE environment variable).")
@@ -530,13 +530,10 @@ class ReportConfig(_Model):
         if self.privacy is not None and self.dominance is not None:
             raise KeyProblem(("dominance",), "dominance is a threshold-mode rule; DP mode bounds contributions instead")
         if self.engine is not None and self.engine.kind == "spark":
-            if self.privacy is not None:
-                raise KeyProblem(("engine", "kind"), "the Spark engine does not run DP mode yet (issue 17); "
-                                 "use engine.kind: duckdb")
             if self.exclude_units:
                 raise KeyProblem(("exclude_units",), "the Spark engine does not apply exclude_units yet "
                                  "(issue 17); use engine.kind: duckdb")
-            if self.difference_check:
+            if self.difference_check and self.privacy is None:
                 raise KeyProblem(("engine", "kind"), "the Spark engine does not run the difference check "
                                  "across releases yet (issue 17); set difference_check: false (recorded in "
                                  "the manifest) or use engine.kind: duckdb")

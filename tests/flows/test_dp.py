@@ -440,9 +440,44 @@ def test_consistent_margins_add_up(dp_project: Path) -> None:
         load_config(dp_config(dp_project, "data/c.parquet", consistent=True))
 
 
+def _keyed_l0_reference(seed: int, pairs: list[tuple[str, int]], g: int) -> dict[str, int]:
+    """The documented L0 rule, written out in Python from its definition (not from the SQL): a unit
+    keeps its ``g`` cells with the smallest ``((a1·c1 + b1) mod P)·2^31 + ((a2·c2 + b2) mod P2)``,
+    ``(a, b)`` from SHA-256 of ``"{seed:x}:u{unit}"``, ``(c1, c2)`` from SHA-256 of
+    ``"{seed:x}:c{len}:{city}"``. Returns kept units per city."""
+    import hashlib
+    from collections import defaultdict
+
+    p, p2 = 2**31 - 1, 2**31 - 19
+
+    def words(text: str) -> list[int]:
+        h = hashlib.sha256(text.encode()).hexdigest()
+        return [int(h[i:i + 8], 16) for i in range(0, 32, 8)]
+
+    cells_of: dict[int, list[str]] = defaultdict(list)
+    for city, unit in pairs:
+        cells_of[unit].append(city)
+    kept: dict[str, int] = defaultdict(int)
+    for unit, cities in cells_of.items():
+        if len(cities) > g:
+            w = words(f"{seed:x}:u{unit}")
+            a1, b1, a2, b2 = 1 + w[0] % (p - 1), w[1] % p, 1 + w[2] % (p2 - 1), w[3] % p2
+
+            def m(city: str, a1: int = a1, b1: int = b1, a2: int = a2, b2: int = b2) -> int:
+                c = words(f"{seed:x}:c{len(city)}:{city}")
+                return ((a1 * (c[0] % p) + b1) % p) * 2**31 + (a2 * (c[1] % p2) + b2) % p2
+
+            cities = sorted(cities, key=m)[:g]
+        for city in cities:
+            kept[city] += 1
+    return dict(kept)
+
+
 @pytest.mark.parametrize("g", [1, 2, 3, 5])
-def test_l0_bounding_keeps_the_g_cells_with_smallest_hash(tmp_path: Path, g: int) -> None:
-    """The window-free L0 SQL equals an independent window-function selection."""
+def test_l0_bounding_keeps_the_g_cells_with_smallest_keyed_hash(tmp_path: Path, g: int) -> None:
+    """The L0 SQL keeps, per unit, exactly the cells the documented keyed rule names (an
+    independent Python computation of SHA-256 and the affine maps), so DuckDB and Spark, which run
+    the same SQL, can be held to one definition; and never more than ``g`` cells per unit."""
     from pipeline.engines.duckdb.bounding import dp_cells_sql, dp_pairs_sql
     from pipeline.engines.duckdb.connection import connect
     from pipeline.engines.duckdb.sources import open_source
@@ -453,6 +488,7 @@ def test_l0_bounding_keeps_the_g_cells_with_smallest_hash(tmp_path: Path, g: int
     con0.execute("CREATE TABLE t AS SELECT 'c' || (j % 9) AS city, i AS user_id, 1.0 AS amount "
                  "FROM range(300) a(i), range(9) b(j) WHERE j <= i % 9")
     con0.execute(f"COPY t TO '{tmp_path / 'data' / 'l0.parquet'}' (FORMAT parquet)")
+    pairs = con0.execute("SELECT city, user_id FROM t").fetchall()
     cfg = load_config(dp_config(tmp_path, "data/l0.parquet", privacy={**PRIVACY, "max_groups_per_unit": g}))
     con = connect(cfg)
     source = open_source(con, cfg)
@@ -460,11 +496,49 @@ def test_l0_bounding_keeps_the_g_cells_with_smallest_hash(tmp_path: Path, g: int
     for q in dp_cells_sql(cfg, 6):
         con.execute(*_q(q))
     got = dict(con.execute("SELECT __d0, __units FROM __dp_cells").fetchall())
-    want = dict(con.execute(
-        "SELECT __d0, count(*) FROM (SELECT *, row_number() OVER (PARTITION BY __u ORDER BY hash(__u, __d0, $1)) AS r "
-        "FROM __dp_pairs WHERE __u IS NOT NULL) WHERE r <= $2 GROUP BY __d0", [6, g]).fetchall())
-    assert got == want
+    assert got == _keyed_l0_reference(6, pairs, g)
     assert sum(got.values()) == sum(min(g, 1 + i % 9) for i in range(300))
+    # the choice is keyed: another seed keeps other cells (for g < 9, with 300 units)
+    con.execute(*_q(dp_pairs_sql(cfg, source.schema, 5, public=False)))
+    for q in dp_cells_sql(cfg, 7):
+        con.execute(*_q(q))
+    other = dict(con.execute("SELECT __d0, __units FROM __dp_cells").fetchall())
+    assert other == _keyed_l0_reference(7, pairs, g) and other != got
+
+
+def test_linf_bounding_keeps_the_rows_the_keyed_order_names(tmp_path: Path) -> None:
+    """A person with more than ``max_rows_per_group`` rows in a cell keeps exactly the rows the
+    documented keyed order names (computed here in Python from its definition: micro-units ``x``,
+    key ``(a·(x mod P) + b) mod P`` with ``a, b`` from SHA-256 of ``"anonymize/rows/{seed}/0"``),
+    so the bounded sum is the same on every engine and not the smallest or the first rows."""
+    import hashlib
+
+    from pipeline.engines.duckdb.bounding import dp_cells_sql, dp_pairs_sql
+    from pipeline.engines.duckdb.connection import connect
+    from pipeline.engines.duckdb.sources import open_source
+
+    (tmp_path / "data").mkdir()
+    values = [round(0.37 * k * k % 10, 2) for k in range(1, 31)]  # 30 rows of one person, in [0, 10)
+    con0 = duckdb.connect()
+    con0.execute("CREATE TABLE t (user_id BIGINT, city VARCHAR, amount DOUBLE)")
+    con0.executemany("INSERT INTO t VALUES (1, 'big', ?)", [[v] for v in values])
+    con0.execute(f"COPY t TO '{tmp_path / 'data' / 'linf.parquet'}' (FORMAT parquet)")
+    cfg = load_config(dp_config(tmp_path, "data/linf.parquet"))
+    linf = PRIVACY["max_rows_per_group"]
+    con = connect(cfg)
+    source = open_source(con, cfg)
+    p = 2**31 - 1
+    for seed in (11, 12):
+        con.execute(*_q(dp_pairs_sql(cfg, source.schema, seed, public=False)))
+        for q in dp_cells_sql(cfg, 3):
+            con.execute(*_q(q))
+        rows, total = con.execute("SELECT __rows, CAST(__s2 AS DOUBLE) FROM __dp_cells").fetchone()
+        d = hashlib.sha256(f"anonymize/rows/{seed}/0".encode()).digest()
+        a, b = (1 + int.from_bytes(d[j:j + 4], "big") % (p - 1) for j in (0, 4))
+        key = sorted(values, key=lambda v: (a * (round(v * 1_000_000) % p) % p + b) % p)
+        assert rows == linf
+        assert total == pytest.approx(sum(key[:linf]), abs=1e-6)
+    assert sum(key[:linf]) != pytest.approx(sum(sorted(values)[:linf]))  # not simply the smallest
 
 
 def test_dp_quality_counts_invalid_values_for_metrics_sharing_a_column(tmp_path: Path) -> None:

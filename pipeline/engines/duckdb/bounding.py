@@ -1,12 +1,20 @@
-"""Contribution bounding for DP mode, as SQL (pure functions; runs inside DuckDB).
+"""Contribution bounding for DP mode, as SQL (pure functions; runs inside DuckDB, and on Spark
+through the translation of :mod:`pipeline.engines.spark.dialect`).
 
 Guarantees of the SQL built here, for every privacy unit:
 - **Linf**: in each cell it keeps at most ``max_rows_per_group`` rows. When a unit has more rows
-  in a cell, the kept rows are those with the smallest keyed hash ``hash(row, seed)``: a uniformly
-  random subset, chosen by a secret seed (rows identical in every projected column are
+  in a cell, the kept rows are those with the smallest keyed row key (:func:`row_key`): a keyed
+  pseudo-random order of the rows' values (rows identical in every value column are
   interchangeable, so ties do not matter). Sums and means use clamped values of the kept rows.
-- **L0**: it keeps at most ``max_groups_per_unit`` cells, the ones with the smallest keyed hash
-  ``hash(unit, cell, seed)``: a uniformly random subset of the unit's cells (see :func:`l0_cut_sql`).
+- **L0**: it keeps at most ``max_groups_per_unit`` cells, the first ones in the order of a keyed
+  hash of (unit, cell) (see :func:`l0_keep_sql`): exactly ``max_groups_per_unit`` when it has
+  more, whatever the hashes, never more.
+- Each choice depends only on the unit's own rows, the cell's key and the secret seed: never on
+  another unit's data (so the bounded data of one unit changes only when that unit's rows do,
+  the stability the noise's sensitivity assumes).
+- The keyed functions are computed identically by DuckDB and Spark (SHA-256 of a value's text
+  once per over-bound unit and per cell, then 31-bit modular arithmetic that stays inside 64-bit
+  integers): a DuckDB and a Spark release with the same seed bound the same data the same way.
 - Null units never reach the cells. Rows outside ``public_partitions`` (when given) are dropped
   before L0 bounding, so a unit's budget of cells is spent on publishable cells only.
 The result ``__dp_cells`` has one row per cell: ``__units`` (bounded distinct units), ``__rows``
@@ -15,8 +23,11 @@ and per sum/mean metric ``__s{i}`` (sum of clamped values) and ``__c{i}`` (their
 
 from __future__ import annotations
 
+import hashlib
+
 from ...config import ReportConfig
 from .cells import (
+    NARROW_VALUE_LIMIT,
     REGROUP_COLS,
     bad_value_counts,
     base_select,
@@ -26,6 +37,57 @@ from .cells import (
     with_shared_values,
 )
 from .sql import Params, Query
+
+PRIME = 2_147_483_647  # 2^31 − 1: a product of two residues stays below 2^62 (a BIGINT on both engines)
+PRIME2 = 2_147_483_629  # the largest prime below it: (x mod P, x mod P2) tells apart any x, y below P·P2
+SHIFT = 2_147_483_648  # 2^31: a key is (high residue) · 2^31 + (low residue), below 2^62
+
+
+def _wide(m: object) -> bool:
+    """Whether a metric's clamped values use the wide DECIMAL (bounds beyond the narrow limit)."""
+    return max(abs(float(b)) for b in m.bounds) >= NARROW_VALUE_LIMIT  # type: ignore[attr-defined]
+
+
+def seed_residues(seed: int, label: str, n: int) -> list[int]:
+    """``n`` keyed constants in [1, P − 1], derived from the secret ``seed`` (SHA-256, in Python)."""
+    out: list[int] = []
+    block = 0
+    while len(out) < n:
+        digest = hashlib.sha256(f"anonymize/{label}/{int(seed)}/{block}".encode()).digest()
+        out += [1 + int.from_bytes(digest[j:j + 4], "big") % (PRIME - 1) for j in range(0, 32, 4)]
+        block += 1
+    return out[:n]
+
+
+def _micro(v: str, wide: bool) -> str:
+    """A clamped value as a BIGINT: micro-units for the narrow DECIMAL(18,6) (below 9.2e18 by
+    :data:`~pipeline.engines.duckdb.cells.NARROW_VALUE_LIMIT`), whole units modulo 4e18 otherwise."""
+    return f"CAST(CAST({v} AS DOUBLE) % 4.0e18 AS BIGINT)" if wide else f"CAST({v} * 1000000 AS BIGINT)"
+
+
+def row_key(value_cols: list[tuple[str, bool]], seed: int, params: Params) -> str:
+    """The Linf order of a unit's rows within a cell: the keyed affine map
+    ``(Σ a_i·(x_i mod P) + b) mod P`` of the rows' values ``x_i`` (:func:`_micro`; a null value
+    counts as ``P − 1``), one BIGINT per row, computed identically by DuckDB and Spark. Rows with
+    equal values get equal keys (interchangeable). Two distinct values of one column tie only if
+    they differ by a multiple of P micro-units (≈ 2147.48 units: never for values in whole
+    cents); a tie changes which equal-keyed row is kept, never how many."""
+    k = seed_residues(seed, "rows", len(value_cols) + 1)
+    terms = [f"(coalesce(((({_micro(v, wide)}) % {PRIME}) + {PRIME}) % {PRIME}, {PRIME - 1}) "
+             f"* CAST({params.add(k[j])} AS BIGINT)) % {PRIME}" for j, (v, wide) in enumerate(value_cols)]
+    return f"(({' + '.join(terms)} + CAST({params.add(k[-1])} AS BIGINT)) % {PRIME})"
+
+
+def _hex_int(h: str, start: int) -> str:
+    """Eight hex digits of ``h`` from ``start`` (1-based) as a BIGINT (Spark: ``conv``, via the dialect)."""
+    return f"CAST(('0x' || substr({h}, {start}, 8)) AS BIGINT)"
+
+
+def cell_text(keys: list[str], prefix: str = "") -> str:
+    """A cell's key as text, unambiguously: each part ``length:text`` (``-`` for NULL), ``|``-joined."""
+    parts = [f"CASE WHEN {prefix}{k} IS NULL THEN '-' ELSE CAST(length(CAST({prefix}{k} AS VARCHAR)) AS VARCHAR) "
+             f"|| ':' || CAST({prefix}{k} AS VARCHAR) END" for k in keys]
+    return " || '|' || ".join(parts)
 
 
 def dp_pairs_sql(cfg: ReportConfig, schema: dict[str, str], seed: int, *, public: bool) -> Query:
@@ -40,9 +102,9 @@ def dp_pairs_sql(cfg: ReportConfig, schema: dict[str, str], seed: int, *, public
     nd = len(cfg.dims)
     keys = [dim_key(i) for i in range(nd)]
     value_cols = [metric_value(i) for i in value_owners(cfg)]
-    seed_ph = params.add(int(seed))
     base = base_select(cfg, schema, params)
-    row_hash = f"hash(__u, {', '.join(keys + value_cols)}, {seed_ph})"
+    wide = {metric_value(i): _wide(cfg.metrics[i]) for i in value_owners(cfg)}
+    row_hash = row_key([(v, wide[v]) for v in value_cols], seed, params) if value_cols else "0"
     aggs = [f"least(count(*), {linf}) AS __n"]
     for i in value_owners(cfg):  # metrics sharing a value column are aliased below
         v = metric_value(i)
@@ -71,29 +133,52 @@ def dp_quality_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
     return Query(f"SELECT {', '.join(cols)} FROM ({with_shared_values(cfg, 'SELECT * FROM __dp_pairs')})")
 
 
-def l0_cut_sql(cfg: ReportConfig, seed: int) -> list[Query]:
-    """``__l0_cut``: for each unit with more than ``g`` cells, the ``g``-th smallest cell hash ``__m``.
+def l0_keep_sql(cfg: ReportConfig, seed: int) -> tuple[list[Query], str]:
+    """The L0 cut: statements building ``__l0_over`` (units with more than ``g`` cells) and
+    ``__l0_ranked`` (their pairs with ``__keep``), and the SELECT of every non-null unit's pair with
+    its ``__keep`` flag (units within the bound keep all their cells).
 
-    A unit keeps a cell iff it has no row in ``__l0_cut`` (at most ``g`` cells) or
-    ``hash(unit, cell, seed) <= __m``: exactly its ``g`` cells with the smallest keyed hash (a
-    uniformly random subset). Distinct cells of one unit have distinct 64-bit hashes except with
-    negligible probability. Only units over the bound (about one in seven at 10M events) get a
-    list of their cells' hashes; a top-n or window over every (cell, unit) pair spills tens of GB
-    at 100M events in DuckDB 2.0 (bench/RESULTS.md), and ``g`` rounds of ``min`` cost twice this.
+    An over-bound unit keeps its first ``g`` cells in the order of the keyed hash
+    ``m = ((a₁·c₁ + b₁) mod P)·2^31 + ((a₂·c₂ + b₂) mod P2)``: ``(a, b)`` from
+    SHA-256 of the seed and the unit's text, ``(c₁, c₂)`` from SHA-256 of the seed and the cell's
+    text (:func:`cell_text`). For one unit, ``c ↦ m`` is a keyed affine map (a pairwise-independent
+    random order of its cells); ``row_number`` keeps exactly ``g`` cells even if two hashes tie
+    (only two cells whose 62-bit hashes collide, probability ~2^-62 per pair, are ordered by the
+    engine rather than by the key). Hashes are computed once per over-bound unit (about one in seven at 10M events) and once
+    per cell they touch, never per row.
     """
     assert cfg.privacy is not None
     g = int(cfg.privacy.max_groups_per_unit)
     keys = [dim_key(i) for i in range(len(cfg.dims))]
     params = Params()
-    h = f"hash(p.__u, {', '.join('p.' + k for k in keys)}, {params.add(int(seed))})"
-    return [
+    text = params.add(f"{int(seed):x}:")
+    on = " AND ".join(f"p.{k} IS NOT DISTINCT FROM c.{k}" for k in keys)
+    pair_cols = [*keys, "__u", "__n"] + [f"__{c}{i}" for i in value_owners(cfg) for c in ("s", "c")]
+    cols = ", ".join(f"p.{c}" for c in pair_cols)
+    statements = [
         Query("CREATE OR REPLACE TEMP TABLE __l0_over AS SELECT __u FROM __dp_pairs WHERE __u IS NOT NULL "
               f"GROUP BY __u HAVING count(*) > {g}"),
-        # g = 1 needs no list: the smallest hash is a plain min (the cheapest state to spill)
-        Query(f"CREATE OR REPLACE TEMP TABLE __l0_cut AS SELECT p.__u, "
-              f"{f'min({h})' if g == 1 else f'list_sort(list({h}))[{g}]'} AS __m "
-              "FROM __dp_pairs p SEMI JOIN __l0_over o ON p.__u = o.__u GROUP BY p.__u", tuple(params.values)),
+        Query(f"CREATE OR REPLACE TEMP TABLE __l0_units AS SELECT __u, 1 + {_hex_int('__h', 1)} % {PRIME - 1} AS __a1, "
+              f"{_hex_int('__h', 9)} % {PRIME} AS __b1, 1 + {_hex_int('__h', 17)} % {PRIME2 - 1} AS __a2, "
+              f"{_hex_int('__h', 25)} % {PRIME2} AS __b2 "
+              f"FROM (SELECT __u, sha256({text} || 'u' || CAST(__u AS VARCHAR)) AS __h FROM __l0_over)",
+              tuple(params.values)),
     ]
+    params = Params()
+    text = params.add(f"{int(seed):x}:")
+    statements += [
+        Query(f"CREATE OR REPLACE TEMP TABLE __l0_cells AS SELECT {', '.join(keys)}, {_hex_int('__h', 1)} % {PRIME} AS __c1, "
+              f"{_hex_int('__h', 9)} % {PRIME2} AS __c2 FROM (SELECT {', '.join(keys)}, "
+              f"sha256({text} || 'c' || {cell_text(keys)}) AS __h FROM (SELECT DISTINCT {', '.join('p.' + k for k in keys)} "
+              "FROM __dp_pairs p SEMI JOIN __l0_over o ON p.__u = o.__u))", tuple(params.values)),
+    ]
+    ranked = (f"SELECT {', '.join(pair_cols)}, row_number() OVER (PARTITION BY __u ORDER BY __m) <= {g} AS __keep "
+              f"FROM (SELECT {cols}, ((u.__a1 * c.__c1 + u.__b1) % {PRIME}) * {SHIFT} + "
+              f"((u.__a2 * c.__c2 + u.__b2) % {PRIME2}) AS __m "
+              f"FROM __dp_pairs p JOIN __l0_units u ON p.__u = u.__u JOIN __l0_cells c ON {on})")
+    flagged = (f"SELECT {cols}, TRUE AS __keep FROM __dp_pairs p ANTI JOIN __l0_over o ON p.__u = o.__u "
+               f"WHERE p.__u IS NOT NULL UNION ALL {ranked}")
+    return statements, flagged
 
 
 def dp_cells_sql(cfg: ReportConfig, seed: int) -> list[Query]:
@@ -109,23 +194,17 @@ def dp_cells_sql(cfg: ReportConfig, seed: int) -> list[Query]:
     from ...privacy.levels import levels
 
     assert cfg.privacy is not None
-    params = Params()
     keys = [dim_key(i) for i in range(len(cfg.dims))]
-    seed_ph = params.add(int(seed))
 
     def sums(flt: str = "") -> str:  # metrics sharing a value column are aliased after the aggregation
         return "".join(f", sum(__s{i}){flt} AS __s{i}, sum(__c{i}){flt} AS __c{i}" for i in value_owners(cfg))
 
     tail = sums()
-    pairs = "__dp_pairs p LEFT JOIN __l0_cut c ON p.__u = c.__u WHERE p.__u IS NOT NULL"
-    keep = f"(c.__m IS NULL OR hash(p.__u, {', '.join('p.' + k for k in keys)}, {seed_ph}) <= c.__m)"
-    kept = f"SELECT p.* FROM {pairs} AND {keep}"
-    steps = l0_cut_sql(cfg, seed)
+    steps, flag = l0_keep_sql(cfg, seed)
     if not cfg.totals and cfg.privacy.public_partitions is None:
         # one pass over every pair: the bounded aggregates over the kept pairs, and the cell's
         # distinct units with their smallest and largest id before bounding (``__dp_pre``, the
         # release gate's quasi-identifier statistics; see engines.duckdb.gate.quasi_identifiers)
-        flag = f"SELECT p.*, {keep} AS __keep FROM {pairs}"
         kept_sums = sums(" FILTER (WHERE __keep)")
         select = (
             f"SELECT 0 AS __level, {', '.join(keys)}, count(*) FILTER (WHERE __keep) AS __units, "
@@ -135,14 +214,14 @@ def dp_cells_sql(cfg: ReportConfig, seed: int) -> list[Query]:
         sql = f"CREATE OR REPLACE TEMP TABLE __dp_cells_all AS {with_shared_values(cfg, select, REGROUP_COLS)}"
         return [
             *steps,
-            Query(sql, tuple(params.values)),
+            Query(sql),
             # a cell every one of whose units dropped it (L0) is empty: never a candidate
             Query("CREATE OR REPLACE TEMP VIEW __dp_cells AS SELECT * EXCLUDE (__units_all, __umin, __umax) "
                   "FROM __dp_cells_all WHERE __units > 0"),
             Query(f"CREATE OR REPLACE TEMP VIEW __dp_pre AS SELECT __level, {', '.join(keys)}, __units_all AS __units, "
                   "__umin, __umax FROM __dp_cells_all"),
         ]
-    first = Query(f"CREATE OR REPLACE TEMP TABLE __dp_bounded AS {kept}", tuple(params.values))
+    first = Query(f"CREATE OR REPLACE TEMP TABLE __dp_bounded AS SELECT * EXCLUDE (__keep) FROM ({flag}) WHERE __keep")
     selects = []
     for lv in levels(cfg):
         keep = lv.kept(cfg)

@@ -14,8 +14,11 @@ DuckDB constructs sqlglot cannot express in Spark:
 - ``HUGEINT`` (DuckDB's 128-bit integer) → ``DECIMAL(38,0)``.
 - ``row_number() OVER ()`` (no order: the builders use it only as a row identity within one
   materialised table) → ``monotonically_increasing_id()`` (unique, not consecutive).
-- ``list_sum(l)`` → ``aggregate(l, CAST(0 AS DOUBLE), (acc, v) -> acc + v)`` (a DOUBLE: the
-  dominance rule only compares it).
+- ``list_sum(l)`` → ``aggregate(l, CAST(0 AS DECIMAL(38,6)), (acc, v) -> CAST(acc + v AS
+  DECIMAL(38,6)))``: exact, as DuckDB's sum of a DECIMAL(18|38, 6) or BIGINT list (the builders sum
+  clamped values and row counts only), so Linf-bounded sums equal DuckDB's to the last digit.
+- ``CAST(('0x' || s) AS BIGINT)`` (DuckDB reads a hex string) → ``CAST(conv(s, 16, 10) AS BIGINT)``
+  (the keyed hashes of DP bounding; the builders use at most 8 hex digits, so both are exact).
 
 Guarantee: :func:`to_spark` either returns Spark SQL for every statement of ``sql`` or raises
 :class:`UnsupportedSQL` naming the construct; it never returns a statement with a dropped part.
@@ -67,8 +70,10 @@ def _list_sum(node: Any) -> Any:
 
     if isinstance(node, exp.Anonymous) and str(node.this).lower() == "list_sum" and len(node.expressions) == 1:
         acc, v = exp.to_identifier("__acc"), exp.to_identifier("__v")
-        merge = exp.Lambda(this=exp.Add(this=exp.column(acc), expression=exp.column(v)), expressions=[acc, v])
-        zero = exp.Cast(this=exp.Literal.number(0), to=exp.DataType.build("DOUBLE"))
+        exact = exp.DataType.build("DECIMAL(38,6)")
+        total = exp.Cast(this=exp.Add(this=exp.column(acc), expression=exp.column(v)), to=exact)
+        merge = exp.Lambda(this=total, expressions=[acc, v])
+        zero = exp.Cast(this=exp.Literal.number(0), to=exact.copy())
         return exp.Anonymous(this="aggregate", expressions=[node.expressions[0].copy(), zero, merge])
     return node
 
@@ -101,7 +106,20 @@ def _row_identity(node: Any) -> Any:
     return node
 
 
-RULES = (_top_n, _by_n, _list_sum, _isfinite, _hugeint, _row_identity)
+def _hex_cast(node: Any) -> Any:
+    from sqlglot import exp
+
+    if isinstance(node, exp.Cast) and node.to.this == exp.DataType.Type.BIGINT:
+        inner = node.this.this if isinstance(node.this, exp.Paren) else node.this
+        if (isinstance(inner, exp.DPipe) and isinstance(inner.this, exp.Literal) and inner.this.is_string
+                and inner.this.this.lower() == "0x"):
+            conv = exp.Anonymous(this="conv", expressions=[
+                inner.expression.copy(), exp.Literal.number(16), exp.Literal.number(10)])
+            return exp.Cast(this=conv, to=exp.DataType.build("BIGINT"))
+    return node
+
+
+RULES = (_top_n, _by_n, _list_sum, _isfinite, _hugeint, _row_identity, _hex_cast)
 
 
 def to_spark(sql: str) -> list[str]:

@@ -4,6 +4,7 @@ DuckDB builders write, translated by :mod:`pipeline.engines.spark.dialect` and r
 What DuckDB does with tables, Spark does with cached DataFrames registered as temporary views:
 
 - ``CREATE [OR REPLACE] TEMP TABLE t AS SELECT …`` → the SELECT's DataFrame, cached, as view ``t``;
+- ``CREATE [OR REPLACE] TEMP VIEW v AS SELECT …`` → the SELECT's DataFrame as view ``v`` (not cached);
   ``CREATE TEMP TABLE t (columns)`` → an empty view with that schema;
 - ``INSERT INTO t SELECT …`` / ``VALUES`` → ``t`` ∪ the rows (a new cached view);
 - ``UPDATE t SET c = v WHERE p`` → ``t`` with ``c`` replaced by ``CASE WHEN p THEN v ELSE c END``;
@@ -17,6 +18,7 @@ Values are bound by replacing ``$n`` / ``?`` placeholders with typed literals in
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .dialect import UnsupportedSQL, to_spark
@@ -59,6 +61,9 @@ def _literal(value: Any) -> Any:
         return exp.Null()
     if isinstance(value, bool):
         return exp.Boolean(this=value)
+    if isinstance(value, float) and not math.isfinite(value):  # ±inf and NaN: Spark's special DOUBLE strings
+        text = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        return exp.Cast(this=exp.Literal.string(text), to=exp.DataType.build("DOUBLE"))
     if isinstance(value, (int, float)):
         return exp.Literal.number(repr(value) if isinstance(value, float) else str(value))
     if isinstance(value, (list, tuple)):
@@ -113,6 +118,8 @@ class SparkEngine:
             tree = bind(tree, params)
             if isinstance(tree, exp.Create) and tree.kind == "TABLE":
                 self._create(tree)
+            elif isinstance(tree, exp.Create) and tree.kind == "VIEW" and tree.expression is not None:
+                self._view(tree)
             elif isinstance(tree, exp.Insert):
                 self._insert(tree)
             elif isinstance(tree, exp.Update):
@@ -178,6 +185,15 @@ class SparkEngine:
         cols = [c for c in tree.this.expressions if isinstance(c, exp.ColumnDef)]
         ddl = ", ".join(f"`{c.name}` {_spark_type(c.args['kind'])}" for c in cols)
         self._register(name, self.spark.createDataFrame([], ddl))
+
+    def _view(self, tree: Any) -> None:
+        """``CREATE [OR REPLACE] TEMP VIEW v AS SELECT …``: the SELECT's DataFrame as view ``v``, not
+        cached (its inputs are resolved now; the builders never replace a view's inputs after it)."""
+        name = tree.this.name
+        old = self._cached.pop(name, None)
+        self._df(tree.expression).createOrReplaceTempView(name)
+        if old is not None:
+            old.unpersist()
 
     def _insert(self, tree: Any) -> None:
         from sqlglot import exp

@@ -89,7 +89,7 @@ def test_top_n_and_list_sum_rules() -> None:
     [sql] = to_spark("SELECT list_sum(max(abs(x), 3)) AS t, min(y, 2) AS u FROM t GROUP BY g")
     assert "SLICE(SORT_ARRAY(COLLECT_LIST(ABS(x)), FALSE), 1, 3)" in sql
     assert "SLICE(SORT_ARRAY(COLLECT_LIST(y), TRUE), 1, 2)" in sql
-    assert sql.startswith("SELECT AGGREGATE(") and "CAST(0 AS DOUBLE)" in sql
+    assert sql.startswith("SELECT AGGREGATE(") and "CAST(0 AS DECIMAL(38, 6))" in sql  # exact, as DuckDB
     [by] = to_spark("SELECT list_sum(min_by(v, r, 5)) AS s FROM t GROUP BY g")
     assert "SLICE(SORT_ARRAY(FILTER(COLLECT_LIST(NAMED_STRUCT('r', r, 'v', v))" in by and ", TRUE), 1, 5)" in by
     assert "NOT __s.v IS NULL AND NOT __s.r IS NULL" in by  # DuckDB skips rows with a null value or key
