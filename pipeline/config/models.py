@@ -639,9 +639,15 @@ class ReportConfig(_Model):
         """The validated config as plain JSON data (defaults filled, dimensions expanded)."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
+    def release_config(self) -> dict[str, Any]:
+        """:meth:`normalised` without ``engine``: what decides a release's content. The engine (and
+        its threads, memory, Spark master) only decides where it is computed, so a release's
+        provenance, its report bytes and its config hash are the same on DuckDB and Spark."""
+        return {k: v for k, v in self.normalised().items() if k != "engine"}
+
     def config_hash(self) -> str:
-        """sha256 of the canonical JSON of :meth:`normalised` (stable across key order/comments)."""
-        blob = json.dumps(self.normalised(), sort_keys=True, separators=(",", ":"))
+        """sha256 of the canonical JSON of :meth:`release_config` (stable across key order/comments)."""
+        blob = json.dumps(self.release_config(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def for_window(self, as_of: dt.date | None = None) -> ReportConfig:

@@ -17,6 +17,7 @@ Guarantees:
 from __future__ import annotations
 
 import glob
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -81,7 +82,7 @@ def detect_format(cfg: ReportConfig) -> str:
 
 def resolve_files(cfg: ReportConfig) -> list[Path]:
     """The concrete files the source path names (globs expanded, sorted). Raises if none."""
-    raw = str(cfg.resolve(cfg.source.path))
+    raw = os.path.normpath(str(cfg.resolve(cfg.source.path)))  # "a/../b" → "b": one name per file
     if glob.has_magic(raw):
         files = sorted(Path(p) for p in glob.glob(raw, recursive=True) if Path(p).is_file())
         if not files:

@@ -70,6 +70,7 @@ def finish_release(
         "rows": table.num_rows,
     }
     manifest["gate"] = gate_result
+    manifest["engine"] = {"kind": cfg.engine.kind}  # where it was computed (not in the provenance)
     manifest["timings_s"] = stages.timings
     internal = internal_path(cfg, run_id)
     manifest["internal_counts"] = str(internal)  # where the operator's exact counts are; not the counts

@@ -68,7 +68,7 @@ def build_provenance(
         "mode": cfg.mode,
         "software": software(),
         "config_hash": cfg.config_hash(),
-        "config": cfg.normalised(),
+        "config": cfg.release_config(),  # the engine is in the manifest only: it changes no number
         "source": source.manifest_entry(exact_counts=False),
         "rows": quality,
         "cells": cells,

@@ -6,6 +6,7 @@ with a visible reason where PySpark or a Java runtime is missing."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -110,17 +111,22 @@ def test_a_whole_threshold_run_on_spark_publishes_what_duckdb_publishes(spark: A
     _source(tmp_path / "events.parquet")
     out = {}
     for kind in ("duckdb", "spark"):
+        (tmp_path / kind).mkdir()  # the same config text in two projects but for the engine
         cfg = load_config(write_config(
-            tmp_path, f"{kind}.yaml", report="r", source={"path": "events.parquet"}, identifiers=["user_id"],
+            tmp_path / kind, "report.yaml", report="r", source={"path": "../events.parquet"}, identifiers=["user_id"],
             filter=None, metrics=[{"name": "events", "agg": "count"}, {"name": "buyers", "agg": "count_units"},
                                   {"name": "value", "agg": "sum", "column": "order_value", "bounds": [0, 400]},
                                   {"name": "avg", "agg": "mean", "column": "order_value", "bounds": [0, 400]}],
-            difference_check=False, engine={"kind": kind}, output={"dir": f"out_{kind}"}, history=None, **RUNS[name]))
+            difference_check=False, engine={"kind": kind}, output={"dir": "out"}, history=None, **RUNS[name]))
         rel = run_report(cfg, "r1", summary_html=False)
         out[kind] = rel
     d, s = out["duckdb"], out["spark"]
     assert pq.read_table(s.report_path).replace_schema_metadata(None).equals(
         pq.read_table(d.report_path).replace_schema_metadata(None))
+    # byte for byte: the published file (its provenance and config hash too) does not depend on the engine
+    assert s.manifest["engine"] == {"kind": "spark"} and d.manifest["engine"] == {"kind": "duckdb"}
+    assert s.manifest["report_file"]["sha256"] == d.manifest["report_file"]["sha256"]
+    assert hashlib.sha256(Path(s.report_path).read_bytes()).hexdigest() == s.manifest["report_file"]["sha256"]
     assert s.internal["cells"] == d.internal["cells"] and s.internal["rows"] == d.internal["rows"]
     assert s.manifest["privacy"] == d.manifest["privacy"]
     assert s.manifest["gate"]["passed"] and d.manifest["gate"]["passed"]
