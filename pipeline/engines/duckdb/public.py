@@ -26,24 +26,28 @@ def load_public_partitions(cfg: ReportConfig, con: Any, source: Source) -> int:
     path = cfg.resolve(cfg.privacy.public_partitions)
     if not path.is_file():
         raise ConfigError(f"privacy.public_partitions: file not found ({path})")
-    con = con.con  # the engine's DuckDB connection: this reader uses its relational API
-    try:
-        rel = con.read_csv(str(path)) if path.suffix.lower() in (".csv", ".txt") else con.read_parquet(str(path))
-        rel.create_view("__public_raw", replace=True)
-        cols = [r[0] for r in con.execute("DESCRIBE SELECT * FROM __public_raw").fetchall()]
+    try:  # the list is public configuration, not data: read here (any engine), then registered
+        local = duckdb.connect()
+        rel = local.read_csv(str(path)) if path.suffix.lower() in (".csv", ".txt") else local.read_parquet(str(path))
+        listed = rel.arrow()
+        listed = listed.read_all() if hasattr(listed, "read_all") else listed
+        local.close()
     except duckdb.Error as exc:
         raise ConfigError(f"privacy.public_partitions: cannot read {path}: {first_line(exc)}") from None
+    cols = list(listed.column_names)
     names = [d.name for d in cfg.dims]
     missing = [n for n in names if n not in cols]
     if missing:
         raise ConfigError(
             f"privacy.public_partitions: {path} lacks column(s) {', '.join(missing)} (needs one column per dimension: {', '.join(names)})"
         )
-    key_types = con.execute(
-        "DESCRIBE SELECT " + ", ".join(
+    con.register("__public_raw", listed)
+    keys = con.execute(
+        "SELECT " + ", ".join(
             f"{dimension_expr(d, source.schema.get(d.column, 'VARCHAR'))} AS {dim_key(i)}" for i, d in enumerate(cfg.dims)
         ) + " FROM __src LIMIT 0"
-    ).fetchall()
+    ).arrow()
+    key_types = [(f.name, duckdb_type_of(f.type)) for f in keys.schema]
     casts = ", ".join(f"TRY_CAST({ident(n)} AS {t[1]}) AS {dim_key(i)}" for i, (n, t) in enumerate(zip(names, key_types, strict=True)))
     try:
         con.execute(f"CREATE OR REPLACE TEMP TABLE __public AS SELECT DISTINCT {casts} FROM __public_raw")
@@ -52,11 +56,33 @@ def load_public_partitions(cfg: ReportConfig, con: Any, source: Source) -> int:
                 f"(r.{ident(n)} IS NOT NULL AND TRY_CAST(r.{ident(n)} AS {t[1]}) IS NULL)"
                 for n, t in zip(names, key_types, strict=True))
         ).fetchall()[0][0]
-    except duckdb.Error as exc:
+    except con.Error as exc:
         raise ConfigError(f"privacy.public_partitions: {first_line(exc)}") from None
     if bad:
         raise ConfigError(f"privacy.public_partitions: {bad} row(s) of {path} do not match the dimension types")
     return int(con.execute("SELECT count(*) FROM __public").fetchall()[0][0])
+
+
+def duckdb_type_of(t: Any) -> str:
+    """An Arrow type in DuckDB's names (the SQL builders' vocabulary), for the casts of the list."""
+    import pyarrow as pa
+
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", bool)(t):
+        return "VARCHAR"
+    if pa.types.is_boolean(t):
+        return "BOOLEAN"
+    if pa.types.is_integer(t):
+        return {8: "TINYINT", 16: "SMALLINT", 32: "INTEGER", 64: "BIGINT"}[t.bit_width]
+    if pa.types.is_floating(t):
+        return "DOUBLE" if t.bit_width == 64 else "FLOAT"
+    if pa.types.is_date(t):
+        return "DATE"
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMP WITH TIME ZONE" if t.tz else "TIMESTAMP"
+    if pa.types.is_decimal(t):
+        return f"DECIMAL({t.precision},{t.scale})"
+    raise ConfigError(f"privacy.public_partitions: a dimension of type {t} cannot be listed; list text, "
+                      "number or date dimensions")
 
 
 def expand_public(cfg: ReportConfig, con: Any) -> None:
@@ -65,7 +91,8 @@ def expand_public(cfg: ReportConfig, con: Any) -> None:
     Margin levels list the distinct projections of the public cells (public as well).
     """
     keys = [dim_key(i) for i in range(len(cfg.dims))]
-    cols = [c[0] for c in con.execute("DESCRIBE __dp_cells").fetchall() if c[0] not in keys and c[0] != "__level"]
+    described = con.execute("SELECT * FROM __dp_cells LIMIT 0").description  # column names, on any engine
+    cols = [c[0] for c in described if c[0] not in keys and c[0] != "__level"]
     selects = []
     for lv in levels(cfg):
         keep = lv.kept(cfg)

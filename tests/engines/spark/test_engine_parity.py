@@ -244,3 +244,21 @@ def test_a_whole_dp_run_on_spark_records_what_duckdb_records(spark: Any, tmp_pat
     assert {k: s.manifest["budget"][k] for k in budget} == {k: d.manifest["budget"][k] for k in budget}
     assert s.manifest["budget"]["epsilon_spent"] == 2.0 and s.manifest["budget"]["entry_seq"] == 1
     assert len(s.table) > 0
+
+
+def test_public_partitions_on_spark_publish_every_listed_cell(spark: Any, tmp_path: Path) -> None:
+    """The shipped DP config with public partitions, on Spark: every listed country is a published
+    row (empty or not), the gate passes and the ledger records the spend."""
+    import csv
+
+    from pipeline import load_config, run_report
+    from tests.conftest import ROOT
+
+    cfg = load_config(ROOT / "configs" / "online_retail_dp.yaml").with_overrides(
+        engine={"kind": "spark"}, output={"dir": str(tmp_path / "reports")},
+        budget={"ledger": str(tmp_path / "state" / "ledger.duckdb"), "epsilon_limit": 10.0, "delta_limit": 1e-5})
+    rel = run_report(cfg, "p1", summary_html=False)
+    with open(ROOT / "configs" / "online_retail_countries.csv", newline="") as fh:
+        listed = {row["country"] for row in csv.DictReader(fh)}
+    assert set(rel.table["country"]) == listed and len(rel.table) == len(listed)
+    assert rel.manifest["gate"]["passed"] and rel.manifest["budget"]["epsilon_spent"] == pytest.approx(1.0)
