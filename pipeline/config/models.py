@@ -346,7 +346,7 @@ class OutputConfig(_Model):
 class EngineConfig(_Model):
     kind: Literal["duckdb", "spark"] = Field(
         "duckdb", description="duckdb (embedded, the default) or spark (issue 17, in progress: DP mode, "
-        "and threshold mode with difference_check: false, over Parquet sources)")
+        "and threshold mode with difference_check: false, over Parquet and CSV sources)")
     master: str = Field("local[2]", min_length=1, description="Spark master URL (kind: spark).")
     remote: str | None = Field(None, description="Spark Connect URL, e.g. sc://host:15002 (kind: spark; "
                                "also the SPARK_REMOTE environment variable).")

@@ -270,19 +270,26 @@ class SparkEngine:
         from ..base import Source, SourceFile, default_source_id, detect_format, resolve_files
 
         fmt = detect_format(cfg)
-        if fmt != "parquet":
-            raise ConfigError(f"{cfg.where('source', 'format')}: the Spark engine reads Parquet sources only for now "
+        if fmt not in ("parquet", "csv"):
+            raise ConfigError(f"{cfg.where('source', 'format')}: the Spark engine reads Parquet and CSV sources "
                               f"(this one is {fmt}); convert it or use engine.kind: duckdb")
         files = resolve_files(cfg)
         stats = []
         for f in files:
             st = os.stat(f)
-            try:
-                rows = pq.ParquetFile(f).metadata.num_rows
-            except Exception as exc:  # noqa: BLE001 - any unreadable footer is the same problem
-                raise SourceError(f"source file {f} is not a readable Parquet file ({exc}); re-export it") from None
+            if st.st_size == 0:
+                raise SourceError(f"source file {f} is empty (0 bytes); re-export it or remove it from the source")
+            rows = None
+            if fmt == "parquet":
+                try:
+                    rows = pq.ParquetFile(f).metadata.num_rows
+                except Exception as exc:  # noqa: BLE001 - any unreadable footer is the same problem
+                    raise SourceError(f"source file {f} is not a readable Parquet file ({exc}); re-export it") from None
             stats.append(SourceFile(str(f), st.st_size, st.st_mtime_ns, rows))
-        df = self.spark.read.parquet(*[str(f) for f in files])
+        if fmt == "csv":
+            df = self._read_csv(cfg, [str(f) for f in files])
+        else:
+            df = self.spark.read.parquet(*[str(f) for f in files])
         df.createOrReplaceTempView("__src")
         schema = {field.name: duckdb_type(field.dataType) for field in df.schema.fields}
         if not df.take(1):
@@ -293,6 +300,102 @@ class SparkEngine:
             fp.update(f"{os.path.realpath(f.path)}\x00{f.size_bytes}\x00{f.mtime_ns}\x00{f.rows}\n".encode())
         return Source(format=fmt, files=stats, schema=schema, table=None, source_id=default_source_id(cfg),
                       fingerprint=fp.hexdigest())
+
+    def _read_csv(self, cfg: Any, names: list[str]) -> Any:
+        """The CSV files as a DataFrame with the strictness of the DuckDB reader, checked inside Spark
+        (only file names, column names and counts reach the driver, never a line's content):
+
+        - the dialect is pinned (``source.csv`` or its defaults), never guessed; a quoted empty field
+          is the empty string, an empty field NULL; a doubled quote is a quote;
+        - every file's header line must equal the first file's, and name no column twice;
+        - a line with more or fewer fields than the header, or a broken quote, is refused (Spark's
+          malformed-record flag), naming the file and how many lines (Spark cannot tell the line);
+        - bytes that are not UTF-8 (Spark reads them as U+FFFD) are refused;
+        - each column's type is the first of BIGINT, DOUBLE, BOOLEAN, DATE, TIMESTAMP that every
+          non-null value of it converts to exactly (checked over all rows), else VARCHAR. DuckDB's
+          sniffer decides from a sample and refuses lines that disagree; on files whose columns
+          are uniformly typed both engines read the same types and values.
+        """
+        from pyspark.sql import functions as F  # noqa: N812
+        from pyspark.sql import types as T  # noqa: N812
+
+        from ...config.models import CsvOptions
+        from ...errors import SourceError
+
+        opts = cfg.source.csv
+        if opts is None:
+            tsv = cfg.source.path.lower().endswith((".tsv", ".tsv.gz"))
+            opts = CsvOptions(delimiter="\t" if tsv else ",")
+        read = {"sep": opts.delimiter, "quote": opts.quote, "escape": opts.quote, "multiLine": "true",
+                "encoding": "UTF-8", "nullValue": None, "emptyValue": "", "ignoreLeadingWhiteSpace": "false",
+                "ignoreTrailingWhiteSpace": "false"}
+        read = {k: v for k, v in read.items() if v is not None}
+        heads = []
+        for n in names:  # the header rows (column names: metadata), one small job per file
+            first = self.spark.read.options(**read).csv(n, header=False).limit(1).collect()
+            heads.append([None if v is None else str(v) for v in first[0]] if first else [])
+        header = heads[0]
+        for n, h in zip(names[1:], heads[1:], strict=True):
+            if h != header:
+                missing = [c for c in header if c not in h][:3]
+                extra = [c for c in h if c not in header][:3]
+                detail = "; ".join([f"column {c!r} is missing" for c in missing]
+                                   + [f"column {c!r} is not in the first file" for c in extra]) or \
+                    "the columns are in a different order"
+                raise SourceError(f"source file {n} has a different header from {names[0]} (schema drift: {detail}); "
+                                  "make the files of one source agree or read them as separate sources")
+        if not opts.header:
+            header = [f"column{i}" for i in range(len(header))]  # DuckDB's names for a headerless file
+        dups = sorted({h for h in header if header.count(h) > 1})
+        if dups or any(h is None or h == "" for h in header):
+            raise SourceError(f"source file {names[0]}: the header repeats or omits column name(s) "
+                              f"{', '.join(map(repr, dups)) or '(an empty name)'}; give every column its own name")
+        schema = T.StructType([T.StructField(h, T.StringType()) for h in header]
+                              + [T.StructField("__corrupt", T.StringType())])
+        raw = (self.spark.read.options(**read, mode="PERMISSIVE", columnNameOfCorruptRecord="__corrupt")
+               .schema(schema).csv(names, header=opts.header)
+               .withColumn("__file", F.input_file_name()).cache())  # the file name exists at scan time only
+        bad = raw.where(F.col("__corrupt").isNotNull() | F.concat_ws("", *[F.col(f"`{h}`") for h in header])
+                        .contains("\ufffd"))
+        found = bad.groupBy("__file").agg(F.count("*").alias("n"),
+                                          F.count(F.when(F.col("__corrupt").isNotNull(), 1)).alias("ragged")).collect()
+        if found:
+            row = sorted(found, key=lambda r: r["__file"])[0]
+            total = sum(r["n"] for r in found)
+            what = ("a line with more or fewer fields than the header, or a quote in the wrong place"
+                    if row["ragged"] else "bytes that are not valid UTF-8 (re-encode the file as UTF-8, e.g. with iconv)")
+            more = f" ({total} bad lines in all)" if total > 1 else ""
+            raise SourceError(f"source file {row['__file']}: {what}{more}; fix the file "
+                              "(bad lines are refused, never skipped silently; Spark does not report line numbers: "
+                              "engine.kind: duckdb does)")
+        return self._typed_csv(raw, header)
+
+    def _typed_csv(self, raw: Any, header: list[str]) -> Any:
+        """Each text column cast to the first type every non-null value of it converts to."""
+        from pyspark.sql import functions as F  # noqa: N812
+
+        checks = {
+            "BIGINT": lambda c: c.rlike(r"^[+-]?[0-9]+$") & c.try_cast("bigint").isNotNull(),
+            "DOUBLE": lambda c: c.rlike(r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$"),
+            "BOOLEAN": lambda c: F.lower(c).isin("true", "false"),
+            "DATE": lambda c: c.rlike(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$") & c.try_cast("date").isNotNull(),
+            "TIMESTAMP": lambda c: (c.rlike(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?$")
+                                    & c.try_cast("timestamp_ntz").isNotNull()),
+        }
+        aggs = []
+        for i, h in enumerate(header):
+            col = F.col(f"`{h}`")
+            aggs.append(F.count(col).alias(f"n{i}"))
+            aggs += [F.count(F.when(check(col), 1)).alias(f"{t}{i}") for t, check in checks.items()]
+        counts = raw.agg(*aggs).collect()[0]  # per column: how many values fit each type (counts only)
+        spark_type = {"BIGINT": "bigint", "DOUBLE": "double", "BOOLEAN": "boolean", "DATE": "date",
+                      "TIMESTAMP": "timestamp_ntz"}
+        cols = []
+        for i, h in enumerate(header):
+            fits = [t for t in checks if counts[f"n{i}"] > 0 and counts[f"{t}{i}"] == counts[f"n{i}"]]
+            col = F.col(f"`{h}`")
+            cols.append(col.cast(spark_type[fits[0]]).alias(h) if fits else col.alias(h))
+        return raw.select(*cols)
 
     def check_columns(self, cfg: Any, source: Any) -> None:
         from ..duckdb.sources import check_columns

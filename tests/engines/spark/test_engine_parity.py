@@ -262,3 +262,59 @@ def test_public_partitions_on_spark_publish_every_listed_cell(spark: Any, tmp_pa
         listed = {row["country"] for row in csv.DictReader(fh)}
     assert set(rel.table["country"]) == listed and len(rel.table) == len(listed)
     assert rel.manifest["gate"]["passed"] and rel.manifest["budget"]["epsilon_spent"] == pytest.approx(1.0)
+
+
+def test_a_csv_source_on_spark_gives_duckdbs_release(spark: Any, tmp_path: Path) -> None:
+    """The same events as two CSV files: the Spark release is byte-identical to DuckDB's (the same
+    column types read, the same values)."""
+    from pipeline import load_config, run_report
+    from tests.conftest import write_config
+
+    src = _source(tmp_path / "events.parquet")
+    (tmp_path / "csv").mkdir()
+    con = duckdb.connect()
+    for part in (0, 1):
+        con.execute(f"COPY (SELECT * FROM '{src}' WHERE user_id % 2 = {part}) TO "
+                    f"'{tmp_path / 'csv' / f'part{part}.csv'}' (HEADER, DELIMITER ',')")
+    out = {}
+    for kind in ("duckdb", "spark"):
+        (tmp_path / kind).mkdir()
+        cfg = load_config(write_config(
+            tmp_path / kind, "report.yaml", report="r", source={"path": "../csv/*.csv"}, identifiers=["user_id"],
+            filter=None, dimensions=["city", {"column": "event_time", "grain": "month", "as": "month"}],
+            metrics=[{"name": "events", "agg": "count"},
+                     {"name": "value", "agg": "sum", "column": "order_value", "bounds": [0, 400]}],
+            min_units=10, difference_check=False, engine={"kind": kind}, output={"dir": "out"}, history=None))
+        out[kind] = run_report(cfg, "c1", summary_html=False)
+    assert out["spark"].manifest["report_file"]["sha256"] == out["duckdb"].manifest["report_file"]["sha256"]
+    assert out["spark"].manifest["source"]["fingerprint"] == out["duckdb"].manifest["source"]["fingerprint"]
+    assert len(out["spark"].table) > 0
+
+
+@pytest.mark.parametrize("case", ["ragged", "drift", "utf8"])
+def test_bad_csv_on_spark_is_refused_with_the_file(spark: Any, tmp_path: Path, case: str) -> None:
+    """Fail closed on Spark as on DuckDB: a ragged line, a second file with another header, or bytes
+    that are not UTF-8 refuse the run, naming the file; nothing is published."""
+    from pipeline import load_config, run_report
+    from pipeline.errors import SourceError
+    from tests.conftest import write_config
+
+    (tmp_path / "csv").mkdir()
+    good = "user_id,city\n" + "".join(f"{i},c{i % 3}\n" for i in range(60))
+    (tmp_path / "csv" / "a.csv").write_text(good)
+    bad = {"ragged": good + "61,c1,extra\n", "drift": good.replace("user_id,city", "city,user_id", 1),
+           "utf8": None}[case]
+    path = tmp_path / "csv" / "b.csv"
+    if bad is None:
+        path.write_bytes(good.encode() + b"62,caf\xe9\n")
+    else:
+        path.write_text(bad)
+    cfg = load_config(write_config(
+        tmp_path, "report.yaml", report="r", source={"path": "csv/*.csv"}, identifiers=["user_id"], filter=None,
+        dimensions=["city"], metrics=[{"name": "n", "agg": "count"}], min_units=5, difference_check=False,
+        engine={"kind": "spark"}, output={"dir": "out"}, history=None))
+    want = {"ragged": "more or fewer fields", "drift": "different header", "utf8": "not valid UTF-8"}[case]
+    with pytest.raises(SourceError, match=want) as err:
+        run_report(cfg, "b1", summary_html=False)
+    assert "b.csv" in str(err.value)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("report.parquet"))
