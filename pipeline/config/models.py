@@ -530,9 +530,6 @@ class ReportConfig(_Model):
         if self.privacy is not None and self.dominance is not None:
             raise KeyProblem(("dominance",), "dominance is a threshold-mode rule; DP mode bounds contributions instead")
         if self.engine is not None and self.engine.kind == "spark":
-            if self.exclude_units:
-                raise KeyProblem(("exclude_units",), "the Spark engine does not apply exclude_units yet "
-                                 "(issue 17); use engine.kind: duckdb")
             if self.difference_check and self.privacy is None:
                 raise KeyProblem(("engine", "kind"), "the Spark engine does not run the difference check "
                                  "across releases yet (issue 17); set difference_check: false (recorded in "

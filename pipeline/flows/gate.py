@@ -129,7 +129,7 @@ def run_gate(
         if cfg.exclude_units and has_source and want("exclusions"):
             from ..engines.duckdb.exclusions import remaining_sql
 
-            left = gcon.execute(remaining_sql(cfg, source.schema)).fetchall()[0][0]
+            left = gcon.execute(remaining_sql(cfg, source.schema, gcon)).fetchall()[0][0]
             result["checks"]["exclusions"] = {"ok": left == 0, "lists": len(cfg.exclude_units)}
             if left:
                 failures.append("rows of people on an exclude_units list reached the aggregation")

@@ -109,6 +109,15 @@ class DuckDBEngine:
 
         check_columns(cfg, source.schema, self, source)
 
+    def file_view(self, name: str, path: str) -> None:
+        """View ``name`` over a Parquet file, or a CSV file (header, every column text), read in the engine."""
+        from .sql import literal
+
+        csv = path.lower().endswith((".csv", ".txt", ".tsv"))
+        reader = (f"read_csv({literal(path)}, all_varchar = true, header = true)" if csv
+                  else f"read_parquet({literal(path)})")
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {reader}")
+
     def register(self, name: str, table: Any) -> None:
         """Make an Arrow table queryable as ``name`` (zero-copy)."""
         self.con.register(name, table)

@@ -14,24 +14,19 @@ Guarantees:
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
 from ...config import ReportConfig
 from ...errors import ConfigError, SourceError, first_line
-from .sql import ident, literal
-
-
-def _reader(path: Path) -> str:
-    if path.suffix.lower() in (".csv", ".txt", ".tsv"):
-        return f"read_csv({literal(str(path))}, all_varchar = true, header = true)"
-    return f"read_parquet({literal(str(path))})"
+from .sql import ident
 
 
 def _lists(cfg: ReportConfig) -> list[tuple[Path, str]]:
     out = []
     for i, entry in enumerate(cfg.exclude_units):
-        path = cfg.resolve(entry.path)
+        path = Path(os.path.normpath(cfg.resolve(entry.path)))  # "a/../b" → "b": one name per list
         if not path.is_file():
             raise ConfigError(f"{cfg.where('exclude_units', i, 'path')}: file not found ({path}); "
                               "the list of people to exclude must exist (an empty file with a header is fine)")
@@ -42,29 +37,29 @@ def _lists(cfg: ReportConfig) -> list[tuple[Path, str]]:
 def apply_exclusions(cfg: ReportConfig, con: Any, schema: dict[str, str]) -> list[dict[str, Any]]:
     """Filter ``__src`` (module docstring); returns per list its path, column, sha256 and how many
     values it lists (facts about the list, not about the data)."""
-    import duckdb
-
     if not cfg.exclude_units:
         return []
     unit_type = schema[cfg.privacy_unit]
     unit = ident(cfg.privacy_unit)
     selects, entries = [], []
     for i, (path, column) in enumerate(_lists(cfg)):
-        try:
-            cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {_reader(path)}").fetchall()]
-        except duckdb.Error as exc:
+        view = f"__excl_list{i}"
+        try:  # the list is read by the engine (it names people), never into Python
+            con.file_view(view, str(path))
+            cols = [c[0] for c in con.execute(f"SELECT * FROM {view} LIMIT 0").description]
+        except con.Error as exc:
             raise SourceError(f"{cfg.where('exclude_units', i, 'path')}: cannot read {path}: {first_line(exc)}") from None
         if column not in cols:
             raise ConfigError(f"{cfg.where('exclude_units', i, 'column')}: column {column!r} is not in {path} "
                               f"(columns: {', '.join(cols)})")
         value = f"trim(CAST({ident(column)} AS VARCHAR))"
         bad = con.execute(
-            f"SELECT {value} FROM {_reader(path)} WHERE {ident(column)} IS NOT NULL AND {value} <> '' "
+            f"SELECT {value} FROM {view} WHERE {ident(column)} IS NOT NULL AND {value} <> '' "
             f"AND TRY_CAST({value} AS {unit_type}) IS NULL LIMIT 1").fetchall()
         if bad:
             raise SourceError(f"{cfg.where('exclude_units', i, 'column')}: {path} lists {bad[0][0]!r}, which is not "
                               f"a {unit_type} privacy unit; fix the list (one {cfg.privacy_unit} value per row)")
-        selects.append(f"SELECT TRY_CAST({value} AS {unit_type}) AS u FROM {_reader(path)} "
+        selects.append(f"SELECT TRY_CAST({value} AS {unit_type}) AS u FROM {view} "
                        f"WHERE {ident(column)} IS NOT NULL AND {value} <> ''")
         n = con.execute(f"SELECT count(*) FROM ({selects[-1]})").fetchall()[0][0]
         entries.append({"path": str(path), "column": column, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
@@ -75,12 +70,15 @@ def apply_exclusions(cfg: ReportConfig, con: Any, schema: dict[str, str]) -> lis
     return entries
 
 
-def remaining_sql(cfg: ReportConfig, schema: dict[str, str]) -> str:
-    """The gate's check: rows of ``__src`` whose unit is on an exclusion list (re-read here)."""
+def remaining_sql(cfg: ReportConfig, schema: dict[str, str], con: Any) -> str:
+    """The gate's check: rows of ``__src`` whose unit is on an exclusion list (the lists re-read
+    here, into views of the gate's own, by the engine)."""
     unit_type = schema[cfg.privacy_unit]
     parts = []
-    for path, column in _lists(cfg):
+    for i, (path, column) in enumerate(_lists(cfg)):
+        view = f"__gate_excl{i}"
+        con.file_view(view, str(path))
         v = f"trim(CAST({ident(column)} AS VARCHAR))"
-        parts.append(f"SELECT TRY_CAST({v} AS {unit_type}) AS u FROM {_reader(path)} WHERE {ident(column)} IS NOT NULL")
+        parts.append(f"SELECT TRY_CAST({v} AS {unit_type}) AS u FROM {view} WHERE {ident(column)} IS NOT NULL")
     return (f"SELECT count(*) FROM __src s JOIN ({' UNION '.join(parts)}) x "
             f"ON s.{ident(cfg.privacy_unit)} = x.u")

@@ -43,7 +43,7 @@ def open_source(con: duckdb.DuckDBPyConnection, cfg: ReportConfig) -> Source:
     """Create the ``__src`` view over the configured source and return its description."""
     import duckdb
 
-    con = con.con  # the engine's DuckDB connection: this reader uses its relational API
+    engine, con = con, con.con  # the engine's DuckDB connection: this reader uses its relational API
 
     fmt = detect_format(cfg)
     files = resolve_files(cfg)
@@ -94,7 +94,7 @@ def open_source(con: duckdb.DuckDBPyConnection, cfg: ReportConfig) -> Source:
             from .exclusions import apply_exclusions
 
             rel.create_view("__src_all", replace=True)  # the unfiltered rows; __src becomes the filtered view
-            exclusions = apply_exclusions(cfg, con, schema)  # before anything else reads the source
+            exclusions = apply_exclusions(cfg, engine, schema)  # before anything else reads the source
         if not con.execute(f"SELECT 1 FROM {SOURCE_VIEW} LIMIT 1").fetchall():
             raise SourceError(
                 f"source {cfg.source.path!r} holds no rows ({len(names)} file(s), e.g. {names[0]}); "

@@ -292,6 +292,13 @@ class SparkEngine:
             df = self.spark.read.parquet(*[str(f) for f in files])
         df.createOrReplaceTempView("__src")
         schema = {field.name: duckdb_type(field.dataType) for field in df.schema.fields}
+        exclusions: list[dict[str, Any]] = []
+        if cfg.exclude_units and cfg.privacy_unit in schema:
+            from ..duckdb.exclusions import apply_exclusions
+
+            df.createOrReplaceTempView("__src_all")  # the unfiltered rows; __src becomes the filtered view
+            exclusions = apply_exclusions(cfg, self, schema)  # before anything else reads the source
+            df = self.spark.table("__src")
         if not df.take(1):
             raise SourceError(f"source {cfg.source.path!r} holds no rows ({len(files)} file(s)); "
                               "an empty export is refused rather than published as an empty report: check the export")
@@ -299,7 +306,7 @@ class SparkEngine:
         for f in sorted(stats, key=lambda f: os.path.realpath(f.path)):
             fp.update(f"{os.path.realpath(f.path)}\x00{f.size_bytes}\x00{f.mtime_ns}\x00{f.rows}\n".encode())
         return Source(format=fmt, files=stats, schema=schema, table=None, source_id=default_source_id(cfg),
-                      fingerprint=fp.hexdigest())
+                      fingerprint=fp.hexdigest(), extra={"exclusions": exclusions} if exclusions else {})
 
     def _read_csv(self, cfg: Any, names: list[str]) -> Any:
         """The CSV files as a DataFrame with the strictness of the DuckDB reader, checked inside Spark
@@ -407,6 +414,14 @@ class SparkEngine:
 
     def interrupt(self) -> None:
         self.spark.sparkContext.cancelAllJobs()
+
+    def file_view(self, name: str, path: str) -> None:
+        """View ``name`` over a Parquet file, or a CSV file (header, every column text), read by Spark."""
+        if path.lower().endswith((".csv", ".txt", ".tsv")):
+            df = self.spark.read.options(header="true", escape='"', multiLine="true").csv(path)
+        else:
+            df = self.spark.read.parquet(path)
+        df.createOrReplaceTempView(name)
 
     def register(self, name: str, table: Any) -> None:
         """An Arrow table (aggregates only) as view ``name``."""
