@@ -182,7 +182,8 @@ def test_output_flag_inside_a_folder_source_is_refused(root: Path) -> None:
     assert not (root / "data" / "out").exists()
 
 
-@pytest.mark.parametrize("pattern", ["data/**/*.parquet", "data/*/*/*/*.parquet", "data/**", "data/*/*/*/*.json"])
+@pytest.mark.parametrize("pattern", ["data/**/*.parquet", "data/*/*/*/*.parquet", "data/**", "data/*/*/*/*.json",
+                                     "data/**/*.csv"])  # a CSV export (output.formats) read back as a CSV source
 def test_output_a_source_glob_could_read_back_is_refused(root: Path, pattern: str) -> None:
     good_source(root)
     cfg = simple_config(root, source={"path": pattern}, output={"dir": "data/reports"})

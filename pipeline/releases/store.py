@@ -321,7 +321,8 @@ def catalogue(output_dir: str | Path) -> list[dict[str, Any]]:
 
 
 # Files a release writes under the output folder: <output>/<report>/<run id or staging>/<name>
-RELEASE_FILE_NAMES = ("report.parquet", "manifest.json", "summary.html", "manifest.json.tmp", "summary.html.tmp")
+RELEASE_FILE_NAMES = ("report.parquet", "report.csv", "manifest.json", "summary.html", "manifest.json.tmp",
+                      "summary.html.tmp", "report.csv.tmp")  # every file a release can write (csv: output.formats)
 
 
 def output_read_back(cfg: ReportConfig, out: Path) -> str | None:
@@ -329,7 +330,7 @@ def output_read_back(cfg: ReportConfig, out: Path) -> str | None:
 
     - a folder source reads every file beneath it: the output must not be inside it;
     - a glob source: refused when the pattern can match a file a release writes
-      (``<out>/<report>/<any run id>/report.parquet``, ``manifest.json``, ``summary.html``; the run
+      (``<out>/<report>/<any run id>/report.parquet``, ``report.csv``, ``manifest.json``, ``summary.html``; the run
       id is treated as matching any pattern part, so the answer holds for every run id);
     - a single file (or a DuckDB database file) reads only itself: any output folder is fine.
     Paths are compared resolved (symlinks followed): a link cannot put a release where the

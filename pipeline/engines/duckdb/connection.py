@@ -48,7 +48,11 @@ def connect(
     # Python holds (:func:`pipeline.tables.take_rows`), and published order is set in Python
     # (:func:`pipeline.tables.sort_table`).
     config["preserve_insertion_order"] = "false"
-    return DuckDBEngine(duckdb.connect(":memory:", config=config))
+    con = duckdb.connect(":memory:", config=config)
+    # time truncation (day, week, month of a TIMESTAMP WITH TIME ZONE) in UTC, whatever the
+    # machine's zone (DuckDB's default): the same release on every machine, and as on Spark
+    con.execute("SET TimeZone = 'UTC'")
+    return DuckDBEngine(con)
 
 
 class DuckDBResult:

@@ -346,3 +346,18 @@ def test_normal_forms_in_sql_match_the_rule(value: str) -> None:
         return {f for f in fs if not f.startswith("n:")}, {float(f[2:]) for f in fs if f.startswith("n:")}
 
     assert split(forms) == split(normal_forms(value))
+
+
+def test_time_grains_are_utc_whatever_the_machines_zone() -> None:
+    """A TIMESTAMP WITH TIME ZONE at 20:00 UTC is that day's event on a machine in India too (DuckDB
+    would otherwise truncate in the machine's zone and move it to the next day)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from pipeline.engines.duckdb.connection import connect; "
+            "print(connect().execute(\"SELECT CAST(date_trunc('day', TIMESTAMPTZ '2026-01-01 20:00:00+00') AS DATE)\")"
+            ".fetchone()[0])")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TZ": "Asia/Kolkata"},
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "2026-01-01"
