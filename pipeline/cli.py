@@ -340,7 +340,16 @@ def check(release_dir: str, config: str | None, as_json: bool) -> None:
             click.echo(details)  # the per-check account on stdout; the one-line reason on stderr
         raise
     if as_json:
-        click.echo(json.dumps({"status": "passed", "exit_code": 0, "release": release_dir}))
+        from .releases.store import open_release
+
+        summary = release_summary(open_release(release_dir))
+        checks: dict[str, str] = {}
+        for line in verdict.splitlines():  # "  ok      name   why": the verdicts the check just re-ran
+            parts = line.split()
+            if line.startswith("  ") and len(parts) >= 2 and parts[0] in ("ok", "skipped"):
+                checks.setdefault(parts[1], parts[0])
+        summary.update(status="passed", release=release_dir, gate={"passed": True, "checks": checks})
+        click.echo(json.dumps(summary))
         return
     click.echo(verdict)
 
@@ -364,7 +373,10 @@ def plan(
     cfg = load_config(config)
     result = plan_report(cfg, min_units=list(min_units) or None, epsilons=list(epsilons) or None,
                          selection_shares=list(shares) or None)
-    click.echo(json.dumps(result, indent=2, default=str) if as_json else format_plan(result))
+    if as_json:
+        click.echo(json.dumps({"status": "planned", "exit_code": 0, **result}, indent=2, default=str))
+        return
+    click.echo(format_plan(result))
 
 
 @main.command("run-all")
@@ -406,7 +418,7 @@ def run_all_cmd(project: str, names: tuple[str, ...], run_id: str | None, as_of:
 @click.option("--json", "as_json", is_flag=True, help="One JSON list on stdout.")
 @handle_errors
 def releases(output_dir: str, as_json: bool) -> None:
-    """List every release under OUTPUT_DIR: report, run id, mode, cells published, gate, ε, sha256."""
+    """List every release under OUTPUT_DIR: report, run id, mode, window, cells published, gate, ε, sha256."""
     from .errors import ReleaseError
     from .releases.store import catalogue
 
@@ -426,7 +438,8 @@ def releases(output_dir: str, as_json: bool) -> None:
         eps = f" ε {r['epsilon_spent']:.4g}" if r.get("epsilon_spent") is not None else ""
         state = "" if r["intact"] else "  MODIFIED (sha256 differs from the manifest)"
         gate = "passed" if r["gate_passed"] else "FAILED"
-        click.echo(f"{r['report']}/{r['run_id']}  [{r['mode']}] {r['cells_published']} cells  gate {gate}{eps}  "
+        window = f" window {r['window']['start']}..{r['window']['end']}" if r.get("window") else ""
+        click.echo(f"{r['report']}/{r['run_id']}  [{r['mode']}]{window} {r['cells_published']} cells  gate {gate}{eps}  "
                    f"sha256 {str(r['sha256'])[:12]}  {r['created_utc']}{state}")
 
 

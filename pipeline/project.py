@@ -159,6 +159,10 @@ def run_all(project: Project, names: list[str] | None = None, *, run_id: str | N
                                cells_published=(rel.manifest.get("cells") or {}).get("cells_published")))
         except PipelineError as exc:
             out.append(Outcome(cfg.report, "failed", exc.exit_code, kind=exc.kind, message=exc.message))
+        except Exception as exc:  # noqa: BLE001 - a bug in one report must not hide the others' outcomes
+            # nothing of it was published (releases are atomic); the summary still names it, exit 1
+            out.append(Outcome(cfg.report, "failed", 1, kind="internal error",
+                               message=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
     return out
 
 

@@ -42,7 +42,16 @@ def test_validate_and_check_json(project: Path) -> None:
     assert out["status"] == "valid" and out["mode"] == "threshold" and out["report"] == "t_report"
     assert run_cli("run", cfg, "--run-id", "r1").exit_code == 0
     [rel] = release_dirs(project)
-    assert json.loads(run_cli("check", rel, "--json").stdout) == {"status": "passed", "exit_code": 0, "release": str(rel)}
+    checked = json.loads(run_cli("check", rel, "--json").stdout)
+    ran = json.loads(run_cli("run", cfg, "--run-id", "r1", "--json").stdout)  # the rerun: the same facts
+    assert checked["status"] == "passed" and checked["exit_code"] == 0 and checked["release"] == str(rel)
+    assert {k: checked[k] for k in ("report", "run_id", "mode", "cells_published", "report_sha256")} == {
+        k: ran[k] for k in ("report", "run_id", "mode", "cells_published", "report_sha256")}
+    # the verdicts the check re-ran, by name (integrity first, then the gate's checks)
+    assert checked["gate"]["passed"] and checked["gate"]["checks"]["integrity"] == "ok"
+    assert checked["gate"]["checks"]["min_units"] == "ok" and "patterns" in checked["gate"]["checks"]
+    planned = json.loads(run_cli("plan", cfg, "--min-units", "5", "--json").stdout)
+    assert planned["status"] == "planned" and planned["exit_code"] == 0
     (rel / "report.parquet").write_bytes(b"not parquet")
     res = run_cli("check", rel, "--json")
     assert res.exit_code != 0 and json.loads(res.stdout)["status"] == "failed"

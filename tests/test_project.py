@@ -61,3 +61,25 @@ def test_run_all_json_logs_name_each_report(project: Path) -> None:
     events = [json.loads(line) for line in res.stderr.splitlines()]
     assert {e["report"] for e in events} == {"by_city", "by_category"}
     assert all(e["event"] == "stage" for e in events) and "2 of 2 report(s)" in res.stdout
+
+
+def test_an_internal_error_in_one_report_is_an_outcome_not_a_crash(project: Path, monkeypatch) -> None:
+    """Through the API: a bug raising in one report (fault injected into its run) leaves that report
+    unpublished and named in the outcomes with exit 1; the next report still runs and publishes."""
+    import pipeline.flows.run as flows_run
+    from pipeline.project import load_project, run_all, worst
+
+    real = flows_run.run_report
+
+    def faulty(cfg, run_id, **kw):  # noqa: ANN001, ANN003, ANN202 - the real signature
+        if cfg.report == "by_city":
+            raise RuntimeError("injected fault")
+        return real(cfg, run_id, **kw)
+
+    monkeypatch.setattr(flows_run, "run_report", faulty)
+    outcomes = run_all(load_project(_project(project)), run_id="r1")
+    assert [(o.report, o.status, o.exit_code) for o in outcomes] == [
+        ("by_city", "failed", 1), ("by_category", "published", 0)]
+    assert outcomes[0].kind == "internal error" and "injected fault" in outcomes[0].message
+    assert worst(outcomes) == 1
+    assert {p.parent.name for p in release_dirs(project / "reports")} == {"by_category"}

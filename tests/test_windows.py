@@ -43,6 +43,10 @@ def test_a_daily_window_publishes_the_last_complete_day(tmp_path: Path) -> None:
                                             "start": "2026-11-23", "end": "2026-11-24"}
     again = json.loads(run_cli("run", cfg, "--as-of", "2026-11-24", "--json").stdout)
     assert again["status"] == "unchanged"
+    # the catalogue names the window a release covers
+    [row] = json.loads(run_cli("releases", tmp_path / "reports", "--json").stdout)
+    assert row["window"] == {"period": "day", "start": "2026-11-23", "end": "2026-11-24"}
+    assert "window 2026-11-23..2026-11-24" in run_cli("releases", tmp_path / "reports").stdout
 
 
 def test_weekly_and_monthly_names_and_errors(tmp_path: Path) -> None:

@@ -310,6 +310,8 @@ def catalogue(output_dir: str | Path) -> list[dict[str, Any]]:
         budget = m.get("budget") or {}
         rows.append({
             "report": m.get("report"), "run_id": m.get("run_id"), "mode": m.get("mode"),
+            "window": {k: w[k] for k in ("period", "start", "end") if k in w} if (
+                w := (m.get("config") or {}).get("window") or {}) else None,
             "created_utc": m.get("created_utc"), "cells_published": (m.get("cells") or {}).get("cells_published"),
             "gate_passed": (m.get("gate") or {}).get("passed"), "epsilon_spent": budget.get("epsilon_spent"),
             "sha256": recorded, "intact": actual is not None and actual == recorded, "release": str(folder),
