@@ -40,7 +40,10 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .config import ReportConfig
+    from .flows.whatif import Plan
     from .releases.store import Release
 
 
@@ -51,11 +54,25 @@ def load_config(path: Any) -> ReportConfig:
     return _load(path)
 
 
-def run_report(cfg: ReportConfig, run_id: str, **kwargs: Any) -> Release:
-    """Run a report and publish it atomically; same guarantees and ledger as ``anonymize run``."""
+def run_report(
+    cfg: ReportConfig,
+    run_id: str,
+    *,
+    output_dir: str | Path | None = None,
+    verbose: bool = False,
+    threads: int | None = None,
+    memory_limit: str | None = None,
+    temp_directory: str | None = None,
+    summary_html: bool = True,
+    as_of: Any = None,
+    log_format: str = "text",
+) -> Release:
+    """Run a report and publish it atomically; same guarantees and ledger as ``anonymize run``.
+    ``as_of`` (a date) resolves the config's ``window``; the other options are ``run``'s flags."""
     from .flows.run import run_report as _run
 
-    return _run(cfg, run_id, **kwargs)
+    return _run(cfg, run_id, output_dir=output_dir, verbose=verbose, threads=threads, memory_limit=memory_limit,
+                temp_directory=temp_directory, summary_html=summary_html, as_of=as_of, log_format=log_format)
 
 
 def open_release(path: Any) -> Release:
@@ -65,8 +82,14 @@ def open_release(path: Any) -> Release:
     return _open(path)
 
 
-def plan_report(cfg: ReportConfig, **kwargs: Any) -> Any:
+def plan_report(
+    cfg: ReportConfig,
+    *,
+    min_units: list[int] | None = None,
+    epsilons: list[float] | None = None,
+    selection_shares: list[float] | None = None,
+) -> Plan:
     """What-if planning (internal only, never a release, never spends budget)."""
     from .flows.whatif import plan_report as _plan
 
-    return _plan(cfg, **kwargs)
+    return _plan(cfg, min_units=min_units, epsilons=epsilons, selection_shares=selection_shares)

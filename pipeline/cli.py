@@ -109,43 +109,12 @@ def _engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-@main.command()
-@click.argument("config", type=click.Path())
-@click.option("--no-source", is_flag=True, help="Check the config alone, without opening the source schema.")
-@click.option("--output", "output", type=click.Path(file_okay=False), help="Output folder a run would use (overrides output.dir).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (also on failure).")
-@handle_errors
-def validate(config: str, no_source: bool, output: str | None, as_json: bool) -> None:
-    """Validate CONFIG and the source: every check `run` makes before it reads data.
-
-    Config keys, source columns and types (CSV files are checked line by line inside DuckDB), the
-    output location, and in DP mode the budget split and the ledger (verified, and with budget
-    left for one more release). Exit codes as for `run`.
-    """
-    from .config import load_config
+def _validate_one(cfg: Any, output: str | None, no_source: bool) -> tuple[str, str]:
+    """Every check ``run`` makes before it reads data, for one report: the output location, the
+    source's columns and types, and in DP mode the budget split and the ledger. Returns the source
+    id and the budget line ("" in threshold mode)."""
     from .flows.run import preflight
 
-    if Path(config).is_dir() or Path(config).name == "anonymize.yaml":
-        from .project import load_project
-
-        proj = load_project(config)
-        for cfg in proj.reports:
-            preflight(cfg, output_dir=output)
-            if not no_source:
-                from .engines import connect
-
-                con = connect(cfg)
-                try:
-                    con.check_columns(cfg, con.open_source(cfg))
-                finally:
-                    con.close()
-        names = [c.report for c in proj.reports]
-        if as_json:
-            click.echo(json.dumps({"status": "valid", "exit_code": 0, "project": str(proj.path), "reports": names}))
-        else:
-            click.echo(f"ok: {proj.path} holds {len(names)} valid report(s): {', '.join(names)}")
-        return
-    cfg = load_config(config)
     preflight(cfg, output_dir=output)
     if not no_source:
         from .engines import connect
@@ -166,6 +135,38 @@ def validate(config: str, no_source: bool, output: str | None, as_json: bool) ->
         from .flows.dp import budget_preflight
 
         extra = "; " + budget_preflight(cfg, source_id)
+    return source_id, extra
+
+
+@main.command()
+@click.argument("config", type=click.Path())
+@click.option("--no-source", is_flag=True, help="Check the config alone, without opening the source schema.")
+@click.option("--output", "output", type=click.Path(file_okay=False), help="Output folder a run would use (overrides output.dir).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (also on failure).")
+@handle_errors
+def validate(config: str, no_source: bool, output: str | None, as_json: bool) -> None:
+    """Validate CONFIG and the source: every check `run` makes before it reads data.
+
+    Config keys, source columns and types (CSV files are checked line by line inside DuckDB), the
+    output location, and in DP mode the budget split and the ledger (verified, and with budget
+    left for one more release). Exit codes as for `run`.
+    """
+    from .config import load_config
+
+    if Path(config).is_dir() or Path(config).name == "anonymize.yaml":
+        from .project import load_project
+
+        proj = load_project(config)
+        for cfg in proj.reports:  # each report gets every check a single config gets
+            _validate_one(cfg, output, no_source)
+        names = [c.report for c in proj.reports]
+        if as_json:
+            click.echo(json.dumps({"status": "valid", "exit_code": 0, "project": str(proj.path), "reports": names}))
+        else:
+            click.echo(f"ok: {proj.path} holds {len(names)} valid report(s): {', '.join(names)}")
+        return
+    cfg = load_config(config)
+    source_id, extra = _validate_one(cfg, output, no_source)
     if as_json:
         click.echo(json.dumps({"status": "valid", "exit_code": 0, "config": config, "report": cfg.report,
                                "mode": cfg.mode, "source_id": source_id, "budget": extra[2:] or None}))

@@ -83,3 +83,16 @@ def test_an_internal_error_in_one_report_is_an_outcome_not_a_crash(project: Path
     assert outcomes[0].kind == "internal error" and "injected fault" in outcomes[0].message
     assert worst(outcomes) == 1
     assert {p.parent.name for p in release_dirs(project / "reports")} == {"by_category"}
+
+
+def test_validate_of_a_project_checks_each_dp_reports_budget(project: Path) -> None:
+    """``validate PROJECT`` makes every check ``validate CONFIG`` makes: a DP report whose ledger has
+    no budget left for another release is refused (exit 3) before any run."""
+    dp = {"report": "dp_city", "dimensions": ["city"], "min_units": 10, "metrics": [{"name": "n", "agg": "count"}],
+          "privacy": {"epsilon": 1.0, "delta": 1e-6, "max_groups_per_unit": 1, "max_rows_per_group": 5},
+          "budget": {"ledger": "state/ledger.duckdb", "epsilon_limit": 1.0, "delta_limit": 1e-5}}
+    _project(project, extra=[dp])
+    assert run_cli("validate", project).exit_code == 0
+    assert run_cli("run-all", project, "--run-id", "r1", "--select", "dp_city").exit_code == 0  # spends all of ε
+    res = run_cli("validate", project)
+    assert res.exit_code == 3 and "budget" in res.stderr.lower()

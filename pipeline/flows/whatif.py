@@ -25,7 +25,7 @@ INTERNAL ONLY. Guarantees:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
@@ -51,13 +51,31 @@ LIKELY = 0.5  # a cell is "likely published" when its publication probability is
 # ----- the plan ----------------------------------------------------------------------------------
 
 
+class Plan(TypedDict, total=False):
+    """What :func:`plan_report` returns (JSON-serialisable; ``internal_only`` is always True)."""
+
+    internal_only: bool
+    notice: str
+    report: str
+    mode: str
+    source: dict[str, Any]
+    configured: dict[str, Any]
+    rows: dict[str, Any]
+    candidates: list[dict[str, Any]]
+    notes: list[str]
+    bounding: dict[str, Any]  # DP mode
+    noise: str  # DP mode
+    delta: float  # DP mode
+    reference_cells: int  # DP mode
+
+
 def plan_report(
     cfg: ReportConfig,
     *,
     min_units: list[int] | None = None,
     epsilons: list[float] | None = None,
     selection_shares: list[float] | None = None,
-) -> dict[str, Any]:
+) -> Plan:
     """What-if table for candidate ``min_units`` (threshold and DP mode), ``epsilons`` and
     ``selection_shares`` (DP mode with private partition selection; every combination is a candidate).
 
@@ -87,7 +105,7 @@ def plan_report(
         raise SourceError(f"source {cfg.source.path!r}: {first_line(exc)}") from None
     finally:
         con.close()
-    return {
+    return {  # type: ignore[return-value]  # the body's keys are Plan's
         "internal_only": True,
         "notice": NOTICE,
         "report": cfg.report,
