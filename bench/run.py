@@ -158,19 +158,21 @@ def machine() -> dict[str, Any]:
 # ----- data and configs ------------------------------------------------------------------------
 
 
-def ensure_data(n: int, data_dir: Path, log: Path, *, regenerate: bool) -> tuple[Path, float | None]:
+def ensure_data(n: int, data_dir: Path, log: Path, *, regenerate: bool, shape: str = "default") -> tuple[Path, float | None]:
     """Generate ``n`` events (users = n / 10) unless an identical set exists. Returns (path, seconds)."""
-    label = size_label(n)
+    label = size_label(n) + ("" if shape == "default" else f"_{shape}")
     partitions = max(1, n // 10_000_000) if n >= 100_000_000 else 1
     path = data_dir / (f"events_{label}" if partitions > 1 else f"events_{label}.parquet")
     stamp = data_dir / f"events_{label}.json"
     want = {"rows": n, "users": max(1, n // 10), "seed": SEED, "partitions": partitions}
+    if shape != "default":
+        want["shape"] = shape
     if not regenerate and path.exists() and stamp.exists() and json.loads(stamp.read_text()) == want:
         return path, None
     data_dir.mkdir(parents=True, exist_ok=True)
     cmd = anonymize_cmd() + [
         "generate-events", "--rows", str(n), "--users", str(want["users"]), "--seed", str(SEED),
-        "--out", str(path), "--partitions", str(partitions),
+        "--out", str(path), "--partitions", str(partitions), "--shape", shape,
     ]
     print(f"generating {label} events → {path}", flush=True)
     wall, _, _, rc = run_child(cmd, log)
@@ -551,7 +553,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--temp-dir", type=Path, default=BENCH / "out" / "spill", help="spill directory")
     ap.add_argument("--data-dir", type=Path, default=BENCH / "data")
     ap.add_argument("--work-dir", type=Path, default=BENCH / "out")
-    ap.add_argument("--results", type=Path, default=BENCH / "RESULTS.md")
+    ap.add_argument("--results", type=Path, help="results file (default: bench/RESULTS.md; "
+                    "bench/RESULTS_wide.md with --shape wide)")
+    ap.add_argument("--shape", choices=("default", "wide"), default="default",
+                    help="data shape: default (~72k candidate cells at 1M events) or wide (~300 cities × 200 "
+                         "categories × 12 weeks: ~700k candidate cells at 10M); results of each shape go to their own file")
     ap.add_argument("--startup-runs", type=int, default=7, help="runs of --help and validate (0: skip)")
     ap.add_argument("--regenerate", action="store_true", help="regenerate the event sets even if present")
     ap.add_argument("--pipelinedp", choices=("auto", "setup", "off"), default="auto",
@@ -566,6 +572,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--render-only", action="store_true",
                     help="rewrite the results file from bench/out/results.json without running anything")
     args = ap.parse_args(argv)
+    if args.results is None:
+        args.results = BENCH / ("RESULTS.md" if args.shape == "default" else f"RESULTS_{args.shape}.md")
+    if args.shape != "default" and args.work_dir == BENCH / "out":
+        args.work_dir = BENCH / "out" / args.shape  # its own results.json
     if args.render_only:
         write_results(args.results, render(json.loads((args.work_dir / "results.json").read_text())))
         print(f"wrote {args.results}")
@@ -590,6 +600,7 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": cmdline.strip(),
+        "shape": args.shape,
         "machine": machine(),
         "load_start": load_avg(),
         "rows": {},
@@ -601,7 +612,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.repeat} repeats; log {log}", flush=True)
     for n in sizes:
         label = size_label(n)
-        source, gen = ensure_data(n, args.data_dir.resolve(), log, regenerate=args.regenerate)
+        source, gen = ensure_data(n, args.data_dir.resolve(), log, regenerate=args.regenerate, shape=args.shape)
         results["rows"][label] = n
         if gen is not None:
             results["generate_s"][label] = round(gen, 2)

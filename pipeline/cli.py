@@ -263,12 +263,16 @@ def _print_release(rel: Any, quiet: bool) -> None:
 @click.option("--out", type=click.Path(), required=True, help="Parquet file, or folder when --partitions > 1.")
 @click.option("--partitions", type=click.IntRange(1), default=1, show_default=True, help="Number of Parquet files.")
 @click.option("--threads", type=click.IntRange(1))
+@click.option("--shape", type=click.Choice(["default", "wide"]), default="default", show_default=True,
+              help="wide: ~300 cities × 200 categories × 12 weeks (the wide benchmark shape).")
 @handle_errors
-def generate_events_cmd(rows: int, users: int, seed: int, out: str, partitions: int, threads: int | None) -> None:
+def generate_events_cmd(rows: int, users: int, seed: int, out: str, partitions: int, threads: int | None,
+                        shape: str) -> None:
     """Write synthetic marketplace events (deterministic given --seed)."""
     from .generate import generate_events
 
-    path = generate_events(out, rows=rows, users=users, seed=seed, partitions=partitions, threads=threads)
+    path = generate_events(out, rows=rows, users=users, seed=seed, partitions=partitions, threads=threads,
+                           shape=shape)
     click.echo(f"wrote {rows:,} events for up to {users:,} users to {path}")
 
 

@@ -86,8 +86,15 @@ def _sql_list(values: list[str]) -> str:
     return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
 
 
-def events_select(rows_from: int, rows_to: int, users: int, seed: int) -> str:
-    """SELECT producing events ``rows_from`` ≤ i < ``rows_to``; pure function of (i, seed)."""
+WIDE_CITIES, WIDE_CATEGORIES, WIDE_DAYS = 300, 200, 84  # the wide shape: ~300 × 200 × 12 weeks of cells
+
+
+def events_select(rows_from: int, rows_to: int, users: int, seed: int, shape: str = "default") -> str:
+    """SELECT producing events ``rows_from`` ≤ i < ``rows_to``; pure function of (i, seed, shape).
+
+    ``shape="wide"`` (issue 19's benchmark shape): ~300 cities and 200 categories (synthetic names,
+    milder skew than the default) over 12 weeks, about 700,000 candidate city × category × week
+    cells at 10M events; the other columns as in the default shape."""
     cats = [c for c, _ in CATEGORIES]
     subcats = [s for _, subs in CATEGORIES for s in subs]
     sub_parent = [i for i, (_, subs) in enumerate(CATEGORIES) for _ in subs]
@@ -98,6 +105,17 @@ def events_select(rows_from: int, rows_to: int, users: int, seed: int) -> str:
         cum.append((name, acc))
     etype = "CASE " + " ".join(f"WHEN r_type < {c:.4f} THEN '{n}'" for n, c in cum[:-1]) + f" ELSE '{cum[-1][0]}' END"
     s = int(seed)
+    days = 182
+    city = f"({_sql_list(CITIES)})[1 + least({len(CITIES) - 1}, floor({len(CITIES)} * pow(ru_city, 3.0)))::INT]"
+    category = f"({_sql_list(cats)})[1 + ({sub_parent})[1 + sub_idx] ]"
+    if shape == "wide":
+        days = WIDE_DAYS
+        city = (f"'City ' || lpad((least({WIDE_CITIES - 1}, floor({WIDE_CITIES} * pow(ru_city, 1.5)))::INT + 1)"
+                "::VARCHAR, 3, '0')")
+        category = (f"'Category ' || lpad((least({WIDE_CATEGORIES - 1}, floor({WIDE_CATEGORIES} * pow(r_cat, 1.3)))::INT"
+                    " + 1)::VARCHAR, 3, '0')")
+    elif shape != "default":
+        raise ConfigError(f"--shape {shape!r}: use default or wide")
     return f"""
 WITH base AS (
   SELECT i,
@@ -122,15 +140,15 @@ WITH base AS (
 )
 SELECT
   i AS event_id,
-  TIMESTAMP '2026-05-04 00:00:00' + to_microseconds((r_time * 182 * 86400 * 1e6)::BIGINT) AS event_time,
+  TIMESTAMP '2026-05-04 00:00:00' + to_microseconds((r_time * {days} * 86400 * 1e6)::BIGINT) AS event_time,
   {etype} AS event_type,
   uid + 100000 AS user_id,
   'buyer' || (uid + 100000)::VARCHAR || '@' || (['gmail.com','yahoo.co.in','rediffmail.com','outlook.com','company.in'])[1 + (hu % 5)::INT] AS email,
   '+91 ' || (6 + (hu % 4))::VARCHAR || lpad(((hu >> 8) % 1000000000)::VARCHAR, 9, '0') AS phone,
   ((hu >> 16) % 223 + 1)::VARCHAR || '.' || ((hu >> 24) % 256)::VARCHAR || '.' || ((hu >> 32) % 256)::VARCHAR || '.' || ((hu >> 40) % 254 + 1)::VARCHAR AS ip_address,
   'dev-' || lpad(to_hex((hu >> 4) % 4294967296), 8, '0') AS device_id,
-  ({_sql_list(CITIES)})[1 + least({len(CITIES) - 1}, floor({len(CITIES)} * pow(ru_city, 3.0)))::INT] AS city,
-  ({_sql_list(cats)})[1 + ({sub_parent})[1 + sub_idx] ] AS category,
+  {city} AS city,
+  {category} AS category,
   ({_sql_list(subcats)})[1 + sub_idx] AS subcategory,
   CASE WHEN {etype} = 'order' THEN
     round(exp(ln(4000) + 1.1 * sqrt(-2 * ln(greatest(r_v1, 1e-12))) * cos(2 * pi() * r_v2))
@@ -148,7 +166,8 @@ FROM (
 
 
 def generate_events(
-    out: str | Path, *, rows: int, users: int, seed: int = 7, partitions: int = 1, threads: int | None = None
+    out: str | Path, *, rows: int, users: int, seed: int = 7, partitions: int = 1, threads: int | None = None,
+    shape: str = "default",
 ) -> Path:
     """Write ``rows`` synthetic events to ``out`` (one Parquet file, or a folder of ``partitions`` files)."""
     import duckdb
@@ -169,7 +188,7 @@ def generate_events(
     con = duckdb.connect(":memory:", config=config)
     try:
         if partitions == 1:
-            q = events_select(0, rows, users, seed)
+            q = events_select(0, rows, users, seed, shape)
             con.execute(f"COPY ({q}) TO '{tmp}' ({COPY_OPTIONS})")
         else:
             tmp.mkdir()
@@ -178,7 +197,7 @@ def generate_events(
                 lo, hi = p * step, min(rows, (p + 1) * step)
                 if lo >= hi:
                     break
-                q = events_select(lo, hi, users, seed)
+                q = events_select(lo, hi, users, seed, shape)
                 target = tmp / f"part-{p:05d}.parquet"
                 con.execute(f"COPY ({q}) TO '{target}' ({COPY_OPTIONS})")
         if out.exists():
