@@ -56,7 +56,7 @@ def load_config(path: Any) -> ReportConfig:
 
 def run_report(
     cfg: ReportConfig,
-    run_id: str,
+    run_id: str | None,
     *,
     output_dir: str | Path | None = None,
     verbose: bool = False,
@@ -68,7 +68,8 @@ def run_report(
     log_format: str = "text",
 ) -> Release:
     """Run a report and publish it atomically; same guarantees and ledger as ``anonymize run``.
-    ``as_of`` (a date) resolves the config's ``window``; the other options are ``run``'s flags."""
+    ``as_of`` (a date) resolves the config's ``window`` (``run_id=None`` names the run after it);
+    the other options are ``run``'s flags."""
     from .flows.run import run_report as _run
 
     return _run(cfg, run_id, output_dir=output_dir, verbose=verbose, threads=threads, memory_limit=memory_limit,

@@ -66,3 +66,35 @@ def test_weekly_and_monthly_names_and_errors(tmp_path: Path) -> None:
     res = run_cli("run", bad, "--as-of", "2026-11-25")
     assert res.exit_code == 2 and "a window needs a date or timestamp column" in res.stderr
     assert len(release_dirs(tmp_path)) == 1
+
+
+def test_monthly_and_lagged_windows_through_the_api(tmp_path: Path) -> None:
+    """``run_report(cfg, run_id, as_of=…)``: a month window names the month and holds exactly its
+    rows; ``lag: 1`` steps one more period back (here the day before yesterday)."""
+    import datetime as dt
+
+    from pipeline import load_config, run_report
+
+    (tmp_path / "data").mkdir()
+    con = duckdb.connect()
+    con.execute(f"""COPY (
+        SELECT i % 400 AS user_id, 'c' || (i % 2) AS city,
+               TIMESTAMP '2026-10-20 00:00:00' + INTERVAL (i % (30 * 24)) HOUR AS event_time
+        FROM range(30000) r(i)) TO '{tmp_path / 'data' / 'm.parquet'}' (FORMAT parquet)""")
+    base = dict(source={"path": "data/m.parquet"}, identifiers=["user_id"], filter=None, dimensions=["city"],
+                metrics=[{"name": "events", "agg": "count"}], min_units=5, history=None, budget=None)
+
+    def truth(lo: str, hi: str) -> dict:
+        return dict(con.execute(f"SELECT city, count(*) FROM '{tmp_path / 'data' / 'm.parquet'}' WHERE event_time >= "
+                                f"TIMESTAMP '{lo}' AND event_time < TIMESTAMP '{hi}' GROUP BY city").fetchall())
+
+    monthly = load_config(write_config(tmp_path, "m.yaml", report="m", window={"column": "event_time", "period": "month"},
+                                       **base))
+    rel = run_report(monthly, None, as_of=dt.date(2026, 11, 3), summary_html=False)
+    assert rel.manifest["run_id"] == "2026-10"
+    assert dict(zip(rel.table["city"], rel.table["events"], strict=True)) == truth("2026-10-01", "2026-11-01")
+    lagged = load_config(write_config(tmp_path, "l.yaml", report="l",
+                                      window={"column": "event_time", "period": "day", "lag": 1}, **base))
+    rel = run_report(lagged, None, as_of=dt.date(2026, 11, 10), summary_html=False)
+    assert rel.manifest["run_id"] == "2026-11-08"
+    assert dict(zip(rel.table["city"], rel.table["events"], strict=True)) == truth("2026-11-08", "2026-11-09")

@@ -26,7 +26,7 @@ from ..releases.store import (
 
 def run_report(
     cfg: ReportConfig,
-    run_id: str,
+    run_id: str | None,
     *,
     output_dir: str | Path | None = None,
     verbose: bool = False,
@@ -40,12 +40,19 @@ def run_report(
     """Run one report and publish it atomically. Raises a :class:`PipelineError` subclass on failure.
 
     A config with ``window:`` is filtered to its window for ``as_of`` (a date; default today, UTC)
-    unless the window is already resolved (:meth:`ReportConfig.for_window`). ``log_format="json"``
+    unless the window is already resolved (:meth:`ReportConfig.for_window`), and ``run_id=None``
+    names the run after it. ``log_format="json"``
     writes one JSON line per stage to stderr (:mod:`pipeline.progress`)."""
     from ..engines import connect
 
     if cfg.window is not None and (cfg.window.start is None or as_of is not None):
         cfg = cfg.for_window(as_of)
+    if run_id is None:  # a windowed run is named after its window, as on the command line
+        if cfg.window is None:
+            from ..errors import ConfigError
+
+            raise ConfigError("run_id: give one (e.g. the date, 2026-11-23); only a config with window: names its runs")
+        run_id = cfg.window.run_id()
     out = preflight(cfg, output_dir=output_dir, temp_directory=temp_directory)
     final = release_dir(out, cfg.report, run_id)
     stages = Stages(verbose=verbose, log_format=log_format, report=cfg.report)
