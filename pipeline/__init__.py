@@ -22,6 +22,7 @@ __all__ = [
     "run_report",
     "open_release",
     "plan_report",
+    "catalogue",
     "ConfigError",
     "SourceError",
     "PrivacyRefusal",
@@ -81,6 +82,14 @@ def open_release(path: Any) -> Release:
     from .releases.store import open_release as _open
 
     return _open(path)
+
+
+def catalogue(output_dir: Any) -> list[dict[str, Any]]:
+    """Every release under ``output_dir``: report, run id, mode, window, cells published, gate
+    verdict, ε spent, sha256 and whether the file still matches it (``anonymize releases``)."""
+    from .releases.store import catalogue as _catalogue
+
+    return _catalogue(output_dir)
 
 
 def plan_report(

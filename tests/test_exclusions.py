@@ -69,3 +69,35 @@ def test_the_gate_refuses_when_the_filter_did_not_happen(project: Path, monkeypa
     with pytest.raises(PrivacyRefusal, match="exclude_units list reached the aggregation"):
         run_report(cfg, "r1")
     assert not (project / "reports" / "t_report" / "r1").exists()
+
+
+def test_exclusions_through_the_cli_and_the_catalogue(project: Path) -> None:
+    """``anonymize run --json`` with an exclusion list: the gate's own re-check is a verdict in the
+    JSON, the people's rows are gone (counts against plain DuckDB), and ``anonymize check`` of
+    the release re-reads the list and passes; a list naming a missing file is refused (exit 2)."""
+    from pipeline import catalogue
+
+    from .conftest import run_cli
+
+    src = project / "data" / "events.parquet"
+    con = duckdb.connect()
+    listed = [r[0] for r in con.execute(
+        f"SELECT DISTINCT user_id FROM '{src}' WHERE user_id IS NOT NULL ORDER BY user_id DESC LIMIT 300").fetchall()]
+    (project / "deleted.csv").write_text("user_id\n" + "\n".join(map(str, listed)) + "\n")
+    cfg = write_config(project, dimensions=["city"], totals=None, history=None,
+                       metrics=[{"name": "events", "agg": "count"}],
+                       exclude_units=[{"path": "deleted.csv", "column": "user_id"}])
+    res = run_cli("run", cfg, "--run-id", "x1", "--json")
+    assert res.exit_code == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["gate"]["checks"]["exclusions"] is True
+    truth = dict(con.execute(f"SELECT city, count(*) FROM '{src}' WHERE event_type IN ('enquiry', 'call', 'order') "
+                             "AND user_id IS NOT NULL AND NOT list_contains(?, user_id) GROUP BY city", [listed]).fetchall())
+    got = {r["city"]: r["events"] for r in pq.read_table(Path(out["release"]) / "report.parquet").to_pylist()}
+    assert got and all(got[c] == truth[c] for c in got)  # every published count is the count without them
+    assert run_cli("check", out["release"]).exit_code == 0
+    [row] = catalogue(project / "reports")
+    assert row["run_id"] == "x1" and row["intact"] and row["gate_passed"]
+    missing = write_config(project, "m.yaml", exclude_units=[{"path": "nope.csv", "column": "user_id"}])
+    res = run_cli("run", missing, "--run-id", "x2")
+    assert res.exit_code == 2 and "nope.csv" in res.stderr
