@@ -145,3 +145,34 @@ def test_demo_outside_a_checkout_writes_the_schema_its_config_names(tmp_path: Pa
     assert header.endswith("$schema=report.schema.json")
     written = json.loads((tmp_path / "configs" / "report.schema.json").read_text())
     assert written == json.loads(run_cli("schema").stdout)
+
+
+def test_csv_export_through_the_api(project: Path) -> None:
+    """``run_report`` writes every configured format from the same gated table: the CSV's rows are the
+    Parquet's, and the manifest lists it with its sha256."""
+    import csv
+    import hashlib
+    import io
+
+    import pyarrow.parquet as pq
+
+    from pipeline import load_config, run_report
+
+    cfg = load_config(write_config(project, output={"dir": "reports", "formats": ["parquet", "csv"]}))
+    rel = run_report(cfg, "api1", summary_html=False)
+    data = (rel.path / "report.csv").read_bytes()
+    assert rel.manifest["files"]["report.csv"]["sha256"] == hashlib.sha256(data).hexdigest()
+    rows = list(csv.reader(io.StringIO(data.decode())))
+    table = pq.read_table(rel.report_path)
+    assert len(rows) == table.num_rows + 1 and rows[0] == table.column_names
+
+
+def test_packaging_facts() -> None:
+    """Typed package (PEP 561 marker shipped), Apache-2.0 by SPDX expression with its LICENSE file."""
+    import tomllib
+
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert meta["license"] == "Apache-2.0" and "LICENSE" in meta.get("license-files", ["LICENSE"])
+    assert (ROOT / "pipeline" / "py.typed").is_file()
+    assert "Apache License" in (ROOT / "LICENSE").read_text()[:200]
+    assert "py.typed" in str(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"])
