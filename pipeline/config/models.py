@@ -530,6 +530,15 @@ class ReportConfig(_Model):
         if self.privacy is not None and self.dominance is not None:
             raise KeyProblem(("dominance",), "dominance is a threshold-mode rule; DP mode bounds contributions instead")
         if self.engine is not None and self.engine.kind == "spark":
+            fmt = self.source.format
+            if fmt == "auto":
+                low = self.source.path.lower()
+                fmt = ("duckdb" if low.endswith((".duckdb", ".db")) else
+                       "json" if low.endswith((".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz")) else "ok")
+            if fmt in ("duckdb", "json"):
+                raise KeyProblem(("source", "path"), f"the Spark engine reads Parquet and CSV sources, not {fmt} "
+                                 "(a DuckDB database file lives on one machine); export the table to Parquet or use "
+                                 "engine.kind: duckdb")
             if self.difference_check and self.privacy is None:
                 raise KeyProblem(("engine", "kind"), "the Spark engine does not run the difference check "
                                  "across releases yet (issue 17); set difference_check: false (recorded in "

@@ -144,6 +144,10 @@ def test_spark_engine_refuses_what_it_cannot_run_yet(tmp_path: Path) -> None:
             "metrics": [{"name": "n", "agg": "count"}], "min_units": 5, "engine": {"kind": "spark"}}
     with pytest.raises(ConfigError, match="difference_check: false"):
         config_from_dict(base)
+    with pytest.raises(ConfigError, match="reads Parquet and CSV sources, not duckdb"):
+        config_from_dict({**base, "difference_check": False, "source": {"path": "events.duckdb", "table": "t"}})
+    with pytest.raises(ConfigError, match="not json"):
+        config_from_dict({**base, "difference_check": False, "source": {"path": "events.jsonl"}})
     # DP mode runs on Spark (its releases compose by the budget, not by the difference check)
     config_from_dict({**base, "privacy": {"epsilon": 1.0, "delta": 1e-6}, "budget": {"ledger": "l.duckdb", "epsilon_limit": 2, "delta_limit": 1e-3}})
 
