@@ -109,3 +109,33 @@ def test_every_published_number_has_an_expectation_whatever_the_metric_order() -
     split = budget_split(cfg)
     got = {(e.level_name, e.metric) for e in expectations(cfg, split)}
     assert got == {(lv.name, m.name) for lv, _ in split.levels for m in cfg.metrics}
+
+
+@pytest.mark.parametrize("k", [20, 60])  # 60: min_units above the selection threshold plus its tail
+def test_cells_selected_at_the_threshold_do_not_fail_a_good_release(tmp_path, k: int) -> None:
+    """The spread test only looks at unit counts whose noise selection cannot have conditioned: cells
+    whose true count is at least threshold + T. Selected cells *at* the threshold carry noise biased
+    upward by selection (only draws ≥ 0 pass); counting them (an eligibility at threshold − T, or one
+    ignoring min_units) would refuse a correct release. Cells of exactly the threshold's count:
+    the real release must pass its gate (with 12,000 such cells a spread test over them would refuse)."""
+    import duckdb
+
+    from pipeline import load_config, run_report
+    from pipeline.privacy.rules import publication_threshold
+    from tests.conftest import write_config
+
+    privacy = {"epsilon": 1.0, "delta": 1e-6, "max_groups_per_unit": 1, "max_rows_per_group": 1}
+    base = dict(identifiers=["user_id"], filter=None, dimensions=["city"], min_units=k,
+                metrics=[{"name": "people", "agg": "count_units"}], privacy=privacy, history=None,
+                budget={"ledger": "state/ledger.duckdb", "epsilon_limit": 10, "delta_limit": 1e-3})
+    probe = load_config(write_config(tmp_path, "probe.yaml", report="p", source={"path": "e.parquet"}, **base))
+    t = publication_threshold(budget_split(probe).levels[0][1].selection, probe.min_units)
+    (tmp_path / "data").mkdir()
+    duckdb.connect().execute(
+        f"COPY (SELECT c * {t} + u AS user_id, 'c' || c AS city FROM range(12000) a(c), range({t}) b(u)) "
+        f"TO '{tmp_path / 'data' / 'e.parquet'}' (FORMAT parquet)")
+    cfg = load_config(write_config(tmp_path, "r.yaml", report="r", source={"path": "data/e.parquet"}, **base))
+    rel = run_report(cfg, "t1", summary_html=False)
+    noise = rel.manifest["gate"]["checks"]["noise"]
+    assert rel.manifest["gate"]["passed"] and noise["ok"]
+    assert 5000 < len(rel.table) < 10000  # about half the cells passed selection: their noise is ≥ 0
