@@ -356,10 +356,10 @@ def test_shipped_threshold_configs_give_the_same_release_on_spark(spark: Any, tm
     """Every shipped threshold config whose data ships with the repository (the difference check off,
     as the Spark engine requires for now): byte-identical report, the same counts, suppression
     reasons and gate verdicts on both engines."""
+    import shutil
+
     from pipeline import load_config, run_report
     from tests.conftest import ROOT
-
-    import shutil
 
     out = {}
     for kind in ("duckdb", "spark"):  # one output folder (it is in the provenance): the first release moved aside
