@@ -54,6 +54,14 @@ def _source(path: Path) -> Path:
     return path
 
 
+def _both_engines(spark: Any, cfg: Any, src: Path) -> tuple[Any, SparkEngine, dict[str, str]]:
+    """A DuckDB engine and a Spark engine over the same Parquet as ``__src``, and its schema."""
+    duck = connect(cfg)
+    schema = duck.open_source(cfg).schema
+    spark.read.parquet(str(src)).createOrReplaceTempView("__src")
+    return duck, SparkEngine(spark), schema
+
+
 CONFIGS = {
     "margins+secondary": {"dimensions": ["city", "category"], "totals": [[], ["city"], ["category"]]},
     "months+dominance": {"dimensions": ["city", "category", {"column": "event_time", "grain": "month", "as": "month"}],
@@ -70,10 +78,7 @@ def test_the_builders_give_the_same_cells_on_spark_and_duckdb(spark: Any, tmp_pa
                     {"name": "value", "agg": "sum", "column": "order_value", "bounds": [0, 400]},
                     {"name": "avg", "agg": "mean", "column": "order_value", "bounds": [0, 400]}],
         "min_units": 10, "difference_check": False, **CONFIGS[name]})
-    duck = connect(cfg)
-    schema = duck.open_source(cfg).schema
-    spark.read.parquet(str(src)).createOrReplaceTempView("__src")
-    engine = SparkEngine(spark)
+    duck, engine, schema = _both_engines(spark, cfg, src)
     out = {}
     for eng in (duck, engine):
         eng.run(C.per_unit_sql(cfg, schema))
@@ -189,10 +194,7 @@ def test_dp_bounding_is_the_same_on_spark_and_duckdb(spark: Any, tmp_path: Path,
         "privacy": {"epsilon": 1.0, "delta": 1e-6, **DP_BOUNDS}, "min_units": 2,
         "totals": [[], ["city"]] if totals else None,
         "budget": {"ledger": str(tmp_path / "l.duckdb"), "epsilon_limit": 5, "delta_limit": 1e-3}})
-    duck = connect(cfg)
-    schema = duck.open_source(cfg).schema
-    spark.read.parquet(str(src)).createOrReplaceTempView("__src")
-    engine = SparkEngine(spark)
+    duck, engine, schema = _both_engines(spark, cfg, src)
     out = {}
     for eng in (duck, engine):
         eng.run(dp_pairs_sql(cfg, schema, 1234, public=False))
