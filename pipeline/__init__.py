@@ -40,66 +40,34 @@ from .errors import (
     SourceError,
 )
 
+# The API functions are re-exported lazily (PEP 562): one definition each, in the module that owns
+# it, and ``import pipeline`` stays free of DuckDB, pandas and OpenDP.
+_LAZY = {
+    "load_config": "pipeline.config",
+    "run_report": "pipeline.flows.run",
+    "open_release": "pipeline.releases.store",
+    "catalogue": "pipeline.releases.store",
+    "plan_report": "pipeline.flows.whatif",
+}
+
 if TYPE_CHECKING:
-    from pathlib import Path
-
-    from .config import ReportConfig
-    from .flows.whatif import Plan
-    from .releases.store import Release
-
-
-def load_config(path: Any) -> ReportConfig:
-    """Load and validate a YAML report config (raises ConfigError with file, key and line)."""
-    from .config import load_config as _load
-
-    return _load(path)
+    from .config import load_config
+    from .flows.run import run_report
+    from .flows.whatif import plan_report
+    from .releases.store import catalogue, open_release
 
 
-def run_report(
-    cfg: ReportConfig,
-    run_id: str | None,
-    *,
-    output_dir: str | Path | None = None,
-    verbose: bool = False,
-    threads: int | None = None,
-    memory_limit: str | None = None,
-    temp_directory: str | None = None,
-    summary_html: bool = True,
-    as_of: Any = None,
-    log_format: str = "text",
-) -> Release:
-    """Run a report and publish it atomically; same guarantees and ledger as ``anonymize run``.
-    ``as_of`` (a date) resolves the config's ``window`` (``run_id=None`` names the run after it);
-    the other options are ``run``'s flags."""
-    from .flows.run import run_report as _run
+def __getattr__(name: str) -> Any:
+    """Import an API function on first use (``from pipeline import run_report`` included)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+    import importlib
 
-    return _run(cfg, run_id, output_dir=output_dir, verbose=verbose, threads=threads, memory_limit=memory_limit,
-                temp_directory=temp_directory, summary_html=summary_html, as_of=as_of, log_format=log_format)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
-def open_release(path: Any) -> Release:
-    """Read a published release folder back (table + manifest)."""
-    from .releases.store import open_release as _open
-
-    return _open(path)
-
-
-def catalogue(output_dir: Any) -> list[dict[str, Any]]:
-    """Every release under ``output_dir``: report, run id, mode, window, cells published, gate
-    verdict, ε spent, sha256 and whether the file still matches it (``anonymize releases``)."""
-    from .releases.store import catalogue as _catalogue
-
-    return _catalogue(output_dir)
-
-
-def plan_report(
-    cfg: ReportConfig,
-    *,
-    min_units: list[int] | None = None,
-    epsilons: list[float] | None = None,
-    selection_shares: list[float] | None = None,
-) -> Plan:
-    """What-if planning (internal only, never a release, never spends budget)."""
-    from .flows.whatif import plan_report as _plan
-
-    return _plan(cfg, min_units=min_units, epsilons=epsilons, selection_shares=selection_shares)
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

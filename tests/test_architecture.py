@@ -140,3 +140,29 @@ def test_flows_do_not_import_the_engine_driver(module: str) -> None:
     drivers = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names if a.name == "duckdb"]
     drivers += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "duckdb"]
     assert not drivers, f"{module} imports duckdb"
+
+
+def test_public_api_is_the_owning_functions_imported_lazily() -> None:
+    """``pipeline.run_report`` & co. are the functions of the modules that own them (no second
+    signature to drift), and ``import pipeline`` loads none of DuckDB, pandas, OpenDP."""
+    code = (
+        "import sys\n"
+        "import pipeline\n"
+        "heavy = {'duckdb', 'pandas', 'opendp', 'pyarrow'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+        "from pipeline import load_config, run_report, plan_report, open_release, catalogue\n"
+        "import pipeline.config, pipeline.flows.run, pipeline.flows.whatif, pipeline.releases.store as s\n"
+        "assert load_config is pipeline.config.load_config\n"
+        "assert run_report is pipeline.flows.run.run_report\n"
+        "assert plan_report is pipeline.flows.whatif.plan_report\n"
+        "assert open_release is s.open_release and catalogue is s.catalogue\n"
+        "assert set(pipeline.__all__) <= set(dir(pipeline))\n"
+        "try:\n"
+        "    pipeline.no_such_name\n"
+        "except AttributeError:\n"
+        "    pass\n"
+        "else:\n"
+        "    raise AssertionError('unknown attribute did not raise')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
