@@ -25,11 +25,12 @@ DEMO_CONFIG = "demo.yaml"
 _JSON = {"on": False}  # set by a command's --json: failures are then also one JSON object on stdout
 
 
-def _fail(kind: str, message: str, code: int) -> None:
+def _fail(kind: str, message: str, code: int, extra: dict[str, Any] | None = None) -> None:
     # always exactly one line: a line break inside a path or value is shown escaped
     message = message.replace("\r", "\\r").replace("\n", "\\n")
     if _JSON["on"]:
-        click.echo(json.dumps({"status": "failed", "exit_code": code, "kind": kind, "message": message}))
+        click.echo(json.dumps({"status": "failed", "exit_code": code, "kind": kind, "message": message,
+                               **(extra or {})}))
     click.echo(f"anonymize: {kind}: {message}", err=True)
     sys.exit(code)
 
@@ -335,11 +336,15 @@ def explain(release_dir: str) -> None:
 def check(release_dir: str, config: str | None, as_json: bool) -> None:
     """Run the release gate on an existing release and explain the verdict (exit 3 if it fails)."""
     from .errors import PrivacyRefusal
-    from .flows.check import check_release
+    from .flows.check import check_verdicts
 
     try:
-        verdict = check_release(release_dir, config)
+        verdicts = check_verdicts(release_dir, config)
     except PrivacyRefusal as exc:
+        failed = getattr(exc, "verdicts", None)
+        if failed is not None and as_json:  # the same failure line, with every check's verdict as data
+            _fail(exc.kind, exc.message, exc.exit_code, {"release": release_dir, "gate": {
+                "passed": False, "checks": failed.by_name(), "verdicts": failed.checks}})
         details = getattr(exc, "details", None)
         if details and not as_json:
             click.echo(details)  # the per-check account on stdout; the one-line reason on stderr
@@ -348,15 +353,11 @@ def check(release_dir: str, config: str | None, as_json: bool) -> None:
         from .releases.store import open_release
 
         summary = release_summary(open_release(release_dir))
-        checks: dict[str, str] = {}
-        for line in verdict.splitlines():  # "  ok      name   why": the verdicts the check just re-ran
-            parts = line.split()
-            if line.startswith("  ") and len(parts) >= 2 and parts[0] in ("ok", "skipped"):
-                checks.setdefault(parts[1], parts[0])
-        summary.update(status="passed", release=release_dir, gate={"passed": True, "checks": checks})
+        summary.update(status="passed", release=release_dir,
+                       gate={"passed": True, "checks": verdicts.by_name(), "verdicts": verdicts.checks})
         click.echo(json.dumps(summary))
         return
-    click.echo(verdict)
+    click.echo(verdicts.text)
 
 
 @main.command()

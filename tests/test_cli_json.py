@@ -52,9 +52,17 @@ def test_validate_and_check_json(project: Path) -> None:
     assert checked["gate"]["checks"]["min_units"] == "ok" and "patterns" in checked["gate"]["checks"]
     planned = json.loads(run_cli("plan", cfg, "--min-units", "5", "--json").stdout)
     assert planned["status"] == "planned" and planned["exit_code"] == 0
+    # the data and the text are one account: every verdict is a line of the text form
+    text = run_cli("check", rel).stdout
+    assert all(f"{c['status']:<7} {c['name']:<18} {c['detail']}" in text for c in checked["gate"]["verdicts"])
+    assert len(checked["gate"]["verdicts"]) >= len(checked["gate"]["checks"]) >= 5
     (rel / "report.parquet").write_bytes(b"not parquet")
     res = run_cli("check", rel, "--json")
-    assert res.exit_code != 0 and json.loads(res.stdout)["status"] == "failed"
+    failed = json.loads(res.stdout)
+    assert res.exit_code == 3 and failed["status"] == "failed" and failed["exit_code"] == 3
+    assert failed["gate"]["passed"] is False and failed["gate"]["checks"]["integrity"] == "FAIL"
+    assert any(c["status"] == "FAIL" and "changed after publication" in c["detail"] for c in failed["gate"]["verdicts"])
+    assert res.stderr.count("\n") == 1 and "release gate failed" in res.stderr  # still one line on stderr
 
 
 def test_python_dash_m_pipeline_is_the_cli() -> None:

@@ -9,11 +9,15 @@ Guarantees:
   quasi-identifiers, recomputed ``min_units``) run against it; otherwise they are reported as
   skipped (and ``min_units`` falls back to the published unit counts), never silently passed.
 - Any failed check raises :class:`PrivacyRefusal` (exit 3) whose ``details`` hold the full
-  explanation; a folder that is not a release raises :class:`ReleaseError`. Nothing is written.
+  explanation and whose ``verdicts`` hold the same per-check results as data; a folder that is not
+  a release raises :class:`ReleaseError`. Nothing is written.
+- :func:`check_verdicts` returns those results as data (what ``check --json`` prints), built in the
+  same pass as the text, so the two cannot disagree.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +38,47 @@ CHECKS: dict[str, str] = {
 }
 
 
+@dataclass
+class Verdicts:
+    """The result of one check: every check's ``status`` (ok, FAIL, skipped, n/a) with its reason,
+    in the order run (integrity of each file first, then the gate's checks), and the text shown."""
+
+    checks: list[dict[str, str]] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, status: str, name: str, text: str) -> None:
+        self.checks.append({"name": name, "status": status, "detail": text})
+        self.lines.append(_line(status, name, text))
+
+    @property
+    def passed(self) -> bool:
+        return not any(c["status"] == "FAIL" for c in self.checks)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def by_name(self) -> dict[str, str]:
+        """One status per check name: FAIL if any of its rows failed, else its first status."""
+        out: dict[str, str] = {}
+        for c in self.checks:
+            if c["name"] not in out or c["status"] == "FAIL":
+                out[c["name"]] = c["status"]
+        return out
+
+
 def check_release(release_dir: str | Path, config_path: str | Path | None = None) -> str:
     """Re-run the release gate on ``release_dir``; return the explanation, or raise on failure.
 
     Raises :class:`ReleaseError` when the folder is not a release, :class:`ConfigError` when the
-    config cannot be rebuilt, and :class:`PrivacyRefusal` (with ``details``) when any check fails.
+    config cannot be rebuilt, and :class:`PrivacyRefusal` (with ``details`` and ``verdicts``) when
+    any check fails.
     """
+    return check_verdicts(release_dir, config_path).text
+
+
+def check_verdicts(release_dir: str | Path, config_path: str | Path | None = None) -> Verdicts:
+    """:func:`check_release`, returning the per-check results as data (raises the same way)."""
     from ..engines import connect
     from ..errors import first_line
     from .gate import run_gate
@@ -47,16 +86,18 @@ def check_release(release_dir: str | Path, config_path: str | Path | None = None
     rel = open_release(release_dir)
     manifest = rel.manifest
     report = rel.report_path.read_bytes()
-    lines = [f"release {manifest.get('report')}/{manifest.get('run_id')} at {rel.path}"]
+    v = Verdicts()
+    lines = v.lines
+    lines.append(f"release {manifest.get('report')}/{manifest.get('run_id')} at {rel.path}")
     failures: list[str] = []
 
     recorded = (manifest.get("report_file") or {}).get("sha256")
     actual = sha256(report)
     if recorded == actual:
-        lines.append(_line("ok", "integrity", "report.parquet matches the sha256 in manifest.json"))
+        v.add("ok", "integrity", "report.parquet matches the sha256 in manifest.json")
     else:
         why = "no sha256 recorded in manifest.json" if not recorded else "report.parquet does not match the sha256 in manifest.json (changed after publication)"
-        lines.append(_line("FAIL", "integrity", why))
+        v.add("FAIL", "integrity", why)
         failures.append(why)
 
     for name, info in sorted((manifest.get("files") or {}).items()):
@@ -69,9 +110,9 @@ def check_release(release_dir: str | Path, config_path: str | Path | None = None
         elif name == CSV_FILE and data != csv_bytes(report):
             why = f"{name} does not hold exactly the rows of report.parquet"
         else:
-            lines.append(_line("ok", "integrity", f"{name} matches its sha256 and report.parquet"))
+            v.add("ok", "integrity", f"{name} matches its sha256 and report.parquet")
             continue
-        lines.append(_line("FAIL", "integrity", why))
+        v.add("FAIL", "integrity", why)
         failures.append(why)
 
     cfg, note = _config(rel.path, manifest, config_path)
@@ -92,35 +133,35 @@ def check_release(release_dir: str | Path, config_path: str | Path | None = None
             lines.append(f"source: not available ({msg}); source-dependent checks are skipped")
         for name, what in CHECKS.items():
             if name == "min_units" and cfg.privacy is not None:
-                lines.append(_line("n/a", name, "DP mode publishes noisy values; no unit threshold"))
+                v.add("n/a", name, "DP mode publishes noisy values; no unit threshold")
                 continue
             if name in ("identifier_values", "quasi_identifier") and cfg.privacy is not None:
-                lines.append(_line("n/a", name, "DP mode: a verdict read off the exact data would let one "
-                                                "person decide whether a release appears"))
+                v.add("n/a", name, "DP mode: a verdict read off the exact data would let one "
+                                                "person decide whether a release appears")
                 continue
             if name == "noise":
                 if cfg.privacy is None:
-                    lines.append(_line("n/a", name, "threshold mode publishes exact values; no noise"))
+                    v.add("n/a", name, "threshold mode publishes exact values; no noise")
                 else:
                     ran = ((manifest.get("gate") or {}).get("checks") or {}).get("noise", {})
                     when = "passed during the run" if ran.get("ok") else "not recorded by the run"
-                    lines.append(_line("n/a", name, f"{when}; it cannot be re-run: the true values are never stored"))
+                    v.add("n/a", name, f"{when}; it cannot be re-run: the true values are never stored")
                 continue
             try:
                 result = run_gate(cfg, report, con=con if source else None, source=source, checks=(name,))
             except PrivacyRefusal as exc:
                 msg = exc.message.removeprefix("release gate failed: ")
-                lines.append(_line("FAIL", name, msg))
+                v.add("FAIL", name, msg)
                 failures.append(msg)
                 continue
             except PipelineError:
                 raise
             except Exception as exc:  # unreadable Parquet, wrong column types: the file is not a report
                 msg = f"report.parquet cannot be checked: {first_line(exc)}"
-                lines.append(_line("FAIL", name, msg))
+                v.add("FAIL", name, msg)
                 failures.append(msg)
                 break
-            lines.append(_describe(name, what, result["checks"].get(name, {})))
+            v.add(*_describe(name, what, result["checks"].get(name, {})))
     finally:
         con.close()
     if failures:
@@ -128,23 +169,24 @@ def check_release(release_dir: str | Path, config_path: str | Path | None = None
         text = "\n".join(lines)
         err = PrivacyRefusal(f"release gate failed for {rel.path}: " + "; ".join(dict.fromkeys(failures)))
         err.details = text  # type: ignore[attr-defined]
+        err.verdicts = v  # type: ignore[attr-defined]
         raise err
-    skipped = sum(1 for line in lines if line.lstrip().startswith("skipped"))
+    skipped = sum(1 for c in v.checks if c["status"] == "skipped")
     lines.append("verdict: PASSED" + (f" ({skipped} check(s) skipped: the source is not available)" if skipped else ""))
-    return "\n".join(lines)
+    return v
 
 
 def _line(status: str, name: str, text: str) -> str:
     return f"  {status:<7} {name:<18} {text}"
 
 
-def _describe(name: str, what: str, detail: dict[str, Any]) -> str:
+def _describe(name: str, what: str, detail: dict[str, Any]) -> tuple[str, str, str]:
     if detail.get("skipped"):
-        return _line("skipped", name, f"{what}: cannot be checked without the source")
+        return "skipped", name, f"{what}: cannot be checked without the source"
     if name == "min_units" and detail.get("recomputed") is False:
-        return _line("ok", name, "every row shows at least min_units units (published counts only: "
-                                 "the source is not available to recompute them)")
-    return _line("ok", name, what)
+        return "ok", name, ("every row shows at least min_units units (published counts only: "
+                            "the source is not available to recompute them)")
+    return "ok", name, what
 
 
 def _config(path: Path, manifest: dict[str, Any], config_path: str | Path | None) -> tuple[ReportConfig, str]:
