@@ -345,8 +345,8 @@ class OutputConfig(_Model):
 
 class EngineConfig(_Model):
     kind: Literal["duckdb", "spark"] = Field(
-        "duckdb", description="duckdb (embedded, the default) or spark (issue 17, in progress: DP mode, "
-        "and threshold mode with difference_check: false, over Parquet and CSV sources)")
+        "duckdb", description="duckdb (embedded, the default) or spark (both modes, the difference "
+        "check included, over Parquet and CSV sources)")
     master: str = Field("local[2]", min_length=1, description="Spark master URL (kind: spark).")
     remote: str | None = Field(None, description="Spark Connect URL, e.g. sc://host:15002 (kind: spark; "
                                "also the SPARK_REMOTE environment variable).")
@@ -539,10 +539,6 @@ class ReportConfig(_Model):
                 raise KeyProblem(("source", "path"), f"the Spark engine reads Parquet and CSV sources, not {fmt} "
                                  "(a DuckDB database file lives on one machine); export the table to Parquet or use "
                                  "engine.kind: duckdb")
-            if self.difference_check and self.privacy is None:
-                raise KeyProblem(("engine", "kind"), "the Spark engine does not run the difference check "
-                                 "across releases yet (issue 17); set difference_check: false (recorded in "
-                                 "the manifest) or use engine.kind: duckdb")
         if self.privacy is not None and isinstance(self.protection, ProtectionConfig):
             raise KeyProblem(("protection",), "protection intervals are a threshold-mode rule (secondary "
                              "suppression); DP mode protects withheld values with noise")

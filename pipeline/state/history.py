@@ -7,7 +7,10 @@ cell whose population differs from an already published cell with the same dimen
 at least 1 and fewer than ``min_units`` units is suppressed (reason ``difference``).
 
 Files: ``<history>`` (DuckDB: ``releases``, ``cell_units``), ``<history>.lock``, ``<history>.secret``
-(32 random bytes, mode 0600: the salt of the unit hashes).
+(32 random bytes, mode 0600: the salt of the unit hashes). The Spark engine keeps the same tables
+as Parquet in the folder :meth:`History.store` names (``<history>`` with the suffix ``.spark``),
+written by Spark; one history is kept by one engine: a run on the other engine refuses rather
+than compare with only part of what was published.
 
 Guarantees:
 - Unit hashes are ``sha256(secret ‖ unit)`` truncated to 64 bits: without the secret they cannot
@@ -51,3 +54,19 @@ class History:
 
     def secret_hex(self) -> str:
         return load_or_create_secret(self.secret_path).hex()
+
+    def store(self, engine: str) -> Path:
+        """Where ``engine`` (``duckdb`` or ``spark``) keeps this history: the DuckDB file, or the
+        Spark engine's Parquet folder beside it. Raises LedgerError when the *other* engine's store
+        exists: its releases could not be compared, and a difference with them would go unseen."""
+        from ..errors import LedgerError
+
+        spark = (self.path.with_suffix(".spark") if self.path.suffix in (".duckdb", ".db")
+                 else self.path.with_name(self.path.name + ".spark"))
+        mine, other, other_kind = (spark, self.path, "duckdb") if engine == "spark" else (self.path, spark, "spark")
+        if other.exists():
+            raise LedgerError(
+                f"the release history {self.path} is kept by the {other_kind} engine (in {other}); this run's "
+                f"engine ({engine}) cannot compare with the releases recorded there, so it is refused: run this "
+                f"report with engine.kind: {other_kind}, or give it its own history: path")
+        return mine

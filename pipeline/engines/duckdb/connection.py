@@ -129,6 +129,43 @@ class DuckDBEngine:
     def unregister(self, name: str) -> None:
         self.con.unregister(name)
 
+    # ----- the release history (pipeline.state.history) ------------------------------------
+    def history_exists(self, hist: Any) -> bool:
+        """Whether this engine's store of the history exists (refuses the other engine's)."""
+        return hist.store(self.name).exists()
+
+    def attach_history(self, hist: Any, *, write: bool) -> None:
+        """The history's tables as ``__hist.<table>``, read-only unless ``write`` (then changes
+        are made inside ``BEGIN TRANSACTION`` … ``COMMIT``). Raises LedgerError if unreadable."""
+        import duckdb
+
+        from ...errors import LedgerError, first_line
+        from .sql import literal
+
+        path = hist.store(self.name)
+        try:
+            self.con.execute(f"ATTACH {literal(str(path))} AS __hist" + ("" if write else " (READ_ONLY)"))
+        except duckdb.Error as exc:
+            raise LedgerError(f"cannot open the release history {path}: {first_line(exc)}") from None
+
+    def detach_history(self) -> None:
+        import contextlib
+
+        with contextlib.suppress(Exception):
+            self.con.execute("DETACH __hist")
+
+    def tables(self, database: str) -> set[str]:
+        """The tables of an attached database (``__hist``)."""
+        return {r[0] for r in self.con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = $1", [database]).fetchall()}
+
+    def columns(self, table: str, database: str | None = None) -> list[str]:
+        """The columns of ``table`` (of ``database``, else of any), in table order."""
+        where, params = ("AND database_name = $2", [table, database]) if database else ("", [table])
+        return [r[0] for r in self.con.execute(
+            f"SELECT column_name FROM duckdb_columns() WHERE table_name = $1 {where} ORDER BY column_index",
+            params).fetchall()]
+
     def query_progress(self) -> float:
         """The running query's progress in percent (-1 when unknown)."""
         return float(self.con.query_progress())

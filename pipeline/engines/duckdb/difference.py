@@ -27,7 +27,7 @@ import contextlib
 from typing import Any
 
 from ...config import ReportConfig
-from ...errors import LedgerError
+from ...errors import LedgerError, first_line
 from ...privacy.levels import levels
 from ...privacy.rules import difference_window
 from ...state.history import History
@@ -52,8 +52,8 @@ CREATE TABLE IF NOT EXISTS cell_sketch (release_id VARCHAR, cell_key VARCHAR, n 
 SKETCH_BUCKETS = 32
 SCHEMA = SCHEMA.replace("SKETCH_COLUMNS", ", ".join(f"b{b} INTEGER" for b in range(SKETCH_BUCKETS)))
 # the bucket of a unit hash (hex text): from its first two hex digits, portable SQL
-BUCKET_SQL = ("(16 * ((strpos('0123456789abcdef', {col}[1:1]) - 1) % 2) "
-              "+ strpos('0123456789abcdef', {col}[2:2]) - 1)")
+BUCKET_SQL = ("(16 * ((strpos('0123456789abcdef', substr({col}, 1, 1)) - 1) % 2) "
+              "+ strpos('0123456789abcdef', substr({col}, 2, 1)) - 1)")
 
 
 def sketch_sql(table: str, key: str, unit: str = "uh") -> str:
@@ -223,30 +223,21 @@ def apply_difference_check(
     """Withhold publishable cells close to a published cell of any earlier release in the history,
     and cells that earlier releases' finer cells subdivide with a residual of 1 to k − 1 people
     (module docstring). Returns how many were withheld."""
-    import duckdb
-
     con.execute("ALTER TABLE __cells ADD COLUMN IF NOT EXISTS __cell_key VARCHAR")
     con.execute(f"UPDATE __cells SET __cell_key = {cell_key_expr(cfg)}")
     con.execute(candidate_units_sql(cfg, hist.secret_hex()))
-    if not hist.path.exists():
+    if not con.history_exists(hist):
         return 0
-    try:
-        con.execute(f"ATTACH {literal(str(hist.path))} AS __hist (READ_ONLY)")
-    except duckdb.Error as exc:
-        raise LedgerError(f"cannot open the release history {hist.path}: {str(exc).splitlines()[0]}") from None
+    con.attach_history(hist, write=False)
     mine = [name for name, _ in components(cfg)]
     close: set[str] = set()
     try:
-        cols = {r[0] for r in con.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE database_name = '__hist' AND table_name = 'releases'"
-        ).fetchall()}
+        cols = set(con.columns("releases", "__hist"))
         comp_col = "components" if "components" in cols else "NULL::VARCHAR[]"
         prev = con.execute(
             f"SELECT release_id, {comp_col} FROM __hist.releases WHERE release_id <> $1", [release_id]
         ).fetchall()
-        if prev and "ch" not in {r[0] for r in con.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE database_name = '__hist' AND table_name = 'cell_units'"
-        ).fetchall()}:
+        if prev and "ch" not in set(con.columns("cell_units", "__hist")):
             prev = [(rid, None) for rid, _ in prev]  # a history written before digests: presence only
         groups: dict[tuple[str, ...], list[str]] = {}
         for rid, comps in prev:
@@ -266,13 +257,12 @@ def apply_difference_check(
             more = _complements_for_earlier_cells(cfg, con, hist, schema, comps_of, lo, hi)
             more += _complements_for_earlier_remainders(cfg, con, hist, comps_of, lo, hi)
     finally:
-        con.execute("DETACH __hist")
+        con.detach_history()
     return len(close) + more
 
 
 def _has_sketch_table(con: Any) -> bool:
-    return "cell_sketch" in {r[0] for r in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = '__hist'").fetchall()}
+    return "cell_sketch" in con.tables("__hist")
 
 
 def _sketched(con: Any) -> set[str]:
@@ -321,9 +311,7 @@ def _complements_for_earlier_remainders(
     is left with nothing. Residual: the people whose recorded contribution to the remainder differs
     from their summed contribution to those cells. While some earlier remainder's residual is 1 to
     k − 1 people, its member cell published here with the fewest people is withheld (ties by key)."""
-    tables = {r[0] for r in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = '__hist'").fetchall()}
-    if "remainder_members" not in tables:
+    if "remainder_members" not in con.tables("__hist"):
         return 0
     mine = [name for name, _ in components(cfg)]
     comps = components(cfg)
@@ -400,22 +388,15 @@ def check_new_remainders(cfg: ReportConfig, con: Any, hist: History, release_id:
     earlier cell or nothing, the fewest people), or minus an earlier remainder row of the same level
     (the people whose contribution differs), leaving 1 to k − 1 people. Call after
     :func:`pipeline.engines.duckdb.remainder.apply_remainder`; returns how many were dropped."""
-    import duckdb
-
-    if not hist.path.exists():
+    if not con.history_exists(hist):
         return 0
     levels_left = [r[0] for r in con.execute("SELECT DISTINCT __level FROM __remainder").fetchall()]
     if not levels_left:
         return 0
-    try:
-        con.execute(f"ATTACH {literal(str(hist.path))} AS __hist (READ_ONLY)")
-    except duckdb.Error as exc:
-        raise LedgerError(f"cannot open the release history {hist.path}: {str(exc).splitlines()[0]}") from None
+    con.attach_history(hist, write=False)
     dropped = 0
     try:
-        cols = {r[0] for r in con.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE database_name = '__hist' AND table_name = 'releases'"
-        ).fetchall()}
+        cols = set(con.columns("releases", "__hist"))
         comp_col = "components" if "components" in cols else "NULL::VARCHAR[]"
         prev = con.execute(f"SELECT release_id, {comp_col} FROM __hist.releases WHERE release_id <> $1",
                            [release_id]).fetchall()
@@ -449,7 +430,7 @@ def check_new_remainders(cfg: ReportConfig, con: Any, hist: History, release_id:
                     dropped += 1
                     break
     finally:
-        con.execute("DETACH __hist")
+        con.detach_history()
     return dropped
 
 
@@ -465,10 +446,8 @@ def _withhold(con: Any, keys: set[str]) -> None:
 def _family_signatures(con: Any, ids: list[str]) -> dict[str, list[str]]:
     """Signature of each level of the releases ``ids`` -> their ids (recorded at publication;
     derived from the stored cell keys for releases recorded before signatures were)."""
-    tables = {r[0] for r in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = '__hist'").fetchall()}
     rows: list[tuple[str, str]] = []
-    if "release_levels" in tables:
+    if "release_levels" in con.tables("__hist"):
         rows = con.execute("SELECT DISTINCT release_id, signature FROM __hist.release_levels "
                            "WHERE list_contains($1, release_id)", [ids]).fetchall()
     missing = sorted(set(ids) - {r[0] for r in rows})
@@ -702,10 +681,7 @@ MAX_ROUNDS = 20
 
 def _value_columns(con: Any, table: str) -> list[str]:
     """The per-unit value columns (``__s{i}``, ``__c{i}``) of a ``per_unit_sql`` table."""
-    return [r[0] for r in con.execute(
-        "SELECT column_name FROM duckdb_columns() WHERE table_name = $1 AND "
-        "(column_name LIKE '\\_\\_s%' ESCAPE '\\' OR column_name LIKE '\\_\\_c%' ESCAPE '\\') "
-        "ORDER BY column_index", [table]).fetchall()]
+    return [c for c in con.columns(table) if c.startswith(("__s", "__c"))]
 
 
 def _flagged_regions(
@@ -840,12 +816,10 @@ def record_release(cfg: ReportConfig, con: Any, hist: History, release_id: str, 
     record of this id), with the release's component names."""
     import datetime as dt
 
-    import duckdb
-
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     comps = [name for name, _ in components(cfg)]
+    con.attach_history(hist, write=True)
     try:
-        con.execute(f"ATTACH {literal(str(hist.path))} AS __hist")
         con.execute(SCHEMA.replace("TABLE IF NOT EXISTS ", "TABLE IF NOT EXISTS __hist.").replace(
             "ALTER TABLE ", "ALTER TABLE __hist."))
         con.execute("BEGIN TRANSACTION")
@@ -876,10 +850,9 @@ def record_release(cfg: ReportConfig, con: Any, hist: History, release_id: str, 
         con.executemany("INSERT INTO __hist.release_levels VALUES (?, ?)",
                         [[release_id, signature(level_pairs(cfg, lv.kept(cfg)))] for lv in levels(cfg)])
         con.execute("COMMIT")
-    except duckdb.Error as exc:
+    except con.Error as exc:
         with contextlib.suppress(Exception):
             con.execute("ROLLBACK")
-        raise LedgerError(f"cannot record the release in {hist.path}: {str(exc).splitlines()[0]}") from None
+        raise LedgerError(f"cannot record the release in {hist.path}: {first_line(exc)}") from None
     finally:
-        with contextlib.suppress(Exception):
-            con.execute("DETACH __hist")
+        con.detach_history()

@@ -19,6 +19,13 @@ DuckDB constructs sqlglot cannot express in Spark:
   clamped values and row counts only), so Linf-bounded sums equal DuckDB's to the last digit.
 - ``CAST(('0x' || s) AS BIGINT)`` (DuckDB reads a hex string) → ``CAST(conv(s, 16, 10) AS BIGINT)``
   (the keyed hashes of DP bounding; the builders use at most 8 hex digits, so both are exact).
+- ``hash(a, …)`` (DuckDB: a 64-bit hash; Spark's ``hash`` is 32-bit Murmur3) → ``xxhash64(a, …)``,
+  and ``UBIGINT`` → ``BIGINT`` (xxhash64 is signed). The builders use ``hash`` only for the
+  difference check's per-person digests, compared for equality within one engine's history
+  (:meth:`pipeline.state.history.History.store`), so 64 bits either way and the same collision odds.
+- ``first(x ORDER BY k1, …)`` (ascending keys only) → ``min_by(x, named_struct('k0', k1, …))``:
+  the value on the row with the smallest keys (the builders' keys are never null, and end with a
+  unique one, so there is no tie to break differently).
 
 Guarantee: :func:`to_spark` either returns Spark SQL for every statement of ``sql`` or raises
 :class:`UnsupportedSQL` naming the construct; it never returns a statement with a dropped part.
@@ -119,7 +126,32 @@ def _hex_cast(node: Any) -> Any:
     return node
 
 
-RULES = (_top_n, _by_n, _list_sum, _isfinite, _hugeint, _row_identity, _hex_cast)
+def _hash64(node: Any) -> Any:
+    from sqlglot import exp
+
+    if isinstance(node, exp.Anonymous) and str(node.this).lower() == "hash" and node.expressions:
+        return exp.Anonymous(this="xxhash64", expressions=[e.copy() for e in node.expressions])
+    if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.UBIGINT:
+        return exp.DataType.build("BIGINT")
+    return node
+
+
+def _ordered_first(node: Any) -> Any:
+    from sqlglot import exp
+
+    if isinstance(node, exp.First) and isinstance(node.this, exp.Order):
+        keys = node.this.expressions
+        if any(k.args.get("desc") for k in keys):
+            raise UnsupportedSQL("cannot translate to Spark SQL: first(… ORDER BY … DESC)")
+        fields: list[Any] = []
+        for i, k in enumerate(keys):
+            fields += [exp.Literal.string(f"k{i}"), k.this.copy()]
+        return exp.Anonymous(this="min_by", expressions=[
+            node.this.this.copy(), exp.Anonymous(this="named_struct", expressions=fields)])
+    return node
+
+
+RULES = (_top_n, _by_n, _list_sum, _isfinite, _hugeint, _row_identity, _hex_cast, _hash64, _ordered_first)
 
 
 def to_spark(sql: str) -> list[str]:

@@ -9,7 +9,12 @@ What DuckDB does with tables, Spark does with cached DataFrames registered as te
 - ``INSERT INTO t SELECT …`` / ``VALUES`` → ``t`` ∪ the rows (a new cached view);
 - ``UPDATE t SET c = v WHERE p`` → ``t`` with ``c`` replaced by ``CASE WHEN p THEN v ELSE c END``;
 - ``ALTER TABLE t ADD COLUMN [IF NOT EXISTS] c T`` → ``t`` with a null column ``c``;
-- ``DROP TABLE [IF EXISTS] t`` → the view dropped.
+- ``DROP TABLE [IF EXISTS] t`` → the view dropped;
+- ``DELETE FROM t WHERE p`` → ``t`` without the rows where ``p`` is true (kept where false or null);
+- the release history's tables ``__hist.<t>`` (:meth:`SparkEngine.attach_history`) → views
+  ``__hist__<t>`` over Parquet; ``BEGIN`` … ``COMMIT`` writes the changed ones back as new
+  Parquet folders and then switches ``CURRENT.json`` to them in one rename (a crash before leaves
+  the previous history whole), ``ROLLBACK`` drops the changes.
 
 Values are bound by replacing ``$n`` / ``?`` placeholders with typed literals in the syntax tree
 (never by text substitution). Only aggregates are collected to the driver: results are read with
@@ -104,6 +109,9 @@ class SparkEngine:
         self.spark = spark
         self.Error: type[Exception] = PySparkException
         self._cached: dict[str, Any] = {}
+        self._hist: Any = None  # the attached history's store (a folder), if any
+        self._hist_tables: set[str] = set()  # its tables, as views __hist__<t>
+        self._hist_dirty: set[str] = set()  # tables changed since the attach
 
     # ----- statements ------------------------------------------------------------------------
     def execute(self, sql: str, params: Any = None) -> SparkResult:
@@ -115,8 +123,16 @@ class SparkEngine:
         for tree in sqlglot.parse(sql, read="duckdb", error_level=ErrorLevel.RAISE):
             if tree is None:
                 continue
-            tree = bind(tree, params)
-            if isinstance(tree, exp.Create) and tree.kind == "TABLE":
+            tree = bind(tree, params).transform(_history_view)
+            if isinstance(tree, exp.Transaction):
+                continue  # the history's changes are kept apart until COMMIT anyway
+            if isinstance(tree, exp.Commit):
+                self._commit_history()
+            elif isinstance(tree, exp.Rollback):
+                self._hist_dirty.clear()
+            elif isinstance(tree, exp.Delete):
+                self._delete(tree)
+            elif isinstance(tree, exp.Create) and tree.kind == "TABLE":
                 self._create(tree)
             elif isinstance(tree, exp.Create) and tree.kind == "VIEW" and tree.expression is not None:
                 self._view(tree)
@@ -139,6 +155,21 @@ class SparkEngine:
         return SparkResult(result)
 
     def executemany(self, sql: str, rows: Any) -> None:
+        """``sql`` once per row of parameters; ``INSERT … VALUES`` of all rows as one DataFrame."""
+        import sqlglot
+        from sqlglot import exp
+        from sqlglot.errors import ErrorLevel
+
+        rows = [list(r) for r in rows]
+        trees = [t for t in sqlglot.parse(sql, read="duckdb", error_level=ErrorLevel.RAISE) if t is not None]
+        if len(trees) == 1 and isinstance(trees[0], exp.Insert) and isinstance(trees[0].expression, exp.Values):
+            if not rows:
+                return
+            values = [bind(trees[0].expression.copy(), r).expressions[0] for r in rows]
+            tree = trees[0].copy()
+            tree.set("expression", exp.Values(expressions=values))
+            self._insert(tree.transform(_history_view))
+            return
         for row in rows:
             self.execute(sql, row)
 
@@ -164,9 +195,17 @@ class SparkEngine:
         return self.spark.sql(_spark_sql(tree))
 
     def _register(self, name: str, df: Any) -> None:
+        if name.startswith(HISTORY_PREFIX):
+            if self._hist is None:
+                raise UnsupportedSQL(f"cannot run on Spark: {name} changed while no release history is attached")
+            self._hist_tables.add(name[len(HISTORY_PREFIX):])
+            self._hist_dirty.add(name[len(HISTORY_PREFIX):])
         old = self._cached.get(name)
-        df = df.cache()
-        df.count()  # materialise now: later statements replace the views it was computed from
+        # materialised now, with its lineage cut: a table is its rows, as in DuckDB. A cache()
+        # would not do: replacing (unpersisting) any table it was computed from makes Spark
+        # recompute it from that lineage later, every statement slower than the one before
+        # (and monotonically_increasing_id ids drawn again)
+        df = df.localCheckpoint(eager=True)
         df.createOrReplaceTempView(name)
         self._cached[name] = df
         if old is not None:
@@ -179,6 +218,8 @@ class SparkEngine:
         from sqlglot import exp
 
         name = tree.this.this.name if isinstance(tree.this, exp.Schema) else tree.this.name
+        if tree.args.get("exists") and self.spark.catalog.tableExists(name):
+            return  # CREATE TABLE IF NOT EXISTS of a table that exists
         if tree.expression is not None:
             self._register(name, self._df(tree.expression))
             return
@@ -199,17 +240,44 @@ class SparkEngine:
         from sqlglot import exp
 
         name = tree.this.this.name if isinstance(tree.this, exp.Schema) else tree.this.name
+        from pyspark.sql import functions as F  # noqa: N812
+        from pyspark.sql import types as T  # noqa: N812
+
         target = self._table(name)
+        # the columns given, else all of them in table order (DuckDB's INSERT is positional)
+        names = [c.name for c in tree.this.expressions] if isinstance(tree.this, exp.Schema) else target.columns
+        types = {f.name: f.dataType for f in target.schema.fields}
         src = tree.expression
         if isinstance(src, exp.Values):
             rows = [[_python(v) for v in t.expressions] for t in src.expressions]
-            new = self.spark.createDataFrame(rows, target.schema)
+            new = self.spark.createDataFrame(rows, T.StructType([T.StructField(n, types[n]) for n in names]))
         else:
             new = self._df(src)
-            if isinstance(tree.this, exp.Schema):
-                names = [c.name for c in tree.this.expressions]
-                new = new.toDF(*names).select(*target.columns)
-        self._register(name, target.unionByName(new))
+            if len(new.columns) != len(names):
+                raise UnsupportedSQL(f"cannot run on Spark: INSERT INTO {name} of {len(new.columns)} columns "
+                                     f"into {len(names)}")
+            new = new.toDF(*names)
+        new = new.select(*[(F.col(f"`{c}`").cast(types[c]) if c in names else F.lit(None).cast(types[c])).alias(c)
+                           for c in target.columns])
+        # a union's partitions are both inputs' partitions: coalesce, or repeated inserts (one per
+        # row of executemany, one per history record) make every later scan slower
+        self._register(name, target.unionByName(new).coalesce(self._partitions()))
+
+    def _partitions(self) -> int:
+        return max(1, int(self.spark.conf.get("spark.sql.shuffle.partitions") or 8))
+
+    def _delete(self, tree: Any) -> None:
+        """``DELETE FROM t WHERE p``: ``t`` keeps the rows where ``p`` is false or null."""
+        from sqlglot import exp
+
+        name = tree.this.name
+        where = tree.args.get("where")
+        keep = exp.select("*").from_(exp.to_table(name))
+        if where is not None:
+            keep = keep.where(exp.Not(this=exp.Paren(this=exp.func("coalesce", where.this.copy(), exp.false()))))
+        else:
+            keep = keep.where(exp.false())
+        self._register(name, self._df(keep))
 
     def _update(self, tree: Any) -> None:
         """``UPDATE t SET c = v WHERE p``: ``c`` becomes ``CASE WHEN p THEN v ELSE c END``. A
@@ -409,6 +477,86 @@ class SparkEngine:
 
         check_columns(cfg, source.schema)
 
+    # ----- the release history (pipeline.state.history) --------------------------------------
+    def history_exists(self, hist: Any) -> bool:
+        """Whether this engine's store of the history exists (refuses the DuckDB engine's)."""
+        return (hist.store(self.name) / CURRENT).exists()
+
+    def attach_history(self, hist: Any, *, write: bool) -> None:
+        """The history's tables as views ``__hist__<t>`` (SQL names them ``__hist.<t>``), read by
+        Spark from the Parquet folders ``CURRENT.json`` names. Only that small file is read here."""
+        import json
+
+        from pyspark.sql import types as T  # noqa: N812
+
+        from ...errors import LedgerError, first_line
+
+        store = hist.store(self.name)
+        self.detach_history()
+        tables: dict[str, Any] = {}
+        if (store / CURRENT).exists():
+            try:
+                tables = json.loads((store / CURRENT).read_text(encoding="utf-8"))["tables"]
+                for table, info in tables.items():
+                    schema = T.StructType.fromJson(info["schema"])
+                    self.spark.read.schema(schema).parquet(str(store / info["dir"])).createOrReplaceTempView(
+                        HISTORY_PREFIX + table)
+            except (OSError, ValueError, KeyError, TypeError, self.Error) as exc:
+                raise LedgerError(f"cannot open the release history {store}: {first_line(exc)}") from None
+        elif write:
+            store.mkdir(parents=True, exist_ok=True)
+        self._hist = store
+        self._hist_tables = set(tables)
+        self._hist_dirty = set()
+
+    def _commit_history(self) -> None:
+        """Write every changed history table as a new Parquet folder, then point ``CURRENT.json``
+        at them with one atomic rename; folders no longer named are removed afterwards."""
+        import json
+        import os
+        import shutil
+        import uuid
+
+        store = self._hist
+        if store is None or not self._hist_dirty:
+            return
+        current = store / CURRENT
+        tables = json.loads(current.read_text(encoding="utf-8"))["tables"] if current.exists() else {}
+        for table in sorted(self._hist_dirty):
+            df = self.spark.table(HISTORY_PREFIX + table)
+            folder = f"{table}.{uuid.uuid4().hex}"
+            df.write.parquet(str(store / folder))
+            tables[table] = {"dir": folder, "schema": df.schema.jsonValue()}
+        tmp = store / f".{CURRENT}.{uuid.uuid4().hex}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump({"format": 1, "tables": tables}, fh, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, current)
+        self._hist_dirty.clear()
+        keep = {info["dir"] for info in tables.values()}
+        for entry in store.iterdir():  # superseded folders and leftovers of an interrupted commit
+            if entry.is_dir() and entry.name not in keep:
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def detach_history(self) -> None:
+        for table in self._hist_tables:
+            name = HISTORY_PREFIX + table
+            self.spark.catalog.dropTempView(name)
+            old = self._cached.pop(name, None)
+            if old is not None:
+                old.unpersist()
+        self._hist, self._hist_tables, self._hist_dirty = None, set(), set()
+
+    def tables(self, database: str) -> set[str]:
+        """The tables of the attached history (``__hist``)."""
+        return set(self._hist_tables) if database == "__hist" else set()
+
+    def columns(self, table: str, database: str | None = None) -> list[str]:
+        """The columns of ``table`` (of the history when ``database`` is ``__hist``), in order."""
+        name = HISTORY_PREFIX + table if database == "__hist" else table
+        return list(self.spark.table(name).columns)
+
     def query_progress(self) -> float:
         return -1.0
 
@@ -474,6 +622,19 @@ def connect(cfg: Any) -> SparkEngine:
     return SparkEngine(builder.getOrCreate())
 
 
+HISTORY_PREFIX = "__hist__"  # the views of the attached history's tables
+CURRENT = "CURRENT.json"  # names each history table's Parquet folder and schema
+
+
+def _history_view(node: Any) -> Any:
+    """``__hist.<t>`` (a table of DuckDB's attached history) → the view ``__hist__<t>``."""
+    from sqlglot import exp
+
+    if isinstance(node, exp.Table) and node.args.get("db") is not None and node.db == "__hist":
+        return exp.Table(this=exp.to_identifier(HISTORY_PREFIX + node.name), alias=node.args.get("alias"))
+    return node
+
+
 def _spark_sql(node: Any) -> str:
     [text] = to_spark(node.sql(dialect="duckdb"))
     return text
@@ -482,7 +643,12 @@ def _spark_sql(node: Any) -> str:
 def _spark_type(kind: Any) -> str:
     from sqlglot import exp
 
-    return exp.DataType.build(kind.sql(dialect="duckdb"), dialect="duckdb").sql(dialect="spark")
+    from .dialect import RULES
+
+    tree = exp.DataType.build(kind.sql(dialect="duckdb"), dialect="duckdb")
+    for rule in RULES:  # HUGEINT, UBIGINT: the dialect's type rules
+        tree = tree.transform(rule)
+    return tree.sql(dialect="spark")
 
 
 def _python(value: Any) -> Any:
@@ -497,4 +663,6 @@ def _python(value: Any) -> Any:
             return value.this
         text = value.this
         return float(text) if any(ch in text for ch in ".eE") else int(text)
+    if isinstance(value, exp.Array):
+        return [_python(v) for v in value.expressions]
     raise UnsupportedSQL(f"cannot run on Spark: VALUES with {value.sql(dialect='duckdb')}")
