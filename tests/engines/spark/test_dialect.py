@@ -96,3 +96,16 @@ def test_top_n_and_list_sum_rules() -> None:
     # the default WARN level would have dropped the n; RAISE refuses what no rule covers
     with pytest.raises(UnsupportedSQL):
         to_spark("SELECT * FROM t WHERE")
+
+
+def test_hash_and_ordered_first_rules() -> None:
+    """The difference check's digests stay 64-bit on Spark (its ``hash`` is 32-bit), and an
+    ordered ``first`` keeps its order (Spark's ``first`` has none)."""
+    [sql] = to_spark("SELECT [hash(uh, 'rows', x)]::UBIGINT[] AS ch FROM t")
+    assert sql == "SELECT CAST(ARRAY(XXHASH64(uh, 'rows', x)) AS ARRAY<BIGINT>) AS ch FROM t"
+    [sql] = to_spark("SELECT first(c.k ORDER BY c.n, c.k) FROM t AS c GROUP BY g")
+    assert sql == "SELECT MIN_BY(c.k, NAMED_STRUCT('k0', c.n, 'k1', c.k)) FROM t AS c GROUP BY g"
+    [sql] = to_spark("SELECT first(x) FROM t")
+    assert sql == "SELECT FIRST(x) FROM t"  # no order: unchanged
+    with pytest.raises(UnsupportedSQL, match="DESC"):
+        to_spark("SELECT first(c ORDER BY n DESC) FROM t")

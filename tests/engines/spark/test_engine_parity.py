@@ -354,9 +354,9 @@ def test_exclusion_lists_on_spark_remove_the_same_people(spark: Any, tmp_path: P
 
 @pytest.mark.parametrize("name", ["adult_census_occupation", "online_retail_country_month"])
 def test_shipped_threshold_configs_give_the_same_release_on_spark(spark: Any, tmp_path: Path, name: str) -> None:
-    """Every shipped threshold config whose data ships with the repository (the difference check off,
-    as the Spark engine requires for now): byte-identical report, the same counts, suppression
-    reasons and gate verdicts on both engines."""
+    """Every shipped threshold config whose data ships with the repository, as shipped (the
+    difference check on, each engine with its own history): byte-identical report, the same
+    counts, suppression reasons and gate verdicts on both engines."""
     import shutil
 
     from pipeline import load_config, run_report
@@ -365,14 +365,124 @@ def test_shipped_threshold_configs_give_the_same_release_on_spark(spark: Any, tm
     out = {}
     for kind in ("duckdb", "spark"):  # one output folder (it is in the provenance): the first release moved aside
         cfg = load_config(ROOT / "configs" / f"{name}.yaml").with_overrides(
-            engine={"kind": kind}, difference_check=False, output={"dir": str(tmp_path / "reports")})
+            engine={"kind": kind}, output={"dir": str(tmp_path / "reports")})
         cfg = cfg.with_overrides(history=None) if cfg.history else cfg
+        assert cfg.difference_check
         out[kind] = run_report(cfg, "shipped", summary_html=False)
         rows = len(out[kind].table)  # read before the folder moves
         shutil.move(str(tmp_path / "reports"), str(tmp_path / f"reports_{kind}"))
+        shutil.move(str(tmp_path / "state"), str(tmp_path / f"state_{kind}"))  # the history of this engine
     d, s = out["duckdb"], out["spark"]
     assert s.manifest["report_file"]["sha256"] == d.manifest["report_file"]["sha256"]
     assert s.internal["cells"] == d.internal["cells"] and s.internal["rows"] == d.internal["rows"]
     assert {k: v.get("ok") for k, v in s.manifest["gate"]["checks"].items()} == {
         k: v.get("ok") for k, v in d.manifest["gate"]["checks"].items()}
     assert rows > 0
+
+
+SEQUENCE = [  # (report, source, settings): each release is checked against every earlier one
+    ("a", "events", {"dimensions": ["city", "category"], "totals": [[], ["city"]]}),
+    ("b", "fewer", {"dimensions": ["city", "category"]}),  # the same cells, three people fewer
+    ("c", "fewer", {"dimensions": ["city", {"column": "event_time", "grain": "week", "as": "week"}], "remainder": True}),
+    ("d", "events", {"dimensions": ["city", {"column": "event_time", "grain": "month", "as": "month"}]}),
+]
+
+
+def test_releases_checked_against_their_history_are_the_same_on_spark(spark: Any, tmp_path: Path) -> None:
+    """The difference check across releases on Spark: a sequence of releases (margins; the same
+    cells over three people fewer; weeks with a remainder row; months over the weeks' people and
+    more), each checked against every earlier one in its engine's history, publishes byte for byte
+    what DuckDB publishes, withholding the same cells for ``difference``; a rerun is unchanged. One
+    history is kept by one engine: a run of the other engine on it is refused, and writes nothing."""
+    from pipeline import load_config, run_report
+    from pipeline.errors import LedgerError
+    from tests.conftest import release_dirs, write_config
+
+    _source(tmp_path / "events.parquet")
+    con = duckdb.connect()
+    con.execute(f"COPY (SELECT * FROM '{tmp_path / 'events.parquet'}' WHERE user_id NOT IN (5, 17, 33)) "
+                f"TO '{tmp_path / 'fewer.parquet'}' (FORMAT parquet)")
+    con.close()
+    metrics = [{"name": "events", "agg": "count"}, {"name": "buyers", "agg": "count_units"},
+               {"name": "value", "agg": "sum", "column": "order_value", "bounds": [0, 400]}]
+
+    def config(kind: str, folder: str, report: str, source: str, settings: dict[str, Any]) -> Any:
+        (tmp_path / folder).mkdir(exist_ok=True)
+        return load_config(write_config(
+            tmp_path / folder, f"{report}.yaml", report=report, source={"path": f"../{source}.parquet"},
+            identifiers=["user_id"], filter=None, metrics=metrics, min_units=10, engine={"kind": kind},
+            output={"dir": "out"}, history="state/history.duckdb", **settings))
+
+    import shutil
+
+    out: dict[str, list[Any]] = {}
+    for kind in ("duckdb", "spark"):  # one project folder (its paths are in the provenance), moved aside after
+        out[kind] = [run_report(config(kind, "p", *step), "r1", summary_html=False) for step in SEQUENCE]
+        if kind == "duckdb":
+            shutil.move(str(tmp_path / "p"), str(tmp_path / "p_duckdb"))
+    for d, s in zip(out["duckdb"], out["spark"], strict=True):
+        assert s.manifest["report_file"]["sha256"] == d.manifest["report_file"]["sha256"], d.manifest["report"]
+        assert s.internal["cells"] == d.internal["cells"], d.manifest["report"]
+    withheld = [d.internal["cells"].get("suppressed_difference", 0) for d in out["duckdb"]]
+    assert withheld[0] == 0 and withheld[1] > 0 and withheld[2] > 0  # the check had work to do
+    assert (tmp_path / "p" / "state" / "history.spark" / "CURRENT.json").is_file()
+    assert not (tmp_path / "p" / "state" / "history.duckdb").exists()
+    # a rerun compares with the other releases only: byte-identical, nothing new recorded
+    again = run_report(config("spark", "p", *SEQUENCE[1]), "r1", summary_html=False)
+    assert again.status == "unchanged"
+    # the other engine's history: refused before anything is published
+    before = sorted(release_dirs(tmp_path / "p"))
+    with pytest.raises(LedgerError, match="kept by the spark engine"):
+        run_report(config("duckdb", "p", "e", "events", {"dimensions": ["city"]}), "r1", summary_html=False)
+    shutil.copy(tmp_path / "p_duckdb" / "state" / "history.duckdb", tmp_path / "p" / "state" / "history.duckdb")
+    with pytest.raises(LedgerError, match="kept by the duckdb engine"):
+        run_report(config("spark", "p", "e", "events", {"dimensions": ["city"]}), "r1", summary_html=False)
+    assert sorted(release_dirs(tmp_path / "p")) == before
+
+
+def test_a_history_commit_that_fails_leaves_the_previous_history(spark: Any, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spark's history is switched by one rename: a crash before it leaves the previous tables
+    readable and whole; the folders of the failed commit are removed by the next one."""
+    import os
+
+    from pipeline.state.history import History
+
+    hist = History(tmp_path / "h.duckdb")
+    engine = SparkEngine(spark)
+    ddl = "CREATE TABLE IF NOT EXISTS __hist.cell_units (release_id VARCHAR, cell_key VARCHAR, uh VARCHAR)"
+
+    def record(release: str, rows: int) -> None:
+        engine.attach_history(hist, write=True)
+        engine.execute(ddl)
+        engine.execute("BEGIN TRANSACTION")
+        engine.executemany("INSERT INTO __hist.cell_units VALUES (?, ?, ?)",
+                           [[release, f"k{i}", f"u{i}"] for i in range(rows)])
+        engine.execute("COMMIT")
+        engine.detach_history()
+
+    def stored() -> list[tuple]:
+        engine.attach_history(hist, write=False)
+        try:
+            return sorted(engine.execute("SELECT release_id, count(*) FROM __hist.cell_units GROUP BY 1").fetchall())
+        finally:
+            engine.detach_history()
+
+    record("r1", 3)
+    assert stored() == [("r1", 3)]
+    real_replace = os.replace
+
+    def crash(src: Any, dst: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        record("r2", 5)
+    engine.detach_history()
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert stored() == [("r1", 3)]  # the failed commit changed nothing that is read
+    record("r3", 2)
+    assert stored() == [("r1", 3), ("r3", 2)]
+    folders = [p.name for p in (tmp_path / "h.spark").iterdir() if p.is_dir()]
+    assert len(folders) == 1 and folders[0].startswith("cell_units.")  # superseded and failed folders removed
+    engine.close()
