@@ -11,8 +11,8 @@ measures, per size and alternating:
   aggregates collected to the driver), then a threshold run, the bare query again, then a DP run
   (``run_report`` with ``engine.kind: spark`` reuses the session).
 
-Both engines run the same configs as ``python -m bench`` with ``difference_check: false`` (the
-Spark engine does not run the difference check yet). Prints a Markdown table; the numbers are
+Both engines run the same configs as ``python -m bench`` with ``difference_check: false`` (as
+the earlier measurements did; each run is a first release, so the check would compare nothing). Prints a Markdown table; the numbers are
 pasted into ``bench/RESULTS.md`` by hand with the machine they ran on. Not part of the test run.
 """
 
