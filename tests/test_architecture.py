@@ -166,3 +166,23 @@ def test_public_api_is_the_owning_functions_imported_lazily() -> None:
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0, res.stderr
+
+
+def test_both_engines_implement_the_whole_engine_interface() -> None:
+    """Every method the flows and builders may call on an engine (``engines.base.Engine``) exists
+    on DuckDB's and Spark's, with the same parameters: a method added to one only would fail on
+    the other mid-run, after the data was read."""
+    import inspect
+
+    from pipeline.engines.base import Engine
+    from pipeline.engines.duckdb.connection import DuckDBEngine
+    from pipeline.engines.spark.engine import SparkEngine
+
+    wanted = {n: inspect.signature(f) for n, f in vars(Engine).items() if callable(f) and not n.startswith("_")}
+    assert {"attach_history", "detach_history", "history_exists", "tables", "columns", "file_view"} <= set(wanted)
+    for cls in (DuckDBEngine, SparkEngine):
+        for name, sig in wanted.items():
+            method = getattr(cls, name, None)
+            assert callable(method), f"{cls.__name__} lacks {name}"
+            got = [p.name for p in inspect.signature(method).parameters.values()]
+            assert got == [p.name for p in sig.parameters.values()], f"{cls.__name__}.{name}{got} != {sig}"
