@@ -69,6 +69,26 @@ def test_url_paths_are_a_config_error(project: Path, overrides: dict, key: str) 
     assert not list(project.glob("s3*")) and not list(project.glob("**/s3:"))
 
 
+def test_object_store_sources_are_for_the_spark_engine(project: Path) -> None:
+    """A source URL Spark can read (s3a://, abfss://, file://…) is accepted with engine.kind: spark
+    only; DuckDB's refusal names the key and both ways out; other URLs stay refused on Spark too."""
+    from pipeline.config import load_config
+    from pipeline.errors import ConfigError
+
+    for url in ("s3a://bucket/events/", "abfss://c@acct.dfs.core.windows.net/e/*.parquet", "file:///data/e.parquet"):
+        cfg = load_config(write_config(project, source={"path": url}, engine={"kind": "spark"}))
+        assert cfg.source.path == url
+        from pipeline.engines.base import default_source_id
+
+        assert default_source_id(cfg) == url.rstrip("/")  # the same population from every config folder
+        with pytest.raises(ConfigError, match=r"source\.path.*not supported by the DuckDB engine.*engine\.kind: spark"):
+            load_config(write_config(project, source={"path": url}))
+    with pytest.raises(ConfigError, match="not supported yet"):
+        load_config(write_config(project, source={"path": "https://example.com/e.parquet"}, engine={"kind": "spark"}))
+    r = run_cli("validate", write_config(project, source={"path": "s3a://bucket/e/"}))
+    assert r.exit_code == 2 and "engine.kind: spark" in _one_line(r.stderr)
+
+
 @pytest.mark.parametrize("flag", ["--output", "--temp-dir"])
 def test_url_flags_are_a_usage_error(project: Path, flag: str) -> None:
     r = run_cli("run", write_config(project), "--run-id", "r1", flag, "s3://bucket/x")

@@ -18,6 +18,7 @@ from .models import (
     ReportConfig,
     SourceConfig,
     config_from_dict,
+    source_url,
     url_problem,
 )
 from .problems import did_you_mean
@@ -25,5 +26,5 @@ from .problems import did_you_mean
 __all__ = [
     "EPSILON_CEILING", "BudgetConfig", "CsvOptions", "DimensionConfig", "DominanceConfig", "EngineConfig",
     "MetricConfig", "OutputConfig", "PrivacyConfig", "RangeFilter", "ReportConfig", "SourceConfig",
-    "config_from_dict", "did_you_mean", "json_schema", "load_config", "url_problem",
+    "config_from_dict", "did_you_mean", "json_schema", "load_config", "source_url", "url_problem",
 ]

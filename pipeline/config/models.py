@@ -49,6 +49,21 @@ class _Model(BaseModel):
 
 
 URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+# file systems Spark reads through Hadoop: a source URL with one of these is for the Spark engine
+SPARK_SCHEMES = ("s3a", "s3", "abfss", "abfs", "wasbs", "gs", "hdfs", "dbfs", "file")
+
+
+def source_url(path: str) -> str | None:
+    """``path`` when it is a URL of a file system the Spark engine reads (``s3a://…``, ``file:///…``),
+    else None (a local path)."""
+    if URL_SCHEME.match(path) and path.split("://", 1)[0].lower() in SPARK_SCHEMES:
+        return path
+    return None
+
+
+def _source_path(v: str) -> str:
+    """A local path, or a URL the Spark engine can read (checked against the engine later)."""
+    return v if source_url(v) else _local_path(v)  # type: ignore[return-value]
 
 
 def url_problem(value: str | None) -> str | None:
@@ -79,12 +94,13 @@ class CsvOptions(_Model):
 
 
 class SourceConfig(_Model):
-    path: str = Field(min_length=1, description="File, glob or .duckdb file, relative to the config file.")
+    path: str = Field(min_length=1, description="File, folder, glob or .duckdb file, relative to the config file; "
+                      "with engine.kind: spark also a URL Spark reads (s3a://, abfss://, gs://, hdfs://, file://).")
     table: str | None = Field(None, description="Table name when path is a .duckdb file.")
     format: Literal["auto", "parquet", "csv", "json", "duckdb"] = "auto"
     csv: CsvOptions | None = None
 
-    _path_is_local = field_validator("path")(_local_path)
+    _path_is_local_or_spark = field_validator("path")(_source_path)
 
     @model_validator(mode="after")
     def _table_only_for_duckdb(self) -> SourceConfig:
@@ -529,6 +545,13 @@ class ReportConfig(_Model):
             raise KeyProblem(("min_units",), "required key is missing (the fewest distinct people a published row may aggregate)")
         if self.privacy is not None and self.dominance is not None:
             raise KeyProblem(("dominance",), "dominance is a threshold-mode rule; DP mode bounds contributions instead")
+        url = source_url(self.source.path)
+        if url and (self.engine is None or self.engine.kind != "spark"):
+            scheme = url.split("://", 1)[0]
+            raise KeyProblem(("source", "path"), f"{url!r} is a URL ({scheme}://): object storage and cluster "
+                             "file systems are not supported by the DuckDB engine; read it with the Spark engine "
+                             "(engine.kind: spark, or --engine spark), or copy or mount the files and give a "
+                             "local path")
         if self.engine is not None and self.engine.kind == "spark":
             fmt = self.source.format
             if fmt == "auto":

@@ -81,7 +81,12 @@ def detect_format(cfg: ReportConfig) -> str:
 
 
 def resolve_files(cfg: ReportConfig) -> list[Path]:
-    """The concrete files the source path names (globs expanded, sorted). Raises if none."""
+    """The concrete files the source path names (globs expanded, sorted). Raises if none. A URL
+    source (Spark only) is listed by the engine instead (``SparkEngine.open_source``)."""
+    from ..config import source_url
+
+    if source_url(cfg.source.path):
+        raise SourceError(f"source.path {cfg.source.path!r} is a URL: only the Spark engine lists it")
     raw = os.path.normpath(str(cfg.resolve(cfg.source.path)))  # "a/../b" → "b": one name per file
     if glob.has_magic(raw):
         files = sorted(Path(p) for p in glob.glob(raw, recursive=True) if Path(p).is_file())
@@ -107,8 +112,13 @@ def resolve_files(cfg: ReportConfig) -> list[Path]:
 
 def default_source_id(cfg: ReportConfig) -> str:
     """The budget's population key: explicit ``budget.source_id`` or the resolved source path."""
+    from ..config import source_url
+
     if cfg.budget and cfg.budget.source_id:
         return cfg.budget.source_id
+    url = source_url(cfg.source.path)
+    if url:
+        return url.rstrip("/")  # a URL names the same data from every config folder
     sid = str(cfg.resolve(cfg.source.path).resolve())
     return sid + (f"#{cfg.source.table}" if cfg.source.table else "")
 
@@ -149,6 +159,8 @@ class Engine(Protocol):
     def register(self, name: str, table: Any) -> None: ...
 
     def unregister(self, name: str) -> None: ...
+
+    def content_digests(self, paths: list[str]) -> list[str]: ...
 
     # the release history (pipeline.state.history): its tables as ``__hist.<table>`` in SQL
     def history_exists(self, hist: Any) -> bool: ...

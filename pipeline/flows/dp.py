@@ -70,12 +70,12 @@ def run_dp(
     plan = budget_split(cfg)
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..state.protected import content_digests, register
+    from ..state.protected import register
 
     # the population's key (its files' bytes, not their spelling), hashed while DuckDB bounds
     # contributions (hashlib releases the GIL); checked under the ledger's lock before anything is recorded
     hashing = ThreadPoolExecutor(max_workers=1)
-    digests_future = hashing.submit(content_digests, [f.path for f in source.files])
+    digests_future = hashing.submit(con.content_digests, [f.path for f in source.files])
     hashing.shutdown(wait=False)
     with stages.stage("ledger"), ledger.locked():
         ledger.verify()

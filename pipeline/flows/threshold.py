@@ -52,7 +52,7 @@ def run_threshold(
     from ..state.protected import check_exact_release
 
     # exact numbers of a population under a DP budget would bypass it: refused unless its ledger allows
-    dp_permissions = check_exact_release(cfg.state_dir, [f.path for f in source.files])
+    dp_permissions = check_exact_release(cfg.state_dir, lambda: con.content_digests([f.path for f in source.files]))
     hpath = history_path(cfg)
     hist = History(hpath) if hpath is not None else None
     release_id = f"{source.source_id}\x1f{cfg.report}\x1f{run_id}"

@@ -334,11 +334,18 @@ def output_read_back(cfg: ReportConfig, out: Path) -> str | None:
     - a glob source: refused when the pattern can match a file a release writes
       (``<out>/<report>/<any run id>/report.parquet``, ``report.csv``, ``manifest.json``, ``summary.html``; the run
       id is treated as matching any pattern part, so the answer holds for every run id);
-    - a single file (or a DuckDB database file) reads only itself: any output folder is fine.
+    - a single file (or a DuckDB database file) reads only itself: any output folder is fine;
+    - a ``file://`` URL (Spark) is checked as its local path; other URLs (object storage, HDFS) name
+      no local folder a release is written to.
     Paths are compared resolved (symlinks followed): a link cannot put a release where the
     source reads.
     """
-    raw = str(cfg.resolve(cfg.source.path))
+    from ..config import source_url
+
+    url = source_url(cfg.source.path)
+    if url and not url.lower().startswith("file://"):
+        return None  # object storage or a cluster file system: not where a release is written
+    raw = url[len("file://"):] if url else str(cfg.resolve(cfg.source.path))
     out = out.resolve()
     if glob.has_magic(raw):
         # the fixed folders before the first wildcard resolved as the file system will (symlinks

@@ -36,9 +36,13 @@ _CHUNK = 1 << 20
 
 
 def content_digests(paths: Iterable[str | Path]) -> list[str]:
-    """sha256 of each file's bytes, sorted (so the order files were listed in does not matter)."""
+    """sha256 of each file's bytes, sorted (so the order files were listed in does not matter).
+    A ``file://`` URL is read as its local path; other URLs are hashed by the Spark engine
+    (``SparkEngine.content_digests``)."""
     out = []
     for p in paths:
+        if isinstance(p, str) and p.lower().startswith("file://"):
+            p = p[len("file://"):]
         h = hashlib.sha256()
         with open(p, "rb") as fh:
             while chunk := fh.read(_CHUNK):
@@ -80,15 +84,17 @@ def register(state_dir: Path, digests: list[str], *, source_id: str, ledger: Pat
     os.replace(tmp, path)
 
 
-def check_exact_release(state_dir: Path, files: list[str]) -> list[dict[str, Any]]:
+def check_exact_release(state_dir: Path, digests: Any) -> list[dict[str, Any]]:
     """Refuse (PrivacyRefusal) an exact release of files that a DP ledger registered, unless every
-    such ledger allows exact releases. Returns the permissions used (empty when none applied)."""
+    such ledger allows exact releases. ``digests``: the files' :func:`content_digests`, or a
+    function returning them (called only when a register exists). Returns the permissions used
+    (empty when none applied)."""
     path = state_dir / REGISTER_FILE
     if not path.exists():
         return []
     registered = _read(path)["sources"]
     used: list[dict[str, Any]] = []
-    for digest in sorted(set(content_digests(files))):
+    for digest in sorted(set(digests() if callable(digests) else digests)):
         for owner in registered.get(digest, []):
             if not owner.get("allow_exact_releases"):
                 raise PrivacyRefusal(

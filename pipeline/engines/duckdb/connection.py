@@ -129,6 +129,12 @@ class DuckDBEngine:
     def unregister(self, name: str) -> None:
         self.con.unregister(name)
 
+    def content_digests(self, paths: list[str]) -> list[str]:
+        """sha256 of each source file's bytes, sorted (the key of the DP-budget register)."""
+        from ...state.protected import content_digests
+
+        return content_digests(paths)
+
     # ----- the release history (pipeline.state.history) ------------------------------------
     def history_exists(self, hist: Any) -> bool:
         """Whether this engine's store of the history exists (refuses the other engine's)."""

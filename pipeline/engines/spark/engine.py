@@ -334,6 +334,7 @@ class SparkEngine:
 
         import pyarrow.parquet as pq
 
+        from ...config import source_url
         from ...errors import ConfigError, SourceError
         from ..base import Source, SourceFile, default_source_id, detect_format, resolve_files
 
@@ -341,9 +342,10 @@ class SparkEngine:
         if fmt not in ("parquet", "csv"):
             raise ConfigError(f"{cfg.where('source', 'format')}: the Spark engine reads Parquet and CSV sources "
                               f"(this one is {fmt}); convert it or use engine.kind: duckdb")
-        files = resolve_files(cfg)
-        stats = []
-        for f in files:
+        url = source_url(cfg.source.path)
+        stats = self._list_url(cfg, url) if url else []
+        files = [f.path for f in stats] if url else resolve_files(cfg)
+        for f in [] if url else files:
             st = os.stat(f)
             if st.st_size == 0:
                 raise SourceError(f"source file {f} is empty (0 bytes); re-export it or remove it from the source")
@@ -371,10 +373,41 @@ class SparkEngine:
             raise SourceError(f"source {cfg.source.path!r} holds no rows ({len(files)} file(s)); "
                               "an empty export is refused rather than published as an empty report: check the export")
         fp = hashlib.sha256()
-        for f in sorted(stats, key=lambda f: os.path.realpath(f.path)):
-            fp.update(f"{os.path.realpath(f.path)}\x00{f.size_bytes}\x00{f.mtime_ns}\x00{f.rows}\n".encode())
+        real = (lambda p: p) if url else os.path.realpath  # noqa: E731 - a URL is its own name
+        for f in sorted(stats, key=lambda f: real(f.path)):
+            fp.update(f"{real(f.path)}\x00{f.size_bytes}\x00{f.mtime_ns}\x00{f.rows}\n".encode())
         return Source(format=fmt, files=stats, schema=schema, table=None, source_id=default_source_id(cfg),
                       fingerprint=fp.hexdigest(), extra={"exclusions": exclusions} if exclusions else {})
+
+    def _list_url(self, cfg: Any, url: str) -> list[Any]:
+        """The files a source URL names (a file, a folder read recursively, or a glob), listed by
+        Spark's file system (``binaryFile``: path, size and modification time only, never the
+        content), hidden files (``_SUCCESS``, ``.crc``) skipped, sorted. Row counts per file are
+        not read (their footers are remote): the manifest shows them as unknown."""
+        from pyspark.sql import functions as F  # noqa: N812
+
+        from ...errors import SourceError
+        from ..base import SourceFile
+
+        try:
+            listing = (self.spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(url)
+                       .select("path", "length", "modificationTime")
+                       .where(~F.element_at(F.split("path", "/"), -1).rlike(r"^[._]")).collect())
+        except self.Error as exc:
+            from ...errors import first_line
+
+            raise SourceError(f"source.path {url!r}: cannot list it ({first_line(exc)}); check the URL and "
+                              "that the cluster can reach it") from None
+        if not listing:
+            raise SourceError(f"source.path {url!r}: no files there; check the URL and that the export ran")
+        out = []
+        for row in sorted(listing, key=lambda r: r["path"]):
+            if not row["length"]:
+                raise SourceError(f"source file {row['path']} is empty (0 bytes); re-export it or remove it "
+                                  "from the source")
+            mtime_ns = int(row["modificationTime"].timestamp() * 1_000_000) * 1000
+            out.append(SourceFile(str(row["path"]), int(row["length"]), mtime_ns, None))
+        return out
 
     def _read_csv(self, cfg: Any, names: list[str]) -> Any:
         """The CSV files as a DataFrame with the strictness of the DuckDB reader, checked inside Spark
@@ -476,6 +509,24 @@ class SparkEngine:
         from ..duckdb.sources import check_columns
 
         check_columns(cfg, source.schema)
+
+    def content_digests(self, paths: list[str]) -> list[str]:
+        """sha256 of each source file's bytes, sorted: local files (and ``file://`` URLs) read on
+        the driver, other URLs (object storage) hashed by Spark (``binaryFile``; only the digests
+        reach the driver)."""
+        from ...config import source_url
+        from ...state.protected import content_digests
+
+        local = [p for p in paths if not source_url(p) or p.lower().startswith("file://")]
+        remote = [p for p in paths if p not in local]
+        return sorted(content_digests(local) + (self._digests_in_spark(remote) if remote else []))
+
+    def _digests_in_spark(self, urls: list[str]) -> list[str]:
+        """sha256 of each file's bytes, computed by Spark (each file is one ``binaryFile`` row)."""
+        from pyspark.sql import functions as F  # noqa: N812
+
+        rows = self.spark.read.format("binaryFile").load(urls).select(F.sha2("content", 256)).collect()
+        return sorted(r[0] for r in rows)
 
     # ----- the release history (pipeline.state.history) --------------------------------------
     def history_exists(self, hist: Any) -> bool:

@@ -486,3 +486,44 @@ def test_a_history_commit_that_fails_leaves_the_previous_history(spark: Any, tmp
     folders = [p.name for p in (tmp_path / "h.spark").iterdir() if p.is_dir()]
     assert len(folders) == 1 and folders[0].startswith("cell_units.")  # superseded and failed folders removed
     engine.close()
+
+
+def test_a_source_url_on_spark_reads_the_files_it_lists(spark: Any, tmp_path: Path) -> None:
+    """A source URL (here ``file://`` to a folder of Parquet parts with Spark's ``_SUCCESS`` marker;
+    ``s3a://`` and ``abfss://`` take the same path on a cluster) is listed by Spark, hidden files
+    skipped, and gives the release DuckDB gives for the same folder as a local path; the manifest
+    lists each file by its URL. Content digests computed by Spark equal the driver's."""
+    import pyarrow.parquet as pq
+
+    from pipeline import load_config, run_report
+    from pipeline.state.protected import content_digests
+    from tests.conftest import write_config
+
+    folder = tmp_path / "events"
+    folder.mkdir()
+    src = _source(tmp_path / "all.parquet")
+    con = duckdb.connect()
+    for part, cond in enumerate(("user_id % 2 = 0", "user_id % 2 = 1")):
+        con.execute(f"COPY (SELECT * FROM '{src}' WHERE {cond}) TO '{folder / f'part-{part}.parquet'}' (FORMAT parquet)")
+    con.close()
+    (folder / "_SUCCESS").write_bytes(b"")
+    out = {}
+    for kind, path in (("duckdb", str(folder)), ("spark", folder.as_uri())):
+        (tmp_path / kind).mkdir()
+        cfg = load_config(write_config(
+            tmp_path / kind, "r.yaml", report="r", source={"path": path}, identifiers=["user_id"], filter=None,
+            metrics=[{"name": "events", "agg": "count"}, {"name": "buyers", "agg": "count_units"}],
+            dimensions=["city", "category"], min_units=10, engine={"kind": kind}, output={"dir": "out"}))
+        out[kind] = run_report(cfg, "r1", summary_html=False)
+    d, s = out["duckdb"], out["spark"]
+    assert pq.read_table(s.report_path).replace_schema_metadata(None).equals(
+        pq.read_table(d.report_path).replace_schema_metadata(None))
+    assert s.internal["cells"] == d.internal["cells"] and d.internal["cells"]["cells_published"] > 0
+    files = s.manifest["source"]["files"]
+    assert [f["path"].rsplit("/", 1)[-1] for f in files] == ["part-0.parquet", "part-1.parquet"]
+    assert all(f["path"].startswith("file:") for f in files)
+    assert s.manifest["source"]["source_id"] == folder.as_uri()
+    engine = SparkEngine(spark)
+    parts = sorted(folder.glob("part-*"))
+    assert engine._digests_in_spark([p.as_uri() for p in parts]) == content_digests(parts)
+    engine.close()
