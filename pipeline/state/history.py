@@ -68,5 +68,6 @@ class History:
             raise LedgerError(
                 f"the release history {self.path} is kept by the {other_kind} engine (in {other}); this run's "
                 f"engine ({engine}) cannot compare with the releases recorded there, so it is refused: run this "
-                f"report with engine.kind: {other_kind}, or give it its own history: path")
+                f"report with engine.kind: {other_kind} (a new history: path would not know those releases; "
+                "docs/PRIVACY.md, Engines)")
         return mine
