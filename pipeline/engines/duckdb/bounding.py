@@ -27,13 +27,13 @@ import hashlib
 
 from ...config import ReportConfig
 from .cells import (
-    NARROW_VALUE_LIMIT,
     REGROUP_COLS,
     bad_value_counts,
     base_select,
     dim_key,
     metric_value,
     value_owners,
+    wide_values,
     with_shared_values,
 )
 from .sql import Params, Query
@@ -41,11 +41,6 @@ from .sql import Params, Query
 PRIME = 2_147_483_647  # 2^31 − 1: a product of two residues stays below 2^62 (a BIGINT on both engines)
 PRIME2 = 2_147_483_629  # the largest prime below it: (x mod P, x mod P2) tells apart any x, y below P·P2
 SHIFT = 2_147_483_648  # 2^31: a key is (high residue) · 2^31 + (low residue), below 2^62
-
-
-def _wide(m: object) -> bool:
-    """Whether a metric's clamped values use the wide DECIMAL (bounds beyond the narrow limit)."""
-    return max(abs(float(b)) for b in m.bounds) >= NARROW_VALUE_LIMIT  # type: ignore[attr-defined]
 
 
 def seed_residues(seed: int, label: str, n: int) -> list[int]:
@@ -103,7 +98,7 @@ def dp_pairs_sql(cfg: ReportConfig, schema: dict[str, str], seed: int, *, public
     keys = [dim_key(i) for i in range(nd)]
     value_cols = [metric_value(i) for i in value_owners(cfg)]
     base = base_select(cfg, schema, params)
-    wide = {metric_value(i): _wide(cfg.metrics[i]) for i in value_owners(cfg)}
+    wide = {metric_value(i): wide_values(cfg.metrics[i]) for i in value_owners(cfg)}
     row_hash = row_key([(v, wide[v]) for v in value_cols], seed, params) if value_cols else "0"
     aggs = [f"least(count(*), {linf}) AS __n"]
     for i in value_owners(cfg):  # metrics sharing a value column are aliased below

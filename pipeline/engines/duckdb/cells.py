@@ -26,6 +26,13 @@ NARROW_VALUE_TYPE = "DECIMAL(18,6)"
 NARROW_VALUE_LIMIT = 1e12  # |value| < 1e12 keeps value · 1e6 < 9.2e18, inside a 64-bit integer
 
 
+def wide_values(m: MetricConfig) -> bool:
+    """Whether a metric's clamped values need the wide DECIMAL(38,6): a bound of at least
+    :data:`NARROW_VALUE_LIMIT` in absolute value (DECIMAL(18,6) holds less than 1e12). The one rule
+    for the clamp's type and for DP bounding's integer form of a value."""
+    return max(abs(float(b)) for b in m.bounds) >= NARROW_VALUE_LIMIT  # type: ignore[union-attr]
+
+
 def dim_key(i: int) -> str:
     return f"__d{i}"
 
@@ -123,7 +130,7 @@ def clamp_expr(m: MetricConfig, params: Params) -> str:
     assert m.column is not None and m.bounds is not None
     x = raw_value_expr(m)
     lo, hi = params.add(float(m.bounds[0])), params.add(float(m.bounds[1]))
-    typ = NARROW_VALUE_TYPE if max(abs(float(b)) for b in m.bounds) < NARROW_VALUE_LIMIT else SUM_TYPE
+    typ = SUM_TYPE if wide_values(m) else NARROW_VALUE_TYPE
     return f"CASE WHEN isfinite({x}) THEN CAST(greatest({lo}::DOUBLE, least({hi}::DOUBLE, {x})) AS {typ}) END"
 
 
