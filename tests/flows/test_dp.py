@@ -605,3 +605,51 @@ def test_budget_show_states_the_sum_of_every_release(dp_project: Path) -> None:
     assert row["last_release"].startswith("t_report/s3 at ")
     shown = run_cli("budget", "show", "--ledger", dp_project / "state" / "ledger.duckdb")
     assert shown.exit_code == 0 and f"3 release(s), ε spent {spent_eps:.4g}" in shown.output
+
+
+def test_linf_order_counts_a_null_value_as_p_minus_one(tmp_path: Path) -> None:
+    """With two value columns, a row whose first value is null is ordered by the documented key
+    ``(a₀·x₀ + a₁·x₁ + b) mod P`` with ``x₀ = P − 1`` (computed here from the definition), so the
+    second column's bounded sum is the same on every engine; the first column's sum takes the
+    ``max_rows_per_group`` non-null values of smallest key (a null adds nothing, as DuckDB's and
+    the Spark rule's ``min_by`` skip it)."""
+    import hashlib
+
+    from pipeline.engines.duckdb.bounding import dp_cells_sql, dp_pairs_sql
+    from pipeline.engines.duckdb.connection import connect
+    from pipeline.engines.duckdb.sources import open_source
+
+    (tmp_path / "data").mkdir()
+    amount: list[float | None] = [round(0.37 * k * k % 10, 2) for k in range(1, 31)]
+    for i in range(0, 30, 3):
+        amount[i] = None  # a third of the rows have no amount
+    qty = [round((k * 7.3) % 10, 1) for k in range(1, 31)]
+    con0 = duckdb.connect()
+    con0.execute("CREATE TABLE t (user_id BIGINT, city VARCHAR, amount DOUBLE, qty DOUBLE)")
+    con0.executemany("INSERT INTO t VALUES (1, 'big', ?, ?)", [[a, q] for a, q in zip(amount, qty, strict=True)])
+    con0.execute(f"COPY t TO '{tmp_path / 'data' / 'two.parquet'}' (FORMAT parquet)")
+    cfg = load_config(dp_config(tmp_path, "data/two.parquet", metrics=[
+        {"name": "amount", "agg": "sum", "column": "amount", "bounds": [0, 10]},
+        {"name": "qty", "agg": "sum", "column": "qty", "bounds": [0, 10]}]))
+    linf = PRIVACY["max_rows_per_group"]
+    con = connect(cfg)
+    source = open_source(con, cfg)
+    p = 2**31 - 1
+    kept_a_null = 0
+    for seed in range(20, 32):
+        con.execute(*_q(dp_pairs_sql(cfg, source.schema, seed, public=False)))
+        for q in dp_cells_sql(cfg, 3):
+            con.execute(*_q(q))
+        s_amount, s_qty = con.execute("SELECT CAST(__s0 AS DOUBLE), CAST(__s1 AS DOUBLE) FROM __dp_cells").fetchone()
+        d = hashlib.sha256(f"anonymize/rows/{seed}/0".encode()).digest()
+        a0, a1, b = (1 + int.from_bytes(d[j:j + 4], "big") % (p - 1) for j in (0, 4, 8))
+
+        def key(r: tuple[float | None, float], a0: int = a0, a1: int = a1, b: int = b) -> int:
+            x0 = p - 1 if r[0] is None else round(r[0] * 1_000_000) % p
+            return ((x0 * a0) % p + (round(r[1] * 1_000_000) % p * a1) % p + b) % p
+
+        rows = sorted(zip(amount, qty, strict=True), key=key)
+        assert s_qty == pytest.approx(sum(q for _, q in rows[:linf]), abs=1e-6)
+        assert s_amount == pytest.approx(sum([a for a, _ in rows if a is not None][:linf]), abs=1e-6)
+        kept_a_null += any(a is None for a, _ in rows[:linf])
+    assert kept_a_null >= 3  # the null's key decided which rows were kept, several times

@@ -66,3 +66,25 @@ def test_values_at_the_wide_limit_are_clamped_and_bounded_exactly(tmp_path: Path
             assert total == pytest.approx(expected[city], rel=1e-12)  # every value clamped to exactly 1e12
         else:  # one row per person, each 1e12 after clamping: the noisy sum is around 200 x 1e12
             assert total == pytest.approx(expected[city], rel=0.5)
+
+
+def test_linf_orders_rows_of_wide_values_without_overflow(tmp_path: Path) -> None:
+    """Values beyond the narrow limit (bounds up to 1e15: micro-units would pass 2^63) are ordered
+    by their whole units modulo 4e18, so a person's rows are still cut to ``max_rows_per_group``
+    and the release is made; each kept value is clamped to the bound."""
+    (tmp_path / "data").mkdir()
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT i // 3 AS user_id, 'c' || (i // 3 % 2) AS city, "
+                "CASE WHEN i % 3 = 0 THEN 5e15 ELSE 3e14 + i END AS amount FROM range(1200) r(i)")
+    con.execute(f"COPY t TO '{tmp_path / 'data' / 'wide.parquet'}' (FORMAT parquet)")
+    con.close()
+    cfg = load_config(write_config(
+        tmp_path, source={"path": "data/wide.parquet"}, dimensions=["city"], filter=None, identifiers=["user_id"],
+        metrics=[{"name": "rows", "agg": "count"}, {"name": "total", "agg": "sum", "column": "amount", "bounds": [0, 1e15]}],
+        min_units=10, privacy={"epsilon": 1.0, "delta": 1e-6, "max_groups_per_unit": 1, "max_rows_per_group": 1},
+        budget={"ledger": str(tmp_path / "state" / "l.duckdb"), "epsilon_limit": 5, "delta_limit": 1e-3}))
+    rel = run_report(cfg, "r1", summary_html=False)
+    assert len(rel.table) == 2
+    for rows, total in zip(rel.table["rows"], rel.table["total"], strict=True):
+        assert rows == pytest.approx(200, abs=60)  # one row per person (of three), 200 people per city
+        assert 0 < total < 200 * 1e15 * 1.5  # each kept value at most the bound
