@@ -653,3 +653,23 @@ def test_linf_order_counts_a_null_value_as_p_minus_one(tmp_path: Path) -> None:
         assert s_amount == pytest.approx(sum([a for a, _ in rows if a is not None][:linf]), abs=1e-6)
         kept_a_null += any(a is None for a, _ in rows[:linf])
     assert kept_a_null >= 3  # the null's key decided which rows were kept, several times
+
+
+def test_a_margin_counts_each_person_once_however_many_of_its_cells_they_are_in(tmp_path: Path) -> None:
+    """A DP margin's unit count is the number of distinct people under it (sensitivity 1 per
+    person), not of (cell, person) pairs: 400 people each in 2 categories of one city give a city
+    margin of about 400, not 800 (the noise is a few units)."""
+    (tmp_path / "data").mkdir()
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT i // 2 AS user_id, 'only' AS city, 'k' || (i % 2) AS category, "
+                "1.0 AS amount FROM range(800) r(i)")
+    con.execute(f"COPY t TO '{tmp_path / 'data' / 'm.parquet'}' (FORMAT parquet)")
+    con.close()
+    cfg = load_config(dp_config(tmp_path, "data/m.parquet", dimensions=["city", "category"], totals=[["city"]],
+                                min_units=5))
+    t = run_report(cfg, "m", summary_html=False).table
+    margin = t[t["level"] != "cell"]
+    cells = t[t["level"] == "cell"]
+    assert len(margin) == 1 and len(cells) == 2
+    assert abs(int(margin["units"].iloc[0]) - 400) < 60
+    assert all(abs(int(u) - 400) < 60 for u in cells["units"])  # every person is in both cells
