@@ -110,11 +110,9 @@ def dp_pairs_sql(cfg: ReportConfig, schema: dict[str, str], seed: int, *, public
     aggs += bad_value_counts(cfg, schema)
     aggs.append("count(*) AS __n_raw")
     inner = f"SELECT *, {row_hash} AS __r FROM ({base})"
-    join = ""
     if public:
         on = " AND ".join(f"p.{k} IS NOT DISTINCT FROM b.{k}" for k in keys)
-        join = f" SEMI JOIN __public p ON {on}"
-        inner = f"SELECT b.* FROM ({inner}) b{join}"
+        inner = f"SELECT b.* FROM ({inner}) b SEMI JOIN __public p ON {on}"
     select = f"SELECT {', '.join(keys)}, __u, {', '.join(aggs)} FROM ({inner}) GROUP BY {', '.join(keys + ['__u'])}"
     # metrics sharing a value column are aliased where they are read (quality, cells), not stored
     sql = f"CREATE OR REPLACE TEMP TABLE __dp_pairs AS {select}"
