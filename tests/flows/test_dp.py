@@ -692,3 +692,24 @@ def test_public_partitions_over_two_dimensions_publish_exactly_the_listed_cells(
     units = dict(zip(zip(t["city"], t["category"], strict=True), t["units"], strict=True))
     assert abs(int(units[("c0", "k0")]) - 200) < 40 and abs(int(units[("c1", "k3")]) - 200) < 40
     assert abs(int(units[("c2", "k9")])) < 40  # listed but absent: noise around 0
+
+
+def test_a_mean_beside_another_value_column_is_published_from_its_own_counts(tmp_path: Path) -> None:
+    """A mean keeps its own clamped sum and value count beside another value column's: 6,000 people
+    with amounts of 2.0 or 6.0 (mean 4.0) and quantities of 1.0 publish a mean near 4 and a sum
+    near 6,000 (Laplace scale 240 here: the bound, 2 kept cells and 3 rows per person, ε/4;
+    ±3000 is 12.5 scales, exceeded with probability ~4e-6)."""
+    (tmp_path / "data").mkdir()
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT i AS user_id, 'only' AS city, CASE WHEN i % 2 = 0 THEN 2.0 ELSE 6.0 END "
+                "AS amount, 1.0 AS qty FROM range(6000) r(i)")
+    con.execute(f"COPY t TO '{tmp_path / 'data' / 'mq.parquet'}' (FORMAT parquet)")
+    con.close()
+    cfg = load_config(dp_config(tmp_path, "data/mq.parquet", metrics=[
+        {"name": "avg_amount", "agg": "mean", "column": "amount", "bounds": [0, 10]},
+        {"name": "qty", "agg": "sum", "column": "qty", "bounds": [0, 10]}]))
+    rel = run_report(cfg, "mq", summary_html=False)
+    t = rel.table
+    assert len(t) == 1
+    assert float(t["avg_amount"].iloc[0]) == pytest.approx(4.0, abs=0.5)
+    assert float(t["qty"].iloc[0]) == pytest.approx(6000, abs=3000)
