@@ -85,6 +85,11 @@ def test_object_store_sources_are_for_the_spark_engine(project: Path) -> None:
             load_config(write_config(project, source={"path": url}))
     with pytest.raises(ConfigError, match="not supported yet"):
         load_config(write_config(project, source={"path": "https://example.com/e.parquet"}, engine={"kind": "spark"}))
+    from pipeline.config import file_url_path
+
+    # a file:// URL names its local path (percent-escapes decoded, as Path.as_uri writes them)
+    assert file_url_path((project / "a b" / "e.parquet").as_uri()) == str(project / "a b" / "e.parquet")
+    assert file_url_path("s3a://bucket/e/") is None and file_url_path("/data/e.parquet") is None
     r = run_cli("validate", write_config(project, source={"path": "s3a://bucket/e/"}))
     assert r.exit_code == 2 and "engine.kind: spark" in _one_line(r.stderr)
 

@@ -18,6 +18,7 @@ from .models import (
     ReportConfig,
     SourceConfig,
     config_from_dict,
+    file_url_path,
     source_url,
     url_problem,
 )
@@ -26,5 +27,5 @@ from .problems import did_you_mean
 __all__ = [
     "EPSILON_CEILING", "BudgetConfig", "CsvOptions", "DimensionConfig", "DominanceConfig", "EngineConfig",
     "MetricConfig", "OutputConfig", "PrivacyConfig", "RangeFilter", "ReportConfig", "SourceConfig",
-    "config_from_dict", "did_you_mean", "json_schema", "load_config", "source_url", "url_problem",
+    "config_from_dict", "did_you_mean", "file_url_path", "json_schema", "load_config", "source_url", "url_problem",
 ]

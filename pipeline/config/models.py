@@ -61,6 +61,16 @@ def source_url(path: str) -> str | None:
     return None
 
 
+def file_url_path(path: str) -> str | None:
+    """The local path a ``file://`` URL names (percent-escapes decoded: ``Path.as_uri`` writes a space
+    as ``%20``), else None."""
+    if not path.lower().startswith("file://"):
+        return None
+    from urllib.parse import unquote, urlparse
+
+    return unquote(urlparse(path).path)
+
+
 def _source_path(v: str) -> str:
     """A local path, or a URL the Spark engine can read (checked against the engine later)."""
     return v if source_url(v) else _local_path(v)  # type: ignore[return-value]

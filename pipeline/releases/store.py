@@ -340,12 +340,12 @@ def output_read_back(cfg: ReportConfig, out: Path) -> str | None:
     Paths are compared resolved (symlinks followed): a link cannot put a release where the
     source reads.
     """
-    from ..config import source_url
+    from ..config import file_url_path, source_url
 
-    url = source_url(cfg.source.path)
-    if url and not url.lower().startswith("file://"):
+    local = file_url_path(cfg.source.path)
+    if source_url(cfg.source.path) and local is None:
         return None  # object storage or a cluster file system: not where a release is written
-    raw = url[len("file://"):] if url else str(cfg.resolve(cfg.source.path))
+    raw = local or str(cfg.resolve(cfg.source.path))
     out = out.resolve()
     if glob.has_magic(raw):
         # the fixed folders before the first wildcard resolved as the file system will (symlinks

@@ -25,10 +25,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from ..config import file_url_path
 from ..errors import PrivacyRefusal
 
 REGISTER_FILE = "dp_sources.json"
@@ -41,8 +42,8 @@ def content_digests(paths: Iterable[str | Path]) -> list[str]:
     (``SparkEngine.content_digests``)."""
     out = []
     for p in paths:
-        if isinstance(p, str) and p.lower().startswith("file://"):
-            p = p[len("file://"):]
+        if isinstance(p, str):
+            p = file_url_path(p) or p
         h = hashlib.sha256()
         with open(p, "rb") as fh:
             while chunk := fh.read(_CHUNK):
@@ -84,17 +85,17 @@ def register(state_dir: Path, digests: list[str], *, source_id: str, ledger: Pat
     os.replace(tmp, path)
 
 
-def check_exact_release(state_dir: Path, digests: Any) -> list[dict[str, Any]]:
+def check_exact_release(state_dir: Path, digests: Callable[[], Iterable[str]]) -> list[dict[str, Any]]:
     """Refuse (PrivacyRefusal) an exact release of files that a DP ledger registered, unless every
-    such ledger allows exact releases. ``digests``: the files' :func:`content_digests`, or a
-    function returning them (called only when a register exists). Returns the permissions used
-    (empty when none applied)."""
+    such ledger allows exact releases. ``digests`` returns the files' :func:`content_digests` (the
+    engine's: remote files are hashed where they are); it is called only when a register exists.
+    Returns the permissions used (empty when none applied)."""
     path = state_dir / REGISTER_FILE
     if not path.exists():
         return []
     registered = _read(path)["sources"]
     used: list[dict[str, Any]] = []
-    for digest in sorted(set(digests() if callable(digests) else digests)):
+    for digest in sorted(set(digests())):
         for owner in registered.get(digest, []):
             if not owner.get("allow_exact_releases"):
                 raise PrivacyRefusal(

@@ -332,30 +332,17 @@ class SparkEngine:
         import hashlib
         import os
 
-        import pyarrow.parquet as pq
-
         from ...config import source_url
-        from ...errors import ConfigError, SourceError
-        from ..base import Source, SourceFile, default_source_id, detect_format, resolve_files
+        from ...errors import ConfigError
+        from ..base import Source, default_source_id, detect_format
 
         fmt = detect_format(cfg)
         if fmt not in ("parquet", "csv"):
             raise ConfigError(f"{cfg.where('source', 'format')}: the Spark engine reads Parquet and CSV sources "
                               f"(this one is {fmt}); convert it or use engine.kind: duckdb")
         url = source_url(cfg.source.path)
-        stats = self._list_url(cfg, url) if url else []
-        files = [f.path for f in stats] if url else resolve_files(cfg)
-        for f in [] if url else files:
-            st = os.stat(f)
-            if st.st_size == 0:
-                raise SourceError(f"source file {f} is empty (0 bytes); re-export it or remove it from the source")
-            rows = None
-            if fmt == "parquet":
-                try:
-                    rows = pq.ParquetFile(f).metadata.num_rows
-                except Exception as exc:  # noqa: BLE001 - any unreadable footer is the same problem
-                    raise SourceError(f"source file {f} is not a readable Parquet file ({exc}); re-export it") from None
-            stats.append(SourceFile(str(f), st.st_size, st.st_mtime_ns, rows))
+        stats = self._list_url(url) if url else self._list_local(cfg, fmt)
+        files = [f.path for f in stats]
         if fmt == "csv":
             df = self._read_csv(cfg, [str(f) for f in files])
         else:
@@ -370,6 +357,8 @@ class SparkEngine:
             exclusions = apply_exclusions(cfg, self, schema)  # before anything else reads the source
             df = self.spark.table("__src")
         if not df.take(1):
+            from ...errors import SourceError
+
             raise SourceError(f"source {cfg.source.path!r} holds no rows ({len(files)} file(s)); "
                               "an empty export is refused rather than published as an empty report: check the export")
         fp = hashlib.sha256()
@@ -379,14 +368,39 @@ class SparkEngine:
         return Source(format=fmt, files=stats, schema=schema, table=None, source_id=default_source_id(cfg),
                       fingerprint=fp.hexdigest(), extra={"exclusions": exclusions} if exclusions else {})
 
-    def _list_url(self, cfg: Any, url: str) -> list[Any]:
+    @staticmethod
+    def _list_local(cfg: Any, fmt: str) -> list[Any]:
+        """The source's local files (:func:`~pipeline.engines.base.resolve_files`) with their size,
+        time and, for Parquet, the row count in their footer; an empty or unreadable file refused."""
+        import os
+
+        import pyarrow.parquet as pq
+
+        from ...errors import SourceError
+        from ..base import SourceFile, resolve_files
+
+        stats = []
+        for f in resolve_files(cfg):
+            st = os.stat(f)
+            if st.st_size == 0:
+                raise SourceError(f"source file {f} is empty (0 bytes); re-export it or remove it from the source")
+            rows = None
+            if fmt == "parquet":
+                try:
+                    rows = pq.ParquetFile(f).metadata.num_rows
+                except Exception as exc:  # noqa: BLE001 - any unreadable footer is the same problem
+                    raise SourceError(f"source file {f} is not a readable Parquet file ({exc}); re-export it") from None
+            stats.append(SourceFile(str(f), st.st_size, st.st_mtime_ns, rows))
+        return stats
+
+    def _list_url(self, url: str) -> list[Any]:
         """The files a source URL names (a file, a folder read recursively, or a glob), listed by
         Spark's file system (``binaryFile``: path, size and modification time only, never the
         content), hidden files (``_SUCCESS``, ``.crc``) skipped, sorted. Row counts per file are
         not read (their footers are remote): the manifest shows them as unknown."""
         from pyspark.sql import functions as F  # noqa: N812
 
-        from ...errors import SourceError
+        from ...errors import SourceError, first_line
         from ..base import SourceFile
 
         try:
@@ -394,8 +408,6 @@ class SparkEngine:
                        .select("path", "length", "modificationTime")
                        .where(~F.element_at(F.split("path", "/"), -1).rlike(r"^[._]")).collect())
         except self.Error as exc:
-            from ...errors import first_line
-
             raise SourceError(f"source.path {url!r}: cannot list it ({first_line(exc)}); check the URL and "
                               "that the cluster can reach it") from None
         if not listing:
@@ -514,11 +526,11 @@ class SparkEngine:
         """sha256 of each source file's bytes, sorted: local files (and ``file://`` URLs) read on
         the driver, other URLs (object storage) hashed by Spark (``binaryFile``; only the digests
         reach the driver)."""
-        from ...config import source_url
+        from ...config import file_url_path, source_url
         from ...state.protected import content_digests
 
-        local = [p for p in paths if not source_url(p) or p.lower().startswith("file://")]
-        remote = [p for p in paths if p not in local]
+        remote = [p for p in paths if source_url(p) and file_url_path(p) is None]
+        local = [p for p in paths if p not in remote]
         return sorted(content_digests(local) + (self._digests_in_spark(remote) if remote else []))
 
     def _digests_in_spark(self, urls: list[str]) -> list[str]:
