@@ -40,6 +40,19 @@ BASE_CONFIG: dict[str, Any] = {
 }
 
 
+def parquet_from_sql(path: Path, select: str) -> Path:
+    """Write the rows of a DuckDB ``select`` to the Parquet file ``path`` (its folder created)."""
+    import duckdb
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    try:
+        con.execute(f"COPY ({select}) TO '{path}' (FORMAT parquet)")
+    finally:
+        con.close()
+    return path
+
+
 @pytest.fixture(scope="session")
 def events_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """60k generated events for 6k users (deterministic)."""

@@ -117,6 +117,12 @@ def test_no_import_cycles() -> None:
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 
+def _python_succeeds(code: str) -> None:
+    """Run ``code`` in a fresh interpreter (nothing imported yet) and require it to succeed."""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+
+
 def test_privacy_imports_with_duckdb_blocked() -> None:
     """The engine-free layer really is: importing every privacy module works without DuckDB."""
     code = (
@@ -127,8 +133,7 @@ def test_privacy_imports_with_duckdb_blocked() -> None:
         "    importlib.import_module('pipeline.privacy.' + m.name)\n"
         "assert 'duckdb' not in [k for k, v in sys.modules.items() if v is not None]\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert res.returncode == 0, res.stderr
+    _python_succeeds(code)
 
 
 @pytest.mark.parametrize("module", ["pipeline.flows.run", "pipeline.flows.dp", "pipeline.flows.threshold",
@@ -164,8 +169,7 @@ def test_public_api_is_the_owning_functions_imported_lazily() -> None:
         "else:\n"
         "    raise AssertionError('unknown attribute did not raise')\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert res.returncode == 0, res.stderr
+    _python_succeeds(code)
 
 
 def test_both_engines_implement_the_whole_engine_interface() -> None:

@@ -19,7 +19,7 @@ from pipeline.privacy.mechanisms import add_noise, selection_mechanism, vector_m
 from pipeline.privacy.rules import publication_threshold
 from pipeline.state.ledger import Ledger
 
-from ..conftest import release_dirs, run_cli, write_config
+from ..conftest import parquet_from_sql, release_dirs, run_cli, write_config
 
 PRIVACY = {"epsilon": 1.0, "delta": 1e-6, "max_groups_per_unit": 2, "max_rows_per_group": 3, "noise": "laplace"}
 
@@ -659,12 +659,8 @@ def test_a_margin_counts_each_person_once_however_many_of_its_cells_they_are_in(
     """A DP margin's unit count is the number of distinct people under it (sensitivity 1 per
     person), not of (cell, person) pairs: 400 people each in 2 categories of one city give a city
     margin of about 400, not 800 (the noise is a few units)."""
-    (tmp_path / "data").mkdir()
-    con = duckdb.connect()
-    con.execute("CREATE TABLE t AS SELECT i // 2 AS user_id, 'only' AS city, 'k' || (i % 2) AS category, "
-                "1.0 AS amount FROM range(800) r(i)")
-    con.execute(f"COPY t TO '{tmp_path / 'data' / 'm.parquet'}' (FORMAT parquet)")
-    con.close()
+    parquet_from_sql(tmp_path / "data" / "m.parquet", "SELECT i // 2 AS user_id, 'only' AS city, 'k' || (i % 2) AS category, "
+                     "1.0 AS amount FROM range(800) r(i)")
     cfg = load_config(dp_config(tmp_path, "data/m.parquet", dimensions=["city", "category"], totals=[["city"]],
                                 min_units=5))
     t = run_report(cfg, "m", summary_html=False).table
@@ -678,12 +674,8 @@ def test_a_margin_counts_each_person_once_however_many_of_its_cells_they_are_in(
 def test_public_partitions_over_two_dimensions_publish_exactly_the_listed_cells(tmp_path: Path) -> None:
     """A public list over two dimensions selects cells on both: every listed (city, category) is
     published, present or not, and no other; the noisy counts are those of the listed cells."""
-    (tmp_path / "data").mkdir()
-    con = duckdb.connect()
-    con.execute("CREATE TABLE t AS SELECT i AS user_id, 'c' || (i % 3) AS city, 'k' || (i % 4) AS category, "
-                "1.0 AS amount FROM range(2400) r(i)")
-    con.execute(f"COPY t TO '{tmp_path / 'data' / 'two.parquet'}' (FORMAT parquet)")
-    con.close()
+    parquet_from_sql(tmp_path / "data" / "two.parquet", "SELECT i AS user_id, 'c' || (i % 3) AS city, 'k' || (i % 4) AS category, "
+                     "1.0 AS amount FROM range(2400) r(i)")
     (tmp_path / "data" / "public.csv").write_text("city,category\nc0,k0\nc1,k3\nc2,k9\n")
     cfg = load_config(dp_config(tmp_path, "data/two.parquet", dimensions=["city", "category"],
                                 privacy={**PRIVACY, "public_partitions": "data/public.csv"}))
@@ -699,12 +691,8 @@ def test_a_mean_beside_another_value_column_is_published_from_its_own_counts(tmp
     with amounts of 2.0 or 6.0 (mean 4.0) and quantities of 1.0 publish a mean near 4 and a sum
     near 6,000 (Laplace scale 240 here: the bound, 2 kept cells and 3 rows per person, ε/4;
     ±3000 is 12.5 scales, exceeded with probability ~4e-6)."""
-    (tmp_path / "data").mkdir()
-    con = duckdb.connect()
-    con.execute("CREATE TABLE t AS SELECT i AS user_id, 'only' AS city, CASE WHEN i % 2 = 0 THEN 2.0 ELSE 6.0 END "
-                "AS amount, 1.0 AS qty FROM range(6000) r(i)")
-    con.execute(f"COPY t TO '{tmp_path / 'data' / 'mq.parquet'}' (FORMAT parquet)")
-    con.close()
+    parquet_from_sql(tmp_path / "data" / "mq.parquet", "SELECT i AS user_id, 'only' AS city, CASE WHEN i % 2 = 0 THEN 2.0 ELSE 6.0 END "
+                     "AS amount, 1.0 AS qty FROM range(6000) r(i)")
     cfg = load_config(dp_config(tmp_path, "data/mq.parquet", metrics=[
         {"name": "avg_amount", "agg": "mean", "column": "amount", "bounds": [0, 10]},
         {"name": "qty", "agg": "sum", "column": "qty", "bounds": [0, 10]}]))

@@ -14,7 +14,7 @@ import pytest
 
 from pipeline import load_config, run_report
 from pipeline.engines.duckdb.bounding import PRIME, seed_residues
-from tests.conftest import write_config
+from tests.conftest import parquet_from_sql, write_config
 
 
 def _reference(seed: int, label: str, n: int) -> list[int]:
@@ -45,13 +45,9 @@ def test_seed_residues_are_the_documented_keyed_constants(n: int) -> None:
 def test_values_at_the_wide_limit_are_clamped_and_bounded_exactly(tmp_path: Path, mode: str) -> None:
     """A bound of exactly 1e12 (DECIMAL(18,6) holds less) takes the wide type everywhere: values at
     and beyond it are clamped to it without an overflow, in the threshold sum and in DP bounding."""
-    (tmp_path / "data").mkdir()
-    con = duckdb.connect()
-    con.execute("CREATE TABLE t AS SELECT i AS user_id, 'c' || (i % 2) AS city, "
-                "CASE WHEN i % 3 = 0 THEN 5e12 ELSE 1e12 END AS amount FROM range(400) r(i)")
-    con.execute(f"COPY t TO '{tmp_path / 'data' / 'wide.parquet'}' (FORMAT parquet)")
-    expected = {c: con.execute("SELECT count(*) * 1e12 FROM t WHERE city = $1", [c]).fetchone()[0] for c in ("c0", "c1")}
-    con.close()
+    src = parquet_from_sql(tmp_path / "data" / "wide.parquet", "SELECT i AS user_id, 'c' || (i % 2) AS city, "
+                           "CASE WHEN i % 3 = 0 THEN 5e12 ELSE 1e12 END AS amount FROM range(400) r(i)")
+    expected = dict(duckdb.connect().execute(f"SELECT city, count(*) * 1e12 FROM '{src}' GROUP BY city").fetchall())
     extra = {} if mode == "threshold" else {
         "privacy": {"epsilon": 1.0, "delta": 1e-6, "max_groups_per_unit": 1, "max_rows_per_group": 1},
         "budget": {"ledger": str(tmp_path / "state" / "l.duckdb"), "epsilon_limit": 5, "delta_limit": 1e-3}}
@@ -72,12 +68,8 @@ def test_linf_orders_rows_of_wide_values_without_overflow(tmp_path: Path) -> Non
     """Values beyond the narrow limit (bounds up to 1e15: micro-units would pass 2^63) are ordered
     by their whole units modulo 4e18, so a person's rows are still cut to ``max_rows_per_group``
     and the release is made; each kept value is clamped to the bound."""
-    (tmp_path / "data").mkdir()
-    con = duckdb.connect()
-    con.execute("CREATE TABLE t AS SELECT i // 3 AS user_id, 'c' || (i // 3 % 2) AS city, "
-                "CASE WHEN i % 3 = 0 THEN 5e15 ELSE 3e14 + i END AS amount FROM range(1200) r(i)")
-    con.execute(f"COPY t TO '{tmp_path / 'data' / 'wide.parquet'}' (FORMAT parquet)")
-    con.close()
+    parquet_from_sql(tmp_path / "data" / "wide.parquet", "SELECT i // 3 AS user_id, 'c' || (i // 3 % 2) AS city, "
+                     "CASE WHEN i % 3 = 0 THEN 5e15 ELSE 3e14 + i END AS amount FROM range(1200) r(i)")
     cfg = load_config(write_config(
         tmp_path, source={"path": "data/wide.parquet"}, dimensions=["city"], filter=None, identifiers=["user_id"],
         metrics=[{"name": "rows", "agg": "count"}, {"name": "total", "agg": "sum", "column": "amount", "bounds": [0, 1e15]}],
