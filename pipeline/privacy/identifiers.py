@@ -3,7 +3,8 @@
 The release gate applies these to the written report: the patterns inside DuckDB (``regexp_matches``
 searches, it does not full-match: a value that *contains* an e-mail is refused) and in Python
 (:func:`is_identifier_like`, the same patterns, for ``check`` and the tests); card numbers are
-confirmed with the Luhn check. Patterns are deliberately broad: a false alarm blocks a release, a
+found in Python (:func:`has_card_number`: digit groups, the Luhn check) among the few values the
+engine selects as candidates. Patterns are deliberately broad: a false alarm blocks a release, a
 miss leaks a person.
 """
 
@@ -26,7 +27,11 @@ PATTERNS: dict[str, str] = {
 }
 
 
-CARD = r"\b(?:\d[ \-]?){13,19}\b"
+# A card number is written as one run of digits or as whole groups of one, split by single spaces
+# or hyphens ("4111 1111 1111 1111", "12 4111-1111-1111-1111" holds one); ASCII digits only, as the
+# engines' ``[0-9]``. Every span of whole groups with 13 to 19 digits is Luhn-checked.
+CARD_RUN = r"[0-9]+(?:[ \-][0-9]+)*"
+CARD_MIN_DIGITS = 13
 
 
 # The identifier-value check compares *normal forms*, not spellings: a phone published as
@@ -67,10 +72,28 @@ def is_identifier_like(value: str) -> str | None:
     for kind, pattern in PATTERNS.items():
         if re.search(pattern, value):
             return kind
-    for m in re.finditer(CARD, value):
-        if luhn_ok(m.group(0)):
-            return "card_number"
+    if has_card_number(value):
+        return "card_number"
     return None
+
+
+def has_card_number(value: str) -> bool:
+    """Whether ``value`` holds a card number: a span of whole digit groups of a run
+    (:data:`CARD_RUN`), 13 to 19 digits in all, that passes the Luhn check. Every run and every
+    span is tried, so a digit run or group in front ("ref 1234567890123, card …", "12 4111 …")
+    does not hide the number behind it. A value with fewer than :data:`CARD_MIN_DIGITS` ASCII
+    digits holds none (the gate's SQL selects its candidates by that count)."""
+    for m in re.finditer(CARD_RUN, value):
+        groups = re.split(r"[ \-]", m.group(0))
+        for i in range(len(groups)):
+            digits = ""
+            for g in groups[i:]:
+                digits += g
+                if len(digits) > 19:
+                    break
+                if len(digits) >= CARD_MIN_DIGITS and luhn_ok(digits):
+                    return True
+    return False
 
 
 def normal_forms(value: str) -> set[str]:

@@ -242,6 +242,41 @@ def test_identifier_patterns_leave_ordinary_values_alone(value: str) -> None:
     assert is_identifier_like(value) is None
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "ref 1234567890123, card 4111111111111111",  # a 13-digit run in front (the engine read only the first)
+        "12 4111111111111111",  # a group in front: the old pattern took all 18 digits, which fail Luhn
+        "x4111111111111111y",  # letters around the number
+        "4111-1111-1111-1111",
+        "id 5500 0000 0000 0004 (work)",
+    ],
+)
+def test_the_gate_finds_a_card_number_behind_other_digits(tmp_path: Path, value: str) -> None:
+    """Guarantee: a published text value holding a card number (whole digit groups, 13–19 digits,
+    passing Luhn) is refused however many digits come before it, through the gate's own SQL scan,
+    not only by the Python helper."""
+    cfg = load_config(crafted_config(tmp_path, ["category"]))
+    table = pa.table({"category": ["Shoes", value, "Tyres"], "users": [50, 50, 50], "rows": [60, 60, 60]})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    with pytest.raises(PrivacyRefusal, match="category: card_number"):
+        run_gate(cfg, buf.getvalue(), checks=("patterns",))
+    assert is_identifier_like(value) is not None  # (spaced groups are also Aadhaar-like)
+
+
+def test_the_gate_leaves_long_numbers_without_a_card_alone(tmp_path: Path) -> None:
+    """Digit runs that are no card number under the rule (Luhn fails on every span of whole groups,
+    or a run of 20 digits) pass the pattern check."""
+    cfg = load_config(crafted_config(tmp_path, ["category"]))
+    values = ["4111111111111112", "41111111111111111111", "SKU 1234567890123", "12 12 12 12 12 12 12"]
+    table = pa.table({"category": values, "users": [50] * 4, "rows": [60] * 4})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    result = run_gate(cfg, buf.getvalue(), checks=("patterns",))
+    assert result["checks"]["patterns"] == {"ok": True, "hits": []}
+
+
 def test_luhn() -> None:
     assert luhn_ok("4111 1111 1111 1111") and luhn_ok("5500-0000-0000-0004")
     assert not luhn_ok("4111 1111 1111 1112") and not luhn_ok("411111111111")  # too short

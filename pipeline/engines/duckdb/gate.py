@@ -11,13 +11,13 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ...privacy.identifiers import (
-    CARD,
+    CARD_MIN_DIGITS,
     DIGITS_MIN,
     NUMBER,
     PATTERNS,
     QI_DISTINCT_RATIO,
     QI_SINGLE_UNIT_SHARE,
-    luhn_ok,
+    has_card_number,
 )
 from ...privacy.levels import Level, levels
 from .cells import dim_key, dimension_expr, filter_sql
@@ -30,22 +30,37 @@ if TYPE_CHECKING:
 
 
 def pattern_hits(con: Any, cols: list[str]) -> list[tuple[str, str]]:
-    hits: list[tuple[str, str]] = []
+    """(column, kind) for every text column of the report with a value matching an identifier
+    pattern (:data:`~pipeline.privacy.identifiers.PATTERNS`, searched, not full-matched) or holding
+    a card number. One scan counts every (column, pattern) pair; the values with at least
+    ``CARD_MIN_DIGITS`` digits (a superset of those holding a card number) are then read, only when
+    there are any, and judged by :func:`~pipeline.privacy.identifiers.has_card_number`."""
+    if not cols:
+        return []
+    params = Params()
+    aggs, keys = [], []
+    digits = f"{int(CARD_MIN_DIGITS)}"
     for col in cols:
         c = ident(col)
         for kind, pattern in PATTERNS.items():
-            n = con.execute(
-                f"SELECT count(*) FROM __gate_report WHERE regexp_matches({c}, $1)", [pattern]
-            ).fetchall()[0][0]
-            if n:
-                hits.append((col, kind))
-        # card numbers: a regex finds candidates, Luhn confirms (candidates are few)
-        cands = con.execute(
-            f"SELECT DISTINCT regexp_extract({c}, $1) FROM __gate_report WHERE regexp_matches({c}, $1) LIMIT 1000",
-            [CARD],
-        ).fetchall()
-        if any(luhn_ok(v[0]) for v in cands if v[0]):
-            hits.append((col, "card_number"))
+            aggs.append(f"count(*) FILTER (WHERE regexp_matches({c}, {params.add(pattern)}))")
+            keys.append((col, kind))
+        aggs.append(f"count(*) FILTER (WHERE length(regexp_replace({c}, '[^0-9]', '', 'g')) >= {digits})")
+        keys.append((col, "card_candidates"))
+    counts = con.execute(f"SELECT {', '.join(aggs)} FROM __gate_report", params.values).fetchall()[0]
+    # the counts are columns of one row, in the order of ``aggs`` (written above), not rows
+    found = dict(zip(keys, counts, strict=True))
+    hits = [(col, kind) for (col, kind), n in found.items() if n and kind != "card_candidates"]
+    cand_cols = [(j, col) for j, col in enumerate(cols) if found[(col, "card_candidates")]]
+    if cand_cols:
+        union = " UNION ALL ".join(
+            f"SELECT {j} AS j, {ident(col)} AS v FROM __gate_report "
+            f"WHERE length(regexp_replace({ident(col)}, '[^0-9]', '', 'g')) >= {digits}"
+            for j, col in cand_cols
+        )
+        carded = {cols[int(j)] for j, v in con.execute(f"SELECT DISTINCT j, v FROM ({union})").fetchall()
+                  if has_card_number(v)}
+        hits += [(col, "card_number") for col in cols if col in carded]
     return hits
 
 
