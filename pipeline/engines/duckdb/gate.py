@@ -64,6 +64,9 @@ def pattern_hits(con: Any, cols: list[str]) -> list[tuple[str, str]]:
     return hits
 
 
+# up to this many published forms of one kind are matched as a list of values, more by a join
+IN_LIST_MAX = 5000
+
 _INTEGER_TYPES = (
     "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT",
 )
@@ -94,11 +97,14 @@ def identifier_value_hits(cfg: ReportConfig, con: Any, schema: dict[str, str], t
     """(dimension, identifier) pairs where a published value and a source identifier value share a
     normal form (:func:`normal_forms_sql`): however a phone number, id or device id is spelled.
 
-    The published values of every dimension go into one small table of forms; each identifier column
-    is then read once (one join per identifier, not per dimension × identifier). An integer column
-    is joined on its typed values (the integers a published value's number or digits name), which
-    keeps DuckDB's Parquet min/max pruning; any other column's distinct values are put in their
-    normal forms and joined on those.
+    The published values of every dimension go into one small table of forms; every identifier
+    column is then read in one statement (one scan per column, not per dimension × identifier). An
+    integer column is joined on its typed values (the integers a published value's number or digits
+    name), which keeps DuckDB's Parquet min/max pruning; any other column's values are put in their
+    normal forms and kept where they equal a published form, listed as values (a hash filter on
+    both engines: Spark would sort-merge join a table it cannot size) up to ``IN_LIST_MAX`` forms of
+    a kind, joined beyond. What comes back is published forms (and dimension indexes), never a
+    source value the release does not already hold.
 
     Time-bucket dimensions (``grain``) are not compared: their values are dates the pipeline
     computes (``date_trunc`` of a column that config validation forbids from being an identifier),
@@ -121,7 +127,13 @@ def identifier_value_hits(cfg: ReportConfig, con: Any, schema: dict[str, str], t
     )
     hits: set[tuple[str, str]] = set()
     try:
-        kinds = {r[0] for r in con.execute("SELECT DISTINCT substr(f, 1, 1) FROM __gate_values").fetchall()}
+        # the published values' forms (the release's own values, not source rows) by kind
+        by_form: dict[str, dict[str, set[int]]] = {}
+        for d, f in con.execute("SELECT d, f FROM __gate_values").fetchall():
+            by_form.setdefault(f[0], {}).setdefault(f[2:], set()).add(int(d))
+        kinds = set(by_form)
+        params = Params()
+        scans: list[tuple[str, str]] = []  # (identifier column, SQL of the (kind, form) pairs it matches)
         for idc in ids:
             col = ident(idc)
             typ = schema[idc].upper()
@@ -132,25 +144,38 @@ def identifier_value_hits(cfg: ReportConfig, con: Any, schema: dict[str, str], t
                     f"WHEN substr(f, 1, 1) = 'd' THEN TRY_CAST(substr(f, 3) AS HUGEINT) END AS {typ}) AS t FROM __gate_values "
                     "WHERE substr(f, 1, 1) IN ('n', 'd')"
                 )
-                sql = (f"SELECT DISTINCT g.d FROM __src s JOIN (SELECT * FROM ({named}) WHERE t IS NOT NULL) g "
-                       f"ON s.{col} = g.t")
+                sql = (f"SELECT DISTINCT '#' AS k, CAST(g.d AS VARCHAR) AS f FROM __src s JOIN "
+                       f"(SELECT * FROM ({named}) WHERE t IS NOT NULL) g ON s.{col} = g.t")
             else:
                 # one join per kind of form the published values have: a source value's forms of
                 # other kinds cannot match (the forms are prefixed by kind), so they are not computed
                 # (published city names have text forms only; the digits of 1M phone numbers cost seconds)
                 parts = []
                 for k, expr in _form_exprs("x").items():
-                    if k in kinds:
+                    if k not in kinds:
+                        continue
+                    forms = f"(SELECT {expr} AS f FROM (SELECT CAST({col} AS VARCHAR) AS x FROM __src WHERE {col} IS NOT NULL))"
+                    if len(by_form[k]) <= IN_LIST_MAX:
+                        # the published forms as a list of values: a hash filter over the scan
+                        # (Spark would otherwise sort-merge join 10M strings with a table it cannot size)
+                        listed = ", ".join(params.add(f) for f in by_form[k])
+                        parts.append(f"SELECT DISTINCT {literal(k)} AS k, s.f FROM {forms} s WHERE s.f IN ({listed})")
+                    else:
                         parts.append(
-                            f"SELECT DISTINCT g.d FROM (SELECT {expr} AS f FROM (SELECT "
-                            f"CAST({col} AS VARCHAR) AS x FROM __src WHERE {col} IS NOT NULL)) s "
-                            f"JOIN (SELECT d, substr(f, 3) AS f FROM __gate_values WHERE substr(f, 1, 1) = {literal(k)}) g ON g.f = s.f"
+                            f"SELECT DISTINCT {literal(k)} AS k, s.f FROM {forms} s JOIN (SELECT substr(f, 3) AS f "
+                            f"FROM __gate_values WHERE substr(f, 1, 1) = {literal(k)}) g ON g.f = s.f"
                         )
                 sql = " UNION ".join(parts)
-            if not sql:
-                continue
-            for (d,) in con.execute(sql).fetchall():
-                hits.add((dims[d], idc))
+            if sql:
+                scans.append((idc, f"SELECT {len(scans)} AS i, k, f FROM ({sql})"))
+        if scans:
+            # every column in one statement: one engine job (Spark runs the scans side by side);
+            # each row names its column by the index ``i`` written into its own branch, and the
+            # published form it equals (kind ``k``), or for an integer column the dimension (``#``)
+            union = " UNION ALL ".join(q for _, q in scans)
+            for i, k, f in con.execute(f"SELECT DISTINCT i, k, f FROM ({union})", params.values).fetchall():
+                found = {int(f)} if k == "#" else by_form[k][f]
+                hits.update((dims[d], scans[i][0]) for d in found)
     finally:
         con.execute("DROP TABLE IF EXISTS __gate_values")
     return sorted(hits)

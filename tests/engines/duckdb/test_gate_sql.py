@@ -327,6 +327,39 @@ def test_recount_with_margins_matches_brute_force_on_random_reports(tmp_path_fac
     assert found == {"rows_below": truth, "metric_below": metric_truth, "remainder_bad": 0, "malformed": 0}
 
 
+_SPELLINGS = st.text(alphabet="0123456789 .-+eaA", max_size=9)
+
+
+@given(published=st.lists(_SPELLINGS, min_size=1, max_size=6), source=st.lists(_SPELLINGS, min_size=1, max_size=8),
+       listed=st.sampled_from([5000, 0]))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example(published=["Pune "], source=["pune"], listed=5000).via("the text form")
+@example(published=["98 76 50 42 42"], source=["9876504242"], listed=0).via("the digits form, by a join")
+@example(published=["1e1"], source=["10.0"], listed=5000).via("the number form")
+def test_identifier_value_hits_match_the_normal_form_rule(tmp_path_factory: pytest.TempPathFactory,
+                                                          monkeypatch: pytest.MonkeyPatch, published: list[str],
+                                                          source: list[str], listed: int) -> None:
+    """Guarantee: a published value is refused exactly when it shares a normal form (the Python rule,
+    ``privacy.identifiers.normal_forms``) with a value of a text identifier column, whether the
+    published forms are matched as a list of values or, beyond ``IN_LIST_MAX``, by a join."""
+    from pipeline.engines.duckdb import gate as gate_sql
+    from pipeline.privacy.identifiers import normal_forms
+
+    monkeypatch.setattr(gate_sql, "IN_LIST_MAX", listed)
+    tmp = tmp_path_factory.mktemp("ids")
+    (tmp / "data").mkdir()
+    # people numbered beyond what a 9-character published value can spell: only `ref` can match
+    rows = pa.table({"user_id": [10**12 + i for i in range(len(source))], "ref": source, "city": ["x"] * len(source)})
+    import pyarrow.parquet as pq
+
+    pq.write_table(rows, tmp / "data" / "c.parquet")
+    cfg = load_config(write_config(tmp, source={"path": "data/c.parquet"}, identifiers=["ref"], filter=None,
+                                   dimensions=["city"], min_units=2, metrics=[{"name": "rows", "agg": "count"}]))
+    src_forms = set().union(*(normal_forms(v) for v in source))
+    truth = [("city", "ref")] if any(normal_forms(v) & src_forms for v in published) else []
+    assert _hits(cfg, pa.table({"city": published})) == truth
+
+
 @given(st.text(alphabet="0123456789 .-+eEaBx_", max_size=16))
 @settings(max_examples=300, deadline=None)
 @example("+-0").via("DuckDB's cast reads it as -0.0")  # found by this test in CI
