@@ -127,9 +127,9 @@ def dp_quality_sql(cfg: ReportConfig, schema: dict[str, str]) -> Query:
 
 
 def l0_keep_sql(cfg: ReportConfig, seed: int) -> tuple[list[Query], str]:
-    """The L0 cut: statements building ``__l0_over`` (units with more than ``g`` cells) and
-    ``__l0_ranked`` (their pairs with ``__keep``), and the SELECT of every non-null unit's pair with
-    its ``__keep`` flag (units within the bound keep all their cells).
+    """The L0 cut: statements building ``__l0_units`` (units with more than ``g`` cells, with their
+    keyed constants) and ``__l0_cells`` (the cells they touch, with theirs), and the SELECT of every
+    non-null unit's pair with its ``__keep`` flag (units within the bound keep all their cells).
 
     An over-bound unit keeps its first ``g`` cells in the order of the keyed hash
     ``m = ((a₁·c₁ + b₁) mod P)·2^31 + ((a₂·c₂ + b₂) mod P2)``: ``(a, b)`` from
@@ -149,12 +149,12 @@ def l0_keep_sql(cfg: ReportConfig, seed: int) -> tuple[list[Query], str]:
     pair_cols = [*keys, "__u", "__n"] + [f"__{c}{i}" for i in value_owners(cfg) for c in ("s", "c")]
     cols = ", ".join(f"p.{c}" for c in pair_cols)
     statements = [
-        Query("CREATE OR REPLACE TEMP TABLE __l0_over AS SELECT __u FROM __dp_pairs WHERE __u IS NOT NULL "
-              f"GROUP BY __u HAVING count(*) > {g}"),
+        # the units with more than g cells, with their keyed constants (one statement: one table)
         Query(f"CREATE OR REPLACE TEMP TABLE __l0_units AS SELECT __u, 1 + {_hex_int('__h', 1)} % {PRIME - 1} AS __a1, "
               f"{_hex_int('__h', 9)} % {PRIME} AS __b1, 1 + {_hex_int('__h', 17)} % {PRIME2 - 1} AS __a2, "
               f"{_hex_int('__h', 25)} % {PRIME2} AS __b2 "
-              f"FROM (SELECT __u, sha256({text} || 'u' || CAST(__u AS VARCHAR)) AS __h FROM __l0_over)",
+              f"FROM (SELECT __u, sha256({text} || 'u' || CAST(__u AS VARCHAR)) AS __h FROM (SELECT __u FROM __dp_pairs "
+              f"WHERE __u IS NOT NULL GROUP BY __u HAVING count(*) > {g}))",
               tuple(params.values)),
     ]
     params = Params()
@@ -163,13 +163,13 @@ def l0_keep_sql(cfg: ReportConfig, seed: int) -> tuple[list[Query], str]:
         Query(f"CREATE OR REPLACE TEMP TABLE __l0_cells AS SELECT {', '.join(keys)}, {_hex_int('__h', 1)} % {PRIME} AS __c1, "
               f"{_hex_int('__h', 9)} % {PRIME2} AS __c2 FROM (SELECT {', '.join(keys)}, "
               f"sha256({text} || 'c' || {cell_text(keys)}) AS __h FROM (SELECT DISTINCT {', '.join('p.' + k for k in keys)} "
-              "FROM __dp_pairs p SEMI JOIN __l0_over o ON p.__u = o.__u))", tuple(params.values)),
+              "FROM __dp_pairs p SEMI JOIN __l0_units o ON p.__u = o.__u))", tuple(params.values)),
     ]
     ranked = (f"SELECT {', '.join(pair_cols)}, row_number() OVER (PARTITION BY __u ORDER BY __m) <= {g} AS __keep "
               f"FROM (SELECT {cols}, ((u.__a1 * c.__c1 + u.__b1) % {PRIME}) * {SHIFT} + "
               f"((u.__a2 * c.__c2 + u.__b2) % {PRIME2}) AS __m "
               f"FROM __dp_pairs p JOIN __l0_units u ON p.__u = u.__u JOIN __l0_cells c ON {on})")
-    flagged = (f"SELECT {cols}, TRUE AS __keep FROM __dp_pairs p ANTI JOIN __l0_over o ON p.__u = o.__u "
+    flagged = (f"SELECT {cols}, TRUE AS __keep FROM __dp_pairs p ANTI JOIN __l0_units o ON p.__u = o.__u "
                f"WHERE p.__u IS NOT NULL UNION ALL {ranked}")
     return statements, flagged
 
