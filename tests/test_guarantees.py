@@ -125,17 +125,39 @@ def test_dominance_p_percent_rule(tmp_path: Path) -> None:
         SELECT city, city || CAST(i AS VARCHAR) AS user_id, amount FROM (VALUES
           ('tight', 0, 100.0), ('tight', 1, 50.0), ('tight', 2, 2.0), ('tight', 3, 2.0), ('tight', 4, 1.0),
           ('loose', 0, 100.0), ('loose', 1, 50.0), ('loose', 2, 8.0), ('loose', 3, 6.0), ('loose', 4, 6.0),
-          ('edge', 0, 100.0), ('edge', 1, 90.0), ('edge', 2, 4.0), ('edge', 3, 3.0), ('edge', 4, 2.9)
+          ('edge', 0, 100.0), ('edge', 1, 90.0), ('edge', 2, 4.0), ('edge', 3, 3.0), ('edge', 4, 2.9),
+          ('closer', 0, 100.0), ('closer', 1, 90.0), ('closer', 2, 4.0), ('closer', 3, 3.0), ('closer', 4, 2.95)
         ) t(city, i, amount)""")
     con = duckdb.connect()
     rows = con.execute(f"SELECT city, list_sort(list(x), 'DESC') FROM ({_person_totals_sql(src)}) GROUP BY city").fetchall()
     sensitive = {c for c, xs in rows if sum(xs) - xs[0] - xs[1] < 0.10 * xs[0]}
-    assert sensitive == {"tight", "edge"}  # 5 < 10, 20 >= 10, 9.9 < 10
+    assert sensitive == {"tight", "edge", "closer"}  # 5 < 10, 20 >= 10, 9.9 < 10, 9.95 < 10 (p exactly 10%)
     cfg = write_config(tmp_path, source={"path": "data/e.parquet"}, identifiers=["user_id"], filter=None,
                        dimensions=["city"], min_units=5, dominance={"p_percent": 10},
                        metrics=[{"name": "total", "agg": "sum", "column": "amount", "bounds": [0, 1000]}])
     rel = run_report(load_config(cfg), "p1")
     assert set(rel.table["city"]) == {c for c, _ in rows} - sensitive
+
+
+def test_dominance_judges_a_published_mean(tmp_path: Path) -> None:
+    """Guarantee: a mean is a sum divided by a published count, so dominance judges it like a sum: a
+    cell where one person holds more than max_share of the mean's absolute total is withheld even
+    when no sum is published. Truth: per-person clamped totals."""
+    src = _parquet(tmp_path / "data" / "e.parquet", """
+        SELECT city, user_id, amount FROM (
+          SELECT 'one_big' AS city, i AS user_id, CASE WHEN i = 0 THEN 900.0 ELSE 10.0 END AS amount FROM range(10) r(i)
+          UNION ALL SELECT 'even', 100 + i, 10.0 FROM range(10) r(i))""")
+    con = duckdb.connect()
+    top = dict(con.execute(f"SELECT city, max(x) / sum(x) FROM ({_person_totals_sql(src)}) GROUP BY city").fetchall())
+    con.close()
+    assert top["one_big"] > 0.9 and top["even"] == pytest.approx(0.1)
+    cfg = write_config(tmp_path, source={"path": "data/e.parquet"}, identifiers=["user_id"], filter=None,
+                       dimensions=["city"], min_units=5, dominance={"n": 1, "max_share": 0.5},
+                       metrics=[{"name": "people", "agg": "count_units"},
+                                {"name": "avg", "agg": "mean", "column": "amount", "bounds": [0, 1000]}])
+    rel = run_report(load_config(cfg), "m1")
+    assert list(rel.table["city"]) == ["even"]
+    assert rel.internal["cells"]["suppressed_dominance"] == 1
 
 
 # ----- difference check: the whole window 1 .. k-1 -----------------------------------------------

@@ -219,13 +219,18 @@ def test_the_gate_recounts_people_with_a_value(tmp_path: Path) -> None:
     assert "1 published row(s) have a sum or mean over fewer than min_units=10 people with a value" in res.stderr
 
 
-@pytest.mark.parametrize("dominance", [{"n": 1, "max_share": 0.5}, {"p_percent": 10}])
-def test_a_row_count_dominated_by_one_person_is_not_published(tmp_path: Path, dominance: dict) -> None:
+@pytest.mark.parametrize(("dominance", "metrics"), [
+    ({"n": 1, "max_share": 0.5}, ["people", "events"]), ({"p_percent": 10}, ["people", "events"]),
+    ({"n": 1, "max_share": 0.5}, ["events"]),  # the count alone
+    ({"n": 1, "max_share": 0.5}, ["people", "total"]),  # no row count published, and an even sum
+])
+def test_a_row_count_dominated_by_one_person_is_not_published(tmp_path: Path, dominance: dict, metrics: list) -> None:
     """60 buyers in a city, one of whom has 5,000 of its 5,059 rows: the published count is that
     person's activity to within 59. With dominance on, a count is judged like a sum; the other
-    city (60 buyers, one row each) is published."""
+    city (60 buyers, one row each) is published. A release without a row count publishes both
+    cities: the sum (1 per person, on their first row) is even, and the rows are not published."""
     _events(tmp_path / "data" / "e.parquet", """
-        SELECT c * 1000 + u AS user_id, 'city_' || c AS city, 1.0 AS amount
+        SELECT c * 1000 + u AS user_id, 'city_' || c AS city, CASE WHEN j = 0 THEN 1.0 ELSE 0.0 END AS amount
         FROM range(2) t(c), range(60) s(u), range(5000) r(j)
         WHERE j = 0 OR (c = 1 AND u = 0)""")
     # the truth, independently: city_1's largest person holds 5000 / 5059 of its rows
@@ -236,13 +241,17 @@ def test_a_row_count_dominated_by_one_person_is_not_published(tmp_path: Path, do
     assert top[0][1] < 0.02 and top[1][1] > 0.98
     cfg = write_config(tmp_path, source={"path": "data/e.parquet"}, identifiers=["user_id"], filter=None,
                        dimensions=["city"], min_units=10, dominance=dominance,
-                       metrics=[{"name": "people", "agg": "count_units"}, {"name": "events", "agg": "count"}])
+                       metrics=[{"people": {"name": "people", "agg": "count_units"}, "events": {"name": "events", "agg": "count"},
+                                 "total": {"name": "total", "agg": "sum", "column": "amount", "bounds": [0, 10]}}[n]
+                                for n in metrics])
     res = run_cli("run", cfg, "--run-id", "r1", "-q")
     assert res.exit_code == 0, res.stderr
     import pyarrow.parquet as pq
 
     rows = pq.read_table(tmp_path / "reports" / "t_report" / "r1" / "report.parquet").to_pylist()
-    assert rows == [{"city": "city_0", "people": 60, "events": 60}]
+    published = {"city_0": {"people": 60, "events": 60, "total": 60.0}, "city_1": {"people": 60, "events": 5059, "total": 60.0}}
+    cities = ["city_0"] if "events" in metrics else ["city_0", "city_1"]
+    assert rows == [{"city": c, **{n: published[c][n] for n in metrics}} for c in cities]
 
 
 # ----- identifiers however they are spelled ------------------------------------------------------
