@@ -37,13 +37,18 @@ CARD_MIN_DIGITS = 13
 # The identifier-value check compares *normal forms*, not spellings: a phone published as
 # ``98 76 50 42 42`` or ``98765.04242``, a user id as `` 4242``, ``04242`` or ``4242.0``, a device id
 # upper-cased or padded all name the same person. A value's forms (see :func:`normal_forms`):
-# ``t:`` its text trimmed and case-folded; ``n:`` its number, when it is a decimal number
+# ``t:`` its text trimmed of ``WHITESPACE`` at both ends and lower-cased character by character
+# (:func:`lower_simple`); ``n:`` its number, when it is a decimal number
 # (``NUMBER``: optional sign, digits with an optional point, optional exponent) and finite;
 # ``d:`` its digits alone, when there are at least ``DIGITS_MIN`` of them (phone numbers, long
 # numeric ids; shorter digit runs are too common in ordinary values to mean anything). The grammar
 # is written out because the engines' own parsers disagree at the edges (DuckDB reads ``+-0`` as
 # -0.0, Python's float() reads ``1_0`` as 10): both sides apply it before parsing.
 DIGITS_MIN = 7
+# what trimming removes: ASCII space, tab, newline, vertical tab, form feed, carriage return (a CRLF
+# file's last column) and the no-break space; written out because each engine's own trim removes a
+# different set (DuckDB's keeps a tab, Python's str.strip() removes two dozen more characters)
+WHITESPACE = " \t\n\x0b\x0c\r\xa0"
 NUMBER = r"[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?"
 
 
@@ -96,11 +101,19 @@ def has_card_number(value: str) -> bool:
     return False
 
 
+def lower_simple(text: str) -> str:
+    """``text`` lower-cased character by character (Unicode's simple case mapping, as DuckDB's
+    ``lower``): no context rule (a final capital sigma is σ, not ς) and U+0130 (İ) is ``i``, the
+    one character whose full lower case is two characters."""
+    return "".join("i" if c == "\u0130" else c.lower() for c in text)
+
+
 def normal_forms(value: str) -> set[str]:
     """The normal forms of ``value`` (the rule above, in Python; the gate computes the same forms in
     SQL). Two values that share a form are treated as the same identifier."""
-    out = {"t:" + value.strip().casefold()}
-    x = float(value.strip()) if re.fullmatch(NUMBER, value.strip()) else None
+    text = value.strip(WHITESPACE)
+    out = {"t:" + lower_simple(text)}
+    x = float(text) if re.fullmatch(NUMBER, text) else None
     if x is not None and x == x and abs(x) != float("inf"):
         out.add(f"n:{x!r}")
     digits = re.sub(r"[^0-9]", "", value)

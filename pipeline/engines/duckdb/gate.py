@@ -17,6 +17,7 @@ from ...privacy.identifiers import (
     PATTERNS,
     QI_DISTINCT_RATIO,
     QI_SINGLE_UNIT_SHARE,
+    WHITESPACE,
     has_card_number,
 )
 from ...privacy.levels import Level, levels
@@ -76,10 +77,16 @@ def _form_exprs(x: str) -> dict[str, str]:
     """Per kind of normal form, SQL for the form of the text expression ``x`` without its prefix
     (NULL when ``x`` has no form of that kind): the one place the rule of
     :mod:`pipeline.privacy.identifiers` is written in SQL."""
-    num = f"CASE WHEN regexp_matches(trim({x}), '^(?:{NUMBER})$') THEN TRY_CAST(trim({x}) AS DOUBLE) END"  # portable: Spark RLIKE
+    # trimmed of WHITESPACE only where an end holds one (the end test is cheaper than trim with a
+    # character list, which DuckDB runs at half the speed of its plain trim)
+    chars = " || ".join(f"chr({ord(c)})" for c in WHITESPACE)
+    ends = ", ".join(f"chr({ord(c)})" for c in WHITESPACE)
+    text = (f"(CASE WHEN substr({x}, 1, 1) IN ({ends}) OR substr({x}, -1, 1) IN ({ends}) "
+            f"THEN trim({x}, {chars}) ELSE {x} END)")
+    num = f"CASE WHEN regexp_matches({text}, '^(?:{NUMBER})$') THEN TRY_CAST({text} AS DOUBLE) END"  # portable: Spark RLIKE
     digits = f"regexp_replace({x}, '[^0-9]', '', 'g')"
     return {
-        "t": f"lower(trim({x}))",
+        "t": f"lower({text})",
         "n": f"CASE WHEN isfinite({num}) THEN CAST({num} AS VARCHAR) END",
         "d": f"CASE WHEN length({digits}) >= {int(DIGITS_MIN)} THEN {digits} END",
     }
@@ -87,7 +94,7 @@ def _form_exprs(x: str) -> dict[str, str]:
 
 def normal_forms_sql(x: str) -> str:
     """SQL list of the normal forms of the text expression ``x`` (the rule of
-    :mod:`pipeline.privacy.identifiers`: ``t:`` trimmed, case-folded text; ``n:`` the finite number
+    :mod:`pipeline.privacy.identifiers`: ``t:`` text trimmed of ``WHITESPACE``, lower-cased; ``n:`` the finite number
     it parses as; ``d:`` its digits when there are at least ``DIGITS_MIN``)."""
     forms = ", ".join(f"'{k}:' || {e}" for k, e in _form_exprs(x).items())
     return f"list_filter([{forms}], lambda f: f IS NOT NULL)"
