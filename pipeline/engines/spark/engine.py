@@ -534,11 +534,37 @@ class SparkEngine:
         return sorted(content_digests(local) + (self._digests_in_spark(remote) if remote else []))
 
     def _digests_in_spark(self, urls: list[str]) -> list[str]:
-        """sha256 of each file's bytes, computed by Spark (each file is one ``binaryFile`` row)."""
+        """sha256 of each file's bytes, never read into Python: files up to ``BINARY_FILE_MAX``
+        bytes hashed by Spark's executors (each one ``binaryFile`` row, which cannot hold more than
+        2 GiB), larger ones streamed through a digest in the driver's JVM (Hadoop's file system:
+        the bytes stay in the JVM). A Spark Connect session has no driver JVM to reach: a larger
+        file there is refused, naming it and the fix."""
         from pyspark.sql import functions as F  # noqa: N812
 
-        rows = self.spark.read.format("binaryFile").load(urls).select(F.sha2("content", 256)).collect()
-        return sorted(r[0] for r in rows)
+        from ...errors import SourceError
+
+        read = self.spark.read.format("binaryFile")
+        sizes = {r["path"]: int(r["length"]) for r in read.load(urls).select("path", "length").collect()}
+        small = [p for p, n in sizes.items() if n <= BINARY_FILE_MAX]
+        large = sorted(p for p, n in sizes.items() if n > BINARY_FILE_MAX)
+        digests = ([r[0] for r in read.load(small).select(F.sha2("content", 256)).collect()] if small else [])
+        if large:
+            jvm = getattr(getattr(self.spark, "_jvm", None), "org", None)
+            if jvm is None:
+                raise SourceError(
+                    f"source file {large[0]} is {sizes[large[0]]:,} bytes: over Spark's 2 GiB per-file limit "
+                    "for hashing it in the cluster, and a Spark Connect session cannot stream it through the "
+                    "driver; write the export as files under 2 GiB (e.g. Spark's maxRecordsPerFile) or run "
+                    "with a classic session (engine.master)")
+            conf = self.spark._jsc.hadoopConfiguration()
+            for url in large:
+                path = jvm.apache.hadoop.fs.Path(url)
+                stream = path.getFileSystem(conf).open(path)
+                try:
+                    digests.append(str(jvm.apache.commons.codec.digest.DigestUtils.sha256Hex(stream)))
+                finally:
+                    stream.close()
+        return sorted(digests)
 
     # ----- the release history (pipeline.state.history) --------------------------------------
     def history_exists(self, hist: Any) -> bool:
@@ -687,6 +713,9 @@ def connect(cfg: Any) -> SparkEngine:
 
 HISTORY_PREFIX = "__hist__"  # the views of the attached history's tables
 CURRENT = "CURRENT.json"  # names each history table's Parquet folder and schema
+# the largest file hashed as one ``binaryFile`` row (a row's content is a Java byte array: at most
+# 2^31 - 1 bytes, less the array header); larger files are streamed through the driver's JVM
+BINARY_FILE_MAX = 2**31 - 2**20
 
 
 def _history_view(node: Any) -> Any:

@@ -527,3 +527,32 @@ def test_a_source_url_on_spark_reads_the_files_it_lists(spark: Any, tmp_path: Pa
     parts = sorted(folder.glob("part-*"))
     assert engine._digests_in_spark([p.as_uri() for p in parts]) == content_digests(parts)
     engine.close()
+
+
+def test_files_over_the_binary_file_limit_are_hashed_in_the_jvm(spark: Any, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source file too large for one ``binaryFile`` row (2 GiB; here the limit is lowered to 100
+    bytes) is hashed by streaming it through the driver's JVM: every digest, of files on both
+    sides of the limit, equals the sha256 of its bytes computed here; on a session with no JVM to
+    reach (Spark Connect) the large file is refused, naming it."""
+    import pipeline.engines.spark.engine as E  # noqa: N812
+    from pipeline.errors import SourceError
+
+    files = []
+    for i, n in enumerate((50, 100, 101, 300_000)):
+        f = tmp_path / f"part-{i}.bin"
+        f.write_bytes(bytes((j * 31 + i) % 251 for j in range(n)))
+        files.append(f)
+    truth = sorted(hashlib.sha256(f.read_bytes()).hexdigest() for f in files)
+    engine = SparkEngine(spark)
+    monkeypatch.setattr(E, "BINARY_FILE_MAX", 100)
+    assert engine._digests_in_spark([f.as_uri() for f in files]) == truth
+
+    class _Connect:  # a Spark Connect session: the same reader, no driver JVM
+        def __init__(self, session: Any) -> None:
+            self.read = session.read
+
+    engine.spark = _Connect(spark)
+    with pytest.raises(SourceError, match=r"part-2\.bin is 101 bytes: over Spark's 2 GiB per-file limit"):
+        engine._digests_in_spark([f.as_uri() for f in files[:3]])
+
