@@ -12,9 +12,11 @@ What DuckDB does with tables, Spark does with cached DataFrames registered as te
 - ``DROP TABLE [IF EXISTS] t`` → the view dropped;
 - ``DELETE FROM t WHERE p`` → ``t`` without the rows where ``p`` is true (kept where false or null);
 - the release history's tables ``__hist.<t>`` (:meth:`SparkEngine.attach_history`) → views
-  ``__hist__<t>`` over Parquet; ``BEGIN`` … ``COMMIT`` writes the changed ones back as new
-  Parquet folders and then switches ``CURRENT.json`` to them in one rename (a crash before leaves
-  the previous history whole), ``ROLLBACK`` drops the changes.
+  ``__hist__<t>`` over Parquet segments; ``BEGIN`` … ``COMMIT`` writes the rows appended as one
+  new segment per table (a table changed otherwise is written whole) and then switches
+  ``CURRENT.json`` to them in one rename (a crash before leaves the previous history whole);
+  ``DELETE … WHERE release_id = …`` of a stored table drops that release from the segment lists;
+  ``ROLLBACK`` drops the changes.
 
 Values are bound by replacing ``$n`` / ``?`` placeholders with typed literals in the syntax tree
 (never by text substitution). Only aggregates are collected to the driver: results are read with
@@ -111,7 +113,10 @@ class SparkEngine:
         self._cached: dict[str, Any] = {}
         self._hist: Any = None  # the attached history's store (a folder), if any
         self._hist_tables: set[str] = set()  # its tables, as views __hist__<t>
-        self._hist_dirty: set[str] = set()  # tables changed since the attach
+        self._hist_dirty: set[str] = set()  # tables rewritten since the attach (written whole at COMMIT)
+        self._hist_segments: dict[str, Any] = {}  # per table: its schema and stored segments (CURRENT.json)
+        self._hist_added: dict[str, list[Any]] = {}  # per table: rows appended since the attach
+        self._hist_removed: dict[str, set[str]] = {}  # per table: releases deleted since the attach
 
     # ----- statements ------------------------------------------------------------------------
     def execute(self, sql: str, params: Any = None) -> SparkResult:
@@ -129,7 +134,7 @@ class SparkEngine:
             if isinstance(tree, exp.Commit):
                 self._commit_history()
             elif isinstance(tree, exp.Rollback):
-                self._hist_dirty.clear()
+                self._load_history_views()  # the stored history again, the changes dropped
             elif isinstance(tree, exp.Delete):
                 self._delete(tree)
             elif isinstance(tree, exp.Create) and tree.kind == "TABLE":
@@ -199,7 +204,7 @@ class SparkEngine:
             if self._hist is None:
                 raise UnsupportedSQL(f"cannot run on Spark: {name} changed while no release history is attached")
             self._hist_tables.add(name[len(HISTORY_PREFIX):])
-            self._hist_dirty.add(name[len(HISTORY_PREFIX):])
+            self._hist_dirty.add(name[len(HISTORY_PREFIX):])  # any change but an append or a release's delete
         old = self._cached.get(name)
         # materialised now, with its lineage cut: a table is its rows, as in DuckDB. A cache()
         # would not do: replacing (unpersisting) any table it was computed from makes Spark
@@ -259,6 +264,14 @@ class SparkEngine:
             new = new.toDF(*names)
         new = new.select(*[(F.col(f"`{c}`").cast(types[c]) if c in names else F.lit(None).cast(types[c])).alias(c)
                            for c in target.columns])
+        table = name[len(HISTORY_PREFIX):]
+        if name.startswith(HISTORY_PREFIX) and table not in self._hist_dirty and table in self._hist_segments:
+            # an append to a stored history table: only the new rows are kept (and written at
+            # COMMIT as a segment of their own), the table read lazily over its stored segments
+            new = new.localCheckpoint(eager=True)
+            self._hist_added.setdefault(table, []).append(new)
+            target.unionByName(new).createOrReplaceTempView(name)
+            return
         # a union's partitions are both inputs' partitions: coalesce, or repeated inserts (one per
         # row of executemany, one per history record) make every later scan slower
         self._register(name, target.unionByName(new).coalesce(self._partitions()))
@@ -272,6 +285,18 @@ class SparkEngine:
 
         name = tree.this.name
         where = tree.args.get("where")
+        table = name[len(HISTORY_PREFIX):]
+        release = _release_equals(where)
+        if (name.startswith(HISTORY_PREFIX) and release is not None and table not in self._hist_dirty
+                and table in self._hist_segments):
+            # a release's rows deleted from a stored history table (a rerun re-records its id):
+            # dropped from the segments' list of live releases at COMMIT, not rewritten
+            from pyspark.sql import functions as F  # noqa: N812
+
+            self._hist_removed.setdefault(table, set()).add(release)
+            self._hist_added[table] = [df.where(F.col("release_id") != release) for df in self._hist_added.get(table, [])]
+            self._table(name).where(F.col("release_id") != release).createOrReplaceTempView(name)
+            return
         keep = exp.select("*").from_(exp.to_table(name))
         if where is not None:
             keep = keep.where(exp.Not(this=exp.Paren(this=exp.func("coalesce", where.this.copy(), exp.false()))))
@@ -317,12 +342,15 @@ class SparkEngine:
 
         name = tree.this.name
         df = self._table(name)
+        changed = False
         for action in tree.args.get("actions") or []:
             if not isinstance(action, exp.ColumnDef):
                 raise UnsupportedSQL(f"cannot run on Spark: ALTER TABLE {action.key}")
             if action.name not in df.columns:
                 df = df.withColumn(action.name, F.lit(None).cast(_spark_type(action.args["kind"])))
-        self._register(name, df)
+                changed = True
+        if changed:  # ADD COLUMN IF NOT EXISTS of a column that exists changes nothing
+            self._register(name, df)
 
     # ----- sources ---------------------------------------------------------------------------
     def open_source(self, cfg: Any) -> Any:
@@ -573,60 +601,113 @@ class SparkEngine:
 
     def attach_history(self, hist: Any, *, write: bool) -> None:
         """The history's tables as views ``__hist__<t>`` (SQL names them ``__hist.<t>``), read by
-        Spark from the Parquet folders ``CURRENT.json`` names. Only that small file is read here."""
+        Spark from the Parquet segments ``CURRENT.json`` names. Only that small file is read here."""
+        store = hist.store(self.name)
+        self.detach_history()
+        self._hist = store
+        self._load_history_views()
+        if not (store / CURRENT).exists() and write:
+            store.mkdir(parents=True, exist_ok=True)
+
+    def _load_history_views(self) -> None:
+        """Every stored table as a view over its segments (each segment: one commit's rows, read
+        where its release is still live); pending changes dropped."""
         import json
 
+        from pyspark.sql import functions as F  # noqa: N812
         from pyspark.sql import types as T  # noqa: N812
 
         from ...errors import LedgerError, first_line
 
-        store = hist.store(self.name)
-        self.detach_history()
-        tables: dict[str, Any] = {}
+        store = self._hist
+        if store is None:
+            return
+        for table in self._hist_tables:
+            self.spark.catalog.dropTempView(HISTORY_PREFIX + table)
+            old = self._cached.pop(HISTORY_PREFIX + table, None)
+            if old is not None:
+                old.unpersist()
+        segments: dict[str, Any] = {}
         if (store / CURRENT).exists():
             try:
-                tables = json.loads((store / CURRENT).read_text(encoding="utf-8"))["tables"]
-                for table, info in tables.items():
+                current = json.loads((store / CURRENT).read_text(encoding="utf-8"))
+                for table, info in current["tables"].items():
+                    if "dir" in info:  # format 1: one folder of every release's rows
+                        info = {"schema": info["schema"], "segments": [{"dir": info["dir"], "releases": None}]}
                     schema = T.StructType.fromJson(info["schema"])
-                    self.spark.read.schema(schema).parquet(str(store / info["dir"])).createOrReplaceTempView(
-                        HISTORY_PREFIX + table)
+                    parts = []
+                    for seg in info["segments"]:
+                        df = self.spark.read.schema(schema).parquet(str(store / seg["dir"]))
+                        parts.append(df if seg["releases"] is None else df.where(F.col("release_id").isin(seg["releases"])))
+                    view = parts[0] if parts else self.spark.createDataFrame([], schema)
+                    for df in parts[1:]:
+                        view = view.unionByName(df)
+                    view.createOrReplaceTempView(HISTORY_PREFIX + table)
+                    segments[table] = info
             except (OSError, ValueError, KeyError, TypeError, self.Error) as exc:
                 raise LedgerError(f"cannot open the release history {store}: {first_line(exc)}") from None
-        elif write:
-            store.mkdir(parents=True, exist_ok=True)
-        self._hist = store
-        self._hist_tables = set(tables)
-        self._hist_dirty = set()
+        self._hist_segments = segments
+        self._hist_tables = set(segments)
+        self._hist_dirty, self._hist_added, self._hist_removed = set(), {}, {}
 
     def _commit_history(self) -> None:
-        """Write every changed history table as a new Parquet folder, then point ``CURRENT.json``
-        at them with one atomic rename; folders no longer named are removed afterwards."""
+        """Write what changed, then point ``CURRENT.json`` at it with one atomic rename; folders
+        no longer named are removed afterwards. A table that was only appended to (and had
+        releases deleted, as a rerun does) gets one new segment of the appended rows and its
+        deleted releases dropped from the older segments' lists: a release costs its own rows, not
+        the history's. Any other change, or more than ``HISTORY_SEGMENTS_MAX`` segments, writes the
+        table whole as one segment (which also drops the deleted releases' rows from disk)."""
         import json
         import os
         import shutil
         import uuid
 
         store = self._hist
-        if store is None or not self._hist_dirty:
+        changed = self._hist_dirty | {t for t, a in self._hist_added.items() if a} | {
+            t for t, r in self._hist_removed.items() if r}
+        if store is None or not changed:
             return
-        current = store / CURRENT
-        tables = json.loads(current.read_text(encoding="utf-8"))["tables"] if current.exists() else {}
-        for table in sorted(self._hist_dirty):
-            df = self.spark.table(HISTORY_PREFIX + table)
+
+        def write(table: str, df: Any) -> dict[str, Any]:
             folder = f"{table}.{uuid.uuid4().hex}"
             df.write.parquet(str(store / folder))
-            tables[table] = {"dir": folder, "schema": df.schema.jsonValue()}
+            releases = sorted(r[0] for r in self.spark.read.parquet(str(store / folder))
+                              .select("release_id").distinct().collect())  # release ids: metadata, not rows
+            return {"dir": folder, "releases": releases}
+
+        tables = dict(self._hist_segments)
+        for table in sorted(changed):
+            df = self.spark.table(HISTORY_PREFIX + table)
+            info = tables.get(table)
+            removed = self._hist_removed.get(table, set())
+            old = [] if info is None else info["segments"]
+            whole = (info is None or table in self._hist_dirty or len(old) >= HISTORY_SEGMENTS_MAX
+                     # a format-1 folder does not list its releases: a delete there rewrites it
+                     or (bool(removed) and any(seg["releases"] is None for seg in old)))
+            if whole:
+                segments = [write(table, df)]
+            else:
+                segments = [{"dir": seg["dir"], "releases": kept} for seg in old
+                            if seg["releases"] is None or (kept := [r for r in seg["releases"] if r not in removed])]
+                added = self._hist_added.get(table, [])
+                if added:
+                    rows = added[0]
+                    for more in added[1:]:
+                        rows = rows.unionByName(more)
+                    if rows.limit(1).count():
+                        segments.append(write(table, rows.coalesce(1)))
+            tables[table] = {"schema": df.schema.jsonValue(), "segments": segments}
         tmp = store / f".{CURRENT}.{uuid.uuid4().hex}"
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump({"format": 1, "tables": tables}, fh, sort_keys=True)
+            json.dump({"format": 2, "tables": tables}, fh, sort_keys=True)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, current)
-        self._hist_dirty.clear()
-        keep = {info["dir"] for info in tables.values()}
+        os.replace(tmp, store / CURRENT)
+        keep = {seg["dir"] for info in tables.values() for seg in info["segments"]}
         for entry in store.iterdir():  # superseded folders and leftovers of an interrupted commit
             if entry.is_dir() and entry.name not in keep:
                 shutil.rmtree(entry, ignore_errors=True)
+        self._load_history_views()
 
     def detach_history(self) -> None:
         for table in self._hist_tables:
@@ -636,6 +717,7 @@ class SparkEngine:
             if old is not None:
                 old.unpersist()
         self._hist, self._hist_tables, self._hist_dirty = None, set(), set()
+        self._hist_segments, self._hist_added, self._hist_removed = {}, {}, {}
 
     def tables(self, database: str) -> set[str]:
         """The tables of the attached history (``__hist``)."""
@@ -716,6 +798,18 @@ CURRENT = "CURRENT.json"  # names each history table's Parquet folder and schema
 # the largest file hashed as one ``binaryFile`` row (a row's content is a Java byte array: at most
 # 2^31 - 1 bytes, less the array header); larger files are streamed through the driver's JVM
 BINARY_FILE_MAX = 2**31 - 2**20
+HISTORY_SEGMENTS_MAX = 64  # a history table of more segments is written whole (compacted) at its next commit
+
+
+def _release_equals(where: Any) -> str | None:
+    """The release id of ``WHERE release_id = '<id>'`` (a bound literal), else None."""
+    from sqlglot import exp
+
+    cond = where.this if where is not None else None
+    if (isinstance(cond, exp.EQ) and isinstance(cond.this, exp.Column) and cond.this.name == "release_id"
+            and isinstance(cond.expression, exp.Literal) and cond.expression.is_string):
+        return str(cond.expression.this)
+    return None
 
 
 def _history_view(node: Any) -> Any:

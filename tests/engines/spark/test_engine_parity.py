@@ -443,19 +443,25 @@ def test_releases_checked_against_their_history_are_the_same_on_spark(spark: Any
 def test_a_history_commit_that_fails_leaves_the_previous_history(spark: Any, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Spark's history is switched by one rename: a crash before it leaves the previous tables
-    readable and whole; the folders of the failed commit are removed by the next one."""
+    readable and whole; the folders of the failed commit are removed by the next one. A release
+    writes only its own rows (earlier releases' files are left as they are); a rerun's delete of
+    its release drops that release's rows, and past ``HISTORY_SEGMENTS_MAX`` segments a table is
+    written whole again."""
     import os
 
+    import pipeline.engines.spark.engine as E  # noqa: N812
     from pipeline.state.history import History
 
     hist = History(tmp_path / "h.duckdb")
+    store = tmp_path / "h.spark"
     engine = SparkEngine(spark)
     ddl = "CREATE TABLE IF NOT EXISTS __hist.cell_units (release_id VARCHAR, cell_key VARCHAR, uh VARCHAR)"
 
-    def record(release: str, rows: int) -> None:
+    def record(release: str, rows: int) -> None:  # as record_release does: its release replaced
         engine.attach_history(hist, write=True)
         engine.execute(ddl)
         engine.execute("BEGIN TRANSACTION")
+        engine.execute("DELETE FROM __hist.cell_units WHERE release_id = $1", [release])
         engine.executemany("INSERT INTO __hist.cell_units VALUES (?, ?, ?)",
                            [[release, f"k{i}", f"u{i}"] for i in range(rows)])
         engine.execute("COMMIT")
@@ -468,8 +474,13 @@ def test_a_history_commit_that_fails_leaves_the_previous_history(spark: Any, tmp
         finally:
             engine.detach_history()
 
+    def files() -> dict[str, tuple[int, int]]:  # every data file: (size, mtime) by path
+        return {str(f.relative_to(store)): (f.stat().st_size, f.stat().st_mtime_ns)
+                for f in store.rglob("*.parquet")}
+
     record("r1", 3)
     assert stored() == [("r1", 3)]
+    first = files()
     real_replace = os.replace
 
     def crash(src: Any, dst: Any) -> None:
@@ -483,8 +494,19 @@ def test_a_history_commit_that_fails_leaves_the_previous_history(spark: Any, tmp
     assert stored() == [("r1", 3)]  # the failed commit changed nothing that is read
     record("r3", 2)
     assert stored() == [("r1", 3), ("r3", 2)]
-    folders = [p.name for p in (tmp_path / "h.spark").iterdir() if p.is_dir()]
-    assert len(folders) == 1 and folders[0].startswith("cell_units.")  # superseded and failed folders removed
+    now = files()
+    assert {k: v for k, v in now.items() if k in first} == first  # r1's files untouched: not rewritten
+    assert len({k.split("/")[0] for k in now}) == 2  # r1's and r3's segments; the failed commit's removed
+    record("r1", 4)  # a rerun of r1: its old segment goes, r3's stays as it was
+    assert stored() == [("r1", 4), ("r3", 2)]
+    r1_dir = next(iter(first)).split("/")[0]
+    r3_files = {k: v for k, v in now.items() if not k.startswith(r1_dir)}
+    after = files()
+    assert {k: after.get(k) for k in r3_files} == r3_files and not any(k.startswith(r1_dir) for k in after)
+    monkeypatch.setattr(E, "HISTORY_SEGMENTS_MAX", 2)
+    record("r4", 1)  # two segments already: the table is written whole, one segment
+    assert stored() == [("r1", 4), ("r3", 2), ("r4", 1)]
+    assert len([p for p in store.iterdir() if p.is_dir()]) == 1
     engine.close()
 
 
