@@ -176,3 +176,46 @@ def test_on_by_default_without_history_or_ledger_and_off_is_recorded(tmp_path: P
     assert not str(b.manifest["privacy"]["difference_check"]["history"]).startswith(str(cfg.output_dir))
     off = run_report(load_config(config(tmp_path, "off.yaml", difference_check=False)), "day2")
     assert off.manifest["privacy"]["difference_check"].startswith("off (difference_check: false")
+
+
+def test_one_corrected_value_is_not_hidden_by_others_changing_rows(tmp_path: Path) -> None:
+    """Attack 1, per quantity: between two runs of the same report, twenty buyers of city A gain a
+    search with no value (their rows change, their value sums do not) and one buyer's order value
+    is corrected. Together 21 people changed (more than k − 1), but the value sum's difference is
+    that one buyer's correction. The attacker compares each published number on its own; the
+    truth, plain SQL over both days' rows, counts the people whose contribution to that number
+    differs."""
+    (tmp_path / "data").mkdir()
+    src = tmp_path / "data" / "events.parquet"
+    events(src, orders={3: 1})
+    old = tmp_path / "day1.parquet"
+    pq.write_table(pq.read_table(src), old)
+    con = duckdb.connect()
+    con.execute(f"""COPY (SELECT user_id, city, event_type, CASE WHEN user_id = 3 AND event_type = 'order' THEN 57
+                                                               ELSE value END AS value FROM '{old}'
+                         UNION ALL SELECT 10 + i, 'A', 'search', NULL FROM range(20) r(i))
+                    TO '{tmp_path / "day2.parquet"}' (FORMAT parquet)""")
+    cfg = load_config(config(tmp_path, "r.yaml", metrics=[{"name": "rows", "agg": "count"},
+                                                             {"name": "value", "agg": "sum", "column": "value",
+                                                              "bounds": [0, 100]}],
+                             history="state/history.duckdb"))
+    a = run_report(cfg, "day1")
+    pq.write_table(pq.read_table(tmp_path / "day2.parquet"), src)
+    b = run_report(cfg, "day2")
+
+    def changed(city: str, what: str) -> int:  # people whose contribution to one number differs
+        agg = {"rows": "count(*)", "value": "coalesce(sum(value), 0)"}[what]
+        return con.execute(f"""
+            WITH a AS (SELECT user_id, {agg} AS x FROM '{old}' WHERE city = ? GROUP BY 1),
+                 b AS (SELECT user_id, {agg} AS x FROM '{src}' WHERE city = ? GROUP BY 1)
+            SELECT count(*) FROM a FULL JOIN b USING (user_id) WHERE coalesce(a.x, 0) <> coalesce(b.x, 0)
+        """, [city, city]).fetchone()[0]
+
+    assert (changed("A", "rows"), changed("A", "value")) == (20, 1)  # the attack exists
+    found = []
+    for dims1, n1 in published(a):
+        for dims2, n2 in published(b):
+            if dims1 == dims2 and dims1:
+                found += [(dims1, q) for q in ("rows", "value") if n1[q] != n2[q] and 1 <= changed(dims1[0], q) < K]
+    assert found == []
+    assert "B" in {d[0][0] for d in published(b)}  # an unaffected city is still published

@@ -13,9 +13,11 @@ Guarantees (docs/PRIVACY.md, "Across releases"):
   whatever rows they select, so "searches" against "searches and orders" is compared too.
 - Per (cell, person) the history keeps, besides the keyed unit hash, one digest per published
   quantity the person contributes to (row count, clamped sum and value count of each value column
-  with its bounds). Two cells are *close* when the people present in only one of them plus the
-  people present in both whose digest of a quantity both releases publish differs number 1 to
-  k − 1: then the new cell is withheld (reason ``difference``).
+  with its bounds). Two cells are *close* when, for some quantity both releases publish, the
+  people present in only one of them plus the people present in both whose digest of that
+  quantity differs number 1 to k − 1 (each quantity judged on its own: people who changed only
+  in rows do not hide one who changed only in a value): then the new cell is withheld (reason
+  ``difference``).
 - Every earlier release in the history is compared, whatever its source id: a day file and the
   next day's file are the same population under two names. Only cell keys, hashes and counts are
   compared in DuckDB; no identifier is written to the history.
@@ -227,11 +229,27 @@ def _ids(con: Any, table: str, ids: list[str] | tuple[str, ...], groups: dict[st
     return f"(SELECT release_id FROM {table})"
 
 
+def _differs(pairs: list[tuple[int, int]]) -> list[str]:
+    """Per quantity both releases publish (``(new, old)`` 1-based positions in the digest lists),
+    the condition that a person's contribution to it differs; ``["FALSE"]`` (presence only) when
+    they publish none in common. A residual is counted per quantity: a reader subtracts one
+    quantity at a time, so people who changed only in rows must not hide one person who changed
+    only in a value (counted together they could pass k − 1 while the value's residual is one)."""
+    return [f"h.ch[{j}] <> n.ch[{i}]" for i, j in pairs] or ["FALSE"]
+
+
+def _residual_in_window(base: str, nds: list[str]) -> str:
+    """SQL: some quantity's residual (``base`` people present on one side only, plus its ``nd``
+    column of people whose contribution differs) is ``$1``..``$2`` people."""
+    return "(" + " OR ".join(f"{base} + coalesce({nd}, 0) BETWEEN $1 AND $2" for nd in nds) + ")"
+
+
 def _close_sql(pairs: list[tuple[int, int]], ids: str) -> str:
     """Cells of ``__cand_units`` close to a cell with the same key in one of the releases ``ids``,
     whose components at 1-based list positions ``(new, old)`` in ``pairs`` are the quantities both
-    publish."""
-    differs = " OR ".join(f"h.ch[{j}] <> n.ch[{i}]" for i, j in pairs) or "FALSE"
+    publish (each quantity's residual judged on its own: :func:`_differs`)."""
+    differs = _differs(pairs)
+    nds = ", ".join(f"count(*) FILTER (WHERE coalesce({d}, FALSE)) AS nd{q}" for q, d in enumerate(differs))
     return f"""
         WITH a AS (SELECT cell_key, count(*) AS na FROM __cand_units GROUP BY cell_key),
         b AS (
@@ -240,15 +258,14 @@ def _close_sql(pairs: list[tuple[int, int]], ids: str) -> str:
             GROUP BY ALL
         ),
         i AS (
-            SELECT h.release_id, h.cell_key, count(*) AS ni,
-                   count(*) FILTER (WHERE coalesce({differs}, FALSE)) AS nd
+            SELECT h.release_id, h.cell_key, count(*) AS ni, {nds}
             FROM __hist.cell_units h JOIN __need USING (release_id, cell_key)
             JOIN __cand_units n ON n.cell_key = h.cell_key AND n.uh = h.uh
             WHERE h.release_id IN {ids}
             GROUP BY ALL
         )
         SELECT DISTINCT a.cell_key FROM a JOIN b USING (cell_key) LEFT JOIN i USING (release_id, cell_key)
-        WHERE a.na + b.nb - 2 * coalesce(i.ni, 0) + coalesce(i.nd, 0) BETWEEN $1 AND $2
+        WHERE {_residual_in_window("a.na + b.nb - 2 * coalesce(i.ni, 0)", [f"i.nd{q}" for q in range(len(differs))])}
     """
 
 
@@ -385,7 +402,10 @@ def _complements_for_earlier_remainders(
             flagged: set[str] = set()
             for theirs, gids in groups.items():
                 pairs = [(mine.index(c) + 1, theirs.index(c) + 1) for c in theirs if c in mine]
-                differs = " OR ".join(f"h.ch[{j}] <> n.ch[{i}]" for i, j in pairs) or "FALSE"
+                differs = _differs(pairs)
+                nds = ", ".join(f"count(*) FILTER (WHERE coalesce({d}, FALSE)) AS nd{q}" for q, d in enumerate(differs))
+                window = _residual_in_window("coalesce(a.na, 0) + b.nb - 2 * coalesce(i.ni, 0)",
+                                             [f"i.nd{q}" for q in range(len(differs))])
                 _ids(con, "__rr_ids", gids)
                 flagged.update(r[0] for r in con.execute(f"""
                     WITH now AS (
@@ -398,10 +418,10 @@ def _complements_for_earlier_remainders(
                     b AS (SELECT release_id, count(*) AS nb FROM __rr_prior
                           WHERE release_id IN (SELECT release_id FROM __rr_ids) GROUP BY ALL),
                     a AS (SELECT release_id, count(*) AS na FROM now GROUP BY ALL),
-                    i AS (SELECT h.release_id, count(*) AS ni, count(*) FILTER (WHERE coalesce({differs}, FALSE)) AS nd
+                    i AS (SELECT h.release_id, count(*) AS ni, {nds}
                           FROM __rr_prior h JOIN now n ON n.release_id = h.release_id AND n.uh = h.uh GROUP BY ALL)
                     SELECT b.release_id FROM b LEFT JOIN a USING (release_id) LEFT JOIN i USING (release_id)
-                    WHERE coalesce(a.na, 0) + b.nb - 2 * coalesce(i.ni, 0) + coalesce(i.nd, 0) BETWEEN $1 AND $2
+                    WHERE {window}
                 """, [lo, hi]).fetchall())
             if not flagged:
                 break
@@ -579,10 +599,25 @@ def _subtraction_flags(
         SELECT h.release_id, f.grp, h.cell_key AS sub_key, h.uh, h.ch
         FROM __hist.cell_units h JOIN __fam_ids f USING (release_id) WHERE h.cell_key IN (SELECT DISTINCT sub_key FROM __nest_sub)
     """)
-    differs = {}
-    for g, (theirs, _gids) in enumerate(groups.items()):
-        pairs = [(mine.index(c) + 1, theirs.index(c) + 1) for c in theirs if c in mine]
-        differs[g] = " OR ".join(f"h.ch[{j}] <> n.ch[{i}]" for i, j in pairs) or "FALSE"
+    # one quantity at a time (:func:`_differs`): for each of this release's quantities, the earlier
+    # releases that publish it are the reader's options; presence alone where it publishes none
+    flagged: set[str] = set()
+    for q in (mine or [None]):
+        differs: dict[int, str] = {}
+        for g, (theirs, _gids) in enumerate(groups.items()):
+            if q is None:
+                differs[g] = "FALSE"
+            elif q in theirs:
+                differs[g] = f"h.ch[{theirs.index(q) + 1}] <> n.ch[{mine.index(q) + 1}]"
+        flagged |= _subtraction_flags_of(con, differs, lo, hi)
+    return flagged
+
+
+def _subtraction_flags_of(con: Any, differs: dict[int, str], lo: int, hi: int) -> set[str]:
+    """The parents of ``__nest_sub`` left with a residual of ``lo``..``hi`` people for one quantity,
+    whose earlier releases (component group → the condition that a person's contribution to the
+    quantity differs) are ``differs``: per sub-cell the reader's best option (nothing, or one earlier
+    cell with its key), then the people of all chosen residuals together."""
     # the reader's options per sub-cell: subtract nothing ('' = residual: its people) or an earlier cell
     opts = ["SELECT parent_key, sub_key, '' AS rid, -1 AS grp, count(*) AS d FROM __nest_sub GROUP BY ALL"]
     for g, diff in differs.items():
@@ -597,6 +632,8 @@ def _subtraction_flags(
                        FROM __nest_sub n JOIN __nest_prior h ON h.sub_key = n.sub_key AND h.uh = n.uh
                        WHERE h.grp = {g} GROUP BY ALL) i
               ON i.parent_key = t.parent_key AND i.sub_key = t.sub_key AND i.release_id = b.release_id""")
+    if len(opts) == 1:
+        return set()  # no earlier release publishes this quantity: nothing to subtract
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE __nest_best AS
         SELECT parent_key, sub_key, first(rid ORDER BY d, rid) AS rid, first(grp ORDER BY d, rid) AS grp
@@ -770,18 +807,20 @@ def _flagged_regions(
         """)
         for g, theirs in enumerate(groups):
             pairs = [(mine.index(c) + 1, theirs.index(c) + 1) for c in theirs if c in mine]
-            differs = " OR ".join(f"h.ch[{j}] <> n.ch[{i}]" for i, j in pairs) or "FALSE"
+            differs = _differs(pairs)
+            nds = ", ".join(f"count(*) FILTER (WHERE coalesce({d}, FALSE)) AS nd{q}" for q, d in enumerate(differs))
+            window = _residual_in_window("coalesce(a.na, 0) + b.nb - 2 * coalesce(i.ni, 0)",
+                                         [f"i.nd{q}" for q in range(len(differs))])
             out.update(r[0] for r in con.execute(f"""
                 WITH b AS (SELECT release_id, region_key, count(*) AS nb FROM __rev_prior
                            WHERE grp = {g} GROUP BY ALL),
                 a AS (SELECT region_key, count(*) AS na FROM __rev_now GROUP BY ALL),
-                i AS (SELECT h.release_id, h.region_key, count(*) AS ni,
-                             count(*) FILTER (WHERE coalesce({differs}, FALSE)) AS nd
+                i AS (SELECT h.release_id, h.region_key, count(*) AS ni, {nds}
                       FROM __rev_prior h JOIN __rev_now n ON n.region_key = h.region_key AND n.uh = h.uh
                       WHERE h.grp = {g} GROUP BY ALL)
                 SELECT DISTINCT b.region_key FROM b LEFT JOIN a USING (region_key)
                 LEFT JOIN i USING (release_id, region_key)
-                WHERE coalesce(a.na, 0) + b.nb - 2 * coalesce(i.ni, 0) + coalesce(i.nd, 0) BETWEEN $1 AND $2
+                WHERE {window}
             """, [lo, hi]).fetchall())
     return out
 
