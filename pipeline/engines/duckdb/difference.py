@@ -72,8 +72,9 @@ def _salt_tag(salt: str) -> str:
 
 
 def unit_hashes(con: Any, salt: str, *, replace: bool) -> None:
-    """``__uh``: every person of ``__per_unit`` with their keyed hash, computed once per run
-    instead of once per (cell, person) row of each statement that stores or compares hashes
+    """``__uh``: every person of ``__per_unit`` with their keyed hash, computed once per run (by
+    the entry points: the check, the remainder check, the record; :func:`_uh` reads it) instead
+    of once per (cell, person) row of each statement that stores or compares hashes
     (DuckDB: about 0.15 µs per row saved against a join; on Spark a join would shuffle, so
     its statements keep hashing per row, see :func:`_uh`)."""
     if con.name == "spark":
@@ -238,18 +239,22 @@ def _differs(pairs: list[tuple[int, int]]) -> list[str]:
     return [f"h.ch[{j}] <> n.ch[{i}]" for i, j in pairs] or ["FALSE"]
 
 
-def _residual_in_window(base: str, nds: list[str]) -> str:
-    """SQL: some quantity's residual (``base`` people present on one side only, plus its ``nd``
-    column of people whose contribution differs) is ``$1``..``$2`` people."""
-    return "(" + " OR ".join(f"{base} + coalesce({nd}, 0) BETWEEN $1 AND $2" for nd in nds) + ")"
+def _per_quantity(pairs: list[tuple[int, int]], base: str) -> tuple[str, str]:
+    """(aggregates, condition) of a residual counted per quantity (:func:`_differs`): the select
+    list ``nd0, nd1, …`` (people of ``h`` joined to ``n`` whose contribution to each quantity
+    differs; they are read back as ``i.nd…``), and the SQL that some quantity's residual — ``base``
+    (people present on one side only) plus its ``i.nd…`` — is ``$1``..``$2`` people."""
+    differs = _differs(pairs)
+    nds = ", ".join(f"count(*) FILTER (WHERE coalesce({d}, FALSE)) AS nd{q}" for q, d in enumerate(differs))
+    window = " OR ".join(f"{base} + coalesce(i.nd{q}, 0) BETWEEN $1 AND $2" for q in range(len(differs)))
+    return nds, f"({window})"
 
 
 def _close_sql(pairs: list[tuple[int, int]], ids: str) -> str:
     """Cells of ``__cand_units`` close to a cell with the same key in one of the releases ``ids``,
     whose components at 1-based list positions ``(new, old)`` in ``pairs`` are the quantities both
     publish (each quantity's residual judged on its own: :func:`_differs`)."""
-    differs = _differs(pairs)
-    nds = ", ".join(f"count(*) FILTER (WHERE coalesce({d}, FALSE)) AS nd{q}" for q, d in enumerate(differs))
+    nds, window = _per_quantity(pairs, "a.na + b.nb - 2 * coalesce(i.ni, 0)")
     return f"""
         WITH a AS (SELECT cell_key, count(*) AS na FROM __cand_units GROUP BY cell_key),
         b AS (
@@ -265,7 +270,7 @@ def _close_sql(pairs: list[tuple[int, int]], ids: str) -> str:
             GROUP BY ALL
         )
         SELECT DISTINCT a.cell_key FROM a JOIN b USING (cell_key) LEFT JOIN i USING (release_id, cell_key)
-        WHERE {_residual_in_window("a.na + b.nb - 2 * coalesce(i.ni, 0)", [f"i.nd{q}" for q in range(len(differs))])}
+        WHERE {window}
     """
 
 
@@ -350,7 +355,6 @@ def _unit_values_sql(cfg: ReportConfig, con: Any, lv: Any, salt: str, cells: str
     keep = lv.kept(cfg)
     on = " AND ".join(f"p.{dim_key(i)} IS NOT DISTINCT FROM c.{dim_key(i)}" for i in keep) or "TRUE"
     sums = ", ".join(f"sum(p.{c}) AS {c}" for c in ["__n", *_value_columns(con, "__per_unit")])
-    unit_hashes(con, salt, replace=False)
     uh, join = _uh(con, salt, "p")
     return (f"SELECT c.__cell_key AS cell_key, {uh} AS uh, {sums} "
             f"FROM __per_unit p JOIN __cells c ON {on}{join} "
@@ -402,10 +406,7 @@ def _complements_for_earlier_remainders(
             flagged: set[str] = set()
             for theirs, gids in groups.items():
                 pairs = [(mine.index(c) + 1, theirs.index(c) + 1) for c in theirs if c in mine]
-                differs = _differs(pairs)
-                nds = ", ".join(f"count(*) FILTER (WHERE coalesce({d}, FALSE)) AS nd{q}" for q, d in enumerate(differs))
-                window = _residual_in_window("coalesce(a.na, 0) + b.nb - 2 * coalesce(i.ni, 0)",
-                                             [f"i.nd{q}" for q in range(len(differs))])
+                nds, window = _per_quantity(pairs, "coalesce(a.na, 0) + b.nb - 2 * coalesce(i.ni, 0)")
                 _ids(con, "__rr_ids", gids)
                 flagged.update(r[0] for r in con.execute(f"""
                     WITH now AS (
@@ -451,6 +452,7 @@ def check_new_remainders(cfg: ReportConfig, con: Any, hist: History, release_id:
     levels_left = [r[0] for r in con.execute("SELECT DISTINCT __level FROM __remainder").fetchall()]
     if not levels_left:
         return 0
+    unit_hashes(con, literal(hist.secret_hex()), replace=False)  # made by the check of this run, if it ran
     con.attach_history(hist, write=False)
     dropped = 0
     try:
@@ -552,7 +554,6 @@ def _nested_close(
             digests = ", ".join(f"hash(uh, {literal(name)}, __x{k})" for k, (name, _) in enumerate(comps))
             sub_key = _key_sql([(pr, f"p.{at[pr]}") for pr in fam])
             parent_key = _key_sql([(pr, f"p.{at[pr]}") for pr in mine_pairs])
-            unit_hashes(con, salt, replace=False)
             uh, join = _uh(con, salt, "p")
             con.execute(f"""
                 CREATE OR REPLACE TEMP TABLE __nest_sub AS
@@ -715,7 +716,6 @@ def _complements_for_earlier_cells(
                 f"sum(p.{c}) AS {c}" for c in _value_columns(con, "__rev_pu")]
             region = _key_sql([(pr, f"p.{at[pr]}") for pr in fam])
             cell = _key_sql([(pr, f"p.{at[pr]}") for pr in mine_pairs])
-            unit_hashes(con, salt, replace=False)
             uh, join = _uh(con, salt, "p")
             con.execute(f"""
                 CREATE OR REPLACE TEMP TABLE __rev_piece AS
@@ -807,10 +807,7 @@ def _flagged_regions(
         """)
         for g, theirs in enumerate(groups):
             pairs = [(mine.index(c) + 1, theirs.index(c) + 1) for c in theirs if c in mine]
-            differs = _differs(pairs)
-            nds = ", ".join(f"count(*) FILTER (WHERE coalesce({d}, FALSE)) AS nd{q}" for q, d in enumerate(differs))
-            window = _residual_in_window("coalesce(a.na, 0) + b.nb - 2 * coalesce(i.ni, 0)",
-                                         [f"i.nd{q}" for q in range(len(differs))])
+            nds, window = _per_quantity(pairs, "coalesce(a.na, 0) + b.nb - 2 * coalesce(i.ni, 0)")
             out.update(r[0] for r in con.execute(f"""
                 WITH b AS (SELECT release_id, region_key, count(*) AS nb FROM __rev_prior
                            WHERE grp = {g} GROUP BY ALL),
@@ -897,6 +894,7 @@ def record_release(cfg: ReportConfig, con: Any, hist: History, release_id: str, 
 
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     comps = [name for name, _ in components(cfg)]
+    unit_hashes(con, literal(hist.secret_hex()), replace=False)  # made by the check of this run, if it ran
     con.attach_history(hist, write=True)
     try:
         con.execute(SCHEMA.replace("TABLE IF NOT EXISTS ", "TABLE IF NOT EXISTS __hist.").replace(

@@ -264,8 +264,8 @@ class SparkEngine:
             new = new.toDF(*names)
         new = new.select(*[(F.col(f"`{c}`").cast(types[c]) if c in names else F.lit(None).cast(types[c])).alias(c)
                            for c in target.columns])
-        table = name[len(HISTORY_PREFIX):]
-        if name.startswith(HISTORY_PREFIX) and table not in self._hist_dirty and table in self._hist_segments:
+        table = self._stored_history_table(name)
+        if table is not None:
             # an append to a stored history table: only the new rows are kept (and written at
             # COMMIT as a segment of their own), the table read lazily over its stored segments
             new = new.localCheckpoint(eager=True)
@@ -276,6 +276,14 @@ class SparkEngine:
         # row of executemany, one per history record) make every later scan slower
         self._register(name, target.unionByName(new).coalesce(self._partitions()))
 
+    def _stored_history_table(self, name: str) -> str | None:
+        """The history table a view ``name`` holds, when it is stored and not rewritten since the
+        attach (its appends and release deletes are kept apart for COMMIT), else None."""
+        table = name[len(HISTORY_PREFIX):]
+        if name.startswith(HISTORY_PREFIX) and table not in self._hist_dirty and table in self._hist_segments:
+            return table
+        return None
+
     def _partitions(self) -> int:
         return max(1, int(self.spark.conf.get("spark.sql.shuffle.partitions") or 8))
 
@@ -285,10 +293,9 @@ class SparkEngine:
 
         name = tree.this.name
         where = tree.args.get("where")
-        table = name[len(HISTORY_PREFIX):]
+        table = self._stored_history_table(name)
         release = _release_equals(where)
-        if (name.startswith(HISTORY_PREFIX) and release is not None and table not in self._hist_dirty
-                and table in self._hist_segments):
+        if table is not None and release is not None:
             # a release's rows deleted from a stored history table (a rerun re-records its id):
             # dropped from the segments' list of live releases at COMMIT, not rewritten
             from pyspark.sql import functions as F  # noqa: N812
