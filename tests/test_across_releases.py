@@ -13,6 +13,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
+import pytest
 
 from pipeline import load_config, run_report
 
@@ -178,13 +179,15 @@ def test_on_by_default_without_history_or_ledger_and_off_is_recorded(tmp_path: P
     assert off.manifest["privacy"]["difference_check"].startswith("off (difference_check: false")
 
 
-def test_one_corrected_value_is_not_hidden_by_others_changing_rows(tmp_path: Path) -> None:
-    """Attack 1, per quantity: between two runs of the same report, twenty buyers of city A gain a
+@pytest.mark.parametrize("first", [10, 2000], ids=["buyers gain searches", "newcomers with searches only"])
+def test_one_corrected_value_is_not_hidden_by_others_changing_rows(tmp_path: Path, first: int) -> None:
+    """Attack 1, per quantity: between two runs of the same report, twenty people of city A gain a
     search with no value (their rows change, their value sums do not) and one buyer's order value
-    is corrected. Together 21 people changed (more than k − 1), but the value sum's difference is
-    that one buyer's correction. The attacker compares each published number on its own; the
-    truth, plain SQL over both days' rows, counts the people whose contribution to that number
-    differs."""
+    is corrected. The twenty are buyers already there, or newcomers: a newcomer with no value adds
+    nothing to the value sum, so presence alone must not count him in its residual. Together 21
+    people changed (more than k − 1), but the value sum's difference is that one buyer's
+    correction. The attacker compares each published number on its own; the truth, plain SQL over
+    both days' rows, counts the people whose contribution to that number differs (absent = 0)."""
     (tmp_path / "data").mkdir()
     src = tmp_path / "data" / "events.parquet"
     events(src, orders={3: 1})
@@ -193,7 +196,7 @@ def test_one_corrected_value_is_not_hidden_by_others_changing_rows(tmp_path: Pat
     con = duckdb.connect()
     con.execute(f"""COPY (SELECT user_id, city, event_type, CASE WHEN user_id = 3 AND event_type = 'order' THEN 57
                                                                ELSE value END AS value FROM '{old}'
-                         UNION ALL SELECT 10 + i, 'A', 'search', NULL FROM range(20) r(i))
+                         UNION ALL SELECT {first} + i, 'A', 'search', NULL FROM range(20) r(i))
                     TO '{tmp_path / "day2.parquet"}' (FORMAT parquet)""")
     cfg = load_config(config(tmp_path, "r.yaml", metrics=[{"name": "rows", "agg": "count"},
                                                              {"name": "value", "agg": "sum", "column": "value",
@@ -219,3 +222,66 @@ def test_one_corrected_value_is_not_hidden_by_others_changing_rows(tmp_path: Pat
                 found += [(dims1, q) for q in ("rows", "value") if n1[q] != n2[q] and 1 <= changed(dims1[0], q) < K]
     assert found == []
     assert "B" in {d[0][0] for d in published(b)}  # an unaffected city is still published
+
+
+def test_newcomers_with_no_value_are_seen_by_a_published_count_of_people(tmp_path: Path) -> None:
+    """Attack 1 on the count of people: between two runs of a report publishing buyers and a value
+    sum, five newcomers to city A have a search with no value. The value sum is unchanged (their
+    contributions are 0, so its residual is nobody), but the count of buyers differs by those
+    five people: it is a quantity of its own, and the cell must not be published with it."""
+    (tmp_path / "data").mkdir()
+    src = tmp_path / "data" / "events.parquet"
+    events(src)
+    old = tmp_path / "day1.parquet"
+    pq.write_table(pq.read_table(src), old)
+    cfg = load_config(config(tmp_path, "r.yaml", metrics=[{"name": "buyers", "agg": "count_units"},
+                                                             {"name": "value", "agg": "sum", "column": "value",
+                                                              "bounds": [0, 100]}],
+                             history="state/history.duckdb"))
+    a = run_report(cfg, "day1")
+    con = duckdb.connect()
+    con.execute(f"COPY (SELECT * FROM '{old}' UNION ALL SELECT 3000 + i, 'A', 'search', NULL FROM range(5) r(i)) "
+                f"TO '{src}' (FORMAT parquet)")
+    b = run_report(cfg, "day2")
+    newcomers = con.execute(f"""
+        SELECT count(*) FROM (SELECT DISTINCT user_id FROM '{src}' WHERE city = 'A') n
+        WHERE user_id NOT IN (SELECT user_id FROM '{old}' WHERE city = 'A')""").fetchone()[0]
+    assert newcomers == 5  # the attack exists
+    found = [(d1, n1["buyers"], n2["buyers"]) for d1, n1 in published(a) for d2, n2 in published(b)
+             if d1 == d2 and d1 == ("A",) and n1["buyers"] != n2["buyers"]]
+    assert found == []
+    assert ("A",) in {d for d, _ in published(a)} and ("B",) in {d for d, _ in published(b)}
+
+
+def test_a_history_recorded_before_zero_digests_is_compared_on_presence(tmp_path: Path) -> None:
+    """A history written before zero contributions were recorded (no ``digest_format``, no
+    per-quantity sketches: made here by removing them from a day-1 history) is still read, and its
+    releases are compared as they were then, presence counting in every quantity: twenty buyers
+    gaining value-less searches still do not hide one corrected order value against it. The next
+    release is recorded in the new format."""
+    (tmp_path / "data").mkdir()
+    src = tmp_path / "data" / "events.parquet"
+    events(src, orders={3: 1})
+    old = tmp_path / "day1.parquet"
+    pq.write_table(pq.read_table(src), old)
+    cfg = load_config(config(tmp_path, "r.yaml", metrics=[{"name": "rows", "agg": "count"},
+                                                             {"name": "value", "agg": "sum", "column": "value",
+                                                              "bounds": [0, 100]}],
+                             history="state/history.duckdb"))
+    a = run_report(cfg, "day1")
+    hist = duckdb.connect(str(tmp_path / "state" / "history.duckdb"))
+    assert hist.execute("SELECT count(*) FROM cell_sketch WHERE quantity IS NOT NULL").fetchone()[0] > 0
+    hist.execute("DELETE FROM cell_sketch WHERE quantity IS NOT NULL")
+    hist.execute("ALTER TABLE cell_sketch DROP COLUMN quantity")
+    hist.execute("ALTER TABLE releases DROP COLUMN digest_format")
+    hist.close()
+    duckdb.connect().execute(f"""COPY (SELECT user_id, city, event_type, CASE WHEN user_id = 3 AND event_type = 'order'
+                                      THEN 57 ELSE value END AS value FROM '{old}'
+                         UNION ALL SELECT 10 + i, 'A', 'search', NULL FROM range(20) r(i))
+                    TO '{src}' (FORMAT parquet)""")
+    b = run_report(cfg, "day2")
+    assert ("A",) in {d for d, _ in published(a)}
+    assert ("A",) not in {d for d, _ in published(b)}  # its value sum differs by one buyer's correction
+    assert ("B",) in {d for d, _ in published(b)}
+    hist = duckdb.connect(str(tmp_path / "state" / "history.duckdb"), read_only=True)
+    assert hist.execute("SELECT digest_format FROM releases ORDER BY 1 NULLS FIRST").fetchall() == [(None,), (2,)]

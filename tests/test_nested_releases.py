@@ -190,30 +190,20 @@ def test_a_cell_against_another_reports_cells_with_one_more_dimension(tmp_path: 
 
 
 @pytest.mark.parametrize("rows_only_too", [False, True], ids=["one weekly report", "a rows-only weekly report too"])
-@pytest.mark.parametrize("change", ["a late event", "a corrected value"])
+@pytest.mark.parametrize("change", ["a late event", "a corrected value", "a corrected value among newcomers"])
 def test_a_month_against_weeks_published_before_a_persons_data_changed(tmp_path: Path, change: str,
                                                                          rows_only_too: bool) -> None:
     """The weeks are published from the data as it was; the month later, from the data after one
-    buyer of city B (5003) gained a late event in week 2, or had one value corrected. Everyone is
-    present in both releases, so a presence-only check sees nothing, but B's month minus its four
+    buyer of city B (5003) gained a late event in week 2, or had one value corrected (alone, or
+    while twenty newcomers had a search with no value: rows differ by 20 people, the value sum by
+    one). Everyone else is present in both releases, so a presence-only check sees nothing, but B's month minus its four
     published weeks is that one buyer's change (a row, or the value's difference). The attacker
     subtracts; the truth, plain SQL over both versions of the raw rows, counts the people whose
     contribution to B's February differs. With rows and a value sum published, the month must be
     withheld for B (or equal the weeks' sum), and B's month is published when nothing changed.
     With a rows-only weekly report published too (earlier releases of two sets of quantities), each
     earlier release is compared on the quantities it published."""
-    (tmp_path / "data").mkdir()
-    base = feb_events(tmp_path / "data" / "base.parquet")
-    con = duckdb.connect()
-    con.execute(f"CREATE TABLE v1 AS SELECT *, CAST(user_id % 50 AS DOUBLE) AS value FROM '{base}'")
-    if change == "a late event":
-        con.execute(f"CREATE TABLE v2 AS SELECT * FROM v1 UNION ALL SELECT 5003, 'B', TIMESTAMP '{WEEKS[1]} 15:00', 3.0")
-    else:
-        con.execute("CREATE TABLE v2 AS SELECT user_id, city, event_time, "
-                    f"CASE WHEN user_id = 5003 AND event_time < TIMESTAMP '{WEEKS[2]}' AND event_time >= TIMESTAMP '{WEEKS[1]}' "
-                    "THEN value + 7 ELSE value END AS value FROM v1")
-    for v in ("v1", "v2"):
-        con.execute(f"COPY {v} TO '{tmp_path / 'data' / f'{v}.parquet'}' (FORMAT parquet)")
+    con = _versions(tmp_path, change)
     metrics = [{"name": "rows", "agg": "count"}, {"name": "value", "agg": "sum", "column": "value", "bounds": [0, 60]}]
     history = "state/history.duckdb"
     weekly = load_config(cfg(tmp_path, "weekly", dimensions=week_dims(), metrics=metrics, history=history,
@@ -225,13 +215,13 @@ def test_a_month_against_weeks_published_before_a_persons_data_changed(tmp_path:
                                    source={"path": "data/v1.parquet"})), "feb")
     w = pq.read_table(run_report(weekly, "feb").report_path).to_pylist()
     m = pq.read_table(run_report(monthly, "feb").report_path).to_pylist()
-    # the truth: people whose rows or value sum in B's February differ between the versions
+    # the truth: people whose value sum in B's February differs between the versions (absent: 0)
     who = con.execute("""
         SELECT count(*) FROM (
-            SELECT user_id, count(*) AS n, sum(value) AS s FROM v1 WHERE city = 'B' GROUP BY 1) a
-        FULL JOIN (SELECT user_id, count(*) AS n, sum(value) AS s FROM v2 WHERE city = 'B' GROUP BY 1) b USING (user_id)
-        WHERE a.n IS DISTINCT FROM b.n OR a.s IS DISTINCT FROM b.s""").fetchone()[0]
-    assert who == 1  # the attack exists
+            SELECT user_id, coalesce(sum(value), 0) AS s FROM v1 WHERE city = 'B' GROUP BY 1) a
+        FULL JOIN (SELECT user_id, coalesce(sum(value), 0) AS s FROM v2 WHERE city = 'B' GROUP BY 1) b USING (user_id)
+        WHERE coalesce(a.s, 0) <> coalesce(b.s, 0)""").fetchone()[0]
+    assert who == 1  # the attack exists: the value sum's difference is one buyer's
     weeks_b = [r for r in w if r["city"] == "B"]
     assert len(weeks_b) == 4  # the weeks of B were all published from v1
     month_b = [r for r in m if r["city"] == "B"]
@@ -242,3 +232,81 @@ def test_a_month_against_weeks_published_before_a_persons_data_changed(tmp_path:
     again = load_config(cfg(tmp_path, "monthly_v1", dimensions=month_dims(), metrics=metrics, history=history,
                             source={"path": "data/v1.parquet"}))
     assert any(r["city"] == "B" for r in pq.read_table(run_report(again, "feb").report_path).to_pylist())
+
+
+def _versions(tmp_path: Path, change: str) -> duckdb.DuckDBPyConnection:
+    """v1 (feb_events with a value per row, ``user_id % 50``: some buyers contribute 0) and v2, v1
+    after one buyer of city B (5003) gained a late event in week 2, or had that week's value
+    corrected, or had it corrected while twenty newcomers had one search each, with no value, in
+    B's week 2 (their rows count, their value sums are 0); both written to ``data/``."""
+    (tmp_path / "data").mkdir()
+    base = feb_events(tmp_path / "data" / "base.parquet")
+    con = duckdb.connect()
+    con.execute(f"CREATE TABLE v1 AS SELECT *, CAST(user_id % 50 AS DOUBLE) AS value FROM '{base}'")
+    corrected = ("SELECT user_id, city, event_time, "
+                 f"CASE WHEN user_id = 5003 AND event_time < TIMESTAMP '{WEEKS[2]}' AND event_time >= TIMESTAMP '{WEEKS[1]}' "
+                 "THEN value + 7 ELSE value END AS value FROM v1")
+    if change == "a late event":
+        con.execute(f"CREATE TABLE v2 AS SELECT * FROM v1 UNION ALL SELECT 5003, 'B', TIMESTAMP '{WEEKS[1]} 15:00', 3.0")
+    elif change == "a corrected value":
+        con.execute(f"CREATE TABLE v2 AS {corrected}")
+    else:
+        con.execute(f"CREATE TABLE v2 AS {corrected} UNION ALL "
+                    f"SELECT 6000 + i, 'B', TIMESTAMP '{WEEKS[1]} 16:00', NULL FROM range(20) r(i)")
+    for v in ("v1", "v2"):
+        con.execute(f"COPY {v} TO '{tmp_path / 'data' / f'{v}.parquet'}' (FORMAT parquet)")
+    return con
+
+
+@pytest.mark.parametrize("rows_only_too", [False, True], ids=["one monthly report", "a rows-only monthly report too"])
+@pytest.mark.parametrize("change", ["a late event", "a corrected value", "a corrected value among newcomers"])
+def test_weeks_published_after_their_month_when_a_persons_data_changed(tmp_path: Path, change: str,
+                                                                        rows_only_too: bool) -> None:
+    """The reverse order: B's month is published from the data as it was (with a rows-only month
+    too: earlier releases of two sets of quantities), the weeks later from the data after one
+    buyer's change. The attacker subtracts B's published weeks from each earlier month, one
+    published quantity at a time; the truth, plain SQL over both versions of the raw rows, counts
+    the people whose contribution to that quantity differs between B's February then and B's
+    published weeks now (absent: 0). With newcomers, rows differ by 20 people (more than k − 1)
+    but the value sum by one buyer's correction: the weeks must not give it away."""
+    con = _versions(tmp_path, change)
+    metrics = [{"name": "rows", "agg": "count"}, {"name": "value", "agg": "sum", "column": "value", "bounds": [0, 60]}]
+    history = "state/history.duckdb"
+    months = []
+    if rows_only_too:  # its release id sorts first: its quantities are the first group
+        months.append(run_report(load_config(cfg(tmp_path, "a_monthly_rows", dimensions=month_dims(), history=history,
+                                                 source={"path": "data/v1.parquet"})), "feb"))
+    months.append(run_report(load_config(cfg(tmp_path, "monthly", dimensions=month_dims(), metrics=metrics,
+                                             history=history, source={"path": "data/v1.parquet"})), "feb"))
+    weekly = load_config(cfg(tmp_path, "weekly", dimensions=week_dims(), metrics=metrics, history=history,
+                             source={"path": "data/v2.parquet"}))
+    weeks_b = [r for r in pq.read_table(run_report(weekly, "feb").report_path).to_pylist() if r["city"] == "B"]
+    starts = [r["week"] for r in weeks_b]
+    agg = {"rows": "count(*)", "value": "coalesce(sum(value), 0)"}
+
+    def changed(q: str) -> int:  # people whose contribution to q differs (independent of the pipeline)
+        inner = " OR ".join(f"(event_time >= DATE '{s}' AND event_time < DATE '{s + dt.timedelta(days=7)}')"
+                            for s in starts) or "FALSE"
+        return con.execute(f"""
+            WITH a AS (SELECT user_id, {agg[q]} AS x FROM v1 WHERE city = 'B' GROUP BY 1),
+                 b AS (SELECT user_id, {agg[q]} AS x FROM v2 WHERE city = 'B' AND ({inner}) GROUP BY 1)
+            SELECT count(*) FROM a FULL JOIN b USING (user_id) WHERE coalesce(a.x, 0) <> coalesce(b.x, 0)
+        """).fetchone()[0]  # noqa: S608
+
+    leaks = []
+    for m in months:
+        for month_b in [r for r in pq.read_table(m.report_path).to_pylist() if r["city"] == "B"]:
+            for q in ("rows", "value"):
+                if q in month_b:
+                    d = month_b[q] - sum(w[q] for w in weeks_b)
+                    if abs(d) > 1e-9 and 1 <= changed(q) < K:
+                        leaks.append((m.manifest["report"], q, d, changed(q)))
+    assert leaks == []
+    assert 1 <= len(weeks_b) < 4  # the month minus its weeks needs one withheld: the others stay
+    # nothing lost where nothing changed: the same weeks from v1 are all published for B
+    fresh = "state/h2.duckdb"
+    run_report(load_config(cfg(tmp_path, "monthly2", dimensions=month_dims(), metrics=metrics, history=fresh,
+                               source={"path": "data/v1.parquet"})), "feb")
+    again = load_config(cfg(tmp_path, "weekly2", dimensions=week_dims(), metrics=metrics, history=fresh,
+                            source={"path": "data/v1.parquet"}))
+    assert sum(r["city"] == "B" for r in pq.read_table(run_report(again, "feb").report_path).to_pylist()) == 4

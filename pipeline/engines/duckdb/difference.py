@@ -26,7 +26,7 @@ Guarantees (docs/PRIVACY.md, "Across releases"):
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, NamedTuple
 
 from ...config import ReportConfig
 from ...errors import LedgerError, first_line
@@ -43,16 +43,27 @@ CREATE TABLE IF NOT EXISTS releases (
 CREATE TABLE IF NOT EXISTS cell_units (release_id VARCHAR, cell_key VARCHAR, uh VARCHAR);
 ALTER TABLE releases ADD COLUMN IF NOT EXISTS components VARCHAR[];
 ALTER TABLE cell_units ADD COLUMN IF NOT EXISTS ch UBIGINT[];
+ALTER TABLE releases ADD COLUMN IF NOT EXISTS digest_format INTEGER;
 CREATE TABLE IF NOT EXISTS release_levels (release_id VARCHAR, signature VARCHAR);
 CREATE TABLE IF NOT EXISTS remainder_members (release_id VARCHAR, remainder_key VARCHAR, cell_key VARCHAR);
 CREATE TABLE IF NOT EXISTS cell_sketch (release_id VARCHAR, cell_key VARCHAR, n BIGINT, SKETCH_COLUMNS);
+ALTER TABLE cell_sketch ADD COLUMN IF NOT EXISTS quantity VARCHAR;
 """
+# Releases recorded with DIGEST_FORMAT (``releases.digest_format``) store a zero contribution to a
+# quantity as digest 0 (so a person present in one cell only is counted in a quantity's residual
+# only where they contribute to it: a newcomer with searches only does not hide a corrected order
+# value) and keep, per published cell and value quantity, a sketch of the people contributing to
+# it (``cell_sketch.quantity``; NULL: everyone present). Releases recorded before (NULL) are
+# compared as then: presence counted in every quantity (a limit, docs/PRIVACY.md).
+DIGEST_FORMAT = 2
 # Per published cell the history also keeps a presence sketch: its people counted in 32 buckets
 # of their unit hash. |count difference| and the L1 distance of two sketches are lower bounds of
 # the number of people present in only one of two cells (each such person moves one bucket count
 # by one), so a pair whose bound passes k − 1 needs no person-level comparison.
 SKETCH_BUCKETS = 32
 SCHEMA = SCHEMA.replace("SKETCH_COLUMNS", ", ".join(f"b{b} INTEGER" for b in range(SKETCH_BUCKETS)))
+SKETCH_INSERT = ("INSERT INTO __hist.cell_sketch (release_id, cell_key, quantity, n, "
+                 + ", ".join(f"b{b}" for b in range(SKETCH_BUCKETS)) + ") ")
 # the bucket of a unit hash (hex text): from its first two hex digits, portable SQL
 BUCKET_SQL = ("(16 * ((strpos('0123456789abcdef', substr({col}, 1, 1)) - 1) % 2) "
               "+ strpos('0123456789abcdef', substr({col}, 2, 1)) - 1)")
@@ -94,11 +105,41 @@ def _uh(con: Any, salt: str, alias: str) -> tuple[str, str]:
             f" LEFT JOIN __uh ON __uh.__u = {alias}.__u AND __uh.tag = {literal(_salt_tag(salt))}")
 
 
-def sketch_sql(table: str, key: str, unit: str = "uh") -> str:
-    """Per ``key`` of ``table``: ``n`` (rows: one per person) and the bucket counts ``b0``..``b31``."""
-    buckets = ", ".join(f"count(*) FILTER (WHERE __bk = {b}) AS b{b}" for b in range(SKETCH_BUCKETS))
-    return (f"SELECT {key} AS cell_key, count(*) AS n, {buckets} FROM "
-            f"(SELECT {key}, {BUCKET_SQL.format(col=unit)} AS __bk FROM {table}) GROUP BY {key}")
+def sketch_sql(table: str, key: str, unit: str = "uh", where: str = "TRUE") -> str:
+    """Per ``key`` of ``table``: ``n`` (rows: one per person) and the bucket counts ``b0``..``b31``,
+    of the rows where ``where`` holds (a condition on ``t``; every key keeps its row, zeros
+    where none holds)."""
+    buckets = ", ".join(f"count(*) FILTER (WHERE __bk = {b} AND __in) AS b{b}" for b in range(SKETCH_BUCKETS))
+    return (f"SELECT {key} AS cell_key, count(*) FILTER (WHERE __in) AS n, {buckets} FROM "
+            f"(SELECT t.{key}, {BUCKET_SQL.format(col='t.' + unit)} AS __bk, coalesce({where}, TRUE) AS __in "
+            f"FROM {table} t) GROUP BY {key}")
+
+
+def sketched_quantities(comps: list[tuple[str, str]]) -> list[tuple[str | None, str]]:
+    """(sketch quantity, condition on ``t.ch``) per sketch a cell of these quantities keeps: its
+    people (NULL: a lower bound for presence, rows and units, which everyone present contributes
+    to) and, per value quantity, the people contributing to it (digest not 0)."""
+    return [(None, "TRUE")] + [(name, f"t.ch[{k + 1}] <> 0") for k, (name, _) in enumerate(comps)
+                               if name.startswith(("sum:", "vals:"))]
+
+
+def sketches_sql(table: str, key: str, comps: list[tuple[str, str]]) -> str:
+    """:func:`sketch_sql` of ``table`` once per :func:`sketched_quantities`, as rows
+    (cell_key, quantity, n, b0..b31)."""
+    buckets = ", ".join(f"s.b{b}" for b in range(SKETCH_BUCKETS))
+    parts = []
+    for q, cond in sketched_quantities(comps):
+        name = "NULL" if q is None else literal(q)
+        parts.append(f"SELECT s.cell_key, CAST({name} AS VARCHAR) AS quantity, s.n, {buckets} "
+                     f"FROM ({sketch_sql(table, key, where=cond)}) s")
+    return " UNION ALL ".join(parts)
+
+
+def digests_sql(comps: list[tuple[str, str]]) -> str:
+    """The digest list of a person's contributions ``__x0``.. to :func:`components` (with ``uh``):
+    a keyed 64-bit hash per quantity, 0 where the contribution is 0 (or none: NULL)."""
+    return ", ".join(f"CASE WHEN coalesce(__x{k}, 0) = 0 THEN CAST(0 AS UBIGINT) "
+                     f"ELSE hash(uh, {literal(name)}, __x{k}) END" for k, (name, _) in enumerate(comps))
 
 
 def lower_bound_sql(a: str, b: str) -> str:
@@ -129,12 +170,15 @@ def components(cfg: ReportConfig) -> list[tuple[str, str]]:
     """The quantities a release publishes per cell, as (canonical name, per-unit SQL over
     ``__per_unit``) in a fixed order: ``rows`` for counts and means, and per value column (with its
     multiplier and bounds) its clamped ``sum`` and, for means, its value count ``vals``. Metrics that
-    publish the same quantity share one entry; ``count_units`` publishes presence only."""
+    publish the same quantity share one entry; ``count_units`` publishes presence (``units``: 1 for
+    everyone present)."""
     slots = value_slots(cfg)
     out: dict[str, str] = {}
     for i, m in enumerate(cfg.metrics):
         if m.agg == "count":
             out.setdefault("rows", "sum(p.__n)")
+        if m.agg == "count_units":
+            out.setdefault("units", "1")
         if m.agg in ("sum", "mean"):
             j = slots[i]
             bounds = "none" if m.bounds is None else f"{_bound(m.bounds[0])}..{_bound(m.bounds[1])}"
@@ -203,7 +247,7 @@ def candidate_units_sql(cfg: ReportConfig, salt_hex: str, con: Any) -> str:
     contribution to the cell (summed over the person's rows of the full table under the cell)."""
     comps = components(cfg)
     values = "".join(f", {expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
-    digests = ", ".join(f"hash(uh, {literal(name)}, __x{k})" for k, (name, _) in enumerate(comps))
+    digests = digests_sql(comps)
     selects = []
     for lv in levels(cfg):
         keep = lv.kept(cfg)
@@ -230,40 +274,81 @@ def _ids(con: Any, table: str, ids: list[str] | tuple[str, ...], groups: dict[st
     return f"(SELECT release_id FROM {table})"
 
 
-def _differs(pairs: list[tuple[int, int]]) -> list[str]:
-    """Per quantity both releases publish (``(new, old)`` 1-based positions in the digest lists),
-    the condition that a person's contribution to it differs; ``["FALSE"]`` (presence only) when
-    they publish none in common. A residual is counted per quantity: a reader subtracts one
-    quantity at a time, so people who changed only in rows must not hide one person who changed
-    only in a value (counted together they could pass k − 1 while the value's residual is one)."""
-    return [f"h.ch[{j}] <> n.ch[{i}]" for i, j in pairs] or ["FALSE"]
+class Published(NamedTuple):
+    """What an earlier release published: its quantities (:func:`components` names, in digest
+    order) and whether its digests are of :data:`DIGEST_FORMAT` (zero contributions as 0)."""
+
+    names: tuple[str, ...]
+    exact: bool
 
 
-def _per_quantity(pairs: list[tuple[int, int]], base: str) -> tuple[str, str]:
-    """(aggregates, condition) of a residual counted per quantity (:func:`_differs`): the select
-    list ``nd0, nd1, …`` (people of ``h`` joined to ``n`` whose contribution to each quantity
-    differs; they are read back as ``i.nd…``), and the SQL that some quantity's residual — ``base``
-    (people present on one side only) plus its ``i.nd…`` — is ``$1``..``$2`` people."""
-    differs = _differs(pairs)
-    nds = ", ".join(f"count(*) FILTER (WHERE coalesce({d}, FALSE)) AS nd{q}" for q, d in enumerate(differs))
-    window = " OR ".join(f"{base} + coalesce(i.nd{q}, 0) BETWEEN $1 AND $2" for q in range(len(differs)))
-    return nds, f"({window})"
+PRESENCE = Published((), False)  # a release of unknown quantities: compared on presence only
 
 
-def _close_sql(pairs: list[tuple[int, int]], ids: str) -> str:
-    """Cells of ``__cand_units`` close to a cell with the same key in one of the releases ``ids``,
-    whose components at 1-based list positions ``(new, old)`` in ``pairs`` are the quantities both
-    publish (each quantity's residual judged on its own: :func:`_differs`)."""
-    nds, window = _per_quantity(pairs, "a.na + b.nb - 2 * coalesce(i.ni, 0)")
+def earlier_releases(con: Any, release_id: str) -> dict[str, Published]:
+    """Every release of the attached history but ``release_id``, with what it published (a
+    history written before digests: no quantities, presence only)."""
+    cols = set(con.columns("releases", "__hist"))
+    comp_col = "components" if "components" in cols else "NULL::VARCHAR[]"
+    fmt_col = "digest_format" if "digest_format" in cols else "NULL::INTEGER"
+    rows = con.execute(f"SELECT release_id, {comp_col}, {fmt_col} FROM __hist.releases WHERE release_id <> $1",
+                       [release_id]).fetchall()
+    digests = "ch" in set(con.columns("cell_units", "__hist"))
+    return {rid: Published(tuple(comps or ()) if digests else (), fmt == DIGEST_FORMAT) for rid, comps, fmt in rows}
+
+
+def quantity_conditions(mine: list[str], theirs: Published) -> list[tuple[str, str, str]]:
+    """Per quantity both releases publish, SQL over a person of this release (``n``) and of the
+    earlier one (``h``): (their contributions differ, ``n`` contributes, ``h`` contributes).
+    Presence only — ``("FALSE", "TRUE", "TRUE")`` — when they publish none in common.
+
+    A residual is counted per quantity: a reader subtracts one quantity at a time, so people who
+    changed only in rows must not hide one person who changed only in a value (counted together
+    they could pass k − 1 while the value's residual is one). A person present on one side only
+    is in a quantity's residual when they contribute to it there (a newcomer with searches only
+    adds nothing to a value sum); for releases recorded before :data:`DIGEST_FORMAT` a zero
+    contribution cannot be told apart, and presence counts in every quantity."""
+    out = [quantity_condition(c, mine, theirs) for c in theirs.names if c in mine]
+    return out or [("FALSE", "TRUE", "TRUE")]
+
+
+def quantity_condition(q: str, mine: list[str], theirs: Published) -> tuple[str, str, str]:
+    """:func:`quantity_conditions` of one quantity ``q`` both publish."""
+    i, j = mine.index(q) + 1, theirs.names.index(q) + 1
+    nz_n, nz_h = (f"n.ch[{i}] <> 0", f"h.ch[{j}] <> 0") if theirs.exact else ("TRUE", "TRUE")
+    return f"h.ch[{j}] <> n.ch[{i}]", nz_n, nz_h
+
+
+def _per_quantity(conds: list[tuple[str, str, str]]) -> tuple[str, str, str, str]:
+    """The residual of each quantity of ``conds`` (:func:`quantity_conditions`) as SQL pieces: the
+    aggregates of this release's people per cell (``na…``, a CTE ``a`` over ``n``), of the earlier
+    release's (``nb…``, ``b`` over ``h``) and of the people on both sides (``nia…``, ``nib…``,
+    ``nd…``: contributing on each side, differing; ``i`` over ``n`` joined to ``h``), and the
+    condition that some quantity's residual — contributors on one side only plus those whose
+    contribution differs — is ``$1``..``$2`` people."""
+    a = ", ".join(f"count(*) FILTER (WHERE {nz_n}) AS na{q}" for q, (_, nz_n, _) in enumerate(conds))
+    b = ", ".join(f"count(*) FILTER (WHERE {nz_h}) AS nb{q}" for q, (_, _, nz_h) in enumerate(conds))
+    i = ", ".join(f"count(*) FILTER (WHERE {nz_n}) AS nia{q}, count(*) FILTER (WHERE {nz_h}) AS nib{q}, "
+                  f"count(*) FILTER (WHERE coalesce({d}, FALSE)) AS nd{q}" for q, (d, nz_n, nz_h) in enumerate(conds))
+    window = " OR ".join(
+        f"coalesce(a.na{q}, 0) - coalesce(i.nia{q}, 0) + coalesce(b.nb{q}, 0) - coalesce(i.nib{q}, 0) "
+        f"+ coalesce(i.nd{q}, 0) BETWEEN $1 AND $2" for q in range(len(conds)))
+    return a, b, i, f"({window})"
+
+
+def _close_sql(conds: list[tuple[str, str, str]], ids: str) -> str:
+    """Cells of ``__cand_units`` close to a cell with the same key in one of the releases ``ids``
+    (each quantity both publish judged on its own: :func:`quantity_conditions`)."""
+    na, nb, ni, window = _per_quantity(conds)
     return f"""
-        WITH a AS (SELECT cell_key, count(*) AS na FROM __cand_units GROUP BY cell_key),
+        WITH a AS (SELECT n.cell_key, {na} FROM __cand_units n GROUP BY n.cell_key),
         b AS (
-            SELECT h.release_id, h.cell_key, count(*) AS nb FROM __hist.cell_units h
+            SELECT h.release_id, h.cell_key, {nb} FROM __hist.cell_units h
             JOIN __need USING (release_id, cell_key) WHERE h.release_id IN {ids}
             GROUP BY ALL
         ),
         i AS (
-            SELECT h.release_id, h.cell_key, count(*) AS ni, {nds}
+            SELECT h.release_id, h.cell_key, {ni}
             FROM __hist.cell_units h JOIN __need USING (release_id, cell_key)
             JOIN __cand_units n ON n.cell_key = h.cell_key AND n.uh = h.uh
             WHERE h.release_id IN {ids}
@@ -290,28 +375,21 @@ def apply_difference_check(
     mine = [name for name, _ in components(cfg)]
     close: set[str] = set()
     try:
-        cols = set(con.columns("releases", "__hist"))
-        comp_col = "components" if "components" in cols else "NULL::VARCHAR[]"
-        prev = con.execute(
-            f"SELECT release_id, {comp_col} FROM __hist.releases WHERE release_id <> $1", [release_id]
-        ).fetchall()
-        if prev and "ch" not in set(con.columns("cell_units", "__hist")):
-            prev = [(rid, None) for rid, _ in prev]  # a history written before digests: presence only
-        groups: dict[tuple[str, ...], list[str]] = {}
-        for rid, comps in prev:
-            groups.setdefault(tuple(comps or ()), []).append(rid)
+        comps_of = earlier_releases(con, release_id)
+        groups: dict[Published, list[str]] = {}
+        for rid, theirs in sorted(comps_of.items()):
+            groups.setdefault(theirs, []).append(rid)
         lo, hi = difference_window(cfg)  # the rule (privacy.rules): 1 .. k - 1
-        _ids(con, "__diff_all", [rid for rid, _ in prev])
-        _needed_pairs(con, [rid for rid, _ in prev], hi)
+        _ids(con, "__diff_all", sorted(comps_of))
+        _needed_pairs(cfg, con, sorted(comps_of), hi)
         for theirs, ids in sorted(groups.items()):
-            pairs = [(mine.index(c) + 1, theirs.index(c) + 1) for c in theirs if c in mine]
-            close.update(r[0] for r in con.execute(_close_sql(pairs, _ids(con, "__diff_ids", ids)), [lo, hi]).fetchall())
-        if schema is not None and prev:
-            comps_of = {rid: tuple(c or ()) for rid, c in prev}
+            conds = quantity_conditions(mine, theirs)
+            close.update(r[0] for r in con.execute(_close_sql(conds, _ids(con, "__diff_ids", ids)), [lo, hi]).fetchall())
+        if schema is not None and comps_of:
             close.update(_nested_close(cfg, con, hist, schema, comps_of, lo, hi))
         _withhold(con, close)
         more = 0
-        if schema is not None and prev:
+        if schema is not None and comps_of:
             more = _complements_for_earlier_cells(cfg, con, hist, schema, comps_of, lo, hi)
             more += _complements_for_earlier_remainders(cfg, con, hist, comps_of, lo, hi)
     finally:
@@ -330,16 +408,23 @@ def _sketched(con: Any) -> set[str]:
     return {r[0] for r in con.execute("SELECT DISTINCT release_id FROM __hist.cell_sketch").fetchall()}
 
 
-def _needed_pairs(con: Any, ids: list[str], hi: int) -> None:
+def _sketch_quantity(con: Any) -> str:
+    """The quantity of a stored sketch ``h`` (NULL, everyone present, in histories before quantities)."""
+    return "h.quantity" if "quantity" in set(con.columns("cell_sketch", "__hist")) else "CAST(NULL AS VARCHAR)"
+
+
+def _needed_pairs(cfg: ReportConfig, con: Any, ids: list[str], hi: int) -> None:
     """``__need``: the (earlier release, cell key) pairs whose person-level comparison with this
     release's same-key cell can find 1 to ``hi`` people: every pair of a release without sketches,
-    and the pairs whose sketch lower bound is at most ``hi``."""
+    and the pairs where some quantity's sketch lower bound (people present, or contributing to a
+    value quantity both publish: :func:`sketched_quantities`) is at most ``hi``."""
     sketched = _sketched(con) & set(ids)
     legacy = sorted(set(ids) - sketched)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE __cand_sk AS {sketch_sql('__cand_units', 'cell_key')}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __cand_sk AS {sketches_sql('__cand_units', 'cell_key', components(cfg))}")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE __need AS
-        SELECT h.release_id, h.cell_key FROM __hist.cell_sketch h JOIN __cand_sk c USING (cell_key)
+        SELECT DISTINCT h.release_id, h.cell_key FROM __hist.cell_sketch h
+        JOIN __cand_sk c ON c.cell_key = h.cell_key AND c.quantity IS NOT DISTINCT FROM {_sketch_quantity(con)}
         WHERE h.release_id IN {_ids(con, '__sk_ids', sorted(sketched))} AND {lower_bound_sql('c', 'h')} <= {int(hi)}
     """) if sketched else con.execute("CREATE OR REPLACE TEMP TABLE __need (release_id VARCHAR, cell_key VARCHAR)")
     if legacy:
@@ -362,7 +447,7 @@ def _unit_values_sql(cfg: ReportConfig, con: Any, lv: Any, salt: str, cells: str
 
 
 def _complements_for_earlier_remainders(
-    cfg: ReportConfig, con: Any, hist: History, comps_of: dict[str, tuple[str, ...]], lo: int, hi: int,
+    cfg: ReportConfig, con: Any, hist: History, comps_of: dict[str, Published], lo: int, hi: int,
 ) -> int:
     """Withhold further cells of this release where they would be subtracted from an earlier
     release's remainder row of the same level, leaving 1 to k − 1 people: the reader subtracts this
@@ -375,7 +460,7 @@ def _complements_for_earlier_remainders(
     mine = [name for name, _ in components(cfg)]
     comps = components(cfg)
     values = ", ".join(f"{expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
-    digests = ", ".join(f"hash(uh, {literal(name)}, __x{k})" for k, (name, _) in enumerate(comps))
+    digests = digests_sql(comps)
     salt = literal(hist.secret_hex())
     withheld = 0
     for lv in levels(cfg):
@@ -397,16 +482,15 @@ def _complements_for_earlier_remainders(
             JOIN (SELECT DISTINCT release_id, rel, remainder_key FROM __rr_members) r
               ON h.release_id = r.rel AND h.cell_key = r.remainder_key
         """)
-        groups: dict[tuple[str, ...], list[str]] = {}
+        groups: dict[Published, list[str]] = {}
         for rid, rel in con.execute("SELECT DISTINCT release_id, rel FROM __rr_members ORDER BY 1").fetchall():
-            groups.setdefault(comps_of.get(rel, ()), []).append(rid)
+            groups.setdefault(comps_of.get(rel, PRESENCE), []).append(rid)
         for _round in range(MAX_ROUNDS + 1):
             con.execute(f"CREATE OR REPLACE TEMP TABLE __rr_vals AS "
                         f"{_unit_values_sql(cfg, con, lv, salt, 'c.__reason IS NULL')}")
             flagged: set[str] = set()
             for theirs, gids in groups.items():
-                pairs = [(mine.index(c) + 1, theirs.index(c) + 1) for c in theirs if c in mine]
-                nds, window = _per_quantity(pairs, "coalesce(a.na, 0) + b.nb - 2 * coalesce(i.ni, 0)")
+                na, nb, ni, window = _per_quantity(quantity_conditions(mine, theirs))
                 _ids(con, "__rr_ids", gids)
                 flagged.update(r[0] for r in con.execute(f"""
                     WITH now AS (
@@ -416,10 +500,10 @@ def _complements_for_earlier_remainders(
                             WHERE m.release_id IN (SELECT release_id FROM __rr_ids) GROUP BY m.release_id, v.uh
                         )
                     ),
-                    b AS (SELECT release_id, count(*) AS nb FROM __rr_prior
-                          WHERE release_id IN (SELECT release_id FROM __rr_ids) GROUP BY ALL),
-                    a AS (SELECT release_id, count(*) AS na FROM now GROUP BY ALL),
-                    i AS (SELECT h.release_id, count(*) AS ni, {nds}
+                    b AS (SELECT h.release_id, {nb} FROM __rr_prior h
+                          WHERE h.release_id IN (SELECT release_id FROM __rr_ids) GROUP BY ALL),
+                    a AS (SELECT n.release_id, {na} FROM now n GROUP BY ALL),
+                    i AS (SELECT h.release_id, {ni}
                           FROM __rr_prior h JOIN now n ON n.release_id = h.release_id AND n.uh = h.uh GROUP BY ALL)
                     SELECT b.release_id FROM b LEFT JOIN a USING (release_id) LEFT JOIN i USING (release_id)
                     WHERE {window}
@@ -456,19 +540,15 @@ def check_new_remainders(cfg: ReportConfig, con: Any, hist: History, release_id:
     con.attach_history(hist, write=False)
     dropped = 0
     try:
-        cols = set(con.columns("releases", "__hist"))
-        comp_col = "components" if "components" in cols else "NULL::VARCHAR[]"
-        prev = con.execute(f"SELECT release_id, {comp_col} FROM __hist.releases WHERE release_id <> $1",
-                           [release_id]).fetchall()
-        if not prev:
+        comps_of = earlier_releases(con, release_id)
+        if not comps_of:
             return 0
-        comps_of = {rid: tuple(c or ()) for rid, c in prev}
         ids = sorted(comps_of)
         lo, hi = difference_window(cfg)
         mine = [name for name, _ in components(cfg)]
         comps = components(cfg)
         values = "".join(f", {expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
-        digests = ", ".join(f"hash(uh, {literal(name)}, __x{k})" for k, (name, _) in enumerate(comps))
+        digests = digests_sql(comps)
         salt = literal(hist.secret_hex())
         by_index = {lv.index: lv for lv in levels(cfg)}
         for index in sorted(levels_left):
@@ -523,7 +603,7 @@ def _family_signatures(con: Any, ids: list[str]) -> dict[str, list[str]]:
 
 def _nested_close(
     cfg: ReportConfig, con: Any, hist: History, schema: dict[str, str],
-    comps_of: dict[str, tuple[str, ...]], lo: int, hi: int,
+    comps_of: dict[str, Published], lo: int, hi: int,
 ) -> set[str]:
     """Cells that earlier releases' finer cells subdivide (a month and its weeks or days, a total
     and its cells, a margin and the cells of another report), with a residual of ``lo``..``hi``
@@ -551,7 +631,7 @@ def _nested_close(
                 continue
             comps = components(cfg)
             values = "".join(f", {expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
-            digests = ", ".join(f"hash(uh, {literal(name)}, __x{k})" for k, (name, _) in enumerate(comps))
+            digests = digests_sql(comps)
             sub_key = _key_sql([(pr, f"p.{at[pr]}") for pr in fam])
             parent_key = _key_sql([(pr, f"p.{at[pr]}") for pr in mine_pairs])
             uh, join = _uh(con, salt, "p")
@@ -567,32 +647,18 @@ def _nested_close(
 
 
 def _subtraction_flags(
-    con: Any, ids: list[str], comps_of: dict[str, tuple[str, ...]], mine: list[str], lo: int, hi: int,
+    con: Any, ids: list[str], comps_of: dict[str, Published], mine: list[str], lo: int, hi: int,
 ) -> set[str]:
     """The parents of ``__nest_sub`` (parent_key, sub_key, uh, ch: this release's people per part of
     a new aggregate) that the cells of the earlier releases ``ids`` with the parts' keys leave with
     a residual of ``lo``..``hi`` people (the rule of :func:`_nested_close`)."""
-    groups: dict[tuple[str, ...], list[str]] = {}
+    groups: dict[Published, list[str]] = {}
     for rid in ids:
-        groups.setdefault(comps_of.get(rid, ()), []).append(rid)
+        groups.setdefault(comps_of.get(rid, PRESENCE), []).append(rid)
     grp_of = {rid: g for g, gids in enumerate(groups.values()) for rid in gids}
     _ids(con, "__fam_ids", ids, grp_of)
     if not set(ids) - _sketched(con):
-        # the residual is at least, over C's sub-cells, the least of the sub-cell's people and
-        # the sketch bounds against each earlier cell with its key: drop the C where that passes hi
-        con.execute(f"""
-            DELETE FROM __nest_sub WHERE parent_key NOT IN (
-                WITH s AS (
-                    SELECT parent_key, sub_key, count(*) AS n,
-                           {', '.join(f'count(*) FILTER (WHERE __bk = {b}) AS b{b}' for b in range(SKETCH_BUCKETS))}
-                    FROM (SELECT parent_key, sub_key, {BUCKET_SQL.format(col='uh')} AS __bk FROM __nest_sub)
-                    GROUP BY ALL),
-                p AS (SELECT s.parent_key, s.sub_key, min({lower_bound_sql('s', 'h')}) AS best
-                      FROM s JOIN __hist.cell_sketch h ON h.cell_key = s.sub_key
-                      WHERE h.release_id IN (SELECT release_id FROM __fam_ids) GROUP BY ALL)
-                SELECT s.parent_key FROM s LEFT JOIN p USING (parent_key, sub_key)
-                GROUP BY s.parent_key HAVING max(least(s.n, coalesce(p.best, s.n))) <= {int(hi)})
-        """)
+        _drop_unreachable_parents(con, ids, comps_of, mine, hi)
     if not con.execute("SELECT count(*) FROM __nest_sub").fetchall()[0][0]:
         return set()
     con.execute("""
@@ -600,35 +666,73 @@ def _subtraction_flags(
         SELECT h.release_id, f.grp, h.cell_key AS sub_key, h.uh, h.ch
         FROM __hist.cell_units h JOIN __fam_ids f USING (release_id) WHERE h.cell_key IN (SELECT DISTINCT sub_key FROM __nest_sub)
     """)
-    # one quantity at a time (:func:`_differs`): for each of this release's quantities, the earlier
-    # releases that publish it are the reader's options; presence alone where it publishes none
+    # one quantity at a time (:func:`quantity_conditions`): for each of this release's quantities,
+    # the earlier releases that publish it are the reader's options; presence alone where it
+    # publishes none
     flagged: set[str] = set()
     for q in (mine or [None]):
-        differs: dict[int, str] = {}
+        differs: dict[int, tuple[str, str, str]] = {}
         for g, (theirs, _gids) in enumerate(groups.items()):
             if q is None:
-                differs[g] = "FALSE"
-            elif q in theirs:
-                differs[g] = f"h.ch[{theirs.index(q) + 1}] <> n.ch[{mine.index(q) + 1}]"
-        flagged |= _subtraction_flags_of(con, differs, lo, hi)
+                differs[g] = ("FALSE", "TRUE", "TRUE")
+            elif q in theirs.names:
+                differs[g] = quantity_condition(q, mine, theirs)
+        nothing = "TRUE" if q is None else f"n.ch[{mine.index(q) + 1}] <> 0"
+        flagged |= _subtraction_flags_of(con, differs, nothing, lo, hi)
     return flagged
 
 
-def _subtraction_flags_of(con: Any, differs: dict[int, str], lo: int, hi: int) -> set[str]:
+def _drop_unreachable_parents(con: Any, ids: list[str], comps_of: dict[str, Published], mine: list[str],
+                              hi: int) -> None:
+    """Delete from ``__nest_sub`` the parents whose residual passes ``hi`` for every quantity by the
+    sketches alone: a quantity's residual is at least, over the parent's sub-cells, the least of
+    the sub-cell's contributors and the sketch bounds against each earlier cell with its key
+    (people present for presence, rows and units; contributors for a value quantity, which only
+    releases of :data:`DIGEST_FORMAT` sketch: with an earlier one among ``ids``, nothing is
+    dropped)."""
+    keep = []
+    for q in (mine or [None]):
+        skey = q if q is not None and q.startswith(("sum:", "vals:")) else None
+        if skey is not None and not all(comps_of.get(r, PRESENCE).exact for r in ids):
+            return
+        where = "TRUE" if skey is None else f"ch[{mine.index(q) + 1}] <> 0"
+        buckets = ", ".join(f"count(*) FILTER (WHERE __bk = {b} AND __in) AS b{b}" for b in range(SKETCH_BUCKETS))
+        quantity = "NULL" if skey is None else literal(skey)
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE __nest_sk{len(keep)} AS
+            SELECT parent_key, sub_key, count(*) FILTER (WHERE __in) AS n, {buckets}
+            FROM (SELECT parent_key, sub_key, {BUCKET_SQL.format(col='uh')} AS __bk,
+                         coalesce({where}, TRUE) AS __in FROM __nest_sub) GROUP BY ALL
+        """)
+        keep.append(f"""
+            SELECT s.parent_key FROM __nest_sk{len(keep)} s LEFT JOIN (
+                SELECT s.parent_key, s.sub_key, min({lower_bound_sql('s', 'h')}) AS best
+                FROM __nest_sk{len(keep)} s JOIN __hist.cell_sketch h ON h.cell_key = s.sub_key
+                 AND {_sketch_quantity(con)} IS NOT DISTINCT FROM CAST({quantity} AS VARCHAR)
+                WHERE h.release_id IN (SELECT release_id FROM __fam_ids) GROUP BY ALL) p USING (parent_key, sub_key)
+            GROUP BY s.parent_key HAVING max(least(s.n, coalesce(p.best, s.n))) <= {int(hi)}""")
+    con.execute(f"DELETE FROM __nest_sub WHERE parent_key NOT IN ({' UNION '.join(keep)})")
+
+
+def _subtraction_flags_of(con: Any, differs: dict[int, tuple[str, str, str]], nothing: str, lo: int,
+                          hi: int) -> set[str]:
     """The parents of ``__nest_sub`` left with a residual of ``lo``..``hi`` people for one quantity,
-    whose earlier releases (component group → the condition that a person's contribution to the
-    quantity differs) are ``differs``: per sub-cell the reader's best option (nothing, or one earlier
-    cell with its key), then the people of all chosen residuals together."""
-    # the reader's options per sub-cell: subtract nothing ('' = residual: its people) or an earlier cell
-    opts = ["SELECT parent_key, sub_key, '' AS rid, -1 AS grp, count(*) AS d FROM __nest_sub GROUP BY ALL"]
-    for g, diff in differs.items():
+    whose earlier releases (component group → :func:`quantity_condition`: differs, ``n``
+    contributes, ``h`` contributes) are ``differs`` and whose contributors in a sub-cell are the
+    rows of ``__nest_sub n`` where ``nothing`` holds: per sub-cell the reader's best option
+    (nothing, or one earlier cell with its key), then the people of all chosen residuals together."""
+    # the reader's options per sub-cell: subtract nothing ('' = residual: its contributors) or an earlier cell
+    opts = [f"SELECT parent_key, sub_key, '' AS rid, -1 AS grp, count(*) FILTER (WHERE {nothing}) AS d "
+            "FROM __nest_sub n GROUP BY ALL"]
+    for g, (diff, nz_n, nz_h) in differs.items():
         opts.append(f"""
             SELECT t.parent_key, t.sub_key, b.release_id AS rid, {g} AS grp,
-                   t.na + b.nb - 2 * coalesce(i.ni, 0) + coalesce(i.nd, 0) AS d
-            FROM (SELECT parent_key, sub_key, count(*) AS na FROM __nest_sub GROUP BY ALL) t
-            JOIN (SELECT release_id, sub_key, count(*) AS nb FROM __nest_prior
+                   t.na - coalesce(i.nia, 0) + b.nb - coalesce(i.nib, 0) + coalesce(i.nd, 0) AS d
+            FROM (SELECT parent_key, sub_key, count(*) FILTER (WHERE {nz_n}) AS na FROM __nest_sub n GROUP BY ALL) t
+            JOIN (SELECT release_id, sub_key, count(*) FILTER (WHERE {nz_h}) AS nb FROM __nest_prior h
                   WHERE grp = {g} GROUP BY ALL) b USING (sub_key)
-            LEFT JOIN (SELECT n.parent_key, n.sub_key, h.release_id, count(*) AS ni,
+            LEFT JOIN (SELECT n.parent_key, n.sub_key, h.release_id, count(*) FILTER (WHERE {nz_n}) AS nia,
+                              count(*) FILTER (WHERE {nz_h}) AS nib,
                               count(*) FILTER (WHERE coalesce({diff}, FALSE)) AS nd
                        FROM __nest_sub n JOIN __nest_prior h ON h.sub_key = n.sub_key AND h.uh = n.uh
                        WHERE h.grp = {g} GROUP BY ALL) i
@@ -641,16 +745,16 @@ def _subtraction_flags_of(con: Any, differs: dict[int, str], lo: int, hi: int) -
         FROM ({' UNION ALL '.join(opts)}) GROUP BY ALL
     """)
     residual = ["SELECT n.parent_key, n.uh FROM __nest_sub n JOIN __nest_best b USING (parent_key, sub_key) "
-                "WHERE b.rid = ''"]
-    for g, diff in differs.items():
+                f"WHERE b.rid = '' AND {nothing}"]
+    for g, (diff, nz_n, nz_h) in differs.items():
         residual.append(
             "SELECT n.parent_key, n.uh FROM __nest_sub n JOIN __nest_best b USING (parent_key, sub_key) "
             "LEFT JOIN __nest_prior h ON h.release_id = b.rid AND h.sub_key = n.sub_key AND h.uh = n.uh "
-            f"WHERE b.grp = {g} AND (h.uh IS NULL OR coalesce({diff}, FALSE))")
+            f"WHERE b.grp = {g} AND ((h.uh IS NULL AND {nz_n}) OR coalesce({diff}, FALSE))")
         residual.append(
             "SELECT b.parent_key, h.uh FROM __nest_best b JOIN __nest_prior h "
             "ON h.release_id = b.rid AND h.sub_key = b.sub_key "
-            f"WHERE b.grp = {g} AND NOT EXISTS (SELECT 1 FROM __nest_sub n WHERE n.parent_key = b.parent_key "
+            f"WHERE b.grp = {g} AND {nz_h} AND NOT EXISTS (SELECT 1 FROM __nest_sub n WHERE n.parent_key = b.parent_key "
             "AND n.sub_key = b.sub_key AND n.uh = h.uh)")
     flagged = con.execute(f"""
         SELECT parent_key FROM ({' UNION ALL '.join(residual)})
@@ -686,7 +790,7 @@ def _derived_per_unit(
 
 def _complements_for_earlier_cells(
     cfg: ReportConfig, con: Any, hist: History, schema: dict[str, str],
-    comps_of: dict[str, tuple[str, ...]], lo: int, hi: int,
+    comps_of: dict[str, Published], lo: int, hi: int,
 ) -> int:
     """Withhold further cells of this release where they would subdivide a coarser cell of an
     earlier release (its month, its total, its margin) leaving 1 to k − 1 people: the earlier cell
@@ -700,7 +804,6 @@ def _complements_for_earlier_cells(
     (ties by key) and the check repeats; after ``MAX_ROUNDS`` every cell with rows in such an R
     is withheld. Returns how many cells were withheld."""
     families = _family_signatures(con, sorted(comps_of))
-    mine = [name for name, _ in components(cfg)]
     salt = literal(hist.secret_hex())
     withheld = 0
     for lv in levels(cfg):
@@ -722,17 +825,17 @@ def _complements_for_earlier_cells(
                 SELECT {region} AS region_key, {cell} AS cell_key, {uh} AS uh, {', '.join(sums)}
                 FROM __rev_pu p{join} WHERE p.__u IS NOT NULL GROUP BY ALL
             """)
-            groups: dict[tuple[str, ...], list[str]] = {}
+            groups: dict[Published, list[str]] = {}
             for rid in ids:
-                groups.setdefault(comps_of.get(rid, ()), []).append(rid)
+                groups.setdefault(comps_of.get(rid, PRESENCE), []).append(rid)
             grp_of = {rid: g for g, gids in enumerate(groups.values()) for rid in gids}
             _ids(con, "__fam_ids", ids, grp_of)
             unsketched = sorted(set(ids) - _sketched(con))
             comps = components(cfg)
             values = ", ".join(f"{expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
-            digests = ", ".join(f"hash(uh, {literal(name)}, __x{k})" for k, (name, _) in enumerate(comps))
+            digests = digests_sql(comps)
             for _round in range(MAX_ROUNDS + 1):
-                flagged = _flagged_regions(con, lv.index, list(groups), mine, values, digests, lo, hi, unsketched)
+                flagged = _flagged_regions(con, lv.index, list(groups), comps, values, digests, lo, hi, unsketched)
                 if not flagged:
                     break
                 con.execute("CREATE OR REPLACE TEMP TABLE __rev_flagged (region_key VARCHAR)")
@@ -762,13 +865,14 @@ def _value_columns(con: Any, table: str) -> list[str]:
 
 
 def _flagged_regions(
-    con: Any, level: int, groups: list[tuple[str, ...]], mine: list[str],
+    con: Any, level: int, groups: list[Published], comps: list[tuple[str, str]],
     values: str, digests: str, lo: int, hi: int, unsketched: list[str],
 ) -> set[str]:
     """Earlier coarse cells of the releases in ``__fam_ids`` whose residual after subtracting this
     release's published cells of ``level`` (both strategies) is ``lo``..``hi`` people. Only the
     (release, coarse cell) pairs whose sketch bound allows such a residual (and those of releases
     in ``unsketched``) are compared person by person."""
+    mine = [name for name, _ in comps]
     published = f"(SELECT __cell_key FROM __cells WHERE __level = {level} AND __reason IS NULL)"
     inside = "(SELECT cell_key FROM __rev_piece GROUP BY cell_key HAVING count(DISTINCT region_key) = 1)"
     out: set[str] = set()
@@ -783,14 +887,19 @@ def _flagged_regions(
         # regions the subtraction leaves empty on this side still count: their residual is the earlier cell
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE __rev_now_sk AS
-            SELECT r.region_key AS cell_key, coalesce(s.n, 0) AS n,
+            SELECT r.region_key AS cell_key, q.quantity, coalesce(s.n, 0) AS n,
                    {', '.join(f'coalesce(s.b{b}, 0) AS b{b}' for b in range(SKETCH_BUCKETS))}
             FROM (SELECT DISTINCT region_key FROM __rev_piece) r
-            LEFT JOIN ({sketch_sql('__rev_now', 'region_key')}) s ON s.cell_key = r.region_key
+            CROSS JOIN ({' UNION ALL '.join(
+                f"SELECT CAST({'NULL' if q is None else literal(q)} AS VARCHAR) AS quantity"
+                for q, _ in sketched_quantities(comps))}) q
+            LEFT JOIN ({sketches_sql('__rev_now', 'region_key', comps)}) s
+              ON s.cell_key = r.region_key AND s.quantity IS NOT DISTINCT FROM q.quantity
         """)
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE __rev_need AS
-            SELECT h.release_id, h.cell_key FROM __hist.cell_sketch h JOIN __rev_now_sk c USING (cell_key)
+            SELECT DISTINCT h.release_id, h.cell_key FROM __hist.cell_sketch h
+            JOIN __rev_now_sk c ON c.cell_key = h.cell_key AND c.quantity IS NOT DISTINCT FROM {_sketch_quantity(con)}
             WHERE h.release_id IN (SELECT release_id FROM __fam_ids) AND {lower_bound_sql('c', 'h')} <= {int(hi)}
         """) if _has_sketch_table(con) else con.execute(
             "CREATE OR REPLACE TEMP TABLE __rev_need (release_id VARCHAR, cell_key VARCHAR)")
@@ -806,13 +915,12 @@ def _flagged_regions(
             FROM __hist.cell_units h JOIN __rev_need USING (release_id, cell_key) JOIN __fam_ids f USING (release_id)
         """)
         for g, theirs in enumerate(groups):
-            pairs = [(mine.index(c) + 1, theirs.index(c) + 1) for c in theirs if c in mine]
-            nds, window = _per_quantity(pairs, "coalesce(a.na, 0) + b.nb - 2 * coalesce(i.ni, 0)")
+            na, nb, ni, window = _per_quantity(quantity_conditions(mine, theirs))
             out.update(r[0] for r in con.execute(f"""
-                WITH b AS (SELECT release_id, region_key, count(*) AS nb FROM __rev_prior
-                           WHERE grp = {g} GROUP BY ALL),
-                a AS (SELECT region_key, count(*) AS na FROM __rev_now GROUP BY ALL),
-                i AS (SELECT h.release_id, h.region_key, count(*) AS ni, {nds}
+                WITH b AS (SELECT h.release_id, h.region_key, {nb} FROM __rev_prior h
+                           WHERE h.grp = {g} GROUP BY ALL),
+                a AS (SELECT n.region_key, {na} FROM __rev_now n GROUP BY ALL),
+                i AS (SELECT h.release_id, h.region_key, {ni}
                       FROM __rev_prior h JOIN __rev_now n ON n.region_key = h.region_key AND n.uh = h.uh
                       WHERE h.grp = {g} GROUP BY ALL)
                 SELECT DISTINCT b.region_key FROM b LEFT JOIN a USING (region_key)
@@ -827,7 +935,7 @@ def _record_remainders(cfg: ReportConfig, con: Any, hist: History, release_id: s
     level's remainder key) and the withheld cells it aggregates (``remainder_members``)."""
     comps = components(cfg)
     values = "".join(f", {expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
-    digests = ", ".join(f"hash(uh, {literal(name)}, __x{k})" for k, (name, _) in enumerate(comps))
+    digests = digests_sql(comps)
     salt = literal(hist.secret_hex())
     by_index = {lv.index: lv for lv in levels(cfg)}
     for (index,) in con.execute("SELECT DISTINCT __level FROM __remainder ORDER BY 1").fetchall():
@@ -841,7 +949,7 @@ def _record_remainders(cfg: ReportConfig, con: Any, hist: History, release_id: s
         """)
         con.execute("INSERT INTO __hist.cell_units (release_id, cell_key, uh, ch) "
                     "SELECT $1, cell_key, uh, ch FROM __rem_units", [release_id])
-        con.execute(f"INSERT INTO __hist.cell_sketch SELECT $1, s.* FROM ({sketch_sql('__rem_units', 'cell_key')}) s",
+        con.execute(SKETCH_INSERT + f"SELECT $1, s.* FROM ({sketches_sql('__rem_units', 'cell_key', comps)}) s",
                     [release_id])
         con.execute(f"INSERT INTO __hist.remainder_members SELECT $1, $2, __cell_key FROM __cells "
                     f"WHERE __level = {int(index)} AND __suppressed", [release_id, key])
@@ -855,7 +963,7 @@ def _record_margin_remainders(cfg: ReportConfig, con: Any, hist: History, releas
     against it (:func:`_complements_for_earlier_remainders`)."""
     comps = components(cfg)
     values = "".join(f", {expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
-    digests = ", ".join(f"hash(uh, {literal(name)}, __x{k})" for k, (name, _) in enumerate(comps))
+    digests = digests_sql(comps)
     salt = literal(hist.secret_hex())
     lvls = levels(cfg)
     for m_lv in lvls[1:]:
@@ -882,7 +990,7 @@ def _record_margin_remainders(cfg: ReportConfig, con: Any, hist: History, releas
             """)
             con.execute("INSERT INTO __hist.cell_units (release_id, cell_key, uh, ch) "
                         "SELECT $1, cell_key, uh, ch FROM __rem_units", [release_id])
-            con.execute(f"INSERT INTO __hist.cell_sketch SELECT $1, s.* FROM ({sketch_sql('__rem_units', 'cell_key')}) s",
+            con.execute(SKETCH_INSERT + f"SELECT $1, s.* FROM ({sketches_sql('__rem_units', 'cell_key', comps)}) s",
                         [release_id])
             con.execute("INSERT INTO __hist.remainder_members SELECT $1, rkey, fkey FROM __mr_link", [release_id])
 
@@ -903,9 +1011,9 @@ def record_release(cfg: ReportConfig, con: Any, hist: History, release_id: str, 
         con.execute("DELETE FROM __hist.cell_units WHERE release_id = $1", [release_id])
         con.execute("DELETE FROM __hist.releases WHERE release_id = $1", [release_id])
         con.execute(
-            "INSERT INTO __hist.releases (release_id, source_id, report, run_id, created_utc, components) "
-            "VALUES ($1, $2, $3, $4, $5, $6)",
-            [release_id, source_id, cfg.report, run_id, now, comps],
+            "INSERT INTO __hist.releases (release_id, source_id, report, run_id, created_utc, components, "
+            "digest_format) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            [release_id, source_id, cfg.report, run_id, now, comps, DIGEST_FORMAT],
         )
         con.execute(
             "INSERT INTO __hist.cell_units (release_id, cell_key, uh, ch) SELECT $1, u.cell_key, u.uh, u.ch "
@@ -914,7 +1022,7 @@ def record_release(cfg: ReportConfig, con: Any, hist: History, release_id: str, 
         )
         con.execute("DELETE FROM __hist.cell_sketch WHERE release_id = $1", [release_id])
         con.execute(
-            f"INSERT INTO __hist.cell_sketch SELECT $1, s.* FROM ({sketch_sql('__cand_units', 'cell_key')}) s "
+            SKETCH_INSERT + f"SELECT $1, s.* FROM ({sketches_sql('__cand_units', 'cell_key', components(cfg))}) s "
             "WHERE s.cell_key IN (SELECT __cell_key FROM __cells WHERE __reason IS NULL)",
             [release_id],
         )
