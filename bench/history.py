@@ -1,9 +1,10 @@
 """A year of daily releases: how the difference check's cost grows with the release history.
 
-``python -m bench.history [--days 365] [--events-per-day 20000] [--users 20000]`` generates a
+``python -m bench.history [--days 365] [--events-per-day 20000] [--users 20000] [--value]`` generates a
 year of events (each day's file written over ``data/today.parquet``, as a nightly export would),
 then runs the same threshold report (city × category, k = 10, with a grand total and a by-city
-margin, history on by default) once per day, in-process through the public API. It records per
+margin, history on by default; ``--value``: also a clamped order-value sum, a third of the events
+carrying a value, so most people contribute to it and some do not) once per day, in-process through the public API. It records per
 day the ``suppress`` stage (primary suppression, the difference checks, secondary suppression),
 the whole run, and the history's size, and prints a table for ``bench/RESULTS.md``.
 
@@ -26,7 +27,8 @@ from pipeline import load_config, run_report
 
 
 def day_events(path: Path, day: int, *, events: int, users: int) -> None:
-    """One day's events: a returning population (user ids drawn from a pool that drifts by day)."""
+    """One day's events: a returning population (user ids drawn from a pool that drifts by day);
+    a third of them with an order value."""
     start = dt.date(2026, 1, 1) + dt.timedelta(days=day)
     con = duckdb.connect()
     con.execute(f"""
@@ -34,7 +36,8 @@ def day_events(path: Path, day: int, *, events: int, users: int) -> None:
             SELECT (hash(i, {day}) % {users})::BIGINT + {day * users // 365} AS user_id,
                    'city_' || (hash(i, {day}, 'c') % 40)::INT AS city,
                    'cat_' || (hash(i, {day}, 'k') % 25)::INT AS category,
-                   TIMESTAMP '{start}' + INTERVAL (i % 86400) SECOND AS event_time
+                   TIMESTAMP '{start}' + INTERVAL (i % 86400) SECOND AS event_time,
+                   CASE WHEN hash(i, {day}, 'v') % 3 = 0 THEN CAST(hash(i, {day}, 'w') % 500 AS DOUBLE) END AS order_value
             FROM range({events}) r(i)
         ) TO '{path}' (FORMAT parquet)
     """)
@@ -46,6 +49,7 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=365)
     ap.add_argument("--events-per-day", type=int, default=20_000)
     ap.add_argument("--users", type=int, default=20_000)
+    ap.add_argument("--value", action="store_true", help="also publish a clamped order-value sum")
     ap.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one)")
     ap.add_argument("--results", type=Path, default=None, help="write per-day results as JSON here")
     args = ap.parse_args()
@@ -58,7 +62,8 @@ def main() -> None:
         "privacy_unit": "user_id",
         "identifiers": ["user_id"],
         "dimensions": ["city", "category"],
-        "metrics": [{"name": "events", "agg": "count"}, {"name": "buyers", "agg": "count_units"}],
+        "metrics": [{"name": "events", "agg": "count"}, {"name": "buyers", "agg": "count_units"}]
+        + ([{"name": "order_value", "agg": "sum", "column": "order_value", "bounds": [0, 400]}] if args.value else []),
         "min_units": 10,
         "totals": [[], ["city"]],
         "output": {"dir": "reports"},
@@ -85,6 +90,8 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     if args.results:
         args.results.write_text(json.dumps(rows, indent=1))
+    med = sorted(r["suppress_s"] for r in rows)[len(rows) // 2]
+    print(f"\nmedian suppress stage over {len(rows)} days: {med:.2f} s; total run time {sum(r['wall_s'] for r in rows):.1f} s")
     print("\n| day | run (s) | suppress stage (s) | cells published | withheld (difference) | history (MiB) | history rows |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:

@@ -224,7 +224,8 @@ def test_one_corrected_value_is_not_hidden_by_others_changing_rows(tmp_path: Pat
     assert "B" in {d[0][0] for d in published(b)}  # an unaffected city is still published
 
 
-def test_newcomers_with_no_value_are_seen_by_a_published_count_of_people(tmp_path: Path) -> None:
+@pytest.mark.parametrize("with_value", [True, False], ids=["buyers and a value sum", "buyers only"])
+def test_newcomers_with_no_value_are_seen_by_a_published_count_of_people(tmp_path: Path, with_value: bool) -> None:
     """Attack 1 on the count of people: between two runs of a report publishing buyers and a value
     sum, five newcomers to city A have a search with no value. The value sum is unchanged (their
     contributions are 0, so its residual is nobody), but the count of buyers differs by those
@@ -234,9 +235,8 @@ def test_newcomers_with_no_value_are_seen_by_a_published_count_of_people(tmp_pat
     events(src)
     old = tmp_path / "day1.parquet"
     pq.write_table(pq.read_table(src), old)
-    cfg = load_config(config(tmp_path, "r.yaml", metrics=[{"name": "buyers", "agg": "count_units"},
-                                                             {"name": "value", "agg": "sum", "column": "value",
-                                                              "bounds": [0, 100]}],
+    value = [{"name": "value", "agg": "sum", "column": "value", "bounds": [0, 100]}] if with_value else []
+    cfg = load_config(config(tmp_path, "r.yaml", metrics=[{"name": "buyers", "agg": "count_units"}, *value],
                              history="state/history.duckdb"))
     a = run_report(cfg, "day1")
     con = duckdb.connect()
@@ -285,3 +285,29 @@ def test_a_history_recorded_before_zero_digests_is_compared_on_presence(tmp_path
     assert ("B",) in {d for d, _ in published(b)}
     hist = duckdb.connect(str(tmp_path / "state" / "history.duckdb"), read_only=True)
     assert hist.execute("SELECT digest_format FROM releases ORDER BY 1 NULLS FIRST").fetchall() == [(None,), (2,)]
+
+
+def test_a_value_of_zero_is_a_contribution_as_for_the_k_rule_per_number(tmp_path: Path) -> None:
+    """Ten buyers of city A order on day 1, one of them for 0; on day 2 nobody orders. The value
+    sum's difference (day 1's sum minus 0) is the ten people who had a value on day 1: as many as
+    the k rule per number counted when day 1 published that sum from them, so day 2's cell is
+    published (a stricter count, nine people with a value other than 0, would withhold it
+    although the difference tells the reader only what day 1 already published)."""
+    (tmp_path / "data").mkdir()
+    src = tmp_path / "data" / "events.parquet"
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (user_id BIGINT, city VARCHAR, event_type VARCHAR, value DOUBLE)")
+    con.execute("INSERT INTO t SELECT i, 'A', 'search', NULL FROM range(30) r(i)")
+    con.execute("INSERT INTO t SELECT 5000 + i, 'B', 'search', NULL FROM range(30) r(i)")
+    con.execute("COPY t TO '{}' (FORMAT parquet)".format(tmp_path / "day2.parquet"))
+    con.execute("INSERT INTO t SELECT i, 'A', 'order', CASE WHEN i = 0 THEN 0 ELSE 50 END FROM range(10) r(i)")
+    con.execute(f"COPY t TO '{src}' (FORMAT parquet)")
+    cfg = load_config(config(tmp_path, "r.yaml", metrics=[{"name": "rows", "agg": "count"},
+                                                             {"name": "value", "agg": "sum", "column": "value",
+                                                              "bounds": [0, 100]}],
+                             history="state/history.duckdb"))
+    a = dict(published(run_report(cfg, "day1")))
+    assert a[("A",)]["value"] == 450  # published on day 1 from ten people with a value
+    pq.write_table(pq.read_table(tmp_path / "day2.parquet"), src)
+    b = dict(published(run_report(cfg, "day2")))
+    assert b[("A",)]["value"] == 0 and b[("A",)]["rows"] == 30

@@ -56,6 +56,7 @@ ALTER TABLE cell_sketch ADD COLUMN IF NOT EXISTS quantity VARCHAR;
 # it (``cell_sketch.quantity``; NULL: everyone present). Releases recorded before (NULL) are
 # compared as then: presence counted in every quantity (a limit, docs/PRIVACY.md).
 DIGEST_FORMAT = 2
+VALUE_QUANTITIES = ("sum:", "vals:")  # the quantities not everyone present contributes to
 # Per published cell the history also keeps a presence sketch: its people counted in 32 buckets
 # of their unit hash. |count difference| and the L1 distance of two sketches are lower bounds of
 # the number of people present in only one of two cells (each such person moves one bucket count
@@ -115,15 +116,15 @@ def sketch_sql(table: str, key: str, unit: str = "uh", where: str = "TRUE") -> s
             f"FROM {table} t) GROUP BY {key}")
 
 
-def sketched_quantities(comps: list[tuple[str, str]]) -> list[tuple[str | None, str]]:
+def sketched_quantities(comps: list[Component]) -> list[tuple[str | None, str]]:
     """(sketch quantity, condition on ``t.ch``) per sketch a cell of these quantities keeps: its
     people (NULL: a lower bound for presence, rows and units, which everyone present contributes
     to) and, per value quantity, the people contributing to it (digest not 0)."""
-    return [(None, "TRUE")] + [(name, f"t.ch[{k + 1}] <> 0") for k, (name, _) in enumerate(comps)
-                               if name.startswith(("sum:", "vals:"))]
+    return [(None, "TRUE")] + [(c.name, f"t.ch[{k + 1}] <> 0") for k, c in enumerate(digested(comps))
+                               if c.name.startswith(VALUE_QUANTITIES)]
 
 
-def sketches_sql(table: str, key: str, comps: list[tuple[str, str]]) -> str:
+def sketches_sql(table: str, key: str, comps: list[Component]) -> str:
     """:func:`sketch_sql` of ``table`` once per :func:`sketched_quantities`, as rows
     (cell_key, quantity, n, b0..b31)."""
     buckets = ", ".join(f"s.b{b}" for b in range(SKETCH_BUCKETS))
@@ -135,11 +136,29 @@ def sketches_sql(table: str, key: str, comps: list[tuple[str, str]]) -> str:
     return " UNION ALL ".join(parts)
 
 
-def digests_sql(comps: list[tuple[str, str]]) -> str:
-    """The digest list of a person's contributions ``__x0``.. to :func:`components` (with ``uh``):
-    a keyed 64-bit hash per quantity, 0 where the contribution is 0 (or none: NULL)."""
-    return ", ".join(f"CASE WHEN coalesce(__x{k}, 0) = 0 THEN CAST(0 AS UBIGINT) "
-                     f"ELSE hash(uh, {literal(name)}, __x{k}) END" for k, (name, _) in enumerate(comps))
+def digested(comps: list[Component]) -> list[Component]:
+    """The quantities of ``comps`` with a digest, in digest-list order (all but ``units``)."""
+    return [c for c in comps if c.expr]
+
+
+def digest_position(names: list[str] | tuple[str, ...], q: str) -> int:
+    """The 1-based position of quantity ``q``'s digest in the list of a release publishing ``names``."""
+    return [n for n in names if n != "units"].index(q) + 1
+
+
+def values_sql(comps: list[Component]) -> str:
+    """Select-list items (each after ``, ``) of a person's contribution to each digested quantity of
+    ``comps`` (``__x0``..) and whether they contribute to it (``__y0``..), over rows ``p`` of a
+    ``__per_unit``-like table grouped by person; ``''`` for none."""
+    return "".join(f", {c.expr} AS __x{k}, {c.contributes} AS __y{k}" for k, c in enumerate(digested(comps)))
+
+
+def digests_sql(comps: list[Component]) -> str:
+    """The digest list of a person's contributions (:func:`values_sql`, with ``uh``): a keyed
+    64-bit hash per quantity, 0 where the person does not contribute to it."""
+    return ", ".join(f"hash(uh, {literal(c.name)}, __x{k})" if c.contributes == "TRUE" else
+                     f"CASE WHEN coalesce(__y{k}, FALSE) THEN hash(uh, {literal(c.name)}, __x{k}) "
+                     f"ELSE CAST(0 AS UBIGINT) END" for k, c in enumerate(digested(comps)))
 
 
 def lower_bound_sql(a: str, b: str) -> str:
@@ -166,27 +185,40 @@ def _bound(b: float) -> str:
     return repr(float(b))
 
 
-def components(cfg: ReportConfig) -> list[tuple[str, str]]:
-    """The quantities a release publishes per cell, as (canonical name, per-unit SQL over
-    ``__per_unit``) in a fixed order: ``rows`` for counts and means, and per value column (with its
-    multiplier and bounds) its clamped ``sum`` and, for means, its value count ``vals``. Metrics that
-    publish the same quantity share one entry; ``count_units`` publishes presence (``units``: 1 for
-    everyone present)."""
+class Component(NamedTuple):
+    """A quantity a release publishes per cell: its canonical name, a person's contribution to it
+    and whether the person contributes to it (per-unit SQL over ``__per_unit`` rows ``p``)."""
+
+    name: str
+    expr: str
+    contributes: str
+
+
+def components(cfg: ReportConfig) -> list[Component]:
+    """The quantities a release publishes per cell, in a fixed order (by name): ``rows`` for counts
+    and means, and per value column (with its multiplier and bounds) its clamped ``sum`` and, for
+    means, its value count ``vals``; metrics that publish the same quantity share one entry;
+    ``count_units`` publishes presence (``units``: 1 for everyone present, so it never differs for
+    a person present in both and has no digest: ``expr`` empty). A person contributes
+    to ``rows`` and ``units`` by being present and to a value column's quantities by having a
+    value there (the people the k rule per number counts: a value of 0 is a contribution, a row
+    without a value is none)."""
     slots = value_slots(cfg)
-    out: dict[str, str] = {}
+    out: dict[str, Component] = {}
     for i, m in enumerate(cfg.metrics):
         if m.agg == "count":
-            out.setdefault("rows", "sum(p.__n)")
+            out.setdefault("rows", Component("rows", "sum(p.__n)", "TRUE"))
         if m.agg == "count_units":
-            out.setdefault("units", "1")
+            out.setdefault("units", Component("units", "", "TRUE"))  # no digest: 1 for everyone present
         if m.agg in ("sum", "mean"):
             j = slots[i]
             bounds = "none" if m.bounds is None else f"{_bound(m.bounds[0])}..{_bound(m.bounds[1])}"
             what = f"{m.column}*{m.multiply_by or 1}[{bounds}]"
-            out.setdefault(f"sum:{what}", f"round(sum(p.__s{j}), 6)")
+            has = f"coalesce(sum(p.__c{j}), 0) > 0"
+            out.setdefault(f"sum:{what}", Component(f"sum:{what}", f"round(sum(p.__s{j}), 6)", has))
             if m.agg == "mean":
-                out.setdefault(f"vals:{what}", f"sum(p.__c{j})")
-    return sorted(out.items())
+                out.setdefault(f"vals:{what}", Component(f"vals:{what}", f"sum(p.__c{j})", has))
+    return [out[k] for k in sorted(out)]
 
 
 def level_pairs(cfg: ReportConfig, keep: list[int]) -> tuple[Pair, ...]:
@@ -246,7 +278,7 @@ def candidate_units_sql(cfg: ReportConfig, salt_hex: str, con: Any) -> str:
     The digests are one keyed 64-bit hash per entry of :func:`components` of the person's
     contribution to the cell (summed over the person's rows of the full table under the cell)."""
     comps = components(cfg)
-    values = "".join(f", {expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
+    values = values_sql(comps)
     digests = digests_sql(comps)
     selects = []
     for lv in levels(cfg):
@@ -314,8 +346,11 @@ def quantity_conditions(mine: list[str], theirs: Published) -> list[tuple[str, s
 
 def quantity_condition(q: str, mine: list[str], theirs: Published) -> tuple[str, str, str]:
     """:func:`quantity_conditions` of one quantity ``q`` both publish."""
-    i, j = mine.index(q) + 1, theirs.names.index(q) + 1
-    nz_n, nz_h = (f"n.ch[{i}] <> 0", f"h.ch[{j}] <> 0") if theirs.exact else ("TRUE", "TRUE")
+    if q == "units":
+        return "FALSE", "TRUE", "TRUE"  # presence: the people present on one side only
+    i, j = digest_position(mine, q), digest_position(theirs.names, q)
+    exact = theirs.exact and q.startswith(VALUE_QUANTITIES)  # everyone present contributes to the others
+    nz_n, nz_h = (f"n.ch[{i}] <> 0", f"h.ch[{j}] <> 0") if exact else ("TRUE", "TRUE")
     return f"h.ch[{j}] <> n.ch[{i}]", nz_n, nz_h
 
 
@@ -372,7 +407,7 @@ def apply_difference_check(
     if not con.history_exists(hist):
         return 0
     con.attach_history(hist, write=False)
-    mine = [name for name, _ in components(cfg)]
+    mine = [c.name for c in components(cfg)]
     close: set[str] = set()
     try:
         comps_of = earlier_releases(con, release_id)
@@ -457,9 +492,9 @@ def _complements_for_earlier_remainders(
     k − 1 people, its member cell published here with the fewest people is withheld (ties by key)."""
     if "remainder_members" not in con.tables("__hist"):
         return 0
-    mine = [name for name, _ in components(cfg)]
+    mine = [c.name for c in components(cfg)]
     comps = components(cfg)
-    values = ", ".join(f"{expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
+    values = values_sql(comps)
     digests = digests_sql(comps)
     salt = literal(hist.secret_hex())
     withheld = 0
@@ -495,7 +530,7 @@ def _complements_for_earlier_remainders(
                 flagged.update(r[0] for r in con.execute(f"""
                     WITH now AS (
                         SELECT release_id, uh, [{digests}]::UBIGINT[] AS ch FROM (
-                            SELECT m.release_id, v.uh, {values.replace('p.', 'v.')}
+                            SELECT m.release_id, v.uh{values.replace('p.', 'v.')}
                             FROM __rr_members m JOIN __rr_vals v ON v.cell_key = m.cell_key
                             WHERE m.release_id IN (SELECT release_id FROM __rr_ids) GROUP BY m.release_id, v.uh
                         )
@@ -545,9 +580,9 @@ def check_new_remainders(cfg: ReportConfig, con: Any, hist: History, release_id:
             return 0
         ids = sorted(comps_of)
         lo, hi = difference_window(cfg)
-        mine = [name for name, _ in components(cfg)]
+        mine = [c.name for c in components(cfg)]
         comps = components(cfg)
-        values = "".join(f", {expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
+        values = values_sql(comps)
         digests = digests_sql(comps)
         salt = literal(hist.secret_hex())
         by_index = {lv.index: lv for lv in levels(cfg)}
@@ -617,7 +652,7 @@ def _nested_close(
     or nothing (residual: the sub-cell's people); the choice with the fewest people is taken, and
     C is withheld when the people of all chosen residuals together number ``lo``..``hi``."""
     families = _family_signatures(con, sorted(comps_of))
-    mine = [name for name, _ in components(cfg)]
+    mine = [c.name for c in components(cfg)]
     close: set[str] = set()
     salt = literal(hist.secret_hex())
     for lv in levels(cfg):
@@ -630,7 +665,7 @@ def _nested_close(
             if at is None:
                 continue
             comps = components(cfg)
-            values = "".join(f", {expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
+            values = values_sql(comps)
             digests = digests_sql(comps)
             sub_key = _key_sql([(pr, f"p.{at[pr]}") for pr in fam])
             parent_key = _key_sql([(pr, f"p.{at[pr]}") for pr in mine_pairs])
@@ -677,7 +712,7 @@ def _subtraction_flags(
                 differs[g] = ("FALSE", "TRUE", "TRUE")
             elif q in theirs.names:
                 differs[g] = quantity_condition(q, mine, theirs)
-        nothing = "TRUE" if q is None else f"n.ch[{mine.index(q) + 1}] <> 0"
+        nothing = f"n.ch[{digest_position(mine, q)}] <> 0" if q is not None and q.startswith(VALUE_QUANTITIES) else "TRUE"
         flagged |= _subtraction_flags_of(con, differs, nothing, lo, hi)
     return flagged
 
@@ -690,12 +725,13 @@ def _drop_unreachable_parents(con: Any, ids: list[str], comps_of: dict[str, Publ
     (people present for presence, rows and units; contributors for a value quantity, which only
     releases of :data:`DIGEST_FORMAT` sketch: with an earlier one among ``ids``, nothing is
     dropped)."""
-    keep = []
-    for q in (mine or [None]):
-        skey = q if q is not None and q.startswith(("sum:", "vals:")) else None
+    keep: list[str] = []
+    skeys = sorted({q if q is not None and q.startswith(VALUE_QUANTITIES) else None for q in (mine or [None])},
+                   key=lambda s: s or "")
+    for skey in skeys:
         if skey is not None and not all(comps_of.get(r, PRESENCE).exact for r in ids):
             return
-        where = "TRUE" if skey is None else f"ch[{mine.index(q) + 1}] <> 0"
+        where = "TRUE" if skey is None else f"ch[{digest_position(mine, skey)}] <> 0"
         buckets = ", ".join(f"count(*) FILTER (WHERE __bk = {b} AND __in) AS b{b}" for b in range(SKETCH_BUCKETS))
         quantity = "NULL" if skey is None else literal(skey)
         con.execute(f"""
@@ -832,7 +868,7 @@ def _complements_for_earlier_cells(
             _ids(con, "__fam_ids", ids, grp_of)
             unsketched = sorted(set(ids) - _sketched(con))
             comps = components(cfg)
-            values = ", ".join(f"{expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
+            values = values_sql(comps)
             digests = digests_sql(comps)
             for _round in range(MAX_ROUNDS + 1):
                 flagged = _flagged_regions(con, lv.index, list(groups), comps, values, digests, lo, hi, unsketched)
@@ -865,14 +901,14 @@ def _value_columns(con: Any, table: str) -> list[str]:
 
 
 def _flagged_regions(
-    con: Any, level: int, groups: list[Published], comps: list[tuple[str, str]],
+    con: Any, level: int, groups: list[Published], comps: list[Component],
     values: str, digests: str, lo: int, hi: int, unsketched: list[str],
 ) -> set[str]:
     """Earlier coarse cells of the releases in ``__fam_ids`` whose residual after subtracting this
     release's published cells of ``level`` (both strategies) is ``lo``..``hi`` people. Only the
     (release, coarse cell) pairs whose sketch bound allows such a residual (and those of releases
     in ``unsketched``) are compared person by person."""
-    mine = [name for name, _ in comps]
+    mine = [c.name for c in comps]
     published = f"(SELECT __cell_key FROM __cells WHERE __level = {level} AND __reason IS NULL)"
     inside = "(SELECT cell_key FROM __rev_piece GROUP BY cell_key HAVING count(DISTINCT region_key) = 1)"
     out: set[str] = set()
@@ -880,7 +916,7 @@ def _flagged_regions(
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE __rev_now AS
             WITH chosen AS (SELECT DISTINCT region_key, cell_key FROM __rev_piece WHERE {strategy}),
-            tot AS (SELECT c.region_key, p.uh, {values} FROM chosen c JOIN __rev_piece p ON p.cell_key = c.cell_key
+            tot AS (SELECT c.region_key, p.uh{values} FROM chosen c JOIN __rev_piece p ON p.cell_key = c.cell_key
                     GROUP BY c.region_key, p.uh)
             SELECT region_key, uh, [{digests}]::UBIGINT[] AS ch FROM tot
         """)
@@ -934,7 +970,7 @@ def _record_remainders(cfg: ReportConfig, con: Any, hist: History, release_id: s
     """Store each published remainder row like a cell (per-person digests and a sketch, under its
     level's remainder key) and the withheld cells it aggregates (``remainder_members``)."""
     comps = components(cfg)
-    values = "".join(f", {expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
+    values = values_sql(comps)
     digests = digests_sql(comps)
     salt = literal(hist.secret_hex())
     by_index = {lv.index: lv for lv in levels(cfg)}
@@ -962,7 +998,7 @@ def _record_margin_remainders(cfg: ReportConfig, con: Any, hist: History, releas
     with those children as its members. A later release publishing one of them is then checked
     against it (:func:`_complements_for_earlier_remainders`)."""
     comps = components(cfg)
-    values = "".join(f", {expr} AS __x{k}" for k, (_, expr) in enumerate(comps))
+    values = values_sql(comps)
     digests = digests_sql(comps)
     salt = literal(hist.secret_hex())
     lvls = levels(cfg)
@@ -1001,7 +1037,7 @@ def record_release(cfg: ReportConfig, con: Any, hist: History, release_id: str, 
     import datetime as dt
 
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    comps = [name for name, _ in components(cfg)]
+    comps = [c.name for c in components(cfg)]
     unit_hashes(con, literal(hist.secret_hex()), replace=False)  # made by the check of this run, if it ran
     con.attach_history(hist, write=True)
     try:
