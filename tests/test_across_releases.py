@@ -253,31 +253,40 @@ def test_newcomers_with_no_value_are_seen_by_a_published_count_of_people(tmp_pat
     assert ("A",) in {d for d, _ in published(a)} and ("B",) in {d for d, _ in published(b)}
 
 
-def test_a_history_recorded_before_zero_digests_is_compared_on_presence(tmp_path: Path) -> None:
-    """A history written before zero contributions were recorded (no ``digest_format``, no
-    per-quantity sketches: made here by removing them from a day-1 history) is still read, and its
-    releases are compared as they were then, presence counting in every quantity: twenty buyers
-    gaining value-less searches still do not hide one corrected order value against it. The next
+@pytest.mark.parametrize("others", ["gain value-less searches", "have no value on either day"])
+def test_a_history_recorded_before_zero_digests_is_compared_on_presence(tmp_path: Path, others: str) -> None:
+    """A history written before non-contributions were recorded as digest 0 (no ``digest_format``,
+    no per-quantity sketches, a sum of no values hashed like any other: made here by rewriting a
+    day-1 history into that form) is still read, and its releases are compared as they were then:
+    twenty buyers who gain value-less searches, or who have no value on either day, do not hide
+    one corrected order value against it (the value sum's residual is that one buyer). The next
     release is recorded in the new format."""
     (tmp_path / "data").mkdir()
     src = tmp_path / "data" / "events.parquet"
     events(src, orders={3: 1})
     old = tmp_path / "day1.parquet"
-    pq.write_table(pq.read_table(src), old)
+    con = duckdb.connect()
+    con.execute(f"COPY (SELECT * FROM '{src}' UNION ALL SELECT 2000 + i, 'A', 'search', NULL FROM range(20) r(i)) "
+                f"TO '{old}' (FORMAT parquet)")
+    pq.write_table(pq.read_table(old), src)
     cfg = load_config(config(tmp_path, "r.yaml", metrics=[{"name": "rows", "agg": "count"},
                                                              {"name": "value", "agg": "sum", "column": "value",
                                                               "bounds": [0, 100]}],
                              history="state/history.duckdb"))
     a = run_report(cfg, "day1")
     hist = duckdb.connect(str(tmp_path / "state" / "history.duckdb"))
-    assert hist.execute("SELECT count(*) FROM cell_sketch WHERE quantity IS NOT NULL").fetchone()[0] > 0
+    (names,) = hist.execute("SELECT components FROM releases").fetchone()
+    s = names.index(next(n for n in names if n.startswith("sum:"))) + 1
+    assert hist.execute(f"SELECT count(*) FROM cell_units WHERE ch[{s}] = 0").fetchone()[0] >= 20
+    hist.execute(f"UPDATE cell_units SET ch = list_transform(range(1, len(ch) + 1), lambda k: CASE WHEN k = {s} AND ch[k] = 0 "
+                 f"THEN hash(uh, ?, CAST(NULL AS DOUBLE)) ELSE ch[k] END)", [names[s - 1]])
     hist.execute("DELETE FROM cell_sketch WHERE quantity IS NOT NULL")
     hist.execute("ALTER TABLE cell_sketch DROP COLUMN quantity")
     hist.execute("ALTER TABLE releases DROP COLUMN digest_format")
     hist.close()
-    duckdb.connect().execute(f"""COPY (SELECT user_id, city, event_type, CASE WHEN user_id = 3 AND event_type = 'order'
-                                      THEN 57 ELSE value END AS value FROM '{old}'
-                         UNION ALL SELECT 10 + i, 'A', 'search', NULL FROM range(20) r(i))
+    more = "UNION ALL SELECT 10 + i, 'A', 'search', NULL FROM range(20) r(i)" if others.startswith("gain") else ""
+    con.execute(f"""COPY (SELECT user_id, city, event_type, CASE WHEN user_id = 3 AND event_type = 'order'
+                                      THEN 57 ELSE value END AS value FROM '{old}' {more})
                     TO '{src}' (FORMAT parquet)""")
     b = run_report(cfg, "day2")
     assert ("A",) in {d for d, _ in published(a)}

@@ -49,8 +49,8 @@ CREATE TABLE IF NOT EXISTS remainder_members (release_id VARCHAR, remainder_key 
 CREATE TABLE IF NOT EXISTS cell_sketch (release_id VARCHAR, cell_key VARCHAR, n BIGINT, SKETCH_COLUMNS);
 ALTER TABLE cell_sketch ADD COLUMN IF NOT EXISTS quantity VARCHAR;
 """
-# Releases recorded with DIGEST_FORMAT (``releases.digest_format``) store a zero contribution to a
-# quantity as digest 0 (so a person present in one cell only is counted in a quantity's residual
+# Releases recorded with DIGEST_FORMAT (``releases.digest_format``) store a non-contribution to a
+# quantity (no value in the cell) as digest 0 (so a person present in one cell only is counted in a quantity's residual
 # only where they contribute to it: a newcomer with searches only does not hide a corrected order
 # value) and keep, per published cell and value quantity, a sketch of the people contributing to
 # it (``cell_sketch.quantity``; NULL: everyone present). Releases recorded before (NULL) are
@@ -308,7 +308,7 @@ def _ids(con: Any, table: str, ids: list[str] | tuple[str, ...], groups: dict[st
 
 class Published(NamedTuple):
     """What an earlier release published: its quantities (:func:`components` names, in digest
-    order) and whether its digests are of :data:`DIGEST_FORMAT` (zero contributions as 0)."""
+    order) and whether its digests are of :data:`DIGEST_FORMAT` (non-contributions as 0)."""
 
     names: tuple[str, ...]
     exact: bool
@@ -349,9 +349,16 @@ def quantity_condition(q: str, mine: list[str], theirs: Published) -> tuple[str,
     if q == "units":
         return "FALSE", "TRUE", "TRUE"  # presence: the people present on one side only
     i, j = digest_position(mine, q), digest_position(theirs.names, q)
-    exact = theirs.exact and q.startswith(VALUE_QUANTITIES)  # everyone present contributes to the others
-    nz_n, nz_h = (f"n.ch[{i}] <> 0", f"h.ch[{j}] <> 0") if exact else ("TRUE", "TRUE")
-    return f"h.ch[{j}] <> n.ch[{i}]", nz_n, nz_h
+    differs = f"h.ch[{j}] <> n.ch[{i}]"
+    if not q.startswith(VALUE_QUANTITIES):  # everyone present contributes to rows
+        return differs, "TRUE", "TRUE"
+    if theirs.exact:
+        return differs, f"n.ch[{i}] <> 0", f"h.ch[{j}] <> 0"
+    # an earlier format hashed a non-contribution too (a sum of no values: NULL; a count: 0): a
+    # person without a value on both sides has not changed
+    legacy_none = ", ".join(f"hash(h.uh, {literal(q)}, {v})" for v in
+                            ("CAST(NULL AS DOUBLE)", "CAST(0 AS HUGEINT)", "CAST(0 AS BIGINT)"))
+    return f"({differs} AND NOT (n.ch[{i}] = 0 AND h.ch[{j}] IN ({legacy_none})))", "TRUE", "TRUE"
 
 
 def _per_quantity(conds: list[tuple[str, str, str]]) -> tuple[str, str, str, str]:
