@@ -327,7 +327,7 @@ def test_recount_with_margins_matches_brute_force_on_random_reports(tmp_path_fac
     assert found == {"rows_below": truth, "metric_below": metric_truth, "remainder_bad": 0, "malformed": 0}
 
 
-_SPELLINGS = st.text(alphabet="0123456789 .-+eaA", max_size=9)
+_SPELLINGS = st.text(alphabet="0123456789 .-+eaA\t\r\xa0ÉéΣİß", max_size=9)
 
 
 @given(published=st.lists(_SPELLINGS, min_size=1, max_size=6), source=st.lists(_SPELLINGS, min_size=1, max_size=8),
@@ -336,12 +336,15 @@ _SPELLINGS = st.text(alphabet="0123456789 .-+eaA", max_size=9)
 @example(published=["Pune "], source=["pune"], listed=5000).via("the text form")
 @example(published=["98 76 50 42 42"], source=["9876504242"], listed=0).via("the digits form, by a join")
 @example(published=["1e1"], source=["10.0"], listed=5000).via("the number form")
+@example(published=["İstanbul"], source=["İSTANBUL", "istanbul!"], listed=5000).via("case, the same length")
+@example(published=["abc"], source=["\tABC\r", "abcd"], listed=5000).via("whitespace at the ends, longer")
 def test_identifier_value_hits_match_the_normal_form_rule(tmp_path_factory: pytest.TempPathFactory,
                                                           monkeypatch: pytest.MonkeyPatch, published: list[str],
                                                           source: list[str], listed: int) -> None:
     """Guarantee: a published value is refused exactly when it shares a normal form (the Python rule,
     ``privacy.identifiers.normal_forms``) with a value of a text identifier column, whether the
-    published forms are matched as a list of values or, beyond ``IN_LIST_MAX``, by a join."""
+    published forms are matched as a list of values or, beyond ``IN_LIST_MAX``, by a join, for
+    spellings with case, whitespace at the ends and non-ASCII letters."""
     from pipeline.engines.duckdb import gate as gate_sql
     from pipeline.privacy.identifiers import normal_forms
 
