@@ -403,16 +403,16 @@ def _close_sql(conds: list[tuple[str, str, str]], ids: str) -> str:
 
 def apply_difference_check(
     cfg: ReportConfig, con: Any, hist: History, release_id: str, source_id: str, schema: dict[str, str] | None = None
-) -> int:
+) -> None:
     """Withhold publishable cells close to a published cell of any earlier release in the history,
     and cells that earlier releases' finer cells subdivide with a residual of 1 to k − 1 people
-    (module docstring). Returns how many were withheld."""
+    (module docstring)."""
     con.execute("ALTER TABLE __cells ADD COLUMN IF NOT EXISTS __cell_key VARCHAR")
     con.execute(f"UPDATE __cells SET __cell_key = {cell_key_expr(cfg)}")
     unit_hashes(con, literal(hist.secret_hex()), replace=True)
     con.execute(candidate_units_sql(cfg, hist.secret_hex(), con))
     if not con.history_exists(hist):
-        return 0
+        return
     con.attach_history(hist, write=False)
     mine = [c.name for c in components(cfg)]
     close: set[str] = set()
@@ -430,13 +430,11 @@ def apply_difference_check(
         if schema is not None and comps_of:
             close.update(_nested_close(cfg, con, hist, schema, comps_of, lo, hi))
         _withhold(con, close)
-        more = 0
         if schema is not None and comps_of:
-            more = _complements_for_earlier_cells(cfg, con, hist, schema, comps_of, lo, hi)
-            more += _complements_for_earlier_remainders(cfg, con, hist, comps_of, lo, hi)
+            _complements_for_earlier_cells(cfg, con, hist, schema, comps_of, lo, hi)
+            _complements_for_earlier_remainders(cfg, con, hist, comps_of, lo, hi)
     finally:
         con.detach_history()
-    return len(close) + more
 
 
 def _has_sketch_table(con: Any) -> bool:
@@ -490,7 +488,7 @@ def _unit_values_sql(cfg: ReportConfig, con: Any, lv: Any, salt: str, cells: str
 
 def _complements_for_earlier_remainders(
     cfg: ReportConfig, con: Any, hist: History, comps_of: dict[str, Published], lo: int, hi: int,
-) -> int:
+) -> None:
     """Withhold further cells of this release where they would be subtracted from an earlier
     release's remainder row of the same level, leaving 1 to k − 1 people: the reader subtracts this
     release's published cells that the remainder aggregated (its recorded members) and compares what
@@ -498,13 +496,12 @@ def _complements_for_earlier_remainders(
     from their summed contribution to those cells. While some earlier remainder's residual is 1 to
     k − 1 people, its member cell published here with the fewest people is withheld (ties by key)."""
     if "remainder_members" not in con.tables("__hist"):
-        return 0
+        return
     mine = [c.name for c in components(cfg)]
     comps = components(cfg)
     values = values_sql(comps)
     digests = digests_sql(comps)
     salt = literal(hist.secret_hex())
-    withheld = 0
     for lv in levels(cfg):
         key = remainder_key(cfg, lv.kept(cfg))
         # this level's remainder rows of earlier releases, and the implicit ones of their margins
@@ -563,8 +560,6 @@ def _complements_for_earlier_remainders(
             if not keys:
                 break
             _withhold(con, keys)
-            withheld += len(keys)
-    return withheld
 
 
 def check_new_remainders(cfg: ReportConfig, con: Any, hist: History, release_id: str) -> int:
@@ -834,7 +829,7 @@ def _derived_per_unit(
 def _complements_for_earlier_cells(
     cfg: ReportConfig, con: Any, hist: History, schema: dict[str, str],
     comps_of: dict[str, Published], lo: int, hi: int,
-) -> int:
+) -> None:
     """Withhold further cells of this release where they would subdivide a coarser cell of an
     earlier release (its month, its total, its margin) leaving 1 to k − 1 people: the earlier cell
     minus this release's published cells inside it would isolate them.
@@ -845,10 +840,9 @@ def _complements_for_earlier_cells(
     subtracted cells (as published now), present in one only included. While some R's residual is
     1 to k − 1 people, the published cell with rows in R with the fewest people is withheld
     (ties by key) and the check repeats; after ``MAX_ROUNDS`` every cell with rows in such an R
-    is withheld. Returns how many cells were withheld."""
+    is withheld."""
     families = _family_signatures(con, sorted(comps_of))
     salt = literal(hist.secret_hex())
-    withheld = 0
     for lv in levels(cfg):
         mine_pairs = level_pairs(cfg, lv.kept(cfg))
         for sig, ids in sorted(families.items()):
@@ -895,8 +889,6 @@ def _complements_for_earlier_cells(
                 if not keys:
                     break
                 _withhold(con, keys)
-                withheld += len(keys)
-    return withheld
 
 
 MAX_ROUNDS = 20
