@@ -310,3 +310,31 @@ def test_weeks_published_after_their_month_when_a_persons_data_changed(tmp_path:
     again = load_config(cfg(tmp_path, "weekly2", dimensions=week_dims(), metrics=metrics, history=fresh,
                             source={"path": "data/v1.parquet"}))
     assert sum(r["city"] == "B" for r in pq.read_table(run_report(again, "feb").report_path).to_pylist()) == 4
+
+
+@pytest.mark.parametrize("older", [("release_levels",), ("cell_sketch",), ("release_levels", "cell_sketch")],
+                         ids=["no level signatures", "no sketches", "neither"])
+def test_a_month_against_weeks_of_a_history_written_before_signatures_or_sketches(tmp_path: Path,
+                                                                                    older: tuple[str, ...]) -> None:
+    """A history written before the levels' signatures (``release_levels``: derived from the
+    stored cell keys instead) or the presence sketches (``cell_sketch``: every pair compared person
+    by person) existed still finds the weeks inside a later month: B's month, changed by one
+    buyer's late event, is withheld, and C's month (no change) is published as the sum of its weeks."""
+    con = _versions(tmp_path, "a late event")
+    history = "state/history.duckdb"
+    weekly = load_config(cfg(tmp_path, "weekly", dimensions=week_dims(), history=history,
+                             source={"path": "data/v1.parquet"}))
+    w = pq.read_table(run_report(weekly, "feb").report_path).to_pylist()
+    hist = duckdb.connect(str(tmp_path / history))
+    for table in older:
+        hist.execute(f"DROP TABLE {table}")
+    hist.close()
+    monthly = load_config(cfg(tmp_path, "monthly", dimensions=month_dims(), history=history,
+                              source={"path": "data/v2.parquet"}))
+    m = {r["city"]: r["rows"] for r in pq.read_table(run_report(monthly, "feb").report_path).to_pylist()}
+    changed = con.execute("""SELECT count(*) FROM (SELECT user_id, count(*) AS n FROM v1 WHERE city = 'B' GROUP BY 1) a
+        FULL JOIN (SELECT user_id, count(*) AS n FROM v2 WHERE city = 'B' GROUP BY 1) b USING (user_id)
+        WHERE a.n IS DISTINCT FROM b.n""").fetchone()[0]
+    assert changed == 1 and sum(r["city"] == "B" for r in w) == 4  # the attack exists
+    assert "B" not in m
+    assert m["C"] == sum(r["rows"] for r in w if r["city"] == "C")
