@@ -320,3 +320,28 @@ def test_a_value_of_zero_is_a_contribution_as_for_the_k_rule_per_number(tmp_path
     pq.write_table(pq.read_table(tmp_path / "day2.parquet"), src)
     b = dict(published(run_report(cfg, "day2")))
     assert b[("A",)]["value"] == 0 and b[("A",)]["rows"] == 30
+
+
+def test_a_history_written_before_digests_is_compared_on_presence_only(tmp_path: Path) -> None:
+    """The oldest history format (no quantities per release, no digests per person: made here by
+    dropping them) is still read and compared by presence: one newcomer to city A between two days
+    withholds A; a day with nobody new or gone publishes it again."""
+    (tmp_path / "data").mkdir()
+    src = tmp_path / "data" / "events.parquet"
+    events(src)
+    cfg = load_config(config(tmp_path, "r.yaml", history="state/history.duckdb"))
+    a = run_report(cfg, "day1")
+    hist = duckdb.connect(str(tmp_path / "state" / "history.duckdb"))
+    for table, column in (("releases", "components"), ("releases", "digest_format"), ("cell_units", "ch"),
+                          ("cell_sketch", "quantity")):
+        if table == "cell_sketch":
+            hist.execute("DELETE FROM cell_sketch WHERE quantity IS NOT NULL")
+        hist.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    hist.close()
+    events(src, extra=1)  # one newcomer with one search
+    b = run_report(cfg, "day2")
+    assert ("A",) in {d for d, _ in published(a)}
+    assert ("A",) not in {d for d, _ in published(b)} and ("B",) in {d for d, _ in published(b)}
+    events(src)
+    c = run_report(cfg, "day3")  # the same people as day 1 (day 2 was withheld for A)
+    assert ("A",) in {d for d, _ in published(c)}
