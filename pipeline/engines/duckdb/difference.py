@@ -314,9 +314,6 @@ class Published(NamedTuple):
     exact: bool
 
 
-PRESENCE = Published((), False)  # a release of unknown quantities: compared on presence only
-
-
 def earlier_releases(con: Any, release_id: str) -> dict[str, Published]:
     """Every release of the attached history but ``release_id``, with what it published (a
     history written before digests: no quantities, presence only)."""
@@ -523,7 +520,7 @@ def _complements_for_earlier_remainders(
         """)
         groups: dict[Published, list[str]] = {}
         for rid, rel in con.execute("SELECT DISTINCT release_id, rel FROM __rr_members ORDER BY 1").fetchall():
-            groups.setdefault(comps_of.get(rel, PRESENCE), []).append(rid)
+            groups.setdefault(comps_of[rel], []).append(rid)
         for _round in range(MAX_ROUNDS + 1):
             con.execute(f"CREATE OR REPLACE TEMP TABLE __rr_vals AS "
                         f"{_unit_values_sql(cfg, con, lv, salt, 'c.__reason IS NULL')}")
@@ -691,7 +688,7 @@ def _subtraction_flags(
     a residual of ``lo``..``hi`` people (the rule of :func:`_nested_close`)."""
     groups: dict[Published, list[str]] = {}
     for rid in ids:
-        groups.setdefault(comps_of.get(rid, PRESENCE), []).append(rid)
+        groups.setdefault(comps_of[rid], []).append(rid)
     grp_of = {rid: g for g, gids in enumerate(groups.values()) for rid in gids}
     _ids(con, "__fam_ids", ids, grp_of)
     if not set(ids) - _sketched(con):
@@ -731,7 +728,7 @@ def _drop_unreachable_parents(con: Any, ids: list[str], comps_of: dict[str, Publ
     skeys = sorted({q if q is not None and q.startswith(VALUE_QUANTITIES) else None for q in (mine or [None])},
                    key=lambda s: s or "")
     for skey in skeys:
-        if skey is not None and not all(comps_of.get(r, PRESENCE).exact for r in ids):
+        if skey is not None and not all(comps_of[r].exact for r in ids):
             return
         where = "TRUE" if skey is None else f"ch[{digest_position(mine, skey)}] <> 0"
         buckets = ", ".join(f"count(*) FILTER (WHERE __bk = {b} AND __in) AS b{b}" for b in range(SKETCH_BUCKETS))
@@ -864,7 +861,7 @@ def _complements_for_earlier_cells(
             """)
             groups: dict[Published, list[str]] = {}
             for rid in ids:
-                groups.setdefault(comps_of.get(rid, PRESENCE), []).append(rid)
+                groups.setdefault(comps_of[rid], []).append(rid)
             grp_of = {rid: g for g, gids in enumerate(groups.values()) for rid in gids}
             _ids(con, "__fam_ids", ids, grp_of)
             unsketched = sorted(set(ids) - _sketched(con))
