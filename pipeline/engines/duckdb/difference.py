@@ -700,18 +700,16 @@ def _subtraction_flags(
         SELECT h.release_id, f.grp, h.cell_key AS sub_key, h.uh, h.ch
         FROM __hist.cell_units h JOIN __fam_ids f USING (release_id) WHERE h.cell_key IN (SELECT DISTINCT sub_key FROM __nest_sub)
     """)
-    # one quantity at a time (:func:`quantity_conditions`): for each of this release's quantities,
-    # the earlier releases that publish it are the reader's options; presence alone where it
-    # publishes none
+    # one quantity at a time (:func:`quantity_conditions`): for each of this release's quantities
+    # (every config has one: metrics are required), the earlier releases that publish it are the
+    # reader's options; a release recorded without quantities publishes presence (``units``)
     flagged: set[str] = set()
-    for q in (mine or [None]):
+    for q in mine:
         differs: dict[int, tuple[str, str, str]] = {}
         for g, (theirs, _gids) in enumerate(groups.items()):
-            if q is None:
-                differs[g] = ("FALSE", "TRUE", "TRUE")
-            elif q in theirs.names:
+            if q in theirs.names or (q == "units" and not theirs.names):
                 differs[g] = quantity_condition(q, mine, theirs)
-        nothing = f"n.ch[{digest_position(mine, q)}] <> 0" if q is not None and q.startswith(VALUE_QUANTITIES) else "TRUE"
+        nothing = f"n.ch[{digest_position(mine, q)}] <> 0" if q.startswith(VALUE_QUANTITIES) else "TRUE"
         flagged |= _subtraction_flags_of(con, differs, nothing, lo, hi)
     return flagged
 
@@ -725,8 +723,7 @@ def _drop_unreachable_parents(con: Any, ids: list[str], comps_of: dict[str, Publ
     releases of :data:`DIGEST_FORMAT` sketch: with an earlier one among ``ids``, nothing is
     dropped)."""
     keep: list[str] = []
-    skeys = sorted({q if q is not None and q.startswith(VALUE_QUANTITIES) else None for q in (mine or [None])},
-                   key=lambda s: s or "")
+    skeys = sorted({q if q.startswith(VALUE_QUANTITIES) else None for q in mine}, key=lambda s: s or "")
     for skey in skeys:
         if skey is not None and not all(comps_of[r].exact for r in ids):
             return
