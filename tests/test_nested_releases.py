@@ -242,11 +242,15 @@ def _versions(tmp_path: Path, change: str) -> duckdb.DuckDBPyConnection:
     """v1 (feb_events with a value per row, ``user_id % 50``: some buyers contribute 0) and v2, v1
     after one buyer of city B (5003) gained a late event in week 2, or had that week's value
     corrected, or had it corrected while twenty newcomers had one search each, with no value, in
-    B's week 2 (their rows count, their value sums are 0); both written to ``data/``."""
+    B's week 2 (their rows count, their value sums are 0; fifteen others search there with no
+    value in both versions: people present are not the value's contributors); both written to
+    ``data/``."""
     (tmp_path / "data").mkdir()
     base = feb_events(tmp_path / "data" / "base.parquet")
     con = duckdb.connect()
     con.execute(f"CREATE TABLE v1 AS SELECT *, CAST(user_id % 50 AS DOUBLE) AS value FROM '{base}'")
+    if change == "a corrected value among newcomers":  # and fifteen searchers with no value in both versions
+        con.execute(f"INSERT INTO v1 SELECT 7500 + i, 'B', TIMESTAMP '{WEEKS[1]} 17:00', NULL FROM range(15) r(i)")
     corrected = ("SELECT user_id, city, event_time, "
                  f"CASE WHEN user_id = 5003 AND event_time < TIMESTAMP '{WEEKS[2]}' AND event_time >= TIMESTAMP '{WEEKS[1]}' "
                  "THEN value + 7 ELSE value END AS value FROM v1")
