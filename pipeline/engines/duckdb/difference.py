@@ -12,12 +12,12 @@ Guarantees (docs/PRIVACY.md, "Across releases"):
   Filters and metrics are not part of the key: cells over the same dimension values are compared
   whatever rows they select, so "searches" against "searches and orders" is compared too.
 - Per (cell, person) the history keeps, besides the keyed unit hash, one digest per published
-  quantity the person contributes to (row count, clamped sum and value count of each value column
-  with its bounds). Two cells are *close* when, for some quantity both releases publish, the
-  people present in only one of them plus the people present in both whose digest of that
-  quantity differs number 1 to k − 1 (each quantity judged on its own: people who changed only
-  in rows do not hide one who changed only in a value): then the new cell is withheld (reason
-  ``difference``).
+  quantity (row count, clamped sum and value count of each value column with its bounds; 0 where
+  the person does not contribute to it). Two cells are *close* when, for some quantity both
+  releases publish, the people contributing to it in only one of them plus the people present in
+  both whose digest of it differs number 1 to k − 1 (each quantity judged on its own: people who
+  changed only in rows, or newcomers with no value, do not hide one who changed only in a value):
+  then the new cell is withheld (reason ``difference``).
 - Every earlier release in the history is compared, whatever its source id: a day file and the
   next day's file are the same population under two names. Only cell keys, hashes and counts are
   compared in DuckDB; no identifier is written to the history.
@@ -162,7 +162,8 @@ def digests_sql(comps: list[Component]) -> str:
 
 
 def lower_bound_sql(a: str, b: str) -> str:
-    """A lower bound of the people present in only one of the cells sketched in ``a`` and ``b``."""
+    """A lower bound of the people in only one of the cells sketched in ``a`` and ``b`` (present, or
+    contributing to a quantity: whatever the sketches counted)."""
     l1 = " + ".join(f"abs({a}.b{i} - {b}.b{i})" for i in range(SKETCH_BUCKETS))
     return f"greatest(abs({a}.n - {b}.n), {l1})"
 SEP = "\x1f"
