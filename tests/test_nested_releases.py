@@ -61,8 +61,8 @@ def month_dims() -> list:
 
 # ----- the attacker ------------------------------------------------------------------------------
 
-def regions(release) -> list[dict]:
-    """Each published row as (city or None, [start, end) or None, rows)."""
+def regions(release, what: str = "rows") -> list[dict]:
+    """Each published row as (city or None, [start, end) or None, its number ``what``, as rows)."""
     out = []
     for row in pq.read_table(release.report_path).to_pylist():
         start = end = None
@@ -73,7 +73,7 @@ def regions(release) -> list[dict]:
             end = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
         elif "week" in row or "month" in row:
             continue  # a margin over time: not used by these attacks
-        out.append({"city": row.get("city"), "start": start, "end": end, "rows": row["rows"]})
+        out.append({"city": row.get("city"), "start": start, "end": end, "rows": row[what]})
     return out
 
 
@@ -104,14 +104,14 @@ def truth(src: Path, c: dict, inner: list[dict]) -> int:
         f"SELECT count(DISTINCT user_id) FROM '{src}' WHERE ({where(c)}) AND NOT ({covered})").fetchone()[0]  # noqa: S608
 
 
-def leaks(src: Path, *releases) -> list[tuple]:
+def leaks(src: Path, *releases, what: str = "rows") -> list[tuple]:
     found = []
     for x in releases:
         for y in releases:
             if x is y:
                 continue
-            inner_all = regions(y)
-            for c in regions(x):
+            inner_all = regions(y, what)
+            for c in regions(x, what):
                 inner = [f for f in inner_all if inside(f, c)]
                 if not inner:
                     continue
@@ -143,20 +143,25 @@ def test_a_month_against_its_published_weeks(tmp_path: Path, order: str) -> None
     assert sum(r["city"] == "B" for r in regions(w)) == 4
 
 
+@pytest.mark.parametrize("what", ["rows", "buyers"])
 @pytest.mark.parametrize("order", ["cells first", "total first"])
-def test_a_grand_total_against_another_reports_cells(tmp_path: Path, order: str) -> None:
+def test_a_grand_total_against_another_reports_cells(tmp_path: Path, order: str, what: str) -> None:
+    """A grand total minus another report's city cells is the withheld city D's one buyer — of
+    rows, or of a count of people alone (each buyer lives in one city, so people counts add up
+    over cities as rows do)."""
     (tmp_path / "data").mkdir()
     src = feb_events(tmp_path / "data" / "events.parquet")
-    cells = load_config(cfg(tmp_path, "cells"))
-    with_total = load_config(cfg(tmp_path, "with_total", totals=[[]]))
+    metrics = [{"name": what, "agg": "count" if what == "rows" else "count_units"}]
+    cells = load_config(cfg(tmp_path, "cells", metrics=metrics))
+    with_total = load_config(cfg(tmp_path, "with_total", totals=[[]], metrics=metrics))
     first, second = (cells, with_total) if order == "cells first" else (with_total, cells)
     a = run_report(first, "d1")
     b = run_report(second, "d1")
     # the attack exists: all cities but D (one buyer) are publishable on their own
     assert truth(src, {"city": None, "start": None, "end": None},
                  [{"city": c, "start": None, "end": None} for c in "ABC"]) == 1
-    assert leaks(src, a, b) == []
-    assert any(r["city"] == "B" for r in regions(b)) and any(r["city"] == "B" for r in regions(a))
+    assert leaks(src, a, b, what=what) == []
+    assert any(r["city"] == "B" for r in regions(b, what)) and any(r["city"] == "B" for r in regions(a, what))
 
 
 @pytest.mark.parametrize("order", ["finer first", "coarser first"])
@@ -191,7 +196,7 @@ def test_a_cell_against_another_reports_cells_with_one_more_dimension(tmp_path: 
 
 @pytest.mark.parametrize("rows_only_too", [False, True], ids=["one weekly report", "a rows-only weekly report too"])
 @pytest.mark.parametrize("change", ["a late event", "a late search without a value", "a corrected value",
-                                    "a corrected value among newcomers"])
+                                    "a corrected value among newcomers", "a missing value filled in as 0"])
 def test_a_month_against_weeks_published_before_a_persons_data_changed(tmp_path: Path, change: str,
                                                                          rows_only_too: bool) -> None:
     """The weeks are published from the data as it was; the month later, from the data after one
@@ -206,7 +211,7 @@ def test_a_month_against_weeks_published_before_a_persons_data_changed(tmp_path:
     earlier release is compared on the quantities it published."""
     con = _versions(tmp_path, change)
     metrics = [{"name": "rows", "agg": "count"}, {"name": "value", "agg": "sum", "column": "value", "bounds": [0, 60]},
-               {"name": "buyers", "agg": "count_units"}]
+               {"name": "buyers", "agg": "count_units"}, {"name": "avg", "agg": "mean", "column": "value", "bounds": [0, 60]}]
     history = "state/history.duckdb"
     weekly = load_config(cfg(tmp_path, "weekly", dimensions=week_dims(), metrics=metrics, history=history,
                              source={"path": "data/v1.parquet"}))
@@ -217,14 +222,15 @@ def test_a_month_against_weeks_published_before_a_persons_data_changed(tmp_path:
                                    source={"path": "data/v1.parquet"})), "feb")
     w = pq.read_table(run_report(weekly, "feb").report_path).to_pylist()
     m = pq.read_table(run_report(monthly, "feb").report_path).to_pylist()
-    # the truth: per quantity, people whose contribution to B's February differs between the
-    # versions (absent: 0); one quantity's difference is one buyer's
+    # the truth: per quantity (rows, value sum, values counted by the mean), people whose
+    # contribution to B's February differs between the versions (absent: 0); one quantity's
+    # difference is one buyer's
     who = [con.execute(f"""
         SELECT count(*) FROM (
             SELECT user_id, {agg} AS s FROM v1 WHERE city = 'B' GROUP BY 1) a
         FULL JOIN (SELECT user_id, {agg} AS s FROM v2 WHERE city = 'B' GROUP BY 1) b USING (user_id)
         WHERE coalesce(a.s, 0) <> coalesce(b.s, 0)""").fetchone()[0]  # noqa: S608
-        for agg in ("count(*)", "coalesce(sum(value), 0)")]
+        for agg in ("count(*)", "coalesce(sum(value), 0)", "count(value)")]
     assert 1 in who  # the attack exists
     weeks_b = [r for r in w if r["city"] == "B"]
     assert len(weeks_b) == 4  # the weeks of B were all published from v1
@@ -249,6 +255,9 @@ def _versions(tmp_path: Path, change: str) -> duckdb.DuckDBPyConnection:
     base = feb_events(tmp_path / "data" / "base.parquet")
     con = duckdb.connect()
     con.execute(f"CREATE TABLE v1 AS SELECT *, CAST(user_id % 50 AS DOUBLE) AS value FROM '{base}'")
+    week2 = f"user_id = 5003 AND event_time >= TIMESTAMP '{WEEKS[1]}' AND event_time < TIMESTAMP '{WEEKS[2]}'"
+    if change == "a missing value filled in as 0":  # a second week-2 row of 5003, its value missing in v1
+        con.execute(f"INSERT INTO v1 VALUES (5003, 'B', TIMESTAMP '{WEEKS[1]} 18:00', NULL)")
     if change == "a corrected value among newcomers":  # and fifteen searchers with no value in both versions
         con.execute(f"INSERT INTO v1 SELECT 7500 + i, 'B', TIMESTAMP '{WEEKS[1]} 17:00', NULL FROM range(15) r(i)")
     corrected = ("SELECT user_id, city, event_time, "
@@ -256,6 +265,9 @@ def _versions(tmp_path: Path, change: str) -> duckdb.DuckDBPyConnection:
                  "THEN value + 7 ELSE value END AS value FROM v1")
     if change == "a late event":
         con.execute(f"CREATE TABLE v2 AS SELECT * FROM v1 UNION ALL SELECT 5003, 'B', TIMESTAMP '{WEEKS[1]} 15:00', 3.0")
+    elif change == "a missing value filled in as 0":
+        con.execute(f"CREATE TABLE v2 AS SELECT user_id, city, event_time, CASE WHEN {week2} AND value IS NULL THEN 0.0 "
+                    "ELSE value END AS value FROM v1")  # and 0 in v2: rows and sum as they were, one more value
     elif change == "a late search without a value":
         con.execute(f"CREATE TABLE v2 AS SELECT * FROM v1 UNION ALL SELECT 5003, 'B', TIMESTAMP '{WEEKS[1]} 15:00', NULL")
     elif change == "a corrected value":
@@ -384,3 +396,4 @@ def test_a_month_against_weeks_recorded_before_non_contributions_were_digest_0(t
     assert sum(r["city"] == "B" for r in w) == 4
     assert "B" not in m  # its value sum minus the weeks' is one buyer's correction
     assert m["C"]["value"] == sum(r["value"] for r in w if r["city"] == "C")  # unchanged: published
+

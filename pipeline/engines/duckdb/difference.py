@@ -219,6 +219,8 @@ def components(cfg: ReportConfig) -> list[Component]:
             out.setdefault(f"sum:{what}", Component(f"sum:{what}", f"round(sum(p.__s{j}), 6)", has))
             if m.agg == "mean":
                 out.setdefault(f"vals:{what}", Component(f"vals:{what}", f"sum(p.__c{j})", has))
+    if not out:  # every metric publishes a quantity: an aggregation without one would compare nothing
+        raise LedgerError(f"report {cfg.report!r}: no published quantity the difference check knows")
     return [out[k] for k in sorted(out)]
 
 
