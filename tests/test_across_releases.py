@@ -224,23 +224,27 @@ def test_one_corrected_value_is_not_hidden_by_others_changing_rows(tmp_path: Pat
     assert "B" in {d[0][0] for d in published(b)}  # an unaffected city is still published
 
 
-@pytest.mark.parametrize("with_value", [True, False], ids=["buyers and a value sum", "buyers only"])
-def test_newcomers_with_no_value_are_seen_by_a_published_count_of_people(tmp_path: Path, with_value: bool) -> None:
-    """Attack 1 on the count of people: between two runs of a report publishing buyers and a value
-    sum, five newcomers to city A have a search with no value. The value sum is unchanged (their
-    contributions are 0, so its residual is nobody), but the count of buyers differs by those
-    five people: it is a quantity of its own, and the cell must not be published with it."""
+@pytest.mark.parametrize("also", ["a value sum", "nothing else", "rows, twenty buyers gaining a search"])
+def test_newcomers_with_no_value_are_seen_by_a_published_count_of_people(tmp_path: Path, also: str) -> None:
+    """Attack 1 on the count of people: between two runs of a report publishing buyers (and a value
+    sum, or rows), five newcomers to city A have a search with no value. The value sum is unchanged
+    (their contributions are 0, so its residual is nobody), but the count of buyers differs by
+    those five people: it is a quantity of its own, and the cell must not be published with it —
+    also when twenty buyers already there gain a search (rows differ by 25 people, the count of
+    buyers still by the five)."""
     (tmp_path / "data").mkdir()
     src = tmp_path / "data" / "events.parquet"
     events(src)
     old = tmp_path / "day1.parquet"
     pq.write_table(pq.read_table(src), old)
-    value = [{"name": "value", "agg": "sum", "column": "value", "bounds": [0, 100]}] if with_value else []
-    cfg = load_config(config(tmp_path, "r.yaml", metrics=[{"name": "buyers", "agg": "count_units"}, *value],
+    more = {"a value sum": [{"name": "value", "agg": "sum", "column": "value", "bounds": [0, 100]}],
+            "nothing else": [], "rows, twenty buyers gaining a search": [{"name": "rows", "agg": "count"}]}[also]
+    cfg = load_config(config(tmp_path, "r.yaml", metrics=[{"name": "buyers", "agg": "count_units"}, *more],
                              history="state/history.duckdb"))
     a = run_report(cfg, "day1")
     con = duckdb.connect()
-    con.execute(f"COPY (SELECT * FROM '{old}' UNION ALL SELECT 3000 + i, 'A', 'search', NULL FROM range(5) r(i)) "
+    gain = "UNION ALL SELECT 10 + i, 'A', 'search', NULL FROM range(20) r(i)" if also.startswith("rows") else ""
+    con.execute(f"COPY (SELECT * FROM '{old}' UNION ALL SELECT 3000 + i, 'A', 'search', NULL FROM range(5) r(i) {gain}) "
                 f"TO '{src}' (FORMAT parquet)")
     b = run_report(cfg, "day2")
     newcomers = con.execute(f"""
