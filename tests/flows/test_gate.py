@@ -300,3 +300,35 @@ def test_luhn_lengths_are_thirteen_to_nineteen_digits(length: int) -> None:
         assert len(number) == length
         assert luhn_ok(number) is (13 <= length <= 19)
         assert not luhn_ok(number[:-1] + str((int(number[-1]) + 1) % 10))
+
+
+def test_the_gate_records_what_each_check_found_and_runs_only_the_checks_asked(tmp_path: Path) -> None:
+    """The manifest's gate record states each check's verdict and counts (what `anonymize check`
+    and a reviewer read), a refusal names every offending column and pattern, and a run limited
+    to some checks runs and records only those."""
+    from pipeline import run_report
+
+    users = list(range(1, 81))
+    write_source(tmp_path, {"user_id": users, "email": [f"u{u}@x.in" for u in users],
+                            "city": ["Pune" if u % 2 else "Agra" for u in users]})
+    cfg = load_config(crafted_config(tmp_path, ["city"]))
+    rel = run_report(cfg, "r")
+    assert rel.manifest["gate"]["passed"] is True
+    checks = rel.manifest["gate"]["checks"]
+    assert checks["columns"] == {"ok": True, "unexpected": 0}
+    assert checks["identifier_values"] == {"ok": True, "columns": []}
+    assert checks["patterns"] == {"ok": True, "hits": []}
+    assert checks["quasi_identifier"] == {"ok": True, "dimensions": []}
+    assert set(rel.manifest["gate"]["seconds"]) >= CHECKS
+    table = pa.table({"city": ["x@y.in", "+91 98765 43210"], "users": [40, 40], "rows": [40, 40],
+                      "user_id": [3, 4], "email": ["a", "b"]})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    with pytest.raises(PrivacyRefusal) as err:
+        run_gate(cfg, buf.getvalue(), checks=("columns", "patterns"))
+    assert "column(s) 'user_id', 'email' are not declared dimensions or metrics" in str(err.value)
+    assert "published values look like identifiers (city: email, city: phone_in, city: phone_intl)" in str(err.value)
+    clean = io.BytesIO()
+    pq.write_table(table.drop(["user_id", "email"]).slice(0, 0), clean)
+    only = run_gate(cfg, clean.getvalue(), checks=("columns",))
+    assert only["checks"] == {"columns": {"ok": True, "unexpected": 0}} and set(only["seconds"]) == {"columns"}
