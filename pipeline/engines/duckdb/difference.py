@@ -338,8 +338,8 @@ def quantity_conditions(mine: list[str], theirs: Published) -> list[tuple[str, s
     changed only in rows must not hide one person who changed only in a value (counted together
     they could pass k − 1 while the value's residual is one). A person present on one side only
     is in a quantity's residual when they contribute to it there (a newcomer with searches only
-    adds nothing to a value sum); for releases recorded before :data:`DIGEST_FORMAT` a zero
-    contribution cannot be told apart, and presence counts in every quantity."""
+    adds nothing to a value sum); for releases recorded before :data:`DIGEST_FORMAT` who contributes
+    cannot be told apart, and presence counts in every quantity."""
     out = [quantity_condition(c, mine, theirs) for c in theirs.names if c in mine]
     return out or [("FALSE", "TRUE", "TRUE")]
 
@@ -497,8 +497,8 @@ def _complements_for_earlier_remainders(
     k − 1 people, its member cell published here with the fewest people is withheld (ties by key)."""
     if "remainder_members" not in con.tables("__hist"):
         return
-    mine = [c.name for c in components(cfg)]
     comps = components(cfg)
+    mine = [c.name for c in comps]
     values = values_sql(comps)
     digests = digests_sql(comps)
     salt = literal(hist.secret_hex())
@@ -582,8 +582,8 @@ def check_new_remainders(cfg: ReportConfig, con: Any, hist: History, release_id:
             return 0
         ids = sorted(comps_of)
         lo, hi = difference_window(cfg)
-        mine = [c.name for c in components(cfg)]
         comps = components(cfg)
+        mine = [c.name for c in comps]
         values = values_sql(comps)
         digests = digests_sql(comps)
         salt = literal(hist.secret_hex())
@@ -651,7 +651,7 @@ def _nested_close(
     are split into sub-cells by F's key (rows of a week inside a month, a city's categories). For
     each sub-cell the reader either subtracts an earlier published cell with that key (residual:
     the people whose presence or contribution differs between the two, as in the pairwise check)
-    or nothing (residual: the sub-cell's people); the choice with the fewest people is taken, and
+    or nothing (residual: the sub-cell's contributors to the quantity); the choice with the fewest people is taken, and
     C is withheld when the people of all chosen residuals together number ``lo``..``hi``."""
     families = _family_signatures(con, sorted(comps_of))
     mine = [c.name for c in components(cfg)]
@@ -727,11 +727,11 @@ def _drop_unreachable_parents(con: Any, ids: list[str], comps_of: dict[str, Publ
     dropped)."""
     keep: list[str] = []
     skeys = sorted({q if q.startswith(VALUE_QUANTITIES) else None for q in mine}, key=lambda s: s or "")
+    buckets = ", ".join(f"count(*) FILTER (WHERE __bk = {b} AND __in) AS b{b}" for b in range(SKETCH_BUCKETS))
     for skey in skeys:
         if skey is not None and not all(comps_of[r].exact for r in ids):
             return
         where = "TRUE" if skey is None else f"ch[{digest_position(mine, skey)}] <> 0"
-        buckets = ", ".join(f"count(*) FILTER (WHERE __bk = {b} AND __in) AS b{b}" for b in range(SKETCH_BUCKETS))
         quantity = "NULL" if skey is None else literal(skey)
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE __nest_sk{len(keep)} AS
@@ -834,7 +834,8 @@ def _complements_for_earlier_cells(
     Per earlier coarse cell R the reader subtracts this release's published cells that have rows
     in R: all of them, or only those with no rows outside R (two strategies). The residual is the
     people whose contribution to R (as recorded) differs from their summed contribution to the
-    subtracted cells (as published now), present in one only included. While some R's residual is
+    subtracted cells (as published now), present in one only included where they contribute
+    (:func:`quantity_conditions`). While some R's residual is
     1 to k − 1 people, the published cell with rows in R with the fewest people is withheld
     (ties by key) and the check repeats; after ``MAX_ROUNDS`` every cell with rows in such an R
     is withheld."""
@@ -1033,7 +1034,7 @@ def record_release(cfg: ReportConfig, con: Any, hist: History, release_id: str, 
     import datetime as dt
 
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    comps = [c.name for c in components(cfg)]
+    comps = components(cfg)
     unit_hashes(con, literal(hist.secret_hex()), replace=False)  # made by the check of this run, if it ran
     con.attach_history(hist, write=True)
     try:
@@ -1045,7 +1046,7 @@ def record_release(cfg: ReportConfig, con: Any, hist: History, release_id: str, 
         con.execute(
             "INSERT INTO __hist.releases (release_id, source_id, report, run_id, created_utc, components, "
             "digest_format) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            [release_id, source_id, cfg.report, run_id, now, comps, DIGEST_FORMAT],
+            [release_id, source_id, cfg.report, run_id, now, [c.name for c in comps], DIGEST_FORMAT],
         )
         con.execute(
             "INSERT INTO __hist.cell_units (release_id, cell_key, uh, ch) SELECT $1, u.cell_key, u.uh, u.ch "
@@ -1054,7 +1055,7 @@ def record_release(cfg: ReportConfig, con: Any, hist: History, release_id: str, 
         )
         con.execute("DELETE FROM __hist.cell_sketch WHERE release_id = $1", [release_id])
         con.execute(
-            SKETCH_INSERT + f"SELECT $1, s.* FROM ({sketches_sql('__cand_units', 'cell_key', components(cfg))}) s "
+            SKETCH_INSERT + f"SELECT $1, s.* FROM ({sketches_sql('__cand_units', 'cell_key', comps)}) s "
             "WHERE s.cell_key IN (SELECT __cell_key FROM __cells WHERE __reason IS NULL)",
             [release_id],
         )
